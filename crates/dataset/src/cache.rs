@@ -95,8 +95,15 @@ impl U8Cache {
             std::fs::remove_file(&index_path).map_err(|e| Error::io(&index_path, e))?;
         }
         let shard_samples = config.shard_samples.max(1);
-        let mut index =
-            Index { version: FORMAT_VERSION, width: 0, height: 0, channels: 0, shards: vec![], samples: vec![], skipped: vec![] };
+        let mut index = Index {
+            version: FORMAT_VERSION,
+            width: 0,
+            height: 0,
+            channels: 0,
+            shards: vec![],
+            samples: vec![],
+            skipped: vec![],
+        };
         let mut size: Option<(u32, u32, u8)> = None;
         let all: Vec<usize> = (0..dataset.len()).collect();
         for chunk in all.chunks(shard_samples) {
@@ -105,7 +112,8 @@ impl U8Cache {
                 .map(|&i| {
                     let r = dataset.get(i).and_then(|mut s| {
                         if let Some(t) = transform {
-                            s.image = t.apply(s.image, &mut sample_rng(config.seed, 0, i as u64))?;
+                            s.image =
+                                t.apply(s.image, &mut sample_rng(config.seed, 0, i as u64))?;
                         }
                         Ok(s)
                     });
@@ -127,7 +135,10 @@ impl U8Cache {
                 if this != fixed {
                     index.skipped.push(SkippedSampleRecord {
                         index: i,
-                        error: format!("sample {}: {this:?} differs from the cache's image size {fixed:?}", s.id),
+                        error: format!(
+                            "sample {}: {this:?} differs from the cache's image size {fixed:?}",
+                            s.id
+                        ),
                     });
                     continue;
                 }
@@ -142,7 +153,8 @@ impl U8Cache {
         }
         let (w, h, c) = size.unwrap_or((0, 0, 3));
         (index.width, index.height, index.channels) = (w, h, c);
-        let json = serde_json::to_vec(&index).map_err(|e| Error::Json { path: index_path.clone(), source: e })?;
+        let json = serde_json::to_vec(&index)
+            .map_err(|e| Error::Json { path: index_path.clone(), source: e })?;
         fsutil::write_atomic(&index_path, &json)?;
         U8Cache::open(dir)
     }
@@ -155,19 +167,25 @@ impl U8Cache {
             std::io::ErrorKind::NotFound => Error::MissingFile { path: index_path.clone() },
             _ => Error::io(&index_path, e),
         })?;
-        let index: Index =
-            serde_json::from_slice(&text).map_err(|e| Error::Json { path: index_path.clone(), source: e })?;
+        let index: Index = serde_json::from_slice(&text)
+            .map_err(|e| Error::Json { path: index_path.clone(), source: e })?;
         if index.version != FORMAT_VERSION {
             return Err(Error::Inconsistent {
                 path: index_path,
-                message: format!("cache format {} (this library reads {FORMAT_VERSION})", index.version),
+                message: format!(
+                    "cache format {} (this library reads {FORMAT_VERSION})",
+                    index.version
+                ),
             });
         }
         let listed: usize = index.shards.iter().sum();
         if listed != index.samples.len() {
             return Err(Error::Inconsistent {
                 path: index_path,
-                message: format!("shards hold {listed} images but {} samples are listed", index.samples.len()),
+                message: format!(
+                    "shards hold {listed} images but {} samples are listed",
+                    index.samples.len()
+                ),
             });
         }
         let image_bytes = index.width as usize * index.height as usize * index.channels as usize;
@@ -183,7 +201,10 @@ impl U8Cache {
             if map.len() != count * image_bytes {
                 return Err(Error::Inconsistent {
                     path,
-                    message: format!("{} bytes, expected {count} images of {image_bytes} bytes", map.len()),
+                    message: format!(
+                        "{} bytes, expected {count} images of {image_bytes} bytes",
+                        map.len()
+                    ),
                 });
             }
             shards.push(map);
@@ -195,7 +216,11 @@ impl U8Cache {
 
     /// Samples the build skipped, with the reason.
     pub fn skipped(&self) -> Vec<SkippedSample> {
-        self.index.skipped.iter().map(|s| SkippedSample { index: s.index, error: s.error.clone() }).collect()
+        self.index
+            .skipped
+            .iter()
+            .map(|s| SkippedSample { index: s.index, error: s.error.clone() })
+            .collect()
     }
 
     /// `(width, height, channels)` of every image.
@@ -230,11 +255,13 @@ impl Dataset for U8Cache {
         let (w, h, c) = self.image_size();
         let image_bytes = w as usize * h as usize * c as usize;
         let offset = (index - self.starts.get(shard).copied().unwrap_or(0)) * image_bytes;
-        let bytes = self
-            .shards
-            .get(shard)
-            .and_then(|m| m.get(offset..offset + image_bytes))
-            .ok_or_else(|| Error::BadSample { id: entry.id.clone(), message: "outside the cache shards".into() })?;
+        let bytes =
+            self.shards.get(shard).and_then(|m| m.get(offset..offset + image_bytes)).ok_or_else(
+                || Error::BadSample {
+                    id: entry.id.clone(),
+                    message: "outside the cache shards".into(),
+                },
+            )?;
         Ok(Sample {
             id: entry.id.clone(),
             image: Image::from_raw(w, h, c, bytes.to_vec())?,

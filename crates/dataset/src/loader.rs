@@ -82,7 +82,14 @@ pub struct LoaderConfig {
 
 impl Default for LoaderConfig {
     fn default() -> Self {
-        LoaderConfig { batch_size: 32, shuffle: None, seed: 0, drop_last: false, workers: None, prefetch: 2 }
+        LoaderConfig {
+            batch_size: 32,
+            shuffle: None,
+            seed: 0,
+            drop_last: false,
+            workers: None,
+            prefetch: 2,
+        }
     }
 }
 
@@ -118,7 +125,12 @@ pub struct Loader<D> {
 impl<D: Dataset<Item = Sample> + 'static> Loader<D> {
     /// A loader with [`LoaderConfig::default`] on the CPU.
     pub fn new(dataset: D) -> Loader<D> {
-        Loader { dataset: Arc::new(dataset), transform: None, config: LoaderConfig::default(), device: Device::Cpu }
+        Loader {
+            dataset: Arc::new(dataset),
+            transform: None,
+            config: LoaderConfig::default(),
+            device: Device::Cpu,
+        }
     }
 
     /// Replaces the whole configuration.
@@ -206,7 +218,8 @@ impl<D: Dataset<Item = Sample> + 'static> Loader<D> {
         if self.config.batch_size == 0 {
             return Err(Error::Config("batch size must be at least 1".into()));
         }
-        let mut pool = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("deeprecog-decode-{i}"));
+        let mut pool =
+            rayon::ThreadPoolBuilder::new().thread_name(|i| format!("deeprecog-decode-{i}"));
         if let Some(n) = self.config.workers {
             pool = pool.num_threads(n);
         }
@@ -267,17 +280,17 @@ impl<D: Dataset<Item = Sample>> Job<D> {
         let mut sample = self.dataset.get(index)?;
         if let Some(t) = &self.transform {
             let mut rng = sample_rng(self.config.seed, self.epoch, index as u64);
-            sample.image = t.apply(sample.image, &mut rng).map_err(|e| Error::BadSample {
-                id: sample.id.clone(),
-                message: e.to_string(),
-            })?;
+            sample.image = t
+                .apply(sample.image, &mut rng)
+                .map_err(|e| Error::BadSample { id: sample.id.clone(), message: e.to_string() })?;
         }
         Ok(sample)
     }
 
     /// Loads one batch; `Ok(None)` when every sample of it was skipped.
     fn batch(&self, indices: &[usize]) -> Result<Option<Batch>> {
-        let loaded: Vec<(usize, Result<Sample>)> = indices.par_iter().map(|&i| (i, self.load(i))).collect();
+        let loaded: Vec<(usize, Result<Sample>)> =
+            indices.par_iter().map(|&i| (i, self.load(i))).collect();
         let mut skipped = Vec::new();
         let mut good: Vec<(usize, Sample)> = Vec::with_capacity(loaded.len());
         for (index, result) in loaded {
@@ -292,7 +305,8 @@ impl<D: Dataset<Item = Sample>> Job<D> {
         });
         let mut kept = Vec::with_capacity(good.len());
         for (index, s) in good {
-            let this = (s.image.width(), s.image.height(), s.image.channels(), target_kind(&s.target));
+            let this =
+                (s.image.width(), s.image.height(), s.image.channels(), target_kind(&s.target));
             if Some(this) == shape {
                 kept.push((index, s));
             } else {
@@ -316,13 +330,17 @@ impl<D: Dataset<Item = Sample>> Job<D> {
         for (_, s) in &kept {
             pixels.extend_from_slice(&to_chw(&s.image));
         }
-        let images = Tensor::from_vec(pixels, (n, c as usize, h as usize, w as usize), &self.device)?;
+        let images =
+            Tensor::from_vec(pixels, (n, c as usize, h as usize, w as usize), &self.device)?;
         let targets = match kind {
             TargetKind::Class => {
-                let v: Vec<u32> = kept.iter().map(|(_, s)| match s.target {
-                    Target::Class(c) => c,
-                    Target::Labels(_) => 0,
-                }).collect();
+                let v: Vec<u32> = kept
+                    .iter()
+                    .map(|(_, s)| match s.target {
+                        Target::Class(c) => c,
+                        Target::Labels(_) => 0,
+                    })
+                    .collect();
                 Tensor::from_vec(v, n, &self.device)?
             }
             TargetKind::Labels(k) => {

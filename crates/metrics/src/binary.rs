@@ -286,61 +286,53 @@ impl RocCurve {
     /// # Errors
     /// Input errors, or [`Error::SingleClass`] when the labels hold one class only.
     pub fn new(labels: &[bool], scores: &[f64]) -> Result<Self> {
-        let counts = CurveCounts::new(labels, scores)?;
-        let (p, n) = counts.require_both_classes("ROC curve")?;
-        let len = counts.thresholds.len() + 1;
-        let mut fpr = Vec::with_capacity(len);
-        let mut tpr = Vec::with_capacity(len);
-        let mut thresholds = Vec::with_capacity(len);
-        fpr.push(0.0);
-        tpr.push(0.0);
-        thresholds.push(f64::INFINITY);
-        for ((&t, &tp), &fp) in counts.thresholds.iter().zip(&counts.tps).zip(&counts.fps) {
-            fpr.push(fp as f64 / n as f64);
-            tpr.push(tp as f64 / p as f64);
-            thresholds.push(t);
-        }
-        Ok(Self {
-            fpr,
-            tpr,
-            thresholds,
-        })
+        Self::from_counts(&CurveCounts::new(labels, scores)?, false)
     }
 
-    /// Drops the points that lie on a straight horizontal or vertical segment, keeping the
-    /// curve's shape and area (scikit-learn's default `drop_intermediate=True`).
-    pub fn drop_intermediate(&self) -> Self {
-        let len = self.fpr.len();
-        let mut out = Self {
-            fpr: Vec::new(),
-            tpr: Vec::new(),
-            thresholds: Vec::new(),
+    /// Computes the curve without the points that lie inside a straight segment, which keeps
+    /// its shape and area with fewer points (scikit-learn's default, `drop_intermediate=True`).
+    ///
+    /// # Errors
+    /// As [`RocCurve::new`].
+    pub fn simplified(labels: &[bool], scores: &[f64]) -> Result<Self> {
+        Self::from_counts(&CurveCounts::new(labels, scores)?, true)
+    }
+
+    fn from_counts(counts: &CurveCounts, drop_intermediate: bool) -> Result<Self> {
+        let (p, n) = counts.require_both_classes("ROC curve")?;
+        let len = counts.thresholds.len();
+        let mut curve = Self {
+            fpr: Vec::with_capacity(len + 1),
+            tpr: Vec::with_capacity(len + 1),
+            thresholds: Vec::with_capacity(len + 1),
         };
+        curve.fpr.push(0.0);
+        curve.tpr.push(0.0);
+        curve.thresholds.push(f64::INFINITY);
         for k in 0..len {
-            // A point is redundant when both its neighbours share its fpr, or both its tpr
-            // (the second difference of the counts is zero); the ends are always kept.
-            let keep = k == 0
+            // Collinearity is judged on the integer counts (their second difference), as
+            // scikit-learn does, so rounding of the rates cannot keep or drop a point.
+            let keep = !drop_intermediate
+                || k == 0
                 || k + 1 == len
-                || match (
-                    self.fpr.get(k - 1..=k + 1),
-                    self.tpr.get(k - 1..=k + 1),
-                ) {
+                || match (counts.fps.get(k - 1..=k + 1), counts.tps.get(k - 1..=k + 1)) {
                     (Some(&[f0, f1, f2]), Some(&[t0, t1, t2])) => {
-                        (f2 - f1) != (f1 - f0) || (t2 - t1) != (t1 - t0)
+                        f2 - f1 != f1 - f0 || t2 - t1 != t1 - t0
                     }
                     _ => true,
                 };
-            if keep {
-                if let (Some(&f), Some(&t), Some(&th)) =
-                    (self.fpr.get(k), self.tpr.get(k), self.thresholds.get(k))
-                {
-                    out.fpr.push(f);
-                    out.tpr.push(t);
-                    out.thresholds.push(th);
-                }
+            if let (true, Some(&t), Some(&tp), Some(&fp)) = (
+                keep,
+                counts.thresholds.get(k),
+                counts.tps.get(k),
+                counts.fps.get(k),
+            ) {
+                curve.fpr.push(fp as f64 / n as f64);
+                curve.tpr.push(tp as f64 / p as f64);
+                curve.thresholds.push(t);
             }
         }
-        out
+        Ok(curve)
     }
 
     /// The area under the curve by the trapezoidal rule.

@@ -57,6 +57,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Frames of one video carry different labels, so the video has no single label.
+    #[error("frames of video {video:?} have different labels")]
+    InconsistentLabels {
+        /// The video id.
+        video: String,
+    },
     /// A matrix computation (square root, Frechet distance) failed to converge or got a
     /// matrix of the wrong shape.
     #[error("matrix error: {0}")]

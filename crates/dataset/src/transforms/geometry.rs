@@ -43,9 +43,10 @@ impl Filter {
 
 /// Resizes to exactly `width` x `height` (the aspect ratio is not kept; crop first for that).
 ///
-/// Uses `fast_image_resize` (SIMD, fixed-point) with one resizer per thread so its scratch
-/// buffers are reused across images. Against Pillow the result differs by at most 1 per value
-/// (the two round their fixed-point coefficients differently); see the golden test.
+/// Uses `fast_image_resize` (SIMD, fixed point) with one resizer per thread so its scratch
+/// buffers are reused across images. The horizontal pass runs before the vertical one, as in
+/// Pillow, so against Pillow's `resize` the result differs by at most 1 per value (the two
+/// quantise their fixed-point weights differently; nearest is exact), as the golden test checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resize {
     /// Output width in pixels.
@@ -85,25 +86,50 @@ impl Resize {
         }
         let pixel_type =
             if image.channels() == 1 { fir::PixelType::U8 } else { fir::PixelType::U8x3 };
-        let src =
-            fir::images::ImageRef::new(image.width(), image.height(), image.as_bytes(), pixel_type)
-                .map_err(|e| bad_image(image, &format!("resize source: {e}")))?;
-        let mut dst = fir::images::Image::new(self.width, self.height, pixel_type);
         let options = fir::ResizeOptions::new().resize_alg(self.filter.algorithm());
-        thread_local! {
-            static RESIZER: RefCell<fir::Resizer> = RefCell::new(fir::Resizer::new());
-        }
-        // A fresh resizer is the fallback if the thread-local one is unavailable (thread
-        // teardown, or re-entrance), so this can never panic.
-        let status = RESIZER
-            .try_with(|cell| match cell.try_borrow_mut() {
-                Ok(mut resizer) => resizer.resize(&src, &mut dst, &options),
-                Err(_) => fir::Resizer::new().resize(&src, &mut dst, &options),
-            })
-            .unwrap_or_else(|_| fir::Resizer::new().resize(&src, &mut dst, &options));
-        status.map_err(|e| bad_image(image, &format!("resize: {e}")))?;
-        rebuild(self.width, self.height, image.channels(), dst.into_vec())
+        let two_pass = self.filter != Filter::Nearest
+            && self.width != image.width()
+            && self.height != image.height();
+        let data = if two_pass {
+            // fast_image_resize runs the vertical pass first for u8 images, Pillow the
+            // horizontal one; both round and clamp the intermediate to u8, so with ringing
+            // filters (bicubic, Lanczos) the order shows at sharp edges (up to ~16 levels on
+            // a synthetic pattern). Two single-axis calls reproduce Pillow's order.
+            let across = fir_resize(image, pixel_type, self.width, image.height(), &options)?;
+            let across = rebuild(self.width, image.height(), image.channels(), across)?;
+            fir_resize(&across, pixel_type, self.width, self.height, &options)?
+        } else {
+            fir_resize(image, pixel_type, self.width, self.height, &options)?
+        };
+        rebuild(self.width, self.height, image.channels(), data)
     }
+}
+
+/// One `fast_image_resize` call with this thread's resizer (its scratch buffers are reused).
+fn fir_resize(
+    image: &Image,
+    pixel_type: fir::PixelType,
+    width: u32,
+    height: u32,
+    options: &fir::ResizeOptions,
+) -> Result<Vec<u8>> {
+    let src =
+        fir::images::ImageRef::new(image.width(), image.height(), image.as_bytes(), pixel_type)
+            .map_err(|e| bad_image(image, &format!("resize source: {e}")))?;
+    let mut dst = fir::images::Image::new(width, height, pixel_type);
+    thread_local! {
+        static RESIZER: RefCell<fir::Resizer> = RefCell::new(fir::Resizer::new());
+    }
+    // A fresh resizer is the fallback if the thread-local one is unavailable (thread teardown,
+    // or re-entrance), so this can never panic.
+    let status = RESIZER
+        .try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut resizer) => resizer.resize(&src, &mut dst, options),
+            Err(_) => fir::Resizer::new().resize(&src, &mut dst, options),
+        })
+        .unwrap_or_else(|_| fir::Resizer::new().resize(&src, &mut dst, options));
+    status.map_err(|e| bad_image(image, &format!("resize: {e}")))?;
+    Ok(dst.into_vec())
 }
 
 impl Transform for Resize {
@@ -409,6 +435,50 @@ fn bad_image(image: &Image, message: &str) -> Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    #[ignore]
+    fn zz_speed_probe() {
+        let img = super::super::testutil::pattern(178, 218, 3);
+        let jpeg = img.encode_jpeg(90, std::path::Path::new("x")).unwrap();
+        let r = Resize::new(128, 128);
+        let n = 2000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(r.resize(&img).unwrap());
+        }
+        eprintln!("resize {:.1} us", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(Image::decode(&jpeg, std::path::Path::new("x")).unwrap());
+        }
+        eprintln!("decode {:.1} us", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        let small = r.resize(&img).unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(super::super::to_chw(&small));
+        }
+        eprintln!("to_chw {:.1} us", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        let crop = CenterCrop::new(178, 178);
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(crop.crop(&img).unwrap());
+        }
+        eprintln!("crop {:.1} us", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        for (name, tr) in [
+            ("affine", Box::new(RandomAffine::new(10.0, (0.1, 0.1), (0.9, 1.1))) as Box<dyn Transform>),
+            ("jitter", Box::new(super::super::ColorJitter::new(0.2, 0.2, 0.2, 0.05))),
+            ("blur", Box::new(super::super::GaussianBlur::default())),
+            ("jpeg", Box::new(super::super::JpegRecompress::default())),
+            ("noise", Box::new(super::super::GaussianNoise::default())),
+        ] {
+            let t = std::time::Instant::now();
+            for i in 0..200 {
+                std::hint::black_box(tr.apply(small.clone(), &mut super::super::sample_rng(0, 0, i)).unwrap());
+            }
+            eprintln!("{name} {:.1} us", t.elapsed().as_secs_f64() * 1e6 / 200.0);
+        }
+    }
+
     use super::super::sample_rng;
     use super::super::testutil::{golden_cases, image_from_json, max_abs_diff, pattern};
     use super::*;
@@ -442,11 +512,12 @@ mod tests {
             let diff = max_abs_diff(&out, &expected);
             let name = case["name"].as_str().unwrap().to_string();
             let limit = if filter == Filter::Nearest { 0 } else { 1 };
-            eprintln!("{name}: {diff}"); let _ = limit;
-            let e = worst.entry(format!("{filter:?}")).or_insert(0u8);
-            *e = (*e).max(diff);
+            assert!(diff <= limit, "{name}: max abs diff {diff}");
+            let off = out.as_bytes().iter().zip(expected.as_bytes()).filter(|(a, b)| a != b).count();
+            let e = worst.entry(format!("{filter:?}")).or_insert((0u8, 0usize, 0usize));
+            *e = (e.0.max(diff), e.1 + off, e.2 + out.as_bytes().len());
         }
-        eprintln!("resize vs Pillow, max abs diff per filter: {worst:?}");
+        eprintln!("resize vs Pillow per filter (max abs diff, values off, values): {worst:?}");
     }
 
     #[test]

@@ -84,7 +84,7 @@ def main():
     rgb_7x5 = pattern(7, 5, 3)
     gray_7x5 = pattern(7, 5, 1, salt=3)
     rgb_23x17 = pattern(23, 17, 3, salt=1)
-    rgb_6x9 = pattern(6, 9, 3, salt=2)
+    rgb_5x9 = pattern(5, 9, 3, salt=2)
 
     # Resize: up in one axis and down in the other, pure downscale (antialiasing matters) and
     # pure upscale, for every filter, RGB and gray.
@@ -93,7 +93,7 @@ def main():
         ("gray_7x5", gray_7x5, 4, 6),
         ("rgb_23x17", rgb_23x17, 9, 13),
         ("rgb_23x17", rgb_23x17, 5, 3),
-        ("rgb_6x9", rgb_6x9, 11, 14),
+        ("rgb_5x9", rgb_5x9, 11, 14),
     ]
     for name, arr, w, h in resize_specs:
         for fname, f in FILTERS.items():
