@@ -26,11 +26,7 @@ pub(crate) fn check_inputs(labels: &[bool], scores: &[f64]) -> Result<()> {
         });
     }
     if let Some((index, &value)) = scores.iter().enumerate().find(|(_, s)| !s.is_finite()) {
-        return Err(Error::InvalidValue {
-            what: "score",
-            index,
-            value,
-        });
+        return Err(Error::InvalidValue { what: "score", index, value });
     }
     Ok(())
 }
@@ -38,16 +34,9 @@ pub(crate) fn check_inputs(labels: &[bool], scores: &[f64]) -> Result<()> {
 /// Like [`check_inputs`] and also requires every score to be a probability in `[0, 1]`.
 pub(crate) fn check_probabilities(labels: &[bool], probs: &[f64]) -> Result<()> {
     check_inputs(labels, probs)?;
-    if let Some((index, &value)) = probs
-        .iter()
-        .enumerate()
-        .find(|(_, p)| !(0.0..=1.0).contains(*p))
+    if let Some((index, &value)) = probs.iter().enumerate().find(|(_, p)| !(0.0..=1.0).contains(*p))
     {
-        return Err(Error::InvalidValue {
-            what: "probability",
-            index,
-            value,
-        });
+        return Err(Error::InvalidValue { what: "probability", index, value });
     }
     Ok(())
 }
@@ -217,7 +206,8 @@ pub(crate) struct CurveCounts {
 impl CurveCounts {
     pub fn new(labels: &[bool], scores: &[f64]) -> Result<Self> {
         check_inputs(labels, scores)?;
-        let mut pairs: Vec<(f64, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
+        let mut pairs: Vec<(f64, bool)> =
+            scores.iter().copied().zip(labels.iter().copied()).collect();
         // Order inside a run of tied scores is irrelevant: a run becomes a single point.
         pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
         let mut thresholds = Vec::new();
@@ -239,11 +229,7 @@ impl CurveCounts {
                 fps.push(fp);
             }
         }
-        Ok(Self {
-            thresholds,
-            tps,
-            fps,
-        })
+        Ok(Self { thresholds, tps, fps })
     }
 
     pub fn positives(&self) -> u64 {
@@ -321,12 +307,9 @@ impl RocCurve {
                     }
                     _ => true,
                 };
-            if let (true, Some(&t), Some(&tp), Some(&fp)) = (
-                keep,
-                counts.thresholds.get(k),
-                counts.tps.get(k),
-                counts.fps.get(k),
-            ) {
+            if let (true, Some(&t), Some(&tp), Some(&fp)) =
+                (keep, counts.thresholds.get(k), counts.tps.get(k), counts.fps.get(k))
+            {
                 curve.fpr.push(fp as f64 / n as f64);
                 curve.tpr.push(tp as f64 / p as f64);
                 curve.thresholds.push(t);
@@ -407,13 +390,7 @@ impl PrCurve {
         let mut precision = Vec::with_capacity(len + 1);
         let mut recall = Vec::with_capacity(len + 1);
         let mut thresholds = Vec::with_capacity(len);
-        for ((&t, &tp), &fp) in counts
-            .thresholds
-            .iter()
-            .zip(&counts.tps)
-            .zip(&counts.fps)
-            .rev()
-        {
+        for ((&t, &tp), &fp) in counts.thresholds.iter().zip(&counts.tps).zip(&counts.fps).rev() {
             // tp + fp >= 1 at every point: each threshold is some sample's score.
             precision.push(tp as f64 / (tp + fp) as f64);
             recall.push(tp as f64 / p as f64);
@@ -421,11 +398,7 @@ impl PrCurve {
         }
         precision.push(1.0);
         recall.push(0.0);
-        Ok(Self {
-            precision,
-            recall,
-            thresholds,
-        })
+        Ok(Self { precision, recall, thresholds })
     }
 }
 
@@ -438,10 +411,7 @@ pub fn average_precision(labels: &[bool], scores: &[f64]) -> Result<f64> {
     let counts = CurveCounts::new(labels, scores)?;
     let p = counts.positives();
     if p == 0 {
-        return Err(Error::Undefined {
-            metric: "average precision",
-            reason: "no positive labels",
-        });
+        return Err(Error::Undefined { metric: "average precision", reason: "no positive labels" });
     }
     let mut sum = 0.0;
     let mut prev_tp = 0u64;
@@ -526,10 +496,7 @@ pub fn eer(labels: &[bool], scores: &[f64]) -> Result<Eer> {
         }
         prev = Some((fpr, d));
     }
-    Err(Error::Undefined {
-        metric: "EER",
-        reason: "the ROC curve never crosses fpr = fnr",
-    })
+    Err(Error::Undefined { metric: "EER", reason: "the ROC curve never crosses fpr = fnr" })
 }
 
 /// A threshold chosen to maximise some criterion.
@@ -551,10 +518,7 @@ where
     for ((&t, &tp), &fp) in counts.thresholds.iter().zip(&counts.tps).zip(&counts.fps) {
         let value = criterion(tp, fp, p, n);
         if best.is_none_or(|b| value > b.value) {
-            best = Some(ThresholdChoice {
-                threshold: t,
-                value,
-            });
+            best = Some(ThresholdChoice { threshold: t, value });
         }
     }
     best
@@ -568,15 +532,10 @@ pub fn best_f1_threshold(labels: &[bool], scores: &[f64]) -> Result<ThresholdCho
     let counts = CurveCounts::new(labels, scores)?;
     let (p, n) = (counts.positives(), counts.negatives());
     if p == 0 {
-        return Err(Error::Undefined {
-            metric: "best F1 threshold",
-            reason: "no positive labels",
-        });
+        return Err(Error::Undefined { metric: "best F1 threshold", reason: "no positive labels" });
     }
-    best_threshold(&counts, p, n, |tp, fp, p, _| {
-        2.0 * tp as f64 / (tp + fp + p) as f64
-    })
-    .ok_or(Error::Empty { what: "labels" })
+    best_threshold(&counts, p, n, |tp, fp, p, _| 2.0 * tp as f64 / (tp + fp + p) as f64)
+        .ok_or(Error::Empty { what: "labels" })
 }
 
 /// The score threshold maximising Youden's J = TPR - FPR (highest threshold among equals).
@@ -586,8 +545,6 @@ pub fn best_f1_threshold(labels: &[bool], scores: &[f64]) -> Result<ThresholdCho
 pub fn best_youden_threshold(labels: &[bool], scores: &[f64]) -> Result<ThresholdChoice> {
     let counts = CurveCounts::new(labels, scores)?;
     let (p, n) = counts.require_both_classes("Youden's J")?;
-    best_threshold(&counts, p, n, |tp, fp, p, n| {
-        tp as f64 / p as f64 - fp as f64 / n as f64
-    })
-    .ok_or(Error::Empty { what: "labels" })
+    best_threshold(&counts, p, n, |tp, fp, p, n| tp as f64 / p as f64 - fp as f64 / n as f64)
+        .ok_or(Error::Empty { what: "labels" })
 }

@@ -21,11 +21,7 @@ pub struct BootstrapConfig {
 
 impl Default for BootstrapConfig {
     fn default() -> Self {
-        Self {
-            resamples: 1000,
-            confidence: 0.95,
-            seed: 0,
-        }
+        Self { resamples: 1000, confidence: 0.95, seed: 0 }
     }
 }
 
@@ -65,7 +61,11 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
 /// [`Error::Empty`] when `n` is zero, [`Error::InvalidArgument`] for a bad config, the
 /// metric's error on the full sample, or [`Error::Undefined`] when it is undefined on every
 /// resample.
-pub fn bootstrap_indices<F>(n: usize, config: BootstrapConfig, metric: F) -> Result<ConfidenceInterval>
+pub fn bootstrap_indices<F>(
+    n: usize,
+    config: BootstrapConfig,
+    metric: F,
+) -> Result<ConfidenceInterval>
 where
     F: Fn(&[usize]) -> Result<f64>,
 {

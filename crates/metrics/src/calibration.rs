@@ -48,10 +48,7 @@ fn bin_index(p: f64, n_bins: usize) -> usize {
 pub fn calibration(labels: &[bool], probs: &[f64], n_bins: usize) -> Result<Calibration> {
     check_probabilities(labels, probs)?;
     if n_bins == 0 {
-        return Err(Error::InvalidArgument {
-            name: "n_bins",
-            reason: "must be at least 1".into(),
-        });
+        return Err(Error::InvalidArgument { name: "n_bins", reason: "must be at least 1".into() });
     }
     let mut counts = vec![0usize; n_bins];
     let mut prob_sums = vec![0.0f64; n_bins];
@@ -179,20 +176,14 @@ impl TemperatureScaling {
             }
             let newton = a - g / h;
             // Fall back to bisection whenever Newton leaves the bracket.
-            let next = if h > 0.0 && newton > lo && newton < hi {
-                newton
-            } else {
-                (lo + hi) / 2.0
-            };
+            let next = if h > 0.0 && newton > lo && newton < hi { newton } else { (lo + hi) / 2.0 };
             if (next - a).abs() <= 4.0 * f64::EPSILON * a.abs() {
                 a = next;
                 break;
             }
             a = next;
         }
-        Ok(Self {
-            temperature: 1.0 / a,
-        })
+        Ok(Self { temperature: 1.0 / a })
     }
 
     /// The calibrated probability of one logit.

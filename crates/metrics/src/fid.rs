@@ -29,10 +29,7 @@ pub struct FeatureStats {
 
 fn check_dim(dim: usize) -> Result<()> {
     if dim == 0 {
-        return Err(Error::InvalidArgument {
-            name: "dim",
-            reason: "must be at least 1".into(),
-        });
+        return Err(Error::InvalidArgument { name: "dim", reason: "must be at least 1".into() });
     }
     Ok(())
 }
@@ -47,7 +44,7 @@ impl FeatureStats {
     /// [`Error::InvalidValue`] for a non-finite feature.
     pub fn from_rows(features: &[f64], dim: usize) -> Result<Self> {
         check_dim(dim)?;
-        if features.len() % dim != 0 {
+        if !features.len().is_multiple_of(dim) {
             return Err(Error::LengthMismatch {
                 what: "features (not a multiple of dim)",
                 expected: features.len().div_ceil(dim) * dim,
@@ -56,16 +53,10 @@ impl FeatureStats {
         }
         let count = features.len() / dim;
         if count < 2 {
-            return Err(Error::Empty {
-                what: "features (a covariance needs at least two rows)",
-            });
+            return Err(Error::Empty { what: "features (a covariance needs at least two rows)" });
         }
         if let Some((index, &value)) = features.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::InvalidValue {
-                what: "feature",
-                index,
-                value,
-            });
+            return Err(Error::InvalidValue { what: "feature", index, value });
         }
         let mut mean = vec![0.0; dim];
         for row in features.chunks_exact(dim) {
@@ -85,12 +76,7 @@ impl FeatureStats {
             add_outer_upper(&mut covariance, &centred);
         }
         finish_covariance(&mut covariance, dim, count);
-        Ok(Self {
-            dim,
-            count,
-            mean,
-            covariance,
-        })
+        Ok(Self { dim, count, mean, covariance })
     }
 
     /// [`FeatureStats::from_rows`] for `f32` features (what a network returns); the
@@ -118,24 +104,12 @@ impl FeatureStats {
                 got: covariance.len(),
             });
         }
-        if let Some((index, &value)) = mean
-            .iter()
-            .chain(&covariance)
-            .enumerate()
-            .find(|(_, v)| !v.is_finite())
+        if let Some((index, &value)) =
+            mean.iter().chain(&covariance).enumerate().find(|(_, v)| !v.is_finite())
         {
-            return Err(Error::InvalidValue {
-                what: "statistic",
-                index,
-                value,
-            });
+            return Err(Error::InvalidValue { what: "statistic", index, value });
         }
-        Ok(Self {
-            dim,
-            count,
-            mean,
-            covariance,
-        })
+        Ok(Self { dim, count, mean, covariance })
     }
 }
 
@@ -198,7 +172,7 @@ impl FeatureAccumulator {
     /// [`Error::LengthMismatch`] when the batch is not a multiple of `dim`,
     /// [`Error::InvalidValue`] for a non-finite feature (the batch is then not added).
     pub fn push_batch(&mut self, batch: &[f32]) -> Result<()> {
-        if batch.len() % self.dim != 0 {
+        if !batch.len().is_multiple_of(self.dim) {
             return Err(Error::LengthMismatch {
                 what: "feature batch (not a multiple of dim)",
                 expected: batch.len().div_ceil(self.dim) * self.dim,
@@ -206,11 +180,7 @@ impl FeatureAccumulator {
             });
         }
         if let Some((index, &value)) = batch.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::InvalidValue {
-                what: "feature",
-                index,
-                value: f64::from(value),
-            });
+            return Err(Error::InvalidValue { what: "feature", index, value: f64::from(value) });
         }
         for row in batch.chunks_exact(self.dim) {
             if self.shift.is_empty() {
@@ -239,9 +209,7 @@ impl FeatureAccumulator {
     /// [`Error::Empty`] with fewer than two vectors.
     pub fn finish(&self) -> Result<FeatureStats> {
         if self.count < 2 {
-            return Err(Error::Empty {
-                what: "features (a covariance needs at least two rows)",
-            });
+            return Err(Error::Empty { what: "features (a covariance needs at least two rows)" });
         }
         let n = self.count as f64;
         let d = self.dim;
@@ -253,17 +221,8 @@ impl FeatureAccumulator {
             }
         }
         finish_covariance(&mut covariance, d, self.count);
-        let mean = mean_shifted
-            .iter()
-            .zip(&self.shift)
-            .map(|(m, s)| m + s)
-            .collect();
-        Ok(FeatureStats {
-            dim: d,
-            count: self.count,
-            mean,
-            covariance,
-        })
+        let mean = mean_shifted.iter().zip(&self.shift).map(|(m, s)| m + s).collect();
+        Ok(FeatureStats { dim: d, count: self.count, mean, covariance })
     }
 }
 
@@ -294,11 +253,7 @@ pub fn symmetric_eigen(matrix: &[f64], dim: usize) -> Result<SymmetricEigen> {
         });
     }
     if let Some((index, &value)) = matrix.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(Error::InvalidValue {
-            what: "matrix entry",
-            index,
-            value,
-        });
+        return Err(Error::InvalidValue { what: "matrix entry", index, value });
     }
     let d = dim;
     let mut a = vec![0.0; d * d];

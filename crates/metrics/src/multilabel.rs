@@ -46,9 +46,7 @@ pub struct MultiLabelReport {
 }
 
 fn mean_defined(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    let (sum, count) = values
-        .flatten()
-        .fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
+    let (sum, count) = values.flatten().fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
     (count > 0).then(|| sum / count as f64)
 }
 
@@ -72,7 +70,7 @@ impl MultiLabelReport {
         if labels.is_empty() {
             return Err(Error::Empty { what: "labels" });
         }
-        if labels.len() % k != 0 {
+        if !labels.len().is_multiple_of(k) {
             return Err(Error::LengthMismatch {
                 what: "labels (not a multiple of the label count)",
                 expected: labels.len().div_ceil(k) * k,
@@ -87,11 +85,7 @@ impl MultiLabelReport {
             });
         }
         if let Some((index, &value)) = scores.iter().enumerate().find(|(_, s)| !s.is_finite()) {
-            return Err(Error::InvalidValue {
-                what: "score",
-                index,
-                value,
-            });
+            return Err(Error::InvalidValue { what: "score", index, value });
         }
         let n = labels.len() / k;
         let mut per_label = Vec::with_capacity(k);

@@ -65,10 +65,7 @@ where
         image::ExtendedColorType::Rgb8,
         image::ImageFormat::Png,
     )
-    .map_err(|source| Error::Image {
-        path: path.to_path_buf(),
-        source,
-    })
+    .map_err(|source| Error::Image { path: path.to_path_buf(), source })
 }
 
 fn text_style(size: u32) -> TextStyle<'static> {
@@ -76,10 +73,7 @@ fn text_style(size: u32) -> TextStyle<'static> {
 }
 
 fn title_style(size: u32) -> TextStyle<'static> {
-    (FONT, size)
-        .into_font()
-        .style(FontStyle::Bold)
-        .color(&BLACK)
+    (FONT, size).into_font().style(FontStyle::Bold).color(&BLACK)
 }
 
 /// The width of an attribute distribution chart in pixels.
@@ -118,21 +112,12 @@ pub fn attribute_distribution(
     }
     for (index, &value) in positive_fractions.iter().enumerate() {
         if !(0.0..=1.0).contains(&value) {
-            return Err(Error::InvalidValue {
-                what: "positive fraction",
-                index,
-                value,
-            });
+            return Err(Error::InvalidValue { what: "positive fraction", index, value });
         }
     }
-    let n = i32::try_from(names.len()).map_err(|_| Error::InvalidArgument {
-        name: "names",
-        reason: "too many bars".into(),
-    })?;
-    let size = (
-        ATTRIBUTE_DISTRIBUTION_WIDTH,
-        attribute_distribution_height(names.len()),
-    );
+    let n = i32::try_from(names.len())
+        .map_err(|_| Error::InvalidArgument { name: "names", reason: "too many bars".into() })?;
+    let size = (ATTRIBUTE_DISTRIBUTION_WIDTH, attribute_distribution_height(names.len()));
     // Row 0 is drawn at the bottom by plotters, so the first name gets the highest row.
     let row_of = |i: usize| n - 1 - i32::try_from(i).unwrap_or(n - 1);
     let name_of_row = |row: i32| -> String {
@@ -190,10 +175,7 @@ pub fn attribute_distribution(
             .map_err(plot_err)?;
         chart
             .draw_series(DashedLineSeries::new(
-                [
-                    (0.5, SegmentValue::Exact(0)),
-                    (0.5, SegmentValue::Last),
-                ],
+                [(0.5, SegmentValue::Exact(0)), (0.5, SegmentValue::Last)],
                 8,
                 5,
                 RED.stroke_width(2),

@@ -50,10 +50,8 @@ impl Predictions {
 /// required column, a row with the wrong number of fields, an empty id, a label other than
 /// `0`/`1`, or a score that is not a number in `[0, 1]`; [`Error::Empty`] without data rows.
 pub fn read_csv(path: &Path) -> Result<Predictions> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     parse_csv(&text, path)
 }
 
@@ -71,10 +69,8 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Predictions> {
         .has_headers(true)
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| parse_err(1, format!("cannot read the header: {e}")))?
-        .clone();
+    let headers =
+        reader.headers().map_err(|e| parse_err(1, format!("cannot read the header: {e}")))?.clone();
     let column = |name: &str| headers.iter().position(|h| h == name);
     let required = |name: &str| {
         column(name).ok_or_else(|| {
@@ -95,9 +91,7 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Predictions> {
         let record = record.map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
             match e.kind() {
-                csv::ErrorKind::UnequalLengths {
-                    expected_len, len, ..
-                } => parse_err(
+                csv::ErrorKind::UnequalLengths { expected_len, len, .. } => parse_err(
                     line,
                     format!("expected {expected_len} fields like the header, found {len}"),
                 ),
@@ -106,9 +100,7 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Predictions> {
         })?;
         let line = record.position().map_or(0, |p| p.line());
         let field = |col: usize, name: &str| {
-            record
-                .get(col)
-                .ok_or_else(|| parse_err(line, format!("missing `{name}` field")))
+            record.get(col).ok_or_else(|| parse_err(line, format!("missing `{name}` field")))
         };
         let id = field(id_col, "id")?;
         if id.is_empty() {
@@ -117,12 +109,7 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Predictions> {
         let label = match field(label_col, "label")? {
             "0" => false,
             "1" => true,
-            other => {
-                return Err(parse_err(
-                    line,
-                    format!("label {other:?} is not 0 or 1"),
-                ))
-            }
+            other => return Err(parse_err(line, format!("label {other:?} is not 0 or 1"))),
         };
         let raw_score = field(score_col, "score")?;
         let score: f64 = raw_score
@@ -145,9 +132,7 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Predictions> {
         out.scores.push(score);
     }
     if out.is_empty() {
-        return Err(Error::Empty {
-            what: "predictions file (no data rows)",
-        });
+        return Err(Error::Empty { what: "predictions file (no data rows)" });
     }
     Ok(out)
 }

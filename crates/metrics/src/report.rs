@@ -75,9 +75,7 @@ impl BinaryReport {
             n: labels.len(),
             positives: labels.iter().filter(|&&y| y).count(),
             threshold,
-            accuracy: confusion
-                .accuracy()
-                .ok_or(Error::Empty { what: "labels" })?,
+            accuracy: confusion.accuracy().ok_or(Error::Empty { what: "labels" })?,
             majority_baseline: majority_baseline_accuracy(labels)?,
             balanced_accuracy: confusion.balanced_accuracy(),
             precision: confusion.precision(),

@@ -37,10 +37,7 @@ pub struct SubgroupReport {
 
 /// Whether an error means "undefined for this data" rather than a caller mistake.
 pub(crate) fn is_undefined(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::SingleClass { .. } | Error::Undefined { .. } | Error::Empty { .. }
-    )
+    matches!(e, Error::SingleClass { .. } | Error::Undefined { .. } | Error::Empty { .. })
 }
 
 /// Maps "undefined" errors to `None` and keeps the others.
@@ -100,9 +97,5 @@ where
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
         max - min
     });
-    Ok(SubgroupReport {
-        overall,
-        groups: out,
-        gap,
-    })
+    Ok(SubgroupReport { overall, groups: out, gap })
 }

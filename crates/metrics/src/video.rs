@@ -64,25 +64,15 @@ pub fn aggregate_by_video<S: AsRef<str>>(
             ids.len() - 1
         });
         if video_labels.get(slot) != Some(&y) {
-            return Err(Error::InconsistentLabels {
-                video: id.to_string(),
-            });
+            return Err(Error::InconsistentLabels { video: id.to_string() });
         }
         if let Some(v) = frame_scores.get_mut(slot) {
             v.push(s);
         }
     }
     let frames = frame_scores.iter().map(Vec::len).collect();
-    let scores = frame_scores
-        .into_iter()
-        .map(|mut v| aggregate(&mut v, aggregation))
-        .collect();
-    Ok(VideoScores {
-        ids,
-        labels: video_labels,
-        scores,
-        frames,
-    })
+    let scores = frame_scores.into_iter().map(|mut v| aggregate(&mut v, aggregation)).collect();
+    Ok(VideoScores { ids, labels: video_labels, scores, frames })
 }
 
 /// Aggregates a non-empty list of finite scores (reordering it for the median).
@@ -93,7 +83,11 @@ fn aggregate(values: &mut [f64], aggregation: Aggregation) -> f64 {
         Aggregation::Median => {
             values.sort_unstable_by(f64::total_cmp);
             let mid = values.len() / 2;
-            match (values.len() % 2, values.get(mid), mid.checked_sub(1).and_then(|m| values.get(m))) {
+            match (
+                values.len() % 2,
+                values.get(mid),
+                mid.checked_sub(1).and_then(|m| values.get(m)),
+            ) {
                 (1, Some(&m), _) => m,
                 (_, Some(&hi), Some(&lo)) => (lo + hi) / 2.0,
                 _ => 0.0,

@@ -1,1 +1,40 @@
-//! placeholder
+//! What every deeprecog model shares: numerically stable losses, device selection, and (as the
+//! crate grows) optimizers candle lacks, custom ops with CPU and CUDA kernels, checkpoints and
+//! weight import.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use deeprecog_nn::loss::bce_with_logits;
+//!
+//! let logits = Tensor::new(&[100.0f32, -100.0, 0.0], &Device::Cpu)?;
+//! let targets = Tensor::new(&[0.0f32, 1.0, 1.0], &Device::Cpu)?;
+//! // Finite where the naive formula overflows.
+//! let loss = bce_with_logits(&logits, &targets)?.to_scalar::<f32>()?;
+//! assert!((loss - (200.0 + std::f32::consts::LN_2) / 3.0).abs() < 1e-4);
+//! # Ok::<(), deeprecog_nn::Error>(())
+//! ```
+
+pub mod device;
+pub mod loss;
+
+/// Errors of the nn crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A device was asked for that this build or machine cannot provide.
+    #[error("device {requested:?} is not available: {reason}")]
+    DeviceUnavailable {
+        /// What was asked for.
+        requested: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// Tensors whose shapes cannot go together.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+}
+
+/// The nn crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

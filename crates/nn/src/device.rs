@@ -1,0 +1,87 @@
+//! Choosing where tensors live: the CPU by default, a CUDA GPU when the crate is built with the
+//! `cuda` feature and one is present.
+
+use std::str::FromStr;
+
+use candle_core::Device;
+
+use crate::{Error, Result};
+
+/// Which device to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// CUDA GPU with this ordinal.
+    Cuda(usize),
+    /// The first CUDA GPU when available, else the CPU.
+    Auto,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = Error;
+
+    /// Parses `cpu`, `cuda`, `cuda:N` or `auto`.
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "auto" => Ok(DeviceChoice::Auto),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| Error::DeviceUnavailable {
+                    requested: other.to_string(),
+                    reason: "expected cpu, cuda, cuda:N or auto".into(),
+                }),
+        }
+    }
+}
+
+/// Whether this build can use CUDA at all (compiled with the `cuda` feature).
+pub fn cuda_compiled() -> bool {
+    candle_core::utils::cuda_is_available()
+}
+
+/// The device for `choice`; asking for CUDA in a build without it, or with no GPU, is an error,
+/// while [`DeviceChoice::Auto`] falls back to the CPU.
+pub fn select(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda(ordinal) => {
+            if !cuda_compiled() {
+                return Err(Error::DeviceUnavailable {
+                    requested: format!("cuda:{ordinal}"),
+                    reason: "built without the `cuda` feature".into(),
+                });
+            }
+            Device::new_cuda(ordinal).map_err(|e| Error::DeviceUnavailable {
+                requested: format!("cuda:{ordinal}"),
+                reason: e.to_string(),
+            })
+        }
+        DeviceChoice::Auto => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_selects() {
+        assert_eq!("CPU".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!("cuda:1".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(1));
+        assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
+        assert!("tpu".parse::<DeviceChoice>().is_err());
+        assert!(select(DeviceChoice::Cpu).unwrap().is_cpu());
+        assert!(select(DeviceChoice::Auto).is_ok());
+        if !cuda_compiled() {
+            let err = select(DeviceChoice::Cuda(0)).unwrap_err();
+            assert!(err.to_string().contains("cuda"), "{err}");
+        }
+    }
+}
