@@ -18,6 +18,9 @@
 //! assert_eq!(Attribute::ALL.len(), 40);
 //! ```
 
+pub mod cli;
+pub mod report;
+
 pub use deeprecog_attributes as attributes;
 pub use deeprecog_classifiers as classifiers;
 pub use deeprecog_dataset as dataset;

@@ -324,3 +324,8 @@ mod tests {
         assert_eq!(serde_json::to_string(&set).unwrap(), (1u64 << 20).to_string());
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

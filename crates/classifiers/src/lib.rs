@@ -143,3 +143,8 @@ mod tests {
         assert!(ScratchCnn::new(&cfg, vb).is_err());
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

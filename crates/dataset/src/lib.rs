@@ -44,3 +44,8 @@ pub mod transforms;
 pub use crate::dataset::{Dataset, DatasetExt, InMemory, Mapped, Sample, Subset, Target};
 pub use crate::error::{Error, Result};
 pub use crate::image::{is_image_file, Image};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -65,6 +65,19 @@ impl AttributeStats {
             .collect()
     }
 
+    /// `{"images": N, "attributes": {"5_o_Clock_Shadow": {"positive": k, "fraction": f}, ...}}`
+    /// with attributes in file order.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut attributes = serde_json::Map::new();
+        for a in Attribute::ALL {
+            attributes.insert(
+                a.name().to_string(),
+                serde_json::json!({"positive": self.positive(a), "fraction": self.fraction(a)}),
+            );
+        }
+        serde_json::json!({"images": self.images, "attributes": attributes})
+    }
+
     /// Draws the positive fraction of every attribute as a bar chart PNG.
     pub fn plot(&self, path: &Path, title: &str) -> Result<()> {
         let names: Vec<&str> = Attribute::ALL.iter().map(|a| a.name()).collect();
@@ -91,5 +104,11 @@ mod tests {
         assert_eq!((ranking[0].0, ranking[1].0), (Attribute::Male, Attribute::Smiling));
         assert_eq!(s.balanced(0.25), vec![Attribute::Male, Attribute::Smiling]);
         assert_eq!(AttributeStats::from_sets(&[]).fraction(Attribute::Male), 0.0);
+        let json = s.to_json();
+        assert_eq!(json["images"], 4);
+        assert_eq!(json["attributes"]["Male"]["positive"], 3);
+        assert_eq!(json["attributes"]["Smiling"]["fraction"], 0.25);
+        let first = json["attributes"].as_object().unwrap().keys().next().unwrap().clone();
+        assert_eq!(first, "5_o_Clock_Shadow");
     }
 }

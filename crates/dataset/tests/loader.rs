@@ -17,7 +17,10 @@ impl Dataset for Synthetic {
     }
     fn get(&self, index: usize) -> Result<Sample> {
         if index % 7 == 3 {
-            return Err(Error::BadSample { id: format!("img{index}.jpg"), message: "truncated".into() });
+            return Err(Error::BadSample {
+                id: format!("img{index}.jpg"),
+                message: "truncated".into(),
+            });
         }
         let (w, h) = (5u32, 3u32);
         let mut data = Vec::new();
@@ -49,7 +52,10 @@ fn batches_are_nchw_u8_with_targets_and_ids() {
     // images[n=1, c=2, y=1, x=4] = 1*50 + 10 + 8 + 2.
     let v = b.images.get(1).unwrap().get(2).unwrap().get(1).unwrap().get(4).unwrap();
     assert_eq!(v.to_scalar::<u8>().unwrap(), 70);
-    assert_eq!(b.targets.to_vec2::<f32>().unwrap(), vec![vec![0.0, 1.0], vec![1.0, 1.0], vec![0.0, 1.0]]);
+    assert_eq!(
+        b.targets.to_vec2::<f32>().unwrap(),
+        vec![vec![0.0, 1.0], vec![1.0, 1.0], vec![0.0, 1.0]]
+    );
     assert_eq!(b.ids, ["img0.jpg", "img1.jpg", "img2.jpg"]);
     assert_eq!(b.groups[2].as_deref(), Some("g0"));
     // Sample 3 is broken: skipped, counted, the batch is one short.
@@ -113,12 +119,20 @@ fn drop_last_and_class_targets() {
     assert_eq!(batches.len(), 2);
     assert_eq!(batches[1].targets.to_vec1::<u32>().unwrap(), vec![1, 2, 0, 1]);
     assert_eq!(batches[0].images.dims(), &[4, 1, 3, 2]);
-    assert!(Loader::new(deeprecog_dataset::InMemory(Vec::<Sample>::new())).batch_size(0).epoch(0).is_err());
+    assert!(Loader::new(deeprecog_dataset::InMemory(Vec::<Sample>::new()))
+        .batch_size(0)
+        .epoch(0)
+        .is_err());
 }
 
 #[test]
 fn mismatched_sizes_are_skipped_not_fatal() {
-    let mk = |w| Sample { id: format!("w{w}"), image: Image::filled(w, 3, 3, 0).unwrap(), target: Target::Class(0), group: None };
+    let mk = |w| Sample {
+        id: format!("w{w}"),
+        image: Image::filled(w, 3, 3, 0).unwrap(),
+        target: Target::Class(0),
+        group: None,
+    };
     let loader = Loader::new(deeprecog_dataset::InMemory(vec![mk(4), mk(5), mk(4)])).batch_size(3);
     let mut epoch = loader.epoch(0).unwrap();
     let b = epoch.next().unwrap().unwrap();
@@ -131,7 +145,13 @@ fn mismatched_sizes_are_skipped_not_fatal() {
 fn cache_roundtrip_across_shards_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let resize = Resize::new(4, 6);
-    let cache = U8Cache::build(&Synthetic { n: 12 }, Some(&resize), dir.path(), &CacheConfig { shard_samples: 5, seed: 0 }).unwrap();
+    let cache = U8Cache::build(
+        &Synthetic { n: 12 },
+        Some(&resize),
+        dir.path(),
+        &CacheConfig { shard_samples: 5, seed: 0 },
+    )
+    .unwrap();
     // Samples 3 and 10 fail.
     assert_eq!(cache.len(), 10);
     assert_eq!(cache.skipped().iter().map(|s| s.index).collect::<Vec<_>>(), vec![3, 10]);

@@ -160,3 +160,8 @@ mod tests {
         assert!("vote".parse::<Aggregation>().is_err());
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

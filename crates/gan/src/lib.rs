@@ -86,3 +86,8 @@ mod tests {
         assert!(mosaic(&t, 0, 1).is_err());
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

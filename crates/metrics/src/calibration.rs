@@ -1,8 +1,10 @@
 //! Calibration: expected calibration error, reliability-diagram data and temperature scaling.
 //!
-//! Binning follows the usual equal-width scheme on the positive-class probability: with `B`
-//! bins, a probability `p` falls in bin `min(floor(p * B), B - 1)`, so bin `k` covers
-//! `[k / B, (k + 1) / B)` and the last bin also holds `p = 1`.
+//! Binning follows scikit-learn's `calibration_curve(strategy="uniform")` and Guo et al.
+//! (2017): `B` equal-width bins on the positive-class probability with edges
+//! `e_k = k * (1 / B)` (computed like `numpy.linspace(0, 1, B + 1)`, last edge exactly 1);
+//! bin `k` holds `(e_k, e_{k+1}]`, and the first bin also holds `p = 0`. A probability that
+//! sits exactly on an edge therefore belongs to the lower bin.
 
 use serde::Serialize;
 
@@ -35,9 +37,21 @@ pub struct Calibration {
     pub mce: f64,
 }
 
-fn bin_index(p: f64, n_bins: usize) -> usize {
-    // `p` is in [0, 1], so the product is in [0, n_bins] and the cast cannot overflow.
-    ((p * n_bins as f64).floor() as usize).min(n_bins - 1)
+/// The bin edges `0, 1/B, 2/B, ..., 1`, rounded exactly as `numpy.linspace` rounds them, so
+/// that probabilities on an edge land in the same bin as in scikit-learn.
+fn bin_edges(n_bins: usize) -> Vec<f64> {
+    let step = 1.0 / n_bins as f64;
+    let mut edges: Vec<f64> = (0..=n_bins).map(|k| k as f64 * step).collect();
+    if let Some(last) = edges.last_mut() {
+        *last = 1.0;
+    }
+    edges
+}
+
+/// The bin of `p`: how many interior edges lie strictly below it (numpy's
+/// `searchsorted(edges[1:-1], p, side="left")`).
+fn bin_index(p: f64, interior_edges: &[f64]) -> usize {
+    interior_edges.partition_point(|&e| e < p)
 }
 
 /// Bins probabilities into `n_bins` equal-width bins and measures the calibration gap.
@@ -53,8 +67,10 @@ pub fn calibration(labels: &[bool], probs: &[f64], n_bins: usize) -> Result<Cali
     let mut counts = vec![0usize; n_bins];
     let mut prob_sums = vec![0.0f64; n_bins];
     let mut positives = vec![0usize; n_bins];
+    let edges = bin_edges(n_bins);
+    let interior = edges.get(1..n_bins).unwrap_or(&[]);
     for (&y, &p) in labels.iter().zip(probs) {
-        let k = bin_index(p, n_bins);
+        let k = bin_index(p, interior);
         if let (Some(c), Some(s), Some(pos)) =
             (counts.get_mut(k), prob_sums.get_mut(k), positives.get_mut(k))
         {
@@ -78,8 +94,8 @@ pub fn calibration(labels: &[bool], probs: &[f64], n_bins: usize) -> Result<Cali
             (None, None)
         };
         bins.push(ReliabilityBin {
-            lower: k as f64 / n_bins as f64,
-            upper: (k + 1) as f64 / n_bins as f64,
+            lower: edges.get(k).copied().unwrap_or(0.0),
+            upper: edges.get(k + 1).copied().unwrap_or(1.0),
             count,
             mean_predicted,
             fraction_positive,
@@ -144,6 +160,12 @@ impl TemperatureScaling {
             return Err(Error::Undefined {
                 metric: "temperature scaling",
                 reason: "the logits do not rank positives above negatives",
+            });
+        }
+        if labels.iter().zip(logits).all(|(&y, &z)| if y { z >= 0.0 } else { z <= 0.0 }) {
+            return Err(Error::Undefined {
+                metric: "temperature scaling",
+                reason: "the logits separate the classes perfectly (temperature -> 0)",
             });
         }
         // Bracket the root of the gradient in (lo, hi].

@@ -8,7 +8,7 @@
 //! - [`binary`]: accuracy, confusion matrix, precision / recall / F-beta, balanced accuracy,
 //!   ROC curve and AUC, precision-recall curve and average precision, clipped log-loss, EER,
 //!   best F1 / Youden thresholds, majority baseline;
-//! - [`calibration`]: ECE, reliability bins, temperature scaling;
+//! - [`calibration`](mod@calibration): ECE, reliability bins, temperature scaling;
 //! - [`multilabel`]: per-attribute metrics with both mean and exact-match accuracy;
 //! - [`video`]: frame scores aggregated per video;
 //! - [`subgroup`]: any metric per group, with the gap between groups;
@@ -59,3 +59,8 @@ pub use multilabel::MultiLabelReport;
 pub use report::BinaryReport;
 pub use subgroup::{subgroup_breakdown, SubgroupReport};
 pub use video::{aggregate_by_video, Aggregation, VideoScores};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -38,11 +38,7 @@ fn floats(v: &Value) -> Vec<f64> {
 }
 
 fn bools(v: &Value) -> Vec<bool> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap() == 1)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap() == 1).collect()
 }
 
 fn close_opt(got: Option<f64>, want: &Value, what: &str) {
@@ -67,12 +63,8 @@ fn close_vec(got: &[f64], want: &Value, what: &str) {
 
 /// Thresholds are input scores, so they must match exactly.
 fn exact_vec(got: &[f64], want: &Value, what: &str) {
-    let want: Vec<f64> = want
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap_or(f64::INFINITY))
-        .collect();
+    let want: Vec<f64> =
+        want.as_array().unwrap().iter().map(|v| v.as_f64().unwrap_or(f64::INFINITY)).collect();
     assert_eq!(got, want.as_slice(), "{what}");
 }
 
@@ -127,10 +119,7 @@ fn binary_cases_match_sklearn() {
         );
 
         if case["roc"].is_null() {
-            assert!(matches!(
-                binary::roc_auc(&y, &s),
-                Err(Error::SingleClass { .. })
-            ));
+            assert!(matches!(binary::roc_auc(&y, &s), Err(Error::SingleClass { .. })));
             assert!(RocCurve::new(&y, &s).is_err(), "{name}");
             assert!(binary::eer(&y, &s).is_err(), "{name}");
             assert!(binary::best_youden_threshold(&y, &s).is_err(), "{name}");
@@ -214,11 +203,8 @@ fn multilabel_matches_sklearn() {
     let report =
         MultiLabelReport::new(&bools(&m["labels"]), &floats(&m["scores"]), &names, 0.5).unwrap();
     assert_eq!(report.n, m["n"].as_u64().unwrap() as usize);
-    for (j, (got, want)) in report
-        .per_label
-        .iter()
-        .zip(m["per_label"].as_array().unwrap())
-        .enumerate()
+    for (j, (got, want)) in
+        report.per_label.iter().zip(m["per_label"].as_array().unwrap()).enumerate()
     {
         close(got.accuracy, f(&want["accuracy"]), TOL, &format!("label {j} accuracy"));
         close_opt(got.f1, &want["f1"], &format!("label {j} f1"));
@@ -226,33 +212,20 @@ fn multilabel_matches_sklearn() {
     }
     close(report.mean_accuracy, f(&m["mean_accuracy"]), TOL, "mean accuracy");
     close(1.0 - report.mean_accuracy, f(&m["hamming_loss"]), TOL, "hamming loss");
-    close(
-        report.exact_match_accuracy,
-        f(&m["exact_match_accuracy"]),
-        TOL,
-        "exact match",
-    );
+    close(report.exact_match_accuracy, f(&m["exact_match_accuracy"]), TOL, "exact match");
 }
 
 #[test]
 fn video_aggregation_matches_numpy() {
     let r = reference();
     let v = &r["video"];
-    let ids: Vec<String> = v["videos"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_string())
-        .collect();
+    let ids: Vec<String> =
+        v["videos"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
     let y = bools(&v["labels"]);
     let s = floats(&v["scores"]);
     let mean = aggregate_by_video(&ids, &y, &s, Aggregation::Mean).unwrap();
-    let order: Vec<&str> = v["video_order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap())
-        .collect();
+    let order: Vec<&str> =
+        v["video_order"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
     assert_eq!(mean.ids, order);
     assert_eq!(mean.labels, bools(&v["video_labels"]));
     close_vec(&mean.scores, &v["video_mean_scores"], "video means");
@@ -264,12 +237,7 @@ fn video_aggregation_matches_numpy() {
         TOL,
         "video AUC",
     );
-    close(
-        binary::roc_auc(&y, &s).unwrap(),
-        f(&v["frame_roc_auc"]),
-        TOL,
-        "frame AUC",
-    );
+    close(binary::roc_auc(&y, &s).unwrap(), f(&v["frame_roc_auc"]), TOL, "frame AUC");
 }
 
 #[test]

@@ -6,10 +6,10 @@
 //! img_align_celeba), pose jitter and other framings (the square deepfake crops) all come from
 //! one description.
 
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::model::{normal, uni, Beard, HairLength, HairTexture, Identity, Plan};
+use super::model::{uni, Beard, HairLength, HairTexture, Identity, Plan};
 use super::raster::{curve, mix, shade, Canvas, Paint, Shape, Xform, P};
 use crate::{Image, Result};
 
@@ -40,7 +40,13 @@ impl Framing {
     /// A tight square face crop, as face-forensics detectors see it.
     pub fn square(size: u32) -> Framing {
         let s = size as f32;
-        Framing { w: size as usize, h: size as usize, eye_x: s / 2.0, eye_y: s * 0.42, ied: s * 0.25 }
+        Framing {
+            w: size as usize,
+            h: size as usize,
+            eye_x: s / 2.0,
+            eye_y: s * 0.42,
+            ied: s * 0.25,
+        }
     }
 }
 
@@ -133,7 +139,8 @@ fn outline(id: &Identity, l: &Layout, grow: f32) -> Vec<P> {
             SKULL_TOP - grow + (chin - SKULL_TOP + grow) * t
         })
         .collect();
-    let mut pts: Vec<P> = vs.iter().map(|&v| (side_x(id, l, v.min(id.chin_v), true, grow), v)).collect();
+    let mut pts: Vec<P> =
+        vs.iter().map(|&v| (side_x(id, l, v.min(id.chin_v), true, grow), v)).collect();
     pts.push((l.mid + l.nose.0 * 0.2, chin + 0.06));
     pts.extend(vs.iter().rev().map(|&v| (side_x(id, l, v.min(id.chin_v), false, grow), v)));
     pts
@@ -211,13 +218,24 @@ pub(crate) fn render(plan: &Plan, fr: &Framing) -> (Canvas, Geometry) {
 }
 
 /// Camera effects: blur, sensor noise, 8-bit quantisation.
-pub(crate) fn finish(mut c: Canvas, plan: &Plan, scale: f32, rng: &mut ChaCha8Rng) -> Result<Image> {
+pub(crate) fn finish(
+    mut c: Canvas,
+    plan: &Plan,
+    scale: f32,
+    rng: &mut ChaCha8Rng,
+) -> Result<Image> {
     c.blur(plan.blur * scale);
     if plan.noise > 0.001 {
         let sigma = plan.noise;
+        // Irwin-Hall approximations of normals: sensor noise needs the shape, not the tails.
+        let mut gauss = || {
+            let s: f32 = (0..4).map(|_| rng.random::<f32>()).sum();
+            (s - 2.0) * 1.732
+        };
         c.map(|_, _, p| {
-            let n = sigma * normal(rng);
-            [p[0] + n + 0.3 * sigma * normal(rng), p[1] + n, p[2] + n + 0.3 * sigma * normal(rng)]
+            let n = sigma * gauss();
+            let (r, b) = (0.3 * sigma * gauss(), 0.3 * sigma * gauss());
+            [p[0] + n + r, p[1] + n, p[2] + n + b]
         });
     }
     c.to_image()
@@ -230,7 +248,13 @@ fn background(c: &mut Canvas, plan: &Plan, fr: &Framing) {
     let (w, h) = (fr.w as f32, fr.h as f32);
     let mut rng = ChaCha8Rng::seed_from_u64(u64::from(bg.seed));
     match bg.kind {
-        0 => c.fill(&id, &all, &Paint::Textured { base: bg.c0, amp: 0.25, freq: 0.05, seed: bg.seed }, 1.0, 1.0),
+        0 => c.fill(
+            &id,
+            &all,
+            &Paint::Textured { base: bg.c0, amp: 0.25, freq: 0.05, seed: bg.seed },
+            1.0,
+            1.0,
+        ),
         1 => {
             let (cs, sn) = (bg.angle.cos(), bg.angle.sin());
             let (cx, cy) = (w / 2.0, h / 2.0);
@@ -256,7 +280,12 @@ fn background(c: &mut Canvas, plan: &Plan, fr: &Framing) {
             while x < w {
                 let bw = uni(&mut rng, 0.1, 0.4) * w;
                 let col = mix(bg.c0, bg.c1, rng_unit(&mut rng));
-                let rect = Shape::Polygon(vec![(x, -1.0), (x + bw, -1.0), (x + bw, h + 1.0), (x, h + 1.0)]);
+                let rect = Shape::Polygon(vec![
+                    (x, -1.0),
+                    (x + bw, -1.0),
+                    (x + bw, h + 1.0),
+                    (x, h + 1.0),
+                ]);
                 c.fill(&id, &rect, &Paint::Solid(col), 1.0, 2.0);
                 x += bw;
             }
@@ -296,13 +325,20 @@ fn back_hair(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout, rng: &mut ChaC
         pts.push((u, len_v + 0.12 * (u * 7.0 + phase).sin() - 0.1 * (i % 2) as f32));
     }
     let shape = Shape::Polygon(pts);
-    c.fill(xf, &shape, &Paint::Textured { base: shade(id.hair, 0.8), amp: 0.25, freq: 6.0, seed: id.seed }, 1.0, 1.0);
+    c.fill(
+        xf,
+        &shape,
+        &Paint::Textured { base: shade(id.hair, 0.8), amp: 0.25, freq: 6.0, seed: id.seed },
+        1.0,
+        1.0,
+    );
 }
 
 fn torso(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
     let id = &plan.id;
     let m = l.mid;
-    let neck = Shape::Polygon(vec![(m - 0.45, 1.2), (m + 0.45, 1.2), (m + 0.52, 2.5), (m - 0.52, 2.5)]);
+    let neck =
+        Shape::Polygon(vec![(m - 0.45, 1.2), (m + 0.45, 1.2), (m + 0.52, 2.5), (m - 0.52, 2.5)]);
     c.fill(xf, &neck, &Paint::Solid(shade(id.skin, 0.84)), 1.0, 1.0);
     let shoulders = Shape::Polygon(vec![
         (m - 3.2, 4.5),
@@ -327,21 +363,60 @@ fn torso(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
             1.0,
         ),
         2 => {
-            let white = Paint::Solid(if chance_from(id.seed, 3) { [0.93, 0.93, 0.95] } else { [0.7, 0.78, 0.9] });
-            c.fill(xf, &Shape::Polygon(vec![(m - 0.6, 2.2), (m, 2.35), (m - 0.05, 2.75), (m - 0.7, 2.5)]), &white, 1.0, 1.0);
-            c.fill(xf, &Shape::Polygon(vec![(m + 0.6, 2.2), (m, 2.35), (m + 0.05, 2.75), (m + 0.7, 2.5)]), &white, 1.0, 1.0);
+            let white = Paint::Solid(if chance_from(id.seed, 3) {
+                [0.93, 0.93, 0.95]
+            } else {
+                [0.7, 0.78, 0.9]
+            });
+            c.fill(
+                xf,
+                &Shape::Polygon(vec![(m - 0.6, 2.2), (m, 2.35), (m - 0.05, 2.75), (m - 0.7, 2.5)]),
+                &white,
+                1.0,
+                1.0,
+            );
+            c.fill(
+                xf,
+                &Shape::Polygon(vec![(m + 0.6, 2.2), (m, 2.35), (m + 0.05, 2.75), (m + 0.7, 2.5)]),
+                &white,
+                1.0,
+                1.0,
+            );
         }
         _ => {}
     }
     // The chin shades the neck.
-    c.fill(xf, &Shape::ellipse((m, id.chin_v + 0.05), 0.5, 0.22), &Paint::Solid(shade(id.skin, 0.6)), 0.5, px(xf, 0.12));
+    c.fill(
+        xf,
+        &Shape::ellipse((m, id.chin_v + 0.05), 0.5, 0.22),
+        &Paint::Solid(shade(id.skin, 0.6)),
+        0.5,
+        px(xf, 0.12),
+    );
     if plan.tie {
         let tie_col = mix(shade(plan.clothes, 0.5), [0.6, 0.1, 0.15], 0.6);
         let tie = Paint::Textured { base: tie_col, amp: 0.2, freq: 12.0, seed: id.seed ^ 11 };
-        c.fill(xf, &Shape::Polygon(vec![(m - 0.11, 2.3), (m + 0.11, 2.3), (m + 0.08, 2.5), (m - 0.08, 2.5)]), &tie, 1.0, 1.0);
         c.fill(
             xf,
-            &Shape::Polygon(vec![(m - 0.08, 2.5), (m + 0.08, 2.5), (m + 0.17, 3.3), (m, 3.5), (m - 0.17, 3.3)]),
+            &Shape::Polygon(vec![
+                (m - 0.11, 2.3),
+                (m + 0.11, 2.3),
+                (m + 0.08, 2.5),
+                (m - 0.08, 2.5),
+            ]),
+            &tie,
+            1.0,
+            1.0,
+        );
+        c.fill(
+            xf,
+            &Shape::Polygon(vec![
+                (m - 0.08, 2.5),
+                (m + 0.08, 2.5),
+                (m + 0.17, 3.3),
+                (m, 3.5),
+                (m - 0.17, 3.3),
+            ]),
             &tie,
             1.0,
             1.0,
@@ -364,26 +439,61 @@ fn ears(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
     let id = &plan.id;
     for (sign, w) in [(-1.0f32, l.w_left), (1.0, l.w_right)] {
         let centre = (l.mid + sign * (w + 0.02), 0.22);
-        c.fill(xf, &Shape::ellipse_rot(centre, 0.12, 0.26, sign * 0.15), &Paint::Solid(shade(id.skin, 0.9)), 1.0, 1.0);
-        c.fill(xf, &Shape::ellipse((centre.0 + sign * 0.02, 0.22), 0.05, 0.15), &Paint::Solid(shade(id.skin, 0.7)), 0.6, px(xf, 0.04));
+        c.fill(
+            xf,
+            &Shape::ellipse_rot(centre, 0.12, 0.26, sign * 0.15),
+            &Paint::Solid(shade(id.skin, 0.9)),
+            1.0,
+            1.0,
+        );
+        c.fill(
+            xf,
+            &Shape::ellipse((centre.0 + sign * 0.02, 0.22), 0.05, 0.15),
+            &Paint::Solid(shade(id.skin, 0.7)),
+            0.6,
+            px(xf, 0.04),
+        );
     }
 }
 
 fn face(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout, head: &[P]) {
     let id = &plan.id;
     if id.double_chin {
-        c.fill(xf, &Shape::ellipse((l.mid, id.chin_v + 0.02), id.chin_w + 0.3, 0.2), &Paint::Solid(shade(id.skin, 0.9)), 1.0, 1.0);
+        c.fill(
+            xf,
+            &Shape::ellipse((l.mid, id.chin_v + 0.02), id.chin_w + 0.3, 0.2),
+            &Paint::Solid(shade(id.skin, 0.9)),
+            1.0,
+            1.0,
+        );
     }
     let light = (-0.25 * plan.light.angle.cos(), 0.1 - 0.25 * plan.light.angle.sin());
     c.fill(xf, &Shape::Polygon(head.to_vec()), &skin_paint(id, light, 1.9), 1.0, 1.0);
     if id.double_chin {
-        let fold = curve((l.mid - id.chin_w - 0.15, id.chin_v - 0.02), (l.mid, id.chin_v + 0.12), (l.mid + id.chin_w + 0.15, id.chin_v - 0.02), 10);
-        c.fill(xf, &Shape::stroke(fold, 0.012, 0.012), &Paint::Solid(shade(id.skin, 0.7)), 0.6, px(xf, 0.03));
+        let fold = curve(
+            (l.mid - id.chin_w - 0.15, id.chin_v - 0.02),
+            (l.mid, id.chin_v + 0.12),
+            (l.mid + id.chin_w + 0.15, id.chin_v - 0.02),
+            10,
+        );
+        c.fill(
+            xf,
+            &Shape::stroke(fold, 0.012, 0.012),
+            &Paint::Solid(shade(id.skin, 0.7)),
+            0.6,
+            px(xf, 0.03),
+        );
     }
     // The cheeks of a chubby face catch light and fold at the mouth.
     if id.chubby {
         for s in [-1.0f32, 1.0] {
-            c.fill(xf, &Shape::ellipse((l.mid + s * 0.62, 0.75), 0.32, 0.26), &Paint::Solid(shade(id.skin, 1.08)), 0.35, px(xf, 0.15));
+            c.fill(
+                xf,
+                &Shape::ellipse((l.mid + s * 0.62, 0.75), 0.32, 0.26),
+                &Paint::Solid(shade(id.skin, 1.08)),
+                0.35,
+                px(xf, 0.15),
+            );
         }
     }
 }
@@ -402,20 +512,33 @@ fn skin_marks(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout, rng: &mut Cha
                 continue;
             }
             let col = mix(id.skin, [0.6, 0.25, 0.2], 0.5);
-            c.fill(xf, &Shape::circle(p, uni(rng, 0.015, 0.035)), &Paint::Solid(col), 0.55, px(xf, 0.02));
+            c.fill(
+                xf,
+                &Shape::circle(p, uni(rng, 0.015, 0.035)),
+                &Paint::Solid(col),
+                0.55,
+                px(xf, 0.02),
+            );
         }
     }
     if age_k > 0.0 {
         for k in 0..3 {
             let v = -0.6 - 0.14 * k as f32;
-            let pts = curve((l.mid - 0.5, v + 0.03), (l.mid, v - 0.03), (l.mid + 0.5, v + 0.03), 10);
+            let pts =
+                curve((l.mid - 0.5, v + 0.03), (l.mid, v - 0.03), (l.mid + 0.5, v + 0.03), 10);
             c.fill(xf, &Shape::stroke(pts, 0.008, 0.008), &Paint::Solid(line), 0.45 * age_k, soft);
         }
         for (e, s) in [(l.eye_l, -1.0f32), (l.eye_r, 1.0)] {
             for k in -1..=1 {
                 let a = (e.0 + s * 0.27, e.1 + 0.03 * k as f32);
                 let b = (e.0 + s * 0.4, e.1 + 0.08 * k as f32);
-                c.fill(xf, &Shape::stroke(vec![a, b], 0.007, 0.004), &Paint::Solid(line), 0.5 * age_k, soft);
+                c.fill(
+                    xf,
+                    &Shape::stroke(vec![a, b], 0.007, 0.004),
+                    &Paint::Solid(line),
+                    0.5 * age_k,
+                    soft,
+                );
             }
         }
     }
@@ -425,31 +548,73 @@ fn skin_marks(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout, rng: &mut Cha
             let a = (l.nose.0 + s * 0.2, l.nose.1 + 0.02);
             let b = (m.0 + s * 0.07, m.1 + 0.08);
             let pts = curve(a, ((a.0 + b.0) / 2.0 + s * 0.1, (a.1 + b.1) / 2.0), b, 10);
-            c.fill(xf, &Shape::stroke(pts, 0.012, 0.006), &Paint::Solid(line), 0.4 * fold_k, px(xf, 0.04));
+            c.fill(
+                xf,
+                &Shape::stroke(pts, 0.012, 0.006),
+                &Paint::Solid(line),
+                0.4 * fold_k,
+                px(xf, 0.04),
+            );
         }
     }
     if id.bags {
         for e in [l.eye_l, l.eye_r] {
-            let pts = curve((e.0 - 0.17, e.1 + 0.1), (e.0, e.1 + 0.19), (e.0 + 0.17, e.1 + 0.1), 10);
-            c.fill(xf, &Shape::stroke(pts, 0.02, 0.02), &Paint::Solid(shade(id.skin, 0.72)), 0.5, px(xf, 0.04));
+            let pts =
+                curve((e.0 - 0.17, e.1 + 0.1), (e.0, e.1 + 0.19), (e.0 + 0.17, e.1 + 0.1), 10);
+            c.fill(
+                xf,
+                &Shape::stroke(pts, 0.02, 0.02),
+                &Paint::Solid(shade(id.skin, 0.72)),
+                0.5,
+                px(xf, 0.04),
+            );
         }
     }
     if plan.cheekbones {
         for s in [-1.0f32, 1.0] {
             let hi = (l.mid + s * 0.62, 0.36 - 0.08 * plan.smile);
-            c.fill(xf, &Shape::ellipse(hi, 0.26, 0.12), &Paint::Solid(shade(id.skin, 1.15)), 0.35, px(xf, 0.1));
-            let pts = curve((l.mid + s * 0.95, 0.55), (l.mid + s * 0.78, 0.72), (l.mid + s * 0.55, 0.8), 8);
-            c.fill(xf, &Shape::stroke(pts, 0.05, 0.02), &Paint::Solid(shade(id.skin, 0.78)), 0.3, px(xf, 0.08));
+            c.fill(
+                xf,
+                &Shape::ellipse(hi, 0.26, 0.12),
+                &Paint::Solid(shade(id.skin, 1.15)),
+                0.35,
+                px(xf, 0.1),
+            );
+            let pts = curve(
+                (l.mid + s * 0.95, 0.55),
+                (l.mid + s * 0.78, 0.72),
+                (l.mid + s * 0.55, 0.8),
+                8,
+            );
+            c.fill(
+                xf,
+                &Shape::stroke(pts, 0.05, 0.02),
+                &Paint::Solid(shade(id.skin, 0.78)),
+                0.3,
+                px(xf, 0.08),
+            );
         }
     }
     if plan.rosy {
         for s in [-1.0f32, 1.0] {
-            c.fill(xf, &Shape::ellipse((l.mid + s * 0.62, 0.55), 0.24, 0.15), &Paint::Solid([0.88, 0.35, 0.35]), 0.4, px(xf, 0.14));
+            c.fill(
+                xf,
+                &Shape::ellipse((l.mid + s * 0.62, 0.55), 0.24, 0.15),
+                &Paint::Solid([0.88, 0.35, 0.35]),
+                0.4,
+                px(xf, 0.14),
+            );
         }
     }
     if plan.makeup {
         for s in [-1.0f32, 1.0] {
-            c.fill(xf, &Shape::ellipse((l.mid + s * 0.65, 0.45), 0.22, 0.13), &Paint::Solid([0.9, 0.45, 0.5]), 0.3, px(xf, 0.12));
+            c.fill(
+                xf,
+                &Shape::ellipse((l.mid + s * 0.65, 0.45), 0.22, 0.13),
+                &Paint::Solid([0.9, 0.45, 0.5]),
+                0.3,
+                px(xf, 0.12),
+            );
         }
     }
 }
@@ -461,9 +626,19 @@ fn beard_zone(l: &Layout, id: &Identity, upper: bool) -> Shape {
     if upper {
         pts.extend([(m - 0.3, top), (m + 0.3, top)]);
     } else {
-        pts.extend([(l.mouth_l.0 - 0.1, l.mouth_l.1), (m - 0.2, top), (m + 0.2, top), (l.mouth_r.0 + 0.1, l.mouth_r.1)]);
+        pts.extend([
+            (l.mouth_l.0 - 0.1, l.mouth_l.1),
+            (m - 0.2, top),
+            (m + 0.2, top),
+            (l.mouth_r.0 + 0.1, l.mouth_r.1),
+        ]);
     }
-    pts.extend([(m + 0.62, 0.72), (m + id.cheek_w + 0.2, 0.3), (m + id.cheek_w + 0.2, 2.6), (m - id.cheek_w - 0.2, 2.6)]);
+    pts.extend([
+        (m + 0.62, 0.72),
+        (m + id.cheek_w + 0.2, 0.3),
+        (m + id.cheek_w + 0.2, 2.6),
+        (m - id.cheek_w - 0.2, 2.6),
+    ]);
     Shape::Polygon(pts)
 }
 
@@ -474,25 +649,60 @@ fn facial_hair(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout, head: &[P]) 
     if plan.sideburns {
         for (s, w) in [(-1.0f32, l.w_left), (1.0, l.w_right)] {
             let x = l.mid + s * w;
-            let strip = Shape::Polygon(vec![(x, -0.2), (x - s * 0.17, -0.2), (x - s * 0.2, 0.7), (x, 0.75)]);
-            c.fill(xf, &strip.and(face.clone()), &Paint::Textured { base: hair_col, amp: 0.3, freq: 14.0, seed: id.seed }, 0.95, 1.5);
+            let strip = Shape::Polygon(vec![
+                (x, -0.2),
+                (x - s * 0.17, -0.2),
+                (x - s * 0.2, 0.7),
+                (x, 0.75),
+            ]);
+            c.fill(
+                xf,
+                &strip.and(face.clone()),
+                &Paint::Textured { base: hair_col, amp: 0.3, freq: 14.0, seed: id.seed },
+                0.95,
+                1.5,
+            );
         }
     }
     match plan.beard {
         Beard::Stubble => {
             let zone = beard_zone(l, id, true).and(face.clone());
-            c.fill(xf, &zone, &Paint::Solid(mix(id.skin, [0.25, 0.27, 0.3], 0.55)), 0.3, px(xf, 0.08));
-            c.fill(xf, &zone, &Paint::Stipple { color: shade(hair_col, 0.6), density: 0.45, seed: id.seed }, 0.7, 1.0);
+            c.fill(
+                xf,
+                &zone,
+                &Paint::Solid(mix(id.skin, [0.25, 0.27, 0.3], 0.5)),
+                0.3,
+                px(xf, 0.08),
+            );
+            c.fill(
+                xf,
+                &zone,
+                &Paint::Stipple { color: shade(hair_col, 0.6), density: 0.25, seed: id.seed },
+                0.3,
+                1.0,
+            );
         }
         Beard::Full => {
             let grown = Shape::Polygon(outline(id, l, 0.07));
             let zone = beard_zone(l, id, false).and(grown);
-            c.fill(xf, &zone, &Paint::Textured { base: hair_col, amp: 0.35, freq: 12.0, seed: id.seed }, 1.0, px(xf, 0.04));
+            c.fill(
+                xf,
+                &zone,
+                &Paint::Textured { base: hair_col, amp: 0.35, freq: 12.0, seed: id.seed },
+                1.0,
+                px(xf, 0.04),
+            );
         }
         Beard::Goatee => {
             let g = Shape::ellipse((l.mid + l.nose.0 * 0.3, l.mouth_v + 0.42), 0.26, 0.32)
                 .minus(Shape::ellipse((l.mid, l.mouth_v), 0.35, 0.14));
-            c.fill(xf, &g.and(face), &Paint::Textured { base: hair_col, amp: 0.35, freq: 12.0, seed: id.seed }, 1.0, px(xf, 0.04));
+            c.fill(
+                xf,
+                &g.and(face),
+                &Paint::Textured { base: hair_col, amp: 0.35, freq: 12.0, seed: id.seed },
+                1.0,
+                px(xf, 0.04),
+            );
         }
         Beard::None => {}
     }
@@ -500,21 +710,53 @@ fn facial_hair(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout, head: &[P]) 
 
 fn eyes(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
     let id = &plan.id;
-    let open = plan.eye_open * if id.narrow || plan.squint { 0.55 } else { 1.0 } * (1.0 - 0.15 * plan.smile);
+    let open = plan.eye_open
+        * if id.narrow || plan.squint { 0.55 } else { 1.0 }
+        * (1.0 - 0.15 * plan.smile);
     for (e, k) in [(l.eye_l, l.eye_scale_l), (l.eye_r, l.eye_scale_r)] {
         let rx = 0.19 * id.eye_size * k;
         let ry = (0.085 * id.eye_size * open).max(0.006);
         // Eye sockets are in shadow.
-        c.fill(xf, &Shape::ellipse((e.0, e.1 - 0.04), 0.27 * k, 0.15), &Paint::Solid(shade(id.skin, 0.82)), 0.35, px(xf, 0.08));
+        c.fill(
+            xf,
+            &Shape::ellipse((e.0, e.1 - 0.04), 0.27 * k, 0.15),
+            &Paint::Solid(shade(id.skin, 0.82)),
+            0.35,
+            px(xf, 0.08),
+        );
         if plan.makeup {
-            c.fill(xf, &Shape::ellipse((e.0, e.1 - 0.09), 0.25 * k, 0.12), &Paint::Solid(id.eyeshadow), 0.6, px(xf, 0.06));
+            c.fill(
+                xf,
+                &Shape::ellipse((e.0, e.1 - 0.09), 0.25 * k, 0.12),
+                &Paint::Solid(id.eyeshadow),
+                0.6,
+                px(xf, 0.06),
+            );
         }
         let sclera = Shape::ellipse(e, rx, ry);
         c.fill(xf, &sclera, &Paint::Solid([0.92, 0.9, 0.87]), 1.0, 1.0);
         let iris_c = (e.0 + plan.gaze, e.1);
-        c.fill(xf, &Shape::circle(iris_c, 0.075 * id.eye_size).and(sclera.clone()), &Paint::Solid(id.iris), 1.0, 1.0);
-        c.fill(xf, &Shape::circle(iris_c, 0.033 * id.eye_size).and(sclera.clone()), &Paint::Solid([0.03, 0.03, 0.03]), 1.0, 1.0);
-        c.fill(xf, &Shape::circle((iris_c.0 + 0.022, iris_c.1 - 0.022), 0.014).and(sclera), &Paint::Solid([1.0; 3]), 0.9, 1.0);
+        c.fill(
+            xf,
+            &Shape::circle(iris_c, 0.075 * id.eye_size).and(sclera.clone()),
+            &Paint::Solid(id.iris),
+            1.0,
+            1.0,
+        );
+        c.fill(
+            xf,
+            &Shape::circle(iris_c, 0.033 * id.eye_size).and(sclera.clone()),
+            &Paint::Solid([0.03, 0.03, 0.03]),
+            1.0,
+            1.0,
+        );
+        c.fill(
+            xf,
+            &Shape::circle((iris_c.0 + 0.022, iris_c.1 - 0.022), 0.014).and(sclera),
+            &Paint::Solid([1.0; 3]),
+            0.9,
+            1.0,
+        );
         let lid: Vec<P> = (0..=12)
             .map(|i| {
                 let t = std::f32::consts::PI * (1.0 + i as f32 / 12.0);
@@ -522,16 +764,36 @@ fn eyes(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
             })
             .collect();
         let liner = if plan.makeup { 0.03 } else { 0.015 };
-        c.fill(xf, &Shape::stroke_fn(lid.clone(), |t| liner * (0.6 + 0.6 * (t * std::f32::consts::PI).sin())), &Paint::Solid([0.08, 0.06, 0.05]), 1.0, 1.0);
+        c.fill(
+            xf,
+            &Shape::stroke_fn(lid.clone(), |t| {
+                liner * (0.6 + 0.6 * (t * std::f32::consts::PI).sin())
+            }),
+            &Paint::Solid([0.08, 0.06, 0.05]),
+            1.0,
+            1.0,
+        );
         let crease: Vec<P> = lid.iter().map(|p| (p.0, p.1 - 0.06)).collect();
-        c.fill(xf, &Shape::stroke(crease, 0.008, 0.008), &Paint::Solid(shade(id.skin, 0.7)), 0.5, px(xf, 0.02));
+        c.fill(
+            xf,
+            &Shape::stroke(crease, 0.008, 0.008),
+            &Paint::Solid(shade(id.skin, 0.7)),
+            0.5,
+            px(xf, 0.02),
+        );
         let lower: Vec<P> = (0..=10)
             .map(|i| {
                 let t = std::f32::consts::PI * (i as f32 / 10.0);
                 (e.0 + rx * t.cos(), e.1 + ry * t.sin())
             })
             .collect();
-        c.fill(xf, &Shape::stroke(lower, 0.007, 0.007), &Paint::Solid(shade(id.skin, 0.55)), 0.45, 1.0);
+        c.fill(
+            xf,
+            &Shape::stroke(lower, 0.007, 0.007),
+            &Paint::Solid(shade(id.skin, 0.55)),
+            0.45,
+            1.0,
+        );
     }
 }
 
@@ -552,12 +814,24 @@ fn brows(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout, rng: &mut ChaCha8R
         let outer = (e.0 + s * 0.29, e.1 - 0.22 + dy - raise);
         let pts = curve(inner, peak, outer, 12);
         let w = id.brow_w;
-        c.fill(xf, &Shape::stroke_fn(pts.clone(), |t| w * (1.0 - 0.55 * t)), &Paint::Solid(col), 0.95, 1.0);
+        c.fill(
+            xf,
+            &Shape::stroke_fn(pts.clone(), |t| w * (1.0 - 0.55 * t)),
+            &Paint::Solid(col),
+            0.95,
+            1.0,
+        );
         if id.bushy {
             for _ in 0..6 {
                 let o = (uni(rng, -0.25, 0.25), uni(rng, -0.03, 0.03));
                 let hair: Vec<P> = pts.iter().map(|p| (p.0 + o.0 * 0.1, p.1 + o.1)).collect();
-                c.fill(xf, &Shape::stroke(hair, 0.012, 0.006), &Paint::Solid(shade(col, 0.7)), 0.6, 1.0);
+                c.fill(
+                    xf,
+                    &Shape::stroke(hair, 0.012, 0.006),
+                    &Paint::Solid(shade(col, 0.7)),
+                    0.6,
+                    1.0,
+                );
             }
         }
     }
@@ -571,12 +845,29 @@ fn nose(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
     for s in [-1.0f32, 1.0] {
         let bridge = vec![(nx * 0.4 + s * 0.1, 0.05), (nx * 0.8 + s * 0.12 * nw, nv - 0.12)];
         c.fill(xf, &Shape::stroke(bridge, 0.02, 0.03), &dark, 0.16, px(xf, 0.05));
-        let wing = curve((nx + s * 0.06 * nw, nv - 0.06), (nx + s * 0.16 * nw, nv + 0.02), (nx + s * 0.07 * nw, nv + 0.08), 8);
+        let wing = curve(
+            (nx + s * 0.06 * nw, nv - 0.06),
+            (nx + s * 0.16 * nw, nv + 0.02),
+            (nx + s * 0.07 * nw, nv + 0.08),
+            8,
+        );
         c.fill(xf, &Shape::stroke(wing, 0.012, 0.01), &dark, 0.5, px(xf, 0.02));
-        c.fill(xf, &Shape::ellipse_rot((nx + s * 0.085 * nw, nv + 0.065), 0.045 * nw, 0.022, s * 0.3), &Paint::Solid(shade(id.skin, 0.35)), 0.85, 1.0);
+        c.fill(
+            xf,
+            &Shape::ellipse_rot((nx + s * 0.085 * nw, nv + 0.065), 0.045 * nw, 0.022, s * 0.3),
+            &Paint::Solid(shade(id.skin, 0.35)),
+            0.85,
+            1.0,
+        );
     }
     let (tip_rx, tip_ry) = if id.pointy { (0.045, 0.07) } else { (0.07 * nw, 0.05) };
-    c.fill(xf, &Shape::ellipse((nx, nv - 0.04), tip_rx, tip_ry), &Paint::Solid(shade(id.skin, 1.12)), 0.45, px(xf, 0.04));
+    c.fill(
+        xf,
+        &Shape::ellipse((nx, nv - 0.04), tip_rx, tip_ry),
+        &Paint::Solid(shade(id.skin, 1.12)),
+        0.45,
+        px(xf, 0.04),
+    );
     let shadow_ry = if id.pointy { 0.03 } else { 0.04 };
     c.fill(xf, &Shape::ellipse((nx, nv + 0.13), 0.13 * nw, shadow_ry), &dark, 0.35, px(xf, 0.03));
 }
@@ -591,8 +882,22 @@ fn mouth(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
     let (ul, ll) = (id.lip_u, id.lip_l);
     let lip_col = plan.lipstick.unwrap_or(id.lip_color);
     let top: Vec<P> = {
-        let mut v = curve(lc, (cx - 0.2, base - ul - 0.01 + sag * 0.3), (cx, base - ul * 0.7 + sag * 0.3), 6);
-        v.extend(curve((cx, base - ul * 0.7 + sag * 0.3), (cx + 0.2, base - ul - 0.01 + sag * 0.3), rc, 6).into_iter().skip(1));
+        let mut v = curve(
+            lc,
+            (cx - 0.2, base - ul - 0.01 + sag * 0.3),
+            (cx, base - ul * 0.7 + sag * 0.3),
+            6,
+        );
+        v.extend(
+            curve(
+                (cx, base - ul * 0.7 + sag * 0.3),
+                (cx + 0.2, base - ul - 0.01 + sag * 0.3),
+                rc,
+                6,
+            )
+            .into_iter()
+            .skip(1),
+        );
         v
     };
     let upper_in = curve(lc, (cx, base + sag - gap / 2.0), rc, 12);
@@ -607,11 +912,23 @@ fn mouth(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
             let teeth_edge: Vec<P> = upper_in.iter().map(|p| (p.0, p.1 + 0.07)).collect();
             let mut band = upper_in.clone();
             band.extend(teeth_edge.iter().rev());
-            c.fill(xf, &Shape::Polygon(band).and(inside.clone()), &Paint::Solid([0.94, 0.92, 0.86]), 1.0, 1.0);
+            c.fill(
+                xf,
+                &Shape::Polygon(band).and(inside.clone()),
+                &Paint::Solid([0.94, 0.92, 0.86]),
+                1.0,
+                1.0,
+            );
             for k in -2..=2 {
                 let x = cx + 0.09 * k as f32;
                 let seam = vec![(x, base + sag - gap / 2.0), (x, base + sag - gap / 2.0 + 0.07)];
-                c.fill(xf, &Shape::stroke(seam, 0.004, 0.004).and(inside.clone()), &Paint::Solid([0.7, 0.66, 0.6]), 0.6, 1.0);
+                c.fill(
+                    xf,
+                    &Shape::stroke(seam, 0.004, 0.004).and(inside.clone()),
+                    &Paint::Solid([0.7, 0.66, 0.6]),
+                    0.6,
+                    1.0,
+                );
             }
         }
     }
@@ -622,9 +939,21 @@ fn mouth(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
     lower.extend(bottom.iter().rev());
     c.fill(xf, &Shape::Polygon(lower), &Paint::Solid(lip_col), 1.0, 1.0);
     if plan.lipstick.is_some() {
-        c.fill(xf, &Shape::ellipse((cx + 0.05, base + sag + gap / 2.0 + ll * 0.5), 0.1, 0.02), &Paint::Solid([1.0; 3]), 0.35, px(xf, 0.02));
+        c.fill(
+            xf,
+            &Shape::ellipse((cx + 0.05, base + sag + gap / 2.0 + ll * 0.5), 0.1, 0.02),
+            &Paint::Solid([1.0; 3]),
+            0.35,
+            px(xf, 0.02),
+        );
     }
-    c.fill(xf, &Shape::stroke(upper_in, 0.008, 0.008), &Paint::Solid(shade(lip_col, 0.45)), 0.8, 1.0);
+    c.fill(
+        xf,
+        &Shape::stroke(upper_in, 0.008, 0.008),
+        &Paint::Solid(shade(lip_col, 0.45)),
+        0.8,
+        1.0,
+    );
 }
 
 fn mustache(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
@@ -636,7 +965,13 @@ fn mustache(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
     let top = ((lc.0 + rc.0) / 2.0, l.nose.1 + 0.2);
     let pts = curve((lc.0 - 0.05, lc.1 + 0.04), top, (rc.0 + 0.05, rc.1 + 0.04), 14);
     let shape = Shape::stroke_fn(pts, |t| 0.025 + 0.045 * (t * std::f32::consts::PI).sin());
-    c.fill(xf, &shape, &Paint::Textured { base: shade(id.hair, 0.7), amp: 0.3, freq: 14.0, seed: id.seed }, 1.0, px(xf, 0.02));
+    c.fill(
+        xf,
+        &shape,
+        &Paint::Textured { base: shade(id.hair, 0.7), amp: 0.3, freq: 14.0, seed: id.seed },
+        1.0,
+        px(xf, 0.02),
+    );
 }
 
 fn hairline(plan: &Plan, l: &Layout, u: f32, phase: f32) -> f32 {
@@ -658,11 +993,24 @@ fn front_hair(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout, rng: &mut Cha
     if id.bald {
         // A horseshoe fringe and a shiny scalp.
         if id.age > 35.0 {
-            let band = Shape::Polygon(outline(id, l, 0.05)).minus(Shape::Polygon(outline(id, l, -0.06)));
+            let band =
+                Shape::Polygon(outline(id, l, 0.05)).minus(Shape::Polygon(outline(id, l, -0.06)));
             let zone = band.and(Shape::below(-0.55)).and(Shape::above(0.15));
-            c.fill(xf, &zone, &Paint::Textured { base: id.hair, amp: 0.3, freq: 10.0, seed: id.seed }, 0.9, 1.5);
+            c.fill(
+                xf,
+                &zone,
+                &Paint::Textured { base: id.hair, amp: 0.3, freq: 10.0, seed: id.seed },
+                0.9,
+                1.5,
+            );
         }
-        c.fill(xf, &Shape::ellipse((l.mid - 0.2, -1.25), 0.3, 0.15), &Paint::Solid(shade(id.skin, 1.25)), 0.4, px(xf, 0.12));
+        c.fill(
+            xf,
+            &Shape::ellipse((l.mid - 0.2, -1.25), 0.3, 0.15),
+            &Paint::Solid(shade(id.skin, 1.25)),
+            0.4,
+            px(xf, 0.12),
+        );
         return;
     }
     let vol = id.volume;
@@ -715,14 +1063,25 @@ fn front_hair(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout, rng: &mut Cha
         pts.push((inner_side(v, true), v));
     }
     let shape = Shape::Polygon(pts);
-    c.fill(xf, &shape, &Paint::Textured { base: id.hair, amp: 0.22, freq: 7.0, seed: id.seed }, 1.0, 1.0);
+    c.fill(
+        xf,
+        &shape,
+        &Paint::Textured { base: id.hair, amp: 0.22, freq: 7.0, seed: id.seed },
+        1.0,
+        1.0,
+    );
 
     // Strands from the crown to the edges show the texture.
     let crown = (l.mid + id.part * 0.5, -1.55);
-    let targets: Vec<P> = arc.iter().step_by(2).copied().chain((0..12).map(|i| {
-        let u = u0 + (u1 - u0) * (i as f32 + 0.5) / 12.0;
-        (u, hairline(plan, l, u, phase))
-    })).collect();
+    let targets: Vec<P> = arc
+        .iter()
+        .step_by(2)
+        .copied()
+        .chain((0..12).map(|i| {
+            let u = u0 + (u1 - u0) * (i as f32 + 0.5) / 12.0;
+            (u, hairline(plan, l, u, phase))
+        }))
+        .collect();
     for (i, t) in targets.iter().enumerate() {
         let (dx, dy) = (t.0 - crown.0, t.1 - crown.1);
         let len = (dx * dx + dy * dy).sqrt().max(1e-3);
@@ -739,12 +1098,19 @@ fn front_hair(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout, rng: &mut Cha
                 (crown.0 + dx * s + nx * off, crown.1 + dy * s + ny * off)
             })
             .collect();
-        let col = if i % 3 == 0 { shade(id.hair, 1.35).map(|v| v.min(1.0)) } else { shade(id.hair, 0.6) };
+        let col =
+            if i % 3 == 0 { shade(id.hair, 1.35).map(|v| v.min(1.0)) } else { shade(id.hair, 0.6) };
         c.fill(xf, &Shape::stroke(strand, 0.014, 0.01), &Paint::Solid(col), 0.4, 1.0);
     }
     if id.texture == HairTexture::Straight {
         let sheen = curve((l.mid - rx * 0.7, -1.1), (l.mid, -1.45), (l.mid + rx * 0.7, -1.1), 12);
-        c.fill(xf, &Shape::stroke(sheen, 0.07, 0.07).and(shape), &Paint::Solid(shade(id.hair, 1.5).map(|v| v.min(1.0))), 0.3, px(xf, 0.08));
+        c.fill(
+            xf,
+            &Shape::stroke(sheen, 0.07, 0.07).and(shape),
+            &Paint::Solid(shade(id.hair, 1.5).map(|v| v.min(1.0))),
+            0.3,
+            px(xf, 0.08),
+        );
     }
 }
 
@@ -757,11 +1123,18 @@ fn earrings(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
     for (s, w) in [(-1.0f32, l.w_left), (1.0, l.w_right)] {
         let centre = (l.mid + s * (w + 0.03), 0.55);
         if hoop {
-            let ring = Shape::circle((centre.0, centre.1 + 0.08), 0.1).minus(Shape::circle((centre.0, centre.1 + 0.08), 0.075));
+            let ring = Shape::circle((centre.0, centre.1 + 0.08), 0.1)
+                .minus(Shape::circle((centre.0, centre.1 + 0.08), 0.075));
             c.fill(xf, &ring, &Paint::Solid(id.earring_color), 1.0, 1.0);
         } else {
             c.fill(xf, &Shape::circle(centre, 0.055), &Paint::Solid(id.earring_color), 1.0, 1.0);
-            c.fill(xf, &Shape::circle((centre.0 - 0.015, centre.1 - 0.015), 0.018), &Paint::Solid([1.0; 3]), 0.7, 1.0);
+            c.fill(
+                xf,
+                &Shape::circle((centre.0 - 0.015, centre.1 - 0.015), 0.018),
+                &Paint::Solid([1.0; 3]),
+                0.7,
+                1.0,
+            );
         }
     }
 }
@@ -777,7 +1150,9 @@ fn hat(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
     match hat.kind {
         0 => {
             c.fill(xf, &crown, &paint, 1.0, 1.0);
-            let band = Shape::ellipse((l.mid, hat.line - 0.1), w + 0.22, 1.22).and(Shape::above(hat.line)).and(Shape::below(hat.line - 0.22));
+            let band = Shape::ellipse((l.mid, hat.line - 0.1), w + 0.22, 1.22)
+                .and(Shape::above(hat.line))
+                .and(Shape::below(hat.line - 0.22));
             c.fill(xf, &band, &Paint::Solid(shade(hat.color, 0.8)), 1.0, 1.0);
         }
         1 => {
@@ -789,13 +1164,32 @@ fn hat(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
                 (l.mid + w - 0.05, hat.line),
             ]);
             c.fill(xf, &tall, &paint, 1.0, 1.0);
-            c.fill(xf, &Shape::ellipse((l.mid, hat.line), w + 0.6, 0.15), &Paint::Solid(shade(hat.color, 0.85)), 1.0, 1.0);
-            c.fill(xf, &Shape::ellipse((l.mid, hat.line + 0.2), w, 0.18), &Paint::Solid([0.0; 3]), 0.3, px(xf, 0.12));
+            c.fill(
+                xf,
+                &Shape::ellipse((l.mid, hat.line), w + 0.6, 0.15),
+                &Paint::Solid(shade(hat.color, 0.85)),
+                1.0,
+                1.0,
+            );
+            c.fill(
+                xf,
+                &Shape::ellipse((l.mid, hat.line + 0.2), w, 0.18),
+                &Paint::Solid([0.0; 3]),
+                0.3,
+                px(xf, 0.12),
+            );
         }
         _ => {
             c.fill(xf, &crown, &paint, 1.0, 1.0);
-            let peak = Shape::ellipse((l.mid + l.nose.0 * 0.5, hat.line), 0.9, 0.24).and(Shape::below(hat.line - 0.02));
-            c.fill(xf, &Shape::ellipse((l.mid, hat.line + 0.28), 0.9, 0.16), &Paint::Solid([0.0; 3]), 0.3, px(xf, 0.12));
+            let peak = Shape::ellipse((l.mid + l.nose.0 * 0.5, hat.line), 0.9, 0.24)
+                .and(Shape::below(hat.line - 0.02));
+            c.fill(
+                xf,
+                &Shape::ellipse((l.mid, hat.line + 0.28), 0.9, 0.16),
+                &Paint::Solid([0.0; 3]),
+                0.3,
+                px(xf, 0.12),
+            );
             c.fill(xf, &peak, &Paint::Solid(shade(hat.color, 0.85)), 1.0, 1.0);
         }
     }
@@ -817,7 +1211,12 @@ fn glasses(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
             c.fill(xf, &inner, &Paint::Solid([0.07, 0.07, 0.09]), 0.88, 1.0);
         } else {
             c.fill(xf, &inner, &Paint::Solid([0.85, 0.9, 1.0]), 0.1, 1.0);
-            let glare = Shape::stroke(vec![(c0.0 - 0.12 * k, c0.1 + 0.08), (c0.0 + 0.05 * k, c0.1 - 0.12)], 0.02, 0.02).and(inner.clone());
+            let glare = Shape::stroke(
+                vec![(c0.0 - 0.12 * k, c0.1 + 0.08), (c0.0 + 0.05 * k, c0.1 - 0.12)],
+                0.02,
+                0.02,
+            )
+            .and(inner.clone());
             c.fill(xf, &glare, &Paint::Solid([1.0; 3]), 0.25, 1.0);
         }
         c.fill(xf, &outer.minus(inner), &frame, 1.0, 1.0);
@@ -829,7 +1228,9 @@ fn glasses(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
         8,
     );
     c.fill(xf, &Shape::stroke(bridge, t * 0.6, t * 0.6), &frame, 1.0, 1.0);
-    for (e, k, s, w) in [(l.eye_l, l.eye_scale_l, -1.0f32, l.w_left), (l.eye_r, l.eye_scale_r, 1.0, l.w_right)] {
+    for (e, k, s, w) in
+        [(l.eye_l, l.eye_scale_l, -1.0f32, l.w_left), (l.eye_r, l.eye_scale_r, 1.0, l.w_right)]
+    {
         let arm = vec![(e.0 + s * (a * k + t * 0.5), e.1 - 0.03), (l.mid + s * (w + 0.02), 0.02)];
         c.fill(xf, &Shape::stroke(arm, t * 0.55, t * 0.5), &frame, 1.0, 1.0);
     }
@@ -849,7 +1250,11 @@ fn lighting(c: &mut Canvas, plan: &Plan) {
 }
 
 /// Renders `plan` and applies the camera effects with noise drawn from `rng`.
-pub(crate) fn render_image(plan: &Plan, fr: &Framing, rng: &mut ChaCha8Rng) -> Result<(Image, Geometry)> {
+pub(crate) fn render_image(
+    plan: &Plan,
+    fr: &Framing,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Image, Geometry)> {
     let (canvas, geo) = render(plan, fr);
     let img = finish(canvas, plan, fr.ied / 38.0, rng)?;
     Ok((img, geo))

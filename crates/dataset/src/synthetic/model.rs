@@ -191,7 +191,7 @@ impl Identity {
         let skin = if pale {
             jitter(rng, [0.97, 0.87, 0.82], 0.015)
         } else {
-            let t = 0.08 + 0.92 * rng.random::<f32>().powf(1.8);
+            let t = 0.05 + 0.95 * rng.random::<f32>().powf(2.2);
             jitter(rng, skin_tone(t), 0.02)
         };
 
@@ -237,9 +237,23 @@ impl Identity {
         } else {
             use HairColor::*;
             let weights: [(HairColor, f32); 6] = if male {
-                [(Black, 0.33), (Blond, 0.04), (Brown, 0.2), (Auburn, 0.03), (DarkBrown, 0.3), (LightBrown, 0.1)]
+                [
+                    (Black, 0.33),
+                    (Blond, 0.04),
+                    (Brown, 0.2),
+                    (Auburn, 0.03),
+                    (DarkBrown, 0.3),
+                    (LightBrown, 0.1),
+                ]
             } else {
-                [(Black, 0.24), (Blond, 0.27), (Brown, 0.24), (Auburn, 0.06), (DarkBrown, 0.11), (LightBrown, 0.08)]
+                [
+                    (Black, 0.24),
+                    (Blond, 0.27),
+                    (Brown, 0.24),
+                    (Auburn, 0.06),
+                    (DarkBrown, 0.11),
+                    (LightBrown, 0.08),
+                ]
             };
             pick(rng, &weights).unwrap_or(Black)
         };
@@ -289,14 +303,12 @@ impl Identity {
 
         let glasses_p =
             if chance(rng, if young { 0.08 } else { 0.2 }) { uni(rng, 0.6, 0.95) } else { 0.0 };
-        let frame_color = *[[0.05, 0.05, 0.05], [0.3, 0.18, 0.1], [0.78, 0.65, 0.3], [0.75, 0.75, 0.78]]
-            .get(rng.random_range(0..4usize))
-            .unwrap_or(&[0.05; 3]);
-        let makeup_p = if male {
-            0.01
-        } else {
-            rng.random::<f32>().powf(if young { 0.45 } else { 0.9 })
-        };
+        let frame_color =
+            *[[0.05, 0.05, 0.05], [0.3, 0.18, 0.1], [0.78, 0.65, 0.3], [0.75, 0.75, 0.78]]
+                .get(rng.random_range(0..4usize))
+                .unwrap_or(&[0.05; 3]);
+        let makeup_p =
+            if male { 0.01 } else { rng.random::<f32>().powf(if young { 0.45 } else { 0.9 }) };
         let lipstick = *[
             [0.72, 0.08, 0.13],
             [0.85, 0.33, 0.48],
@@ -333,6 +345,17 @@ impl Identity {
         let clarity = rng.random::<f32>();
         let a = (1.0 - symmetry) * 0.05;
         let asym = [a * normal(rng), a * normal(rng), a * normal(rng), a * normal(rng)];
+        let iris_base = *[
+            [0.28, 0.17, 0.1],
+            [0.42, 0.28, 0.15],
+            [0.45, 0.4, 0.2],
+            [0.35, 0.5, 0.7],
+            [0.35, 0.5, 0.38],
+            [0.45, 0.5, 0.55],
+        ]
+        .get(rng.random_range(0..6usize))
+        .unwrap_or(&[0.28, 0.17, 0.1]);
+        let iris = jitter(rng, iris_base, 0.05);
         let lip_base = if male { [0.7, 0.42, 0.4] } else { [0.78, 0.42, 0.42] };
         Identity {
             male,
@@ -349,20 +372,7 @@ impl Identity {
             high_cheekbones: chance(rng, 0.28),
             eye_half: uni(rng, 0.47, 0.53),
             eye_size: uni(rng, 0.9, 1.08) + if male { 0.0 } else { 0.05 },
-            iris: jitter(
-                rng,
-                *[
-                    [0.28, 0.17, 0.1],
-                    [0.42, 0.28, 0.15],
-                    [0.45, 0.4, 0.2],
-                    [0.35, 0.5, 0.7],
-                    [0.35, 0.5, 0.38],
-                    [0.45, 0.5, 0.55],
-                ]
-                .get(rng.random_range(0..6usize))
-                .unwrap_or(&[0.28, 0.17, 0.1]),
-                0.05,
-            ),
+            iris,
             narrow: chance(rng, 0.07),
             brow_w,
             brow_arch,
@@ -683,7 +693,9 @@ impl Plan {
     /// that keeps the label from being perfectly learnable.
     pub fn attractive_probability(&self, s: AttributeSet) -> f32 {
         let f = |a: A| if s.contains(a) { 1.0 } else { 0.0 };
-        let z = 1.1 * f(A::Young) + 0.8 * (1.0 - f(A::Male)) + 0.6 * f(A::HeavyMakeup)
+        let z = 1.1 * f(A::Young)
+            + 0.8 * (1.0 - f(A::Male))
+            + 0.6 * f(A::HeavyMakeup)
             + 0.45 * f(A::Smiling)
             - 0.8 * f(A::Eyeglasses)
             - 0.9 * f(A::Chubby)

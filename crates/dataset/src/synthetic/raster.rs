@@ -49,7 +49,7 @@ impl Xform {
     }
 
     /// Face units to pixels.
-    pub fn to_px(&self, p: P) -> P {
+    pub fn to_px(self, p: P) -> P {
         (
             self.cx + self.s * (self.cos * p.0 - self.sin * p.1),
             self.cy + self.s * (self.sin * p.0 + self.cos * p.1),
@@ -57,7 +57,7 @@ impl Xform {
     }
 
     /// Pixels to face units.
-    pub fn to_face(&self, x: f32, y: f32) -> P {
+    pub fn to_face(self, x: f32, y: f32) -> P {
         let (dx, dy) = (x - self.cx, y - self.cy);
         ((self.cos * dx + self.sin * dy) / self.s, (-self.sin * dx + self.cos * dy) / self.s)
     }
@@ -78,6 +78,9 @@ pub(crate) enum Shape {
     Minus(Box<Shape>, Box<Shape>),
     /// The half-plane where `dot(p - at, n) < 0` (`n` unit length).
     Half { at: P, n: P },
+    /// A polygon restricted to one neighbourhood: the inside test uses every vertex, the
+    /// distance only the edges near it (see [`Shape::localize`]).
+    Local { pts: Vec<P>, near: Vec<(P, P)> },
 }
 
 impl Shape {
@@ -148,6 +151,7 @@ impl Shape {
             },
             Shape::Minus(a, _) => a.bbox(),
             Shape::Half { .. } => None,
+            Shape::Local { pts, .. } => points_box(pts, 0.0),
         }
     }
 
@@ -188,6 +192,91 @@ impl Shape {
             Shape::And(a, b) => a.sdf(p).max(b.sdf(p)),
             Shape::Minus(a, b) => a.sdf(p).max(-b.sdf(p)),
             Shape::Half { at, n } => (p.0 - at.0) * n.0 + (p.1 - at.1) * n.1,
+            Shape::Local { pts, near } => {
+                let best2 = near
+                    .iter()
+                    .map(|(a, b)| segment_distance2(p, *a, *b))
+                    .fold(f32::INFINITY, f32::min);
+                let d = best2.sqrt();
+                if polygon_contains(pts, p) {
+                    -d
+                } else {
+                    d
+                }
+            }
+        }
+    }
+
+    /// A copy whose [`Shape::sdf`] is exact wherever the true distance to the edge of a
+    /// polygon is below `radius - dist(p, centre)`, with polygons reduced to their edges near
+    /// `centre`: most of the cost of a polygon is distances to edges that cannot be nearest.
+    pub fn localize(&self, centre: P, radius: f32) -> Shape {
+        match self {
+            Shape::Polygon(pts) => {
+                let next = pts.iter().cycle().skip(1);
+                let r2 = radius * radius;
+                let near = pts
+                    .iter()
+                    .zip(next)
+                    .filter(|(a, b)| segment_distance2(centre, **a, **b) <= r2)
+                    .map(|(a, b)| (*a, *b))
+                    .collect();
+                Shape::Local { pts: pts.clone(), near }
+            }
+            Shape::And(a, b) => Shape::And(
+                Box::new(a.localize(centre, radius)),
+                Box::new(b.localize(centre, radius)),
+            ),
+            Shape::Minus(a, b) => Shape::Minus(
+                Box::new(a.localize(centre, radius)),
+                Box::new(b.localize(centre, radius)),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    fn has_polygon(&self) -> bool {
+        match self {
+            Shape::Polygon(_) => true,
+            Shape::And(a, b) | Shape::Minus(a, b) => a.has_polygon() || b.has_polygon(),
+            _ => false,
+        }
+    }
+}
+
+fn polygon_contains(pts: &[P], p: P) -> bool {
+    let mut inside = false;
+    for (a, b) in pts.iter().zip(pts.iter().cycle().skip(1)) {
+        if (a.1 > p.1) != (b.1 > p.1) {
+            let x = a.0 + (p.1 - a.1) / (b.1 - a.1) * (b.0 - a.0);
+            if p.0 < x {
+                inside = !inside;
+            }
+        }
+    }
+    inside
+}
+
+impl Shape {
+    /// A conservative signed distance: when positive the point is at least that far outside,
+    /// when negative at least that far inside, zero when unknown. Exact for the shapes whose
+    /// [`Shape::sdf`] is exact; ellipses use their inscribed and circumscribed circles.
+    pub fn bound(&self, p: P) -> f32 {
+        match self {
+            Shape::Ellipse { c, r, .. } => {
+                let d = dist(p, *c);
+                let (lo, hi) = (r.0.min(r.1), r.0.max(r.1));
+                if d > hi {
+                    d - hi
+                } else if d < lo {
+                    d - lo
+                } else {
+                    0.0
+                }
+            }
+            Shape::And(a, b) => a.bound(p).max(b.bound(p)),
+            Shape::Minus(a, b) => a.bound(p).max(-b.bound(p)),
+            _ => self.sdf(p),
         }
     }
 }
@@ -219,12 +308,21 @@ fn segment_distance(p: P, a: P, b: P) -> (f32, f32) {
     (dist(p, (a.0 + abx * t, a.1 + aby * t)), t)
 }
 
+fn segment_distance2(p: P, a: P, b: P) -> f32 {
+    let (abx, aby) = (b.0 - a.0, b.1 - a.1);
+    let (apx, apy) = (p.0 - a.0, p.1 - a.1);
+    let len2 = abx * abx + aby * aby;
+    let t = if len2 < 1e-12 { 0.0 } else { ((apx * abx + apy * aby) / len2).clamp(0.0, 1.0) };
+    let (dx, dy) = (apx - abx * t, apy - aby * t);
+    dx * dx + dy * dy
+}
+
 fn polygon_sdf(pts: &[P], p: P) -> f32 {
-    let mut best = f32::INFINITY;
+    let mut best2 = f32::INFINITY;
     let mut inside = false;
     let next = pts.iter().cycle().skip(1);
     for (a, b) in pts.iter().zip(next) {
-        best = best.min(segment_distance(p, *a, *b).0);
+        best2 = best2.min(segment_distance2(p, *a, *b));
         if (a.1 > p.1) != (b.1 > p.1) {
             let x = a.0 + (p.1 - a.1) / (b.1 - a.1) * (b.0 - a.0);
             if p.0 < x {
@@ -232,6 +330,7 @@ fn polygon_sdf(pts: &[P], p: P) -> f32 {
             }
         }
     }
+    let best = best2.sqrt();
     if inside {
         -best
     } else {
@@ -324,6 +423,87 @@ impl Paint {
     }
 }
 
+/// The pixel rectangle `[x0, x1) x [y0, y1)` of a `w` x `h` image that `shape` can touch.
+fn pixel_box(
+    w: usize,
+    h: usize,
+    xf: &Xform,
+    shape: &Shape,
+    pad: f32,
+) -> Option<(usize, usize, usize, usize)> {
+    let Some(b) = shape.bbox() else {
+        return Some((0, 0, w, h));
+    };
+    if b[0] > b[2] || b[1] > b[3] {
+        return None;
+    }
+    let corners = [(b[0], b[1]), (b[2], b[1]), (b[0], b[3]), (b[2], b[3])];
+    let mut r = [f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY];
+    for c in corners {
+        let (x, y) = xf.to_px(c);
+        r = [r[0].min(x), r[1].min(y), r[2].max(x), r[3].max(y)];
+    }
+    let clampx = |v: f32| v.clamp(0.0, w as f32) as usize;
+    let clampy = |v: f32| v.clamp(0.0, h as f32) as usize;
+    let (x0, y0) = (clampx((r[0] - pad).floor()), clampy((r[1] - pad).floor()));
+    let (x1, y1) = (clampx((r[2] + pad).ceil()), clampy((r[3] + pad).ceil()));
+    (x0 < x1 && y0 < y1).then_some((x0, y0, x1, y1))
+}
+
+const TILE: usize = 8;
+
+/// Calls `f(x, y, face_point, coverage)` for every pixel with positive coverage. Pixels are
+/// visited in 8x8 tiles: a conservative distance at the tile centre settles whole tiles as
+/// outside or fully inside, so the exact distance is only evaluated near edges.
+fn for_covered(
+    w: usize,
+    h: usize,
+    xf: &Xform,
+    shape: &Shape,
+    feather: f32,
+    mut f: impl FnMut(usize, usize, P, f32),
+) {
+    let feather = feather.max(0.75);
+    let Some((x0, y0, x1, y1)) = pixel_box(w, h, xf, shape, feather * 1.5 + 2.0) else {
+        return;
+    };
+    let reach = TILE as f32 * std::f32::consts::FRAC_1_SQRT_2 + feather * 0.5 + 0.5;
+    for ty in (y0..y1).step_by(TILE) {
+        for tx in (x0..x1).step_by(TILE) {
+            let (tx1, ty1) = ((tx + TILE).min(x1), (ty + TILE).min(y1));
+            let centre = xf.to_face((tx + tx1) as f32 / 2.0, (ty + ty1) as f32 / 2.0);
+            let b = shape.bound(centre) * xf.s;
+            if b > reach {
+                continue;
+            }
+            let solid = b < -reach;
+            // Pixels of an edge tile whose coverage is not settled lie within `reach` of an
+            // edge, so their nearest edge is within `|b| + 2 * tile radius` of the centre.
+            let local;
+            let shape_here = if !solid && shape.has_polygon() {
+                let r = (b.abs() + 2.0 * reach + 1.0) / xf.s;
+                local = shape.localize(centre, r);
+                &local
+            } else {
+                shape
+            };
+            for y in ty..ty1 {
+                for x in tx..tx1 {
+                    let p = xf.to_face(x as f32 + 0.5, y as f32 + 0.5);
+                    let cov = if solid {
+                        1.0
+                    } else {
+                        (0.5 - shape_here.sdf(p) * xf.s / feather).clamp(0.0, 1.0)
+                    };
+                    if cov > 0.0 {
+                        f(x, y, p, cov);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A floating-point RGB canvas.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Canvas {
@@ -361,64 +541,27 @@ impl Canvas {
         if opacity <= 0.0 {
             return;
         }
-        let feather = feather.max(0.75);
-        let Some((x0, y0, x1, y1)) = self.pixel_box(xf, shape, feather * 1.5 + 2.0) else {
-            return;
-        };
-        for y in y0..y1 {
-            for x in x0..x1 {
-                let p = xf.to_face(x as f32 + 0.5, y as f32 + 0.5);
-                let sd = shape.sdf(p) * xf.s;
-                let cov = (0.5 - sd / feather).clamp(0.0, 1.0);
-                if cov <= 0.0 {
-                    continue;
-                }
-                let (col, a) = paint.at(p, x as i32, y as i32);
-                let a = (cov * a * opacity).clamp(0.0, 1.0);
-                if let Some(dst) = self.px.get_mut(y * self.w + x) {
-                    *dst = mix(*dst, col, a);
-                }
+        let w = self.w;
+        let px = &mut self.px;
+        for_covered(w, self.h, xf, shape, feather, |x, y, p, cov| {
+            let (col, a) = paint.at(p, x as i32, y as i32);
+            let a = (cov * a * opacity).clamp(0.0, 1.0);
+            if let Some(dst) = px.get_mut(y * w + x) {
+                *dst = mix(*dst, col, a);
             }
-        }
+        });
     }
 
     /// Coverage of `shape` per pixel (0..1), with the same edge model as [`Canvas::fill`].
     pub fn coverage(&self, xf: &Xform, shape: &Shape, feather: f32) -> Vec<f32> {
-        let feather = feather.max(0.75);
         let mut out = vec![0.0; self.w * self.h];
-        if let Some((x0, y0, x1, y1)) = self.pixel_box(xf, shape, feather * 1.5 + 2.0) {
-            for y in y0..y1 {
-                for x in x0..x1 {
-                    let p = xf.to_face(x as f32 + 0.5, y as f32 + 0.5);
-                    let sd = shape.sdf(p) * xf.s;
-                    if let Some(o) = out.get_mut(y * self.w + x) {
-                        *o = (0.5 - sd / feather).clamp(0.0, 1.0);
-                    }
-                }
+        let w = self.w;
+        for_covered(w, self.h, xf, shape, feather, |x, y, _, cov| {
+            if let Some(o) = out.get_mut(y * w + x) {
+                *o = cov;
             }
-        }
+        });
         out
-    }
-
-    /// The pixel rectangle `[x0, x1) x [y0, y1)` that can be touched by `shape`.
-    fn pixel_box(&self, xf: &Xform, shape: &Shape, pad: f32) -> Option<(usize, usize, usize, usize)> {
-        let Some(b) = shape.bbox() else {
-            return Some((0, 0, self.w, self.h));
-        };
-        if b[0] > b[2] || b[1] > b[3] {
-            return None;
-        }
-        let corners = [(b[0], b[1]), (b[2], b[1]), (b[0], b[3]), (b[2], b[3])];
-        let mut r = [f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY];
-        for c in corners {
-            let (x, y) = xf.to_px(c);
-            r = [r[0].min(x), r[1].min(y), r[2].max(x), r[3].max(y)];
-        }
-        let clampx = |v: f32| v.clamp(0.0, self.w as f32) as usize;
-        let clampy = |v: f32| v.clamp(0.0, self.h as f32) as usize;
-        let (x0, y0) = (clampx((r[0] - pad).floor()), clampy((r[1] - pad).floor()));
-        let (x1, y1) = (clampx((r[2] + pad).ceil()), clampy((r[3] + pad).ceil()));
-        (x0 < x1 && y0 < y1).then_some((x0, y0, x1, y1))
     }
 
     /// Applies `f(x, y, colour)` to every pixel.
@@ -557,7 +700,13 @@ mod tests {
         let (u, v) = xf.to_face(x, y);
         assert!((u - 0.7).abs() < 1e-4 && (v + 1.3).abs() < 1e-4);
         let mut c = Canvas::new(16, 16, [0.2; 3]);
-        c.fill(&Xform::identity(), &Shape::circle((8.0, 8.0), 3.0), &Paint::Solid([1.0; 3]), 1.0, 1.0);
+        c.fill(
+            &Xform::identity(),
+            &Shape::circle((8.0, 8.0), 3.0),
+            &Paint::Solid([1.0; 3]),
+            1.0,
+            1.0,
+        );
         let before: f32 = c.px.iter().map(|p| p[1]).sum();
         c.blur(1.0);
         let after: f32 = c.px.iter().map(|p| p[1]).sum();

@@ -43,7 +43,7 @@ impl Grayscale {
             (1, 1) => Ok(image),
             (1, 3) => Ok(image.to_rgb()),
             (3, 1) => {
-                let data = image.as_bytes().chunks_exact(3).map(|p| px_luma(p)).collect();
+                let data = image.as_bytes().chunks_exact(3).map(px_luma).collect();
                 rebuild(w, h, 1, data)
             }
             (3, 3) => {

@@ -30,7 +30,7 @@ impl GaussianBlur {
 
     /// Blurs `image` with a fixed `sigma`.
     pub fn blur(&self, image: &Image, sigma: f64) -> Result<Image> {
-        if self.kernel_size % 2 == 0 {
+        if self.kernel_size.is_multiple_of(2) {
             return Err(Error::Config(format!(
                 "GaussianBlur: kernel_size {} must be odd and positive",
                 self.kernel_size

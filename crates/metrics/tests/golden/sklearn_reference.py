@@ -71,7 +71,8 @@ def best_threshold(values, thresholds):
 
 
 def ece_equal_width(y, p, bins):
-    idx = np.minimum(np.floor(p * bins).astype(int), bins - 1)
+    # The same binning as sklearn.calibration.calibration_curve(strategy="uniform").
+    idx = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], p)
     total = 0.0
     gaps = []
     for b in range(bins):
