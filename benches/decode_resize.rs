@@ -5,6 +5,8 @@
 //! folder in `DEEPRECOG_BENCH_IMAGES`). `benches/compare_decode_resize.sh` runs this and the
 //! PIL reference (`benches/pil_decode_resize.py`) back to back on the same files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -38,12 +38,8 @@ fn print_report(title: &str, r: &BinaryReport) {
     println!("log-loss              {:.6}", r.log_loss);
     println!("EER                   {}", opt(r.eer.map(|e| e.rate)));
     println!("ECE (15 bins)         {:.6}", r.ece);
-    if let Some(b) = r.best_f1 {
-        println!("best F1 threshold     {:.6} (F1 {:.6})", b.threshold, b.value);
-    }
-    if let Some(b) = r.best_youden {
-        println!("best Youden threshold {:.6} (J {:.6})", b.threshold, b.value);
-    }
+    let (f1, j) = (r.best_f1.map(|b| b.threshold), r.best_youden.map(|b| b.threshold));
+    println!("best F1 / J threshold {} / {}", opt(f1), opt(j));
 }
 
 fn run(args: &Args) -> AnyResult<()> {
@@ -112,24 +108,19 @@ fn run(args: &Args) -> AnyResult<()> {
         plot::reliability_diagram(&dir.join("reliability.png"), &cal, "Reliability diagram")?;
     }
     if args.flag("json") {
-        let mut out = Map::new();
-        out.insert("n".into(), json!(report.n));
-        out.insert("accuracy".into(), json!(report.accuracy));
-        out.insert("precision".into(), json!(report.precision));
-        out.insert("recall".into(), json!(report.recall));
-        out.insert("f1".into(), json!(report.f1));
-        out.insert("roc_auc".into(), json!(report.roc_auc));
-        out.insert("average_precision".into(), json!(report.average_precision));
-        out.insert("log_loss".into(), json!(report.log_loss));
-        out.insert("eer".into(), json!(report.eer.map(|e| e.rate)));
-        out.insert("ece".into(), json!(report.ece));
+        let r = &report;
+        let mut out = json!({
+            "n": r.n, "accuracy": r.accuracy, "precision": r.precision, "recall": r.recall,
+            "f1": r.f1, "roc_auc": r.roc_auc, "average_precision": r.average_precision,
+            "log_loss": r.log_loss, "eer": r.eer.map(|e| e.rate), "ece": r.ece,
+        });
         if let Some((v, _)) = &video {
-            out.insert("video_roc_auc".into(), json!(v.roc_auc));
+            out["video_roc_auc"] = json!(v.roc_auc);
         }
         if p.groups.is_some() {
-            out.insert("groups".into(), Value::Object(groups));
+            out["groups"] = Value::Object(groups);
         }
-        println!("{}", Value::Object(out));
+        println!("{out}");
     } else {
         print_report("frames", &report);
         if let Some((v, scores)) = &video {

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod cli;
+pub mod fixtures;
 pub mod report;
 
 pub use deeprecog_attributes as attributes;

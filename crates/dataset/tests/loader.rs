@@ -1,5 +1,7 @@
 //! Loader and cache: layout, determinism, skipping bad samples, drop-last.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use deeprecog_dataset::cache::{CacheConfig, U8Cache};
 use deeprecog_dataset::loader::Loader;
 use deeprecog_dataset::transforms::{Compose, HorizontalFlip, Resize};

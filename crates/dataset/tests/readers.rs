@@ -1,5 +1,7 @@
 //! Readers against hand-written files in CelebA's real format, and malformed variants of them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 
 use deeprecog_attributes::{Attribute, COUNT};

@@ -109,9 +109,12 @@ def main():
             )
 
     # Grayscale: PIL convert('L') (ITU-R 601-2 luma, fixed point with rounding).
-    grid = np.indices((16, 16, 16), dtype=np.int64).reshape(3, -1).T * 17  # 4096 colours
-    colours = grid.astype(np.uint8).reshape(32, 128, 3)
-    for name, arr in [("rgb_7x5", rgb_7x5), ("colours_128x32", colours)]:
+    # 8 levels per channel, 0 and 255 included: 512 colours. (The fixed-point formula was also
+    # checked against Pillow on all 2^24 colours when this was written.)
+    levels = np.round(np.linspace(0, 255, 8)).astype(np.int64)
+    grid = levels[np.indices((8, 8, 8)).reshape(3, -1).T]
+    colours = grid.astype(np.uint8).reshape(16, 32, 3)
+    for name, arr in [("rgb_7x5", rgb_7x5), ("colours_32x16", colours)]:
         out = from_pil(to_pil(arr).convert("L"))
         cases.append(
             {"op": "grayscale", "name": name, "input": image_json(arr), "expected": image_json(out)}
