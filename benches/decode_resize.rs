@@ -27,7 +27,7 @@ fn images() -> Vec<PathBuf> {
     files
 }
 
-fn decode_resize(path: &PathBuf, resize: &Resize) -> usize {
+fn decode_resize(path: &std::path::Path, resize: &Resize) -> usize {
     let image = Image::open(path).unwrap();
     let out = resize.apply(image, &mut sample_rng(0, 0, 0)).unwrap();
     out.as_bytes().len()
@@ -42,7 +42,9 @@ fn bench(c: &mut Criterion) {
     for workers in [1usize, 2] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build().unwrap();
         group.bench_function(format!("{workers}_workers"), |b| {
-            b.iter(|| pool.install(|| files.par_iter().map(|p| decode_resize(p, &resize)).sum::<usize>()))
+            b.iter(|| {
+                pool.install(|| files.par_iter().map(|p| decode_resize(p, &resize)).sum::<usize>())
+            })
         });
     }
     group.finish();

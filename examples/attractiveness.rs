@@ -24,7 +24,9 @@ fn stats(args: &Args) -> Result<(), String> {
     let celeba = CelebA::open(&root, &CelebAConfig::default()).map_err(|e| e.to_string())?;
     let stats = celeba.stats();
     if let Some(plot) = args.value("plot") {
-        stats.plot(plot.as_ref(), &format!("CelebA attributes ({} images)", stats.images())).map_err(|e| e.to_string())?;
+        stats
+            .plot(plot.as_ref(), &format!("CelebA attributes ({} images)", stats.images()))
+            .map_err(|e| e.to_string())?;
     }
     if args.flag("json") {
         println!("{}", stats.to_json());

@@ -60,7 +60,10 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let labels = fakes.labels();
     let group_split = split::by_ratios(fakes.len(), split::Ratios::default(), 0)?;
     let started = Instant::now();
-    let loader = Loader::new(fakes).batch_size(32).shuffle(0).transform(Compose::new().then(Resize::new(96, 96)));
+    let loader = Loader::new(fakes)
+        .batch_size(32)
+        .shuffle(0)
+        .transform(Compose::new().then(Resize::new(96, 96)));
     let mut epoch = loader.epoch(0)?;
     let mut batches = 0;
     for batch in epoch.by_ref() {

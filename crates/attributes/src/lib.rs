@@ -134,10 +134,7 @@ impl FromStr for Attribute {
             .find(|a| a.name() == wanted)
             .or_else(|| {
                 let folded = wanted.replace('-', "_");
-                Attribute::ALL
-                    .iter()
-                    .copied()
-                    .find(|a| a.name().eq_ignore_ascii_case(&folded))
+                Attribute::ALL.iter().copied().find(|a| a.name().eq_ignore_ascii_case(&folded))
             })
             .ok_or_else(|| ParseAttributeError { name: s.to_string() })
     }
@@ -145,15 +142,23 @@ impl FromStr for Attribute {
 
 /// Parses a comma-separated list of attribute names (`"Male,Smiling"`).
 pub fn parse_list(s: &str) -> Result<Vec<Attribute>, ParseAttributeError> {
-    s.split(',')
-        .filter(|part| !part.trim().is_empty())
-        .map(str::parse)
-        .collect()
+    s.split(',').filter(|part| !part.trim().is_empty()).map(str::parse).collect()
 }
 
 /// The attributes that are positive (+1) for one image, one bit per attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct AttributeSet(u64);
 
@@ -242,10 +247,7 @@ impl FromIterator<Attribute> for AttributeSet {
 /// The multi-label target of one image: 1.0 where the chosen attribute is positive, else 0.0,
 /// in the order of `chosen`.
 pub fn targets(set: AttributeSet, chosen: &[Attribute]) -> Vec<f32> {
-    chosen
-        .iter()
-        .map(|a| if set.contains(*a) { 1.0 } else { 0.0 })
-        .collect()
+    chosen.iter().map(|a| if set.contains(*a) { 1.0 } else { 0.0 }).collect()
 }
 
 /// Row-major `(sets.len(), chosen.len())` targets for a batch, ready for a tensor.
@@ -279,12 +281,18 @@ mod tests {
 
     #[test]
     fn lenient_parse_and_errors() {
-        assert_eq!("mouth-slightly-open".parse::<Attribute>().unwrap(), Attribute::MouthSlightlyOpen);
+        assert_eq!(
+            "mouth-slightly-open".parse::<Attribute>().unwrap(),
+            Attribute::MouthSlightlyOpen
+        );
         assert_eq!(" male ".parse::<Attribute>().unwrap(), Attribute::Male);
         let err = "Handsome".parse::<Attribute>().unwrap_err();
         assert_eq!(err.name, "Handsome");
         assert!(err.to_string().contains("Handsome"));
-        assert_eq!(parse_list("Male, Smiling,").unwrap(), vec![Attribute::Male, Attribute::Smiling]);
+        assert_eq!(
+            parse_list("Male, Smiling,").unwrap(),
+            vec![Attribute::Male, Attribute::Smiling]
+        );
         assert!(parse_list("Male,Nope").is_err());
     }
 
@@ -295,7 +303,10 @@ mod tests {
         s.insert(Attribute::Young);
         s.insert(Attribute::FiveOClockShadow);
         assert_eq!(s.len(), 2);
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![Attribute::FiveOClockShadow, Attribute::Young]);
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            vec![Attribute::FiveOClockShadow, Attribute::Young]
+        );
         s.remove(Attribute::Young);
         assert!(!s.contains(Attribute::Young));
         assert_eq!(AttributeSet::FULL.len(), 40);
@@ -304,7 +315,10 @@ mod tests {
         assert_eq!(signs[0], 1);
         assert!(signs[1..].iter().all(|v| *v == -1));
         let collected: AttributeSet = [Attribute::Male, Attribute::Bald].into_iter().collect();
-        assert_eq!(collected, AttributeSet::EMPTY.with(Attribute::Bald, true).with(Attribute::Male, true));
+        assert_eq!(
+            collected,
+            AttributeSet::EMPTY.with(Attribute::Bald, true).with(Attribute::Male, true)
+        );
     }
 
     #[test]
@@ -319,8 +333,14 @@ mod tests {
     #[test]
     fn serde_uses_celeba_names() {
         let set = AttributeSet::EMPTY.with(Attribute::Male, true);
-        assert_eq!(serde_json::to_string(&Attribute::FiveOClockShadow).unwrap(), "\"5_o_Clock_Shadow\"");
-        assert_eq!(serde_json::from_str::<Attribute>("\"Wearing_Hat\"").unwrap(), Attribute::WearingHat);
+        assert_eq!(
+            serde_json::to_string(&Attribute::FiveOClockShadow).unwrap(),
+            "\"5_o_Clock_Shadow\""
+        );
+        assert_eq!(
+            serde_json::from_str::<Attribute>("\"Wearing_Hat\"").unwrap(),
+            Attribute::WearingHat
+        );
         assert_eq!(serde_json::to_string(&set).unwrap(), (1u64 << 20).to_string());
     }
 }

@@ -63,7 +63,13 @@ pub struct ScratchCnnConfig {
 impl Default for ScratchCnnConfig {
     /// Three blocks from 32 filters, 128 hidden units, binary, 3x128x128 input.
     fn default() -> Self {
-        ScratchCnnConfig { blocks: 3, base_filters: 32, fc: 128, task: Task::Binary, input: (3, 128, 128) }
+        ScratchCnnConfig {
+            blocks: 3,
+            base_filters: 32,
+            fc: 128,
+            task: Task::Binary,
+            input: (3, 128, 128),
+        }
     }
 }
 
@@ -89,7 +95,11 @@ impl ScratchCnn {
             w /= 2;
         }
         if h == 0 || w == 0 {
-            candle_core::bail!("input {:?} is too small for {} pooling blocks", config.input, config.blocks);
+            candle_core::bail!(
+                "input {:?} is too small for {} pooling blocks",
+                config.input,
+                config.blocks
+            );
         }
         let fc = candle_nn::linear(c * h * w, config.fc, vb.pp("fc"))?;
         let head = candle_nn::linear(config.fc, config.task.outputs(), vb.pp("head"))?;

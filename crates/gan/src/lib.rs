@@ -48,7 +48,8 @@ pub fn mosaic(images: &Tensor, cols: usize, padding: usize) -> Result<Tensor> {
     let src = pixels.flatten_all()?.to_vec1::<u8>()?;
     let mut grid = vec![0u8; c * gh * gw];
     for (i, image) in src.chunks_exact(c * h * w).enumerate() {
-        let (top, left) = ((i / cols) * (h + padding) + padding, (i % cols) * (w + padding) + padding);
+        let (top, left) =
+            ((i / cols) * (h + padding) + padding, (i % cols) * (w + padding) + padding);
         for (ch, plane) in image.chunks_exact(h * w).enumerate() {
             for (y, row) in plane.chunks_exact(w).enumerate() {
                 let start = ch * gh * gw + (top + y) * gw + left;
