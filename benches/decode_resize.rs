@@ -10,8 +10,9 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use deeprecog::dataset::cache::{CacheConfig, U8Cache};
 use deeprecog::dataset::transforms::{sample_rng, Resize, Transform};
-use deeprecog::dataset::{is_image_file, Image};
+use deeprecog::dataset::{is_image_file, Dataset, Image, Sample, Target};
 use rayon::prelude::*;
 
 fn images() -> Vec<PathBuf> {
@@ -48,6 +49,46 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The same images once they sit in the u8 cache: what every epoch after the first costs.
+    let cache_dir = tempfile::tempdir().unwrap();
+    let folder = FileList(files.clone());
+    let cache =
+        U8Cache::build(&folder, Some(&resize), cache_dir.path(), &CacheConfig::default()).unwrap();
+    let mut group = c.benchmark_group("u8_cache_read_128");
+    group.throughput(Throughput::Elements(cache.len() as u64));
+    group.sample_size(20);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    group.bench_function("2_workers", |b| {
+        b.iter(|| {
+            pool.install(|| {
+                (0..cache.len())
+                    .into_par_iter()
+                    .map(|i| cache.get(i).unwrap().image.as_bytes().len())
+                    .sum::<usize>()
+            })
+        })
+    });
+    group.finish();
+}
+
+/// The benchmark's files as a dataset, for building the cache.
+struct FileList(Vec<PathBuf>);
+
+impl Dataset for FileList {
+    type Item = Sample;
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn get(&self, index: usize) -> deeprecog::dataset::Result<Sample> {
+        let path = &self.0[index];
+        Ok(Sample {
+            id: path.display().to_string(),
+            image: Image::open(path)?,
+            target: Target::Class(0),
+            group: None,
+        })
+    }
 }
 
 criterion_group!(benches, bench);

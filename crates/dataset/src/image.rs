@@ -7,6 +7,10 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
+/// Largest width or height [`Image::decode`] accepts (bigger files are an error, not an
+/// allocation of gigabytes).
+pub const MAX_SIDE: u32 = 16_384;
+
 /// An 8-bit image stored row-major, channels interleaved (HWC), with 1 (gray) or 3 (RGB)
 /// channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +56,17 @@ impl Image {
 
     /// Decodes JPEG or PNG bytes into RGB; `origin` names the source in errors.
     pub fn decode(bytes: &[u8], origin: &Path) -> Result<Image> {
-        let img = image::load_from_memory(bytes)
-            .map_err(|source| Error::Image { path: origin.to_path_buf(), source })?;
+        let err = |source| Error::Image { path: origin.to_path_buf(), source };
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| err(e.into()))?;
+        // The decoder's own allocation limit does not cover the RGB conversion below, so cap
+        // the dimensions of what a (possibly hostile) file may claim.
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_SIDE);
+        limits.max_image_height = Some(MAX_SIDE);
+        reader.limits(limits);
+        let img = reader.decode().map_err(err)?;
         Ok(Image::from(img.into_rgb8()))
     }
 

@@ -15,7 +15,11 @@
 //! ```
 
 pub mod device;
+pub mod import;
 pub mod loss;
+pub mod optim;
+pub mod pool;
+pub mod schedule;
 
 /// Errors of the nn crate.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +35,21 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A weight file that could not be imported: the file and what was wrong with it.
+    #[error("{}: {source}", path.display())]
+    Import {
+        /// The file being read or written.
+        path: std::path::PathBuf,
+        /// What was unexpected.
+        #[source]
+        source: import::ImportError,
+    },
     /// Tensors whose shapes cannot go together.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// An optimizer state that does not fit the optimizer it is loaded into.
+    #[error("optimizer state: {0}")]
+    OptimizerState(String),
 }
 
 /// The nn crate's result type.

@@ -1,0 +1,280 @@
+//! Adam and AdamW (`torch.optim.Adam`, `torch.optim.AdamW`).
+
+use std::collections::HashMap;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+use candle_nn::Optimizer;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    check, load_step, load_tensor, params, save_step, state_key, OptimizerState, Param, Stateful,
+};
+use crate::Result;
+
+/// Configuration of [`Adam`]; `Default` is PyTorch's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdamConfig {
+    /// Learning rate (PyTorch: 1e-3).
+    pub lr: f64,
+    /// Decay of the first-moment average (PyTorch: 0.9).
+    pub beta1: f64,
+    /// Decay of the second-moment average (PyTorch: 0.999).
+    pub beta2: f64,
+    /// Added to the bias-corrected root second moment (PyTorch: 1e-8).
+    pub eps: f64,
+    /// L2 penalty: `weight_decay * param` is added to the gradient before the moments (PyTorch:
+    /// 0). For decoupled decay use [`AdamW`].
+    pub weight_decay: f64,
+    /// Use the running maximum of the second moment (PyTorch: false).
+    pub amsgrad: bool,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, amsgrad: false }
+    }
+}
+
+/// Configuration of [`AdamW`]; `Default` is PyTorch's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdamWConfig {
+    /// Learning rate (PyTorch: 1e-3).
+    pub lr: f64,
+    /// Decay of the first-moment average (PyTorch: 0.9).
+    pub beta1: f64,
+    /// Decay of the second-moment average (PyTorch: 0.999).
+    pub beta2: f64,
+    /// Added to the bias-corrected root second moment (PyTorch: 1e-8).
+    pub eps: f64,
+    /// Decoupled decay: each step first multiplies the param by `1 - lr * weight_decay`
+    /// (PyTorch: 1e-2).
+    pub weight_decay: f64,
+    /// Use the running maximum of the second moment (PyTorch: false).
+    pub amsgrad: bool,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2, amsgrad: false }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Moments {
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    /// Only with `amsgrad`.
+    max_exp_avg_sq: Option<Tensor>,
+}
+
+/// What Adam and AdamW share; they differ only in where the weight decay goes.
+#[derive(Debug)]
+struct Core {
+    params: Vec<Param<Moments>>,
+    step: u64,
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    amsgrad: bool,
+    decoupled: bool,
+}
+
+impl Core {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        vars: Vec<Var>,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+        amsgrad: bool,
+        decoupled: bool,
+    ) -> candle_core::Result<Self> {
+        check(lr >= 0.0, "lr must be >= 0")?;
+        check((0.0..1.0).contains(&beta1), "beta1 must be in [0, 1)")?;
+        check((0.0..1.0).contains(&beta2), "beta2 must be in [0, 1)")?;
+        check(eps >= 0.0, "eps must be >= 0")?;
+        check(weight_decay >= 0.0, "weight_decay must be >= 0")?;
+        Ok(Self {
+            params: params(vars),
+            step: 0,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            amsgrad,
+            decoupled,
+        })
+    }
+
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        self.step += 1;
+        for p in self.params.iter_mut() {
+            let Some(grad) = grads.get(&p.var) else {
+                continue;
+            };
+            let mut theta = p.var.as_detached_tensor();
+            let mut g = grad.detach();
+            if self.weight_decay != 0.0 {
+                if self.decoupled {
+                    theta = theta.affine(1.0 - self.lr * self.weight_decay, 0.0)?;
+                } else {
+                    g = (g + theta.affine(self.weight_decay, 0.0)?)?;
+                }
+            }
+            let (t, prev) = match p.state.take() {
+                Some((t, m)) => (t + 1, m),
+                None => (
+                    1,
+                    Moments {
+                        exp_avg: g.zeros_like()?,
+                        exp_avg_sq: g.zeros_like()?,
+                        max_exp_avg_sq: if self.amsgrad { Some(g.zeros_like()?) } else { None },
+                    },
+                ),
+            };
+            let exp_avg =
+                (prev.exp_avg.affine(self.beta1, 0.0)? + g.affine(1.0 - self.beta1, 0.0)?)?;
+            let exp_avg_sq = (prev.exp_avg_sq.affine(self.beta2, 0.0)?
+                + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
+            // PyTorch's implementation keeps the maximum of the raw (not bias-corrected) second
+            // moment and bias-corrects it afterwards; some versions of its docs' pseudocode take
+            // the maximum after bias correction, which differs once the correction changes.
+            let max_exp_avg_sq = match (&prev.max_exp_avg_sq, self.amsgrad) {
+                (Some(m), true) => Some(m.maximum(&exp_avg_sq)?),
+                (None, true) => Some(exp_avg_sq.clone()),
+                _ => None,
+            };
+            let bc1 = 1.0 - self.beta1.powi(t as i32);
+            let bc2 = 1.0 - self.beta2.powi(t as i32);
+            let second = max_exp_avg_sq.as_ref().unwrap_or(&exp_avg_sq);
+            let denom = second.sqrt()?.affine(1.0 / bc2.sqrt(), self.eps)?;
+            let update = exp_avg.div(&denom)?.affine(self.lr / bc1, 0.0)?;
+            p.var.set(&theta.sub(&update)?)?;
+            p.state = Some((t, Moments { exp_avg, exp_avg_sq, max_exp_avg_sq }));
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> Result<OptimizerState> {
+        let mut tensors = HashMap::new();
+        for p in &self.params {
+            if let Some((t, m)) = &p.state {
+                save_step(&mut tensors, p.index, *t, p.var.device())?;
+                tensors.insert(state_key("exp_avg", p.index), m.exp_avg.clone());
+                tensors.insert(state_key("exp_avg_sq", p.index), m.exp_avg_sq.clone());
+                if let Some(mx) = &m.max_exp_avg_sq {
+                    tensors.insert(state_key("max_exp_avg_sq", p.index), mx.clone());
+                }
+            }
+        }
+        Ok(OptimizerState { step: self.step, learning_rate: self.lr, tensors })
+    }
+
+    fn load_state(&mut self, state: OptimizerState) -> Result<()> {
+        let mut loaded = Vec::with_capacity(self.params.len());
+        for p in &self.params {
+            let s = match load_step(&state, p.index)? {
+                None => None,
+                Some(t) => Some((
+                    t,
+                    Moments {
+                        exp_avg: load_tensor(&state, "exp_avg", p.index, &p.var)?,
+                        exp_avg_sq: load_tensor(&state, "exp_avg_sq", p.index, &p.var)?,
+                        max_exp_avg_sq: if self.amsgrad {
+                            Some(load_tensor(&state, "max_exp_avg_sq", p.index, &p.var)?)
+                        } else {
+                            None
+                        },
+                    },
+                )),
+            };
+            loaded.push(s);
+        }
+        for (p, s) in self.params.iter_mut().zip(loaded) {
+            p.state = s;
+        }
+        self.step = state.step;
+        self.lr = state.learning_rate;
+        Ok(())
+    }
+}
+
+/// Adam with PyTorch semantics: optional L2 `weight_decay` added to the gradient, optional
+/// AMSGrad. See the [module docs](super) for state keys (`exp_avg`, `exp_avg_sq`,
+/// `max_exp_avg_sq`, `step`).
+#[derive(Debug)]
+pub struct Adam(Core);
+
+impl Optimizer for Adam {
+    type Config = AdamConfig;
+
+    fn new(vars: Vec<Var>, c: AdamConfig) -> candle_core::Result<Self> {
+        Core::new(vars, c.lr, c.beta1, c.beta2, c.eps, c.weight_decay, c.amsgrad, false).map(Self)
+    }
+
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        self.0.step(grads)
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.0.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.0.lr = lr;
+    }
+}
+
+impl Stateful for Adam {
+    fn state(&self) -> Result<OptimizerState> {
+        self.0.state()
+    }
+
+    fn load_state(&mut self, state: OptimizerState) -> Result<()> {
+        self.0.load_state(state)
+    }
+}
+
+/// AdamW with PyTorch semantics (decoupled weight decay applied before the Adam update, optional
+/// AMSGrad). Unlike candle's `AdamW`, step counts are per parameter and the state is exportable.
+/// State keys as for [`Adam`].
+#[derive(Debug)]
+pub struct AdamW(Core);
+
+impl Optimizer for AdamW {
+    type Config = AdamWConfig;
+
+    fn new(vars: Vec<Var>, c: AdamWConfig) -> candle_core::Result<Self> {
+        Core::new(vars, c.lr, c.beta1, c.beta2, c.eps, c.weight_decay, c.amsgrad, true).map(Self)
+    }
+
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        self.0.step(grads)
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.0.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.0.lr = lr;
+    }
+}
+
+impl Stateful for AdamW {
+    fn state(&self) -> Result<OptimizerState> {
+        self.0.state()
+    }
+
+    fn load_state(&mut self, state: OptimizerState) -> Result<()> {
+        self.0.load_state(state)
+    }
+}

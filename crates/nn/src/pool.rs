@@ -1,0 +1,466 @@
+//! 2-D max and average pooling whose backward pass is right for any kernel, stride and padding.
+//!
+//! candle's own pooling backward assumes `kernel == stride`, which breaks ResNet's 3x3 stride-2
+//! pad-1 stem pool. These ops follow PyTorch's semantics (`ceil_mode = false`): max pooling pads
+//! with `-inf`, a tie goes to the first maximum in row-major window order, NaN wins, and the
+//! padding may be at most half the kernel so that every window sees a real element.
+//!
+//! Both directions run as candle custom ops on CPU for f32, f64, f16 and bf16, NCHW layout. The
+//! backward of max pooling is a `scatter_add` of the output gradient to the argmax positions and
+//! the backward of average pooling is its adjoint op, so the backward is itself differentiable.
+//! There is no CUDA kernel yet: on a CUDA tensor candle's default `cuda_fwd` returns a clean
+//! "no cuda implementation" error; the kernel lands with the GPU issue.
+//!
+//! ```
+//! use candle_core::{Device, Module, Tensor};
+//! use deeprecog_nn::pool::MaxPool2d;
+//!
+//! let x = Tensor::arange(0f32, 16.0, &Device::Cpu)?.reshape((1, 1, 4, 4))?;
+//! let y = MaxPool2d::new(3, 2, 1).forward(&x)?;
+//! assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [5.0, 7.0, 13.0, 15.0]);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor, WithDType};
+
+/// A height/width pair; a single `usize` means the same value for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size2 {
+    /// Along the height (rows).
+    pub h: usize,
+    /// Along the width (columns).
+    pub w: usize,
+}
+
+impl From<usize> for Size2 {
+    fn from(v: usize) -> Self {
+        Size2 { h: v, w: v }
+    }
+}
+
+impl From<(usize, usize)> for Size2 {
+    fn from((h, w): (usize, usize)) -> Self {
+        Size2 { h, w }
+    }
+}
+
+/// The geometry shared by every op here, checked once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    kernel: Size2,
+    stride: Size2,
+    padding: Size2,
+}
+
+impl Geometry {
+    fn new(kernel: Size2, stride: Size2, padding: Size2) -> Result<Self> {
+        if kernel.h == 0 || kernel.w == 0 || stride.h == 0 || stride.w == 0 {
+            bail!("pool2d: kernel {kernel:?} and stride {stride:?} must be positive");
+        }
+        // PyTorch's rule; it guarantees every window holds at least one real element.
+        if padding.h > kernel.h / 2 || padding.w > kernel.w / 2 {
+            bail!("pool2d: padding {padding:?} must be at most half the kernel {kernel:?}");
+        }
+        Ok(Geometry { kernel, stride, padding })
+    }
+
+    fn out_len(input: usize, k: usize, s: usize, p: usize) -> Result<usize> {
+        let padded = input + 2 * p;
+        if padded < k {
+            bail!("pool2d: input length {input} (+2x{p} padding) is smaller than the kernel {k}");
+        }
+        Ok((padded - k) / s + 1)
+    }
+
+    fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        Ok((
+            Self::out_len(h, self.kernel.h, self.stride.h, self.padding.h)?,
+            Self::out_len(w, self.kernel.w, self.stride.w, self.padding.w)?,
+        ))
+    }
+
+    /// The window of output position `o` along one axis, clipped to the input: `[start, end)`.
+    fn window(o: usize, k: usize, s: usize, p: usize, len: usize) -> (usize, usize) {
+        let start = (o * s).saturating_sub(p);
+        let end = (o * s + k).saturating_sub(p).min(len);
+        (start, end)
+    }
+}
+
+fn dims4(layout: &Layout) -> Result<(usize, usize, usize, usize)> {
+    match layout.shape().dims() {
+        &[n, c, h, w] => Ok((n, c, h, w)),
+        d => bail!("pool2d: expected an NCHW tensor, got shape {d:?}"),
+    }
+}
+
+/// The contiguous slice a layout covers; the public functions make inputs contiguous first.
+fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((a, b)) => match data.get(a..b) {
+            Some(s) => Ok(s),
+            None => bail!("pool2d: layout out of the storage's bounds"),
+        },
+        None => bail!("pool2d: input must be contiguous"),
+    }
+}
+
+/// Runs `$f::<T>(slice, ...)` for each float storage type, wrapping the result back.
+macro_rules! dispatch_float {
+    ($storage:expr, $layout:expr, $name:expr, |$s:ident| $body:expr) => {
+        match $storage {
+            CpuStorage::F32(d) => {
+                let $s = contiguous(d, $layout)?;
+                CpuStorage::F32($body)
+            }
+            CpuStorage::F64(d) => {
+                let $s = contiguous(d, $layout)?;
+                CpuStorage::F64($body)
+            }
+            CpuStorage::F16(d) => {
+                let $s = contiguous(d, $layout)?;
+                CpuStorage::F16($body)
+            }
+            CpuStorage::BF16(d) => {
+                let $s = contiguous(d, $layout)?;
+                CpuStorage::BF16($body)
+            }
+            other => bail!("{}: unsupported dtype {:?}", $name, other.dtype()),
+        }
+    };
+}
+
+/// Per output element, the flat `h * W + w` index of its (first) maximum inside its plane.
+fn argmax<T: WithDType>(
+    x: &[T],
+    (n, c, h, w): (usize, usize, usize, usize),
+    g: &Geometry,
+) -> Result<Vec<u32>> {
+    let (oh, ow) = g.out_hw(h, w)?;
+    if h * w > u32::MAX as usize {
+        bail!("max_pool2d: a {h}x{w} plane is too large for u32 indices");
+    }
+    let mut out = Vec::with_capacity(n * c * oh * ow);
+    for plane in x.chunks_exact(h * w).take(n * c) {
+        for oy in 0..oh {
+            let (y0, y1) = Geometry::window(oy, g.kernel.h, g.stride.h, g.padding.h, h);
+            for ox in 0..ow {
+                let (x0, x1) = Geometry::window(ox, g.kernel.w, g.stride.w, g.padding.w, w);
+                let mut best: Option<(usize, f64)> = None;
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        let i = yy * w + xx;
+                        let v = plane.get(i).map_or(f64::NAN, |v| v.to_f64());
+                        // Strict `>` keeps the first of equal maxima; NaN propagates like PyTorch.
+                        let better = match best {
+                            None => true,
+                            Some((_, b)) => !b.is_nan() && (v > b || v.is_nan()),
+                        };
+                        if better {
+                            best = Some((i, v));
+                        }
+                    }
+                }
+                out.push(best.map_or(0, |(i, _)| i as u32));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The indices op (u32, shape `[N, C, OH*OW]`) that the backward scatters to. It has no
+/// gradient of its own: the indices are piecewise constant in the input.
+struct MaxPoolArgmax(Geometry);
+
+impl CustomOp1 for MaxPoolArgmax {
+    fn name(&self) -> &'static str {
+        "deeprecog-max-pool2d-argmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = dims4(layout)?;
+        let (oh, ow) = self.0.out_hw(dims.2, dims.3)?;
+        let idx = match storage {
+            CpuStorage::F32(d) => argmax(contiguous(d, layout)?, dims, &self.0)?,
+            CpuStorage::F64(d) => argmax(contiguous(d, layout)?, dims, &self.0)?,
+            CpuStorage::F16(d) => argmax(contiguous(d, layout)?, dims, &self.0)?,
+            CpuStorage::BF16(d) => argmax(contiguous(d, layout)?, dims, &self.0)?,
+            other => bail!("max_pool2d: unsupported dtype {:?}", other.dtype()),
+        };
+        Ok((CpuStorage::U32(idx), Shape::from((dims.0, dims.1, oh * ow))))
+    }
+}
+
+/// Max pooling forward: the values at the argmax positions; its backward scatters the
+/// gradient to those positions with `scatter_add`, itself differentiable w.r.t. the gradient.
+#[derive(Debug, Clone, Copy)]
+struct MaxPool(Geometry);
+
+fn gather_max<T: WithDType>(x: &[T], idx: &[u32], plane: usize, out_plane: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(idx.len());
+    if out_plane == 0 {
+        return out;
+    }
+    for (p, ids) in idx.chunks_exact(out_plane).enumerate() {
+        for &i in ids {
+            out.push(x.get(p * plane + i as usize).copied().unwrap_or_else(T::zero));
+        }
+    }
+    out
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "deeprecog-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = dims4(layout)?;
+        let (n, c, h, w) = dims;
+        let (oh, ow) = self.0.out_hw(h, w)?;
+        let out = dispatch_float!(storage, layout, "max_pool2d", |s| {
+            let idx = argmax(s, dims, &self.0)?;
+            gather_max(s, &idx, h * w, oh * ow)
+        });
+        Ok((out, Shape::from((n, c, oh, ow))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let (n, c, h, w) = arg.dims4()?;
+        let idx = arg.detach().contiguous()?.apply_op1_no_bwd(&MaxPoolArgmax(self.0))?;
+        let src = grad_res.contiguous()?.reshape(idx.shape())?;
+        let zeros = Tensor::zeros((n, c, h * w), grad_res.dtype(), grad_res.device())?;
+        Ok(Some(zeros.scatter_add(&idx, &src, 2)?.reshape((n, c, h, w))?))
+    }
+}
+
+/// Max pooling over an NCHW tensor with PyTorch's semantics (`-inf` padding, first maximum).
+pub fn max_pool2d(
+    x: &Tensor,
+    kernel: impl Into<Size2>,
+    stride: impl Into<Size2>,
+    padding: impl Into<Size2>,
+) -> Result<Tensor> {
+    let g = Geometry::new(kernel.into(), stride.into(), padding.into())?;
+    x.dims4()?;
+    x.contiguous()?.apply_op1(MaxPool(g))
+}
+
+fn avg_forward<T: WithDType>(
+    x: &[T],
+    (n, c, h, w): (usize, usize, usize, usize),
+    g: &Geometry,
+    count_include_pad: bool,
+) -> Result<Vec<T>> {
+    let (oh, ow) = g.out_hw(h, w)?;
+    let mut out = Vec::with_capacity(n * c * oh * ow);
+    for plane in x.chunks_exact(h * w).take(n * c) {
+        for oy in 0..oh {
+            let (y0, y1) = Geometry::window(oy, g.kernel.h, g.stride.h, g.padding.h, h);
+            for ox in 0..ow {
+                let (x0, x1) = Geometry::window(ox, g.kernel.w, g.stride.w, g.padding.w, w);
+                let mut sum = 0f64;
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        sum += plane.get(yy * w + xx).map_or(0.0, |v| v.to_f64());
+                    }
+                }
+                out.push(T::from_f64(sum / divisor(g, count_include_pad, y0, y1, x0, x1)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// With `ceil_mode = false` a window never reaches past the padding, so the padded count is
+/// always the full kernel area.
+fn divisor(g: &Geometry, include_pad: bool, y0: usize, y1: usize, x0: usize, x1: usize) -> f64 {
+    if include_pad {
+        (g.kernel.h * g.kernel.w) as f64
+    } else {
+        ((y1 - y0) * (x1 - x0)).max(1) as f64
+    }
+}
+
+/// The adjoint of [`avg_forward`]: spreads each output gradient over its window.
+fn avg_backward<T: WithDType>(
+    grad: &[T],
+    (n, c, h, w): (usize, usize, usize, usize),
+    g: &Geometry,
+    count_include_pad: bool,
+) -> Result<Vec<T>> {
+    let (oh, ow) = g.out_hw(h, w)?;
+    let mut acc = vec![0f64; n * c * h * w];
+    if oh * ow == 0 {
+        return Ok(acc.into_iter().map(T::from_f64).collect());
+    }
+    for (gplane, plane) in grad.chunks_exact(oh * ow).zip(acc.chunks_exact_mut(h * w)) {
+        for oy in 0..oh {
+            let (y0, y1) = Geometry::window(oy, g.kernel.h, g.stride.h, g.padding.h, h);
+            for ox in 0..ow {
+                let (x0, x1) = Geometry::window(ox, g.kernel.w, g.stride.w, g.padding.w, w);
+                let gv = gplane.get(oy * ow + ox).map_or(0.0, |v| v.to_f64())
+                    / divisor(g, count_include_pad, y0, y1, x0, x1);
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        if let Some(a) = plane.get_mut(yy * w + xx) {
+                            *a += gv;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(acc.into_iter().map(T::from_f64).collect())
+}
+
+/// Average pooling forward; its gradient is [`AvgPoolBackward`].
+#[derive(Debug, Clone, Copy)]
+struct AvgPool {
+    g: Geometry,
+    count_include_pad: bool,
+}
+
+/// The gradient of [`AvgPool`] given the input's spatial size; its own gradient is [`AvgPool`]
+/// again, the two being adjoint linear maps.
+#[derive(Debug, Clone, Copy)]
+struct AvgPoolBackward {
+    g: Geometry,
+    count_include_pad: bool,
+    in_h: usize,
+    in_w: usize,
+}
+
+impl CustomOp1 for AvgPool {
+    fn name(&self) -> &'static str {
+        "deeprecog-avg-pool2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = dims4(layout)?;
+        let (oh, ow) = self.g.out_hw(dims.2, dims.3)?;
+        let out = dispatch_float!(storage, layout, "avg_pool2d", |s| avg_forward(
+            s,
+            dims,
+            &self.g,
+            self.count_include_pad
+        )?);
+        Ok((out, Shape::from((dims.0, dims.1, oh, ow))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let (_, _, h, w) = arg.dims4()?;
+        let op = AvgPoolBackward {
+            g: self.g,
+            count_include_pad: self.count_include_pad,
+            in_h: h,
+            in_w: w,
+        };
+        Ok(Some(grad_res.contiguous()?.apply_op1(op)?))
+    }
+}
+
+impl CustomOp1 for AvgPoolBackward {
+    fn name(&self) -> &'static str {
+        "deeprecog-avg-pool2d-backward"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, gh, gw) = dims4(layout)?;
+        let expect = self.g.out_hw(self.in_h, self.in_w)?;
+        if (gh, gw) != expect {
+            bail!("avg_pool2d backward: gradient is {gh}x{gw}, expected {expect:?}");
+        }
+        let dims = (n, c, self.in_h, self.in_w);
+        let out = dispatch_float!(storage, layout, "avg_pool2d backward", |s| avg_backward(
+            s,
+            dims,
+            &self.g,
+            self.count_include_pad
+        )?);
+        Ok((out, Shape::from(dims)))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let op = AvgPool { g: self.g, count_include_pad: self.count_include_pad };
+        Ok(Some(grad_res.contiguous()?.apply_op1(op)?))
+    }
+}
+
+/// Average pooling over an NCHW tensor with PyTorch's semantics (zero padding; the divisor is
+/// the kernel area when `count_include_pad`, else the number of real elements in the window).
+pub fn avg_pool2d(
+    x: &Tensor,
+    kernel: impl Into<Size2>,
+    stride: impl Into<Size2>,
+    padding: impl Into<Size2>,
+    count_include_pad: bool,
+) -> Result<Tensor> {
+    let g = Geometry::new(kernel.into(), stride.into(), padding.into())?;
+    x.dims4()?;
+    x.contiguous()?.apply_op1(AvgPool { g, count_include_pad })
+}
+
+/// [`max_pool2d`] as a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool2d {
+    /// Window size.
+    pub kernel: Size2,
+    /// Step between windows.
+    pub stride: Size2,
+    /// Implicit `-inf` border.
+    pub padding: Size2,
+}
+
+impl MaxPool2d {
+    /// A max pool layer (ResNet's stem is `MaxPool2d::new(3, 2, 1)`).
+    pub fn new(
+        kernel: impl Into<Size2>,
+        stride: impl Into<Size2>,
+        padding: impl Into<Size2>,
+    ) -> Self {
+        MaxPool2d { kernel: kernel.into(), stride: stride.into(), padding: padding.into() }
+    }
+}
+
+impl Module for MaxPool2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        max_pool2d(xs, self.kernel, self.stride, self.padding)
+    }
+}
+
+/// [`avg_pool2d`] as a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AvgPool2d {
+    /// Window size.
+    pub kernel: Size2,
+    /// Step between windows.
+    pub stride: Size2,
+    /// Implicit zero border.
+    pub padding: Size2,
+    /// Whether padded positions count in the divisor (PyTorch's default is `true`).
+    pub count_include_pad: bool,
+}
+
+impl AvgPool2d {
+    /// An average pool layer with PyTorch's default `count_include_pad = true`.
+    pub fn new(
+        kernel: impl Into<Size2>,
+        stride: impl Into<Size2>,
+        padding: impl Into<Size2>,
+    ) -> Self {
+        AvgPool2d {
+            kernel: kernel.into(),
+            stride: stride.into(),
+            padding: padding.into(),
+            count_include_pad: true,
+        }
+    }
+}
+
+impl Module for AvgPool2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        avg_pool2d(xs, self.kernel, self.stride, self.padding, self.count_include_pad)
+    }
+}

