@@ -17,6 +17,19 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
+pub mod backbone;
+pub mod head;
+pub mod mobilenetv2;
+pub mod resnet;
+
+pub use backbone::{
+    apply_freeze, replace_classifier, trainable_vars, trainable_vars_except, Backbone, Freeze,
+    PretrainedSpec,
+};
+pub use head::{SeedHead, SeedHeadConfig, TransferModel};
+pub use mobilenetv2::{MobileNetV2, MobileNetV2Config};
+pub use resnet::{ResNet, ResNetConfig, ResNetDepth};
+
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, ModuleT, VarBuilder};
 use deeprecog_attributes::Attribute;

@@ -1,0 +1,203 @@
+//! Classification heads that go on top of a backbone's pooled features.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{ModuleT, VarBuilder, VarMap};
+//! use deeprecog_classifiers::{SeedHead, SeedHeadConfig};
+//!
+//! let varmap = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let head = SeedHead::new(&SeedHeadConfig { in_features: 1280, ..Default::default() }, vb)?;
+//! let pooled = Tensor::zeros((4, 1280), DType::F32, &Device::Cpu)?;
+//! assert_eq!(head.forward_t(&pooled, false)?.dims(), &[4, 1]);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{BatchNorm, Dropout, Linear, ModuleT, VarBuilder};
+
+use crate::backbone::{batch_norm, Backbone};
+use crate::Task;
+
+/// Configuration of [`SeedHead`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedHeadConfig {
+    /// Size of the input features (a backbone's [`Backbone::num_features`]).
+    pub in_features: usize,
+    /// Units of the hidden layers, one Linear/BatchNorm/ReLU/Dropout block each.
+    pub hidden: Vec<usize>,
+    /// Dropout probability after each hidden block.
+    pub dropout: f32,
+    /// The task, which fixes the number of outputs.
+    pub task: Task,
+}
+
+impl Default for SeedHeadConfig {
+    /// The report's head: hidden `[512, 256, 128]`, dropout 0.5, binary, on 1280 features
+    /// (MobileNetV2's).
+    fn default() -> Self {
+        SeedHeadConfig {
+            in_features: 1280,
+            hidden: vec![512, 256, 128],
+            dropout: 0.5,
+            task: Task::Binary,
+        }
+    }
+}
+
+/// The attractiveness report's transfer head: per hidden size, Linear -> BatchNorm1d -> ReLU ->
+/// Dropout, then a Linear to the task's outputs (logits).
+///
+/// Parameters: `blocks.{i}.linear.*`, `blocks.{i}.bn.*`, `out.*`.
+#[derive(Debug, Clone)]
+pub struct SeedHead {
+    blocks: Vec<(Linear, BatchNorm)>,
+    dropout: Dropout,
+    out: Linear,
+}
+
+impl SeedHead {
+    /// Builds the head under `vb`'s prefix.
+    pub fn new(config: &SeedHeadConfig, vb: VarBuilder) -> Result<SeedHead> {
+        if config.in_features == 0 || config.task.outputs() == 0 {
+            candle_core::bail!("SeedHead needs inputs and outputs, got {config:?}");
+        }
+        let mut blocks = Vec::with_capacity(config.hidden.len());
+        let mut inp = config.in_features;
+        for (i, &units) in config.hidden.iter().enumerate() {
+            let bvb = vb.pp(format!("blocks.{i}"));
+            let linear = candle_nn::linear(inp, units, bvb.pp("linear"))?;
+            blocks.push((linear, batch_norm(units, bvb.pp("bn"))?));
+            inp = units;
+        }
+        let out = candle_nn::linear(inp, config.task.outputs(), vb.pp("out"))?;
+        Ok(SeedHead { blocks, dropout: Dropout::new(config.dropout), out })
+    }
+}
+
+impl ModuleT for SeedHead {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = xs.clone();
+        for (linear, bn) in &self.blocks {
+            x = bn.forward_t(&linear.forward(&x)?, train)?.relu()?;
+            x = self.dropout.forward_t(&x, train)?;
+        }
+        self.out.forward(&x)
+    }
+}
+
+/// A backbone's pooled features (`forward_head` with `pre_logits`) fed to a separate head: the
+/// report's transfer-learning model. Build the backbone with `num_classes: 0` (or reset its
+/// classifier to 0) and the head under its own prefix, e.g. `head`.
+#[derive(Debug, Clone)]
+pub struct TransferModel<B, H> {
+    /// The feature extractor.
+    pub backbone: B,
+    /// The head on the pooled features.
+    pub head: H,
+}
+
+impl<B: Backbone, H: ModuleT> ModuleT for TransferModel<B, H> {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let features = self.backbone.forward_features(xs, train)?;
+        let pooled = self.backbone.forward_head(&features, train, true)?;
+        self.head.forward_t(&pooled, train)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backbone::test_util::{assert_all_grads, max_abs_diff, names};
+    use crate::backbone::{apply_freeze, trainable_vars_except, Freeze};
+    use crate::{MobileNetV2, MobileNetV2Config};
+    use candle_core::{DType, Device};
+    use candle_nn::{Optimizer, VarMap};
+    use deeprecog_attributes::Attribute;
+
+    #[test]
+    fn names_shapes_gradients_and_modes() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let task = Task::MultiLabel(vec![Attribute::Smiling, Attribute::Male]);
+        let cfg = SeedHeadConfig { in_features: 24, hidden: vec![16, 8, 4], task, dropout: 0.5 };
+        let head = SeedHead::new(&cfg, vb).unwrap();
+        let names = names(&varmap);
+        assert_eq!(names.len(), 3 * 6 + 2);
+        assert!(names.contains(&"blocks.2.bn.running_var".to_string()));
+        assert!(names.contains(&"out.weight".to_string()));
+        let x = Tensor::randn(0f32, 1.0, (5, 24), &Device::Cpu).unwrap();
+        let eval = head.forward_t(&x, false).unwrap();
+        let train = head.forward_t(&x, true).unwrap();
+        assert_eq!(train.dims(), &[5, 2]);
+        assert!(max_abs_diff(&eval, &train) > 1e-6);
+        assert_all_grads(&varmap, &train.sqr().unwrap().sum_all().unwrap(), &[]);
+    }
+
+    #[test]
+    fn overfits_fixed_features() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let cfg =
+            SeedHeadConfig { in_features: 32, hidden: vec![64, 32, 16], ..Default::default() };
+        let head = SeedHead::new(&cfg, vb).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (16, 32), &dev).unwrap();
+        let labels: Vec<f32> = (0..16).map(|i| (i % 2) as f32).collect();
+        let y = Tensor::from_vec(labels, (16, 1), &dev).unwrap();
+        let vars = trainable_vars_except(&varmap, &[]).unwrap();
+        let params = candle_nn::ParamsAdamW { lr: 1e-2, weight_decay: 0.0, ..Default::default() };
+        let mut opt = candle_nn::AdamW::new(vars, params).unwrap();
+        for _ in 0..150 {
+            let logits = head.forward_t(&x, true).unwrap();
+            let loss = deeprecog_nn::loss::bce_with_logits(&logits, &y).unwrap();
+            opt.backward_step(&loss).unwrap();
+        }
+        let logits = head.forward_t(&x, false).unwrap();
+        let loss = deeprecog_nn::loss::bce_with_logits(&logits, &y).unwrap();
+        let loss = loss.to_scalar::<f32>().unwrap();
+        let pred = logits.gt(0f32).unwrap().to_dtype(DType::F32).unwrap();
+        let correct = pred.eq(&y).unwrap().to_dtype(DType::F32).unwrap().sum_all().unwrap();
+        assert_eq!(correct.to_scalar::<f32>().unwrap(), 16.0, "eval loss {loss}");
+        assert!(loss < 0.2, "eval loss {loss}");
+    }
+
+    #[test]
+    fn transfer_model_on_frozen_mobilenet_overfits() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let mcfg = MobileNetV2Config { width_mult: 0.25, num_classes: 0, ..Default::default() };
+        let mut backbone = MobileNetV2::new(&mcfg, vb.clone()).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (8, 3, 24, 40), &dev).unwrap();
+        // A random backbone in eval mode with BatchNorm's initial statistics (mean 0, var 1)
+        // lets the activations die out; a few train-mode passes set the statistics as
+        // pretrained weights would have them.
+        for _ in 0..40 {
+            backbone.forward_features(&x, true).unwrap();
+        }
+        let trainable_backbone = apply_freeze(&mut backbone, &varmap, &Freeze::Backbone).unwrap();
+        assert!(trainable_backbone.is_empty());
+        // Without dropout the check is about the wiring, not about how noisy eight samples are.
+        let hcfg = SeedHeadConfig { hidden: vec![32, 16, 8], dropout: 0.0, ..Default::default() };
+        let head = SeedHead::new(&hcfg, vb.pp("head")).unwrap();
+        let model = TransferModel { backbone, head };
+        let frozen: Vec<String> = (0..19).map(|i| format!("features.{i}")).collect();
+        let vars = trainable_vars_except(&varmap, &frozen).unwrap();
+        assert_eq!(vars.len(), 3 * 4 + 2);
+        let y = Tensor::new(&[[0f32], [1.], [0.], [1.], [1.], [0.], [0.], [1.]], &dev).unwrap();
+        let params = candle_nn::ParamsAdamW { lr: 1e-2, weight_decay: 0.0, ..Default::default() };
+        let mut opt = candle_nn::AdamW::new(vars, params).unwrap();
+        let first = model.forward_t(&x, true).unwrap();
+        assert_eq!(first.dims(), &[8, 1]);
+        for _ in 0..100 {
+            let logits = model.forward_t(&x, true).unwrap();
+            let loss = deeprecog_nn::loss::bce_with_logits(&logits, &y).unwrap();
+            opt.backward_step(&loss).unwrap();
+        }
+        let logits = model.forward_t(&x, false).unwrap();
+        let pred = logits.gt(0f32).unwrap().to_dtype(DType::F32).unwrap();
+        let correct = pred.eq(&y).unwrap().to_dtype(DType::F32).unwrap().sum_all().unwrap();
+        assert_eq!(correct.to_scalar::<f32>().unwrap(), 8.0);
+    }
+}
