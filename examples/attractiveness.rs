@@ -2,18 +2,85 @@
 //!
 //! ```text
 //! cargo run --release --example attractiveness -- stats --celeba DIR [--json] [--plot FILE]
+//! cargo run --release --example attractiveness -- train --celeba DIR --attributes Attractive[,Male...]
+//!     [--model scratch3|scratchN|mobilenetv2|resnet18|resnet34|resnet50] [--weights FILE]
+//!     [--freeze N] [--epochs E] [--size PX] [--batch B] [--lr LR] [--split official|60/20/20]
+//!     [--out DIR]
 //! ```
 //!
 //! `stats` prints every attribute's positive count and fraction (most balanced first), or with
 //! `--json` exactly one JSON object; `--plot` also draws the distribution chart.
+//!
+//! `train` trains on the split's train side, keeps the best epoch on the validation side and
+//! writes checkpoints (`last/`, `best/`), `history.json`, `curves.png` and `report.json` (test
+//! accuracy, AUC, per attribute, exact match, by `Male`) into `--out`; it resumes if `--out`
+//! already holds a checkpoint.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use deeprecog::attributes::Attribute;
+use deeprecog::classifiers::pipeline::{run_celeba, AttributeRun, SplitChoice};
+use deeprecog::classifiers::train::TrainConfig;
+use deeprecog::classifiers::zoo::{ModelName, ZooConfig};
+use deeprecog::classifiers::Freeze;
 use deeprecog::cli::Args;
 use deeprecog::dataset::celeba::{CelebA, CelebAConfig};
+use deeprecog::nn::device::DeviceChoice;
 
-const USAGE: &str = "usage: attractiveness stats --celeba DIR [--json] [--plot FILE]";
+const USAGE: &str = "usage: attractiveness stats --celeba DIR [--json] [--plot FILE]
+       attractiveness train --celeba DIR --attributes A[,B..] [--model NAME] [--weights FILE]
+           [--freeze N] [--epochs E] [--size PX] [--batch B] [--lr LR] [--split S] [--out DIR]";
+
+fn train(args: &Args) -> Result<(), String> {
+    let known = ["celeba", "attributes", "model", "weights", "freeze", "epochs", "size", "batch"];
+    let unknown = args.unknown(&[&known[..], &["lr", "split", "out"]].concat());
+    if !unknown.is_empty() {
+        return Err(format!("unknown option(s) --{}\n{USAGE}", unknown.join(", --")));
+    }
+    let root: PathBuf = args.require("celeba")?;
+    let attributes = args
+        .require::<String>("attributes")?
+        .split(',')
+        .map(|a| a.trim().parse::<Attribute>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let celeba = CelebA::open(&root, &CelebAConfig::targets(attributes.clone()))
+        .map_err(|e| e.to_string())?;
+    let mut model = ZooConfig::new(args.get("model")?.unwrap_or(ModelName::Scratch(3)));
+    model.weights = args.get("weights")?;
+    model.freeze = args.get::<usize>("freeze")?.map_or(Freeze::None, Freeze::FirstLayers);
+    let out: PathBuf = args.get("out")?.unwrap_or_else(|| PathBuf::from("runs/attractiveness"));
+    let run = AttributeRun {
+        attributes,
+        model,
+        train: TrainConfig {
+            epochs: args.get("epochs")?.unwrap_or(10),
+            lr: args.get("lr")?.unwrap_or(1e-3),
+            out_dir: out.clone(),
+            progress: true,
+            ..Default::default()
+        },
+        size: args.get("size")?.unwrap_or(128),
+        batch_size: args.get("batch")?.unwrap_or(32),
+        split: args.get("split")?.unwrap_or(SplitChoice::Official),
+        augment: true,
+    };
+    let device = deeprecog::nn::device::select(DeviceChoice::Auto).map_err(|e| e.to_string())?;
+    let outcome = run_celeba(Arc::new(celeba), &run, &device).map_err(|e| e.to_string())?;
+    let r = &outcome.report;
+    println!("split train/valid/test: {:?}", outcome.split_sizes);
+    for a in &r.attributes {
+        let auc = a.roc_auc.map_or("n/a".into(), |v| format!("{v:.4}"));
+        println!(
+            "{:<20} test accuracy {:.4} (majority {:.4}), AUC {auc}",
+            a.attribute, a.accuracy, a.majority_baseline
+        );
+    }
+    println!("mean accuracy {:.4}, exact match {:.4}", r.mean_accuracy, r.exact_match_accuracy);
+    println!("outputs in {}", out.display());
+    Ok(())
+}
 
 fn stats(args: &Args) -> Result<(), String> {
     let unknown = args.unknown(&["celeba", "json", "plot"]);
@@ -47,6 +114,7 @@ fn main() -> ExitCode {
     let args = Args::from_env(&["json"]);
     let result = match args.positional().first().map(String::as_str) {
         Some("stats") => stats(&args),
+        Some("train") => train(&args),
         _ => Err(USAGE.to_string()),
     };
     match result {

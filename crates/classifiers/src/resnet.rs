@@ -19,7 +19,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{BatchNorm, Linear, ModuleT, VarBuilder};
 
-use crate::backbone::{batch_norm, global_avg_pool, Backbone, Conv, PretrainedSpec};
+use crate::backbone::{batch_norm, global_avg_pool, Backbone, PretrainedSpec};
+use crate::layers::Conv;
 
 /// Which ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@
 //! # Ok::<(), deeprecog_nn::Error>(())
 //! ```
 
+pub mod checkpoint;
 pub mod device;
 pub mod import;
 pub mod loss;
@@ -47,6 +48,14 @@ pub enum Error {
     /// Tensors whose shapes cannot go together.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// A checkpoint file that could not be written or read back: the file and what was wrong.
+    #[error("checkpoint {}: {reason}", path.display())]
+    Checkpoint {
+        /// The file (or folder) concerned.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// An optimizer state that does not fit the optimizer it is loaded into.
     #[error("optimizer state: {0}")]
     OptimizerState(String),

@@ -12,6 +12,7 @@
 //! |---|---|
 //! | [`Resize`] | Pillow `resize` (antialiased convolution; `fast_image_resize` does the work) |
 //! | [`CenterCrop`] | torchvision `center_crop` (pads when the crop is larger) |
+//! | [`ImageNetEval`] | torchvision ImageNet eval: shorter side to 256, centre crop 224 |
 //! | [`Grayscale`] | Pillow `convert("L")`, bit-exact |
 //! | [`HorizontalFlip`], [`RandomAffine`], [`ColorJitter`], [`GaussianBlur`] | torchvision |
 //! | [`JpegRecompress`], [`GaussianNoise`], [`Cutout`] | common deepfake-detection augmentations |
@@ -44,11 +45,13 @@ mod color;
 mod degrade;
 mod geometry;
 mod normalize;
+mod presets;
 
 pub use color::{ColorJitter, Grayscale};
 pub use degrade::{Cutout, GaussianBlur, GaussianNoise, JpegRecompress};
 pub use geometry::{CenterCrop, Filter, HorizontalFlip, RandomAffine, Resize};
 pub use normalize::Normalization;
+pub use presets::ImageNetEval;
 pub use rand_chacha::ChaCha8Rng;
 
 use rand::{Rng, SeedableRng};

@@ -1,0 +1,336 @@
+//! Building blocks shared by the models of this crate: convolutions that work around candle
+//! 0.11's limits ([`Conv`], [`DepthwiseConv2d`]) and the pooling variants the architectures need
+//! (torch-semantics max-pool with a correct backward, Keras' "same" max-pool, adaptive average
+//! pooling).
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
+use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
+
+/// A bias-free 2-D convolution, initialised as torchvision does (Kaiming normal, fan-out, ReLU
+/// gain) so models trained from scratch start like their PyTorch counterparts.
+///
+/// candle 0.11's conv2d backward derives the transposed convolution's output padding from the
+/// height alone, so a strided conv on an input whose height and width leave different
+/// remainders (e.g. 3x4 at stride 2) fails in backward with a shape mismatch. For stride > 1 the
+/// padding is therefore applied here and the padded input cropped to exactly the rows and
+/// columns the windows read; the conv itself then runs unpadded with no remainder.
+#[derive(Debug, Clone)]
+pub(crate) struct Conv {
+    conv: Conv2d,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv {
+    pub(crate) fn new(
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        vb: VarBuilder,
+    ) -> Result<Conv> {
+        let weight = vb.get_with_hints((cout, cin, kernel, kernel), "weight", kaiming_fan_out())?;
+        let stride = stride.max(1);
+        let inner_padding = if stride == 1 { padding } else { 0 };
+        let config = Conv2dConfig { padding: inner_padding, stride, ..Default::default() };
+        Ok(Conv { conv: Conv2d::new(weight, None, config), kernel, stride, padding })
+    }
+
+    /// The `(out, in, k, k)` weight.
+    #[cfg(test)]
+    pub(crate) fn weight(&self) -> &Tensor {
+        self.conv.weight()
+    }
+}
+
+impl Module for Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.stride == 1 {
+            return self.conv.forward(x);
+        }
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        let mut x = x.clone();
+        for dim in [2, 3] {
+            let n = x.dim(dim)? + 2 * p;
+            if n < k {
+                candle_core::bail!("conv: input {:?} smaller than kernel {k}", x.dims());
+            }
+            let used = (n - k) / s * s + k;
+            x = x.pad_with_zeros(dim, p, p)?.narrow(dim, 0, used)?;
+        }
+        self.conv.forward(&x)
+    }
+}
+
+pub(crate) fn kaiming_fan_out() -> Init {
+    Init::Kaiming {
+        dist: NormalOrUniform::Normal,
+        fan: FanInOut::FanOut,
+        non_linearity: NonLinearity::ReLU,
+    }
+}
+
+/// A depthwise convolution (one 2-D filter per channel, torchvision's `groups = channels`) with
+/// the same weight layout `(C, 1, k, k)` as a grouped `Conv2d`.
+///
+/// candle runs a grouped convolution as one convolution per group, which means hundreds of tiny
+/// im2col calls in MobileNetV2; a sum of k*k shifted, per-channel scaled views of the input does
+/// the same arithmetic in a handful of large element-wise ops, forward and backward.
+#[derive(Debug, Clone)]
+pub(crate) struct DepthwiseConv2d {
+    weight: Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl DepthwiseConv2d {
+    /// A `kernel` x `kernel` depthwise convolution over `channels` channels, without bias.
+    pub(crate) fn new(
+        channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        vb: VarBuilder,
+    ) -> Result<DepthwiseConv2d> {
+        let weight =
+            vb.get_with_hints((channels, 1, kernel, kernel), "weight", kaiming_fan_out())?;
+        Ok(DepthwiseConv2d { weight, kernel, stride: stride.max(1), padding })
+    }
+
+    /// The `(C, 1, k, k)` weight.
+    #[cfg(test)]
+    pub(crate) fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+/// `count` elements of `dim` starting at `start`, `stride` apart.
+fn strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
+    if stride == 1 {
+        return x.narrow(dim, start, count);
+    }
+    let idx: Vec<u32> = (0..count).map(|i| (start + i * stride) as u32).collect();
+    x.index_select(&Tensor::new(idx.as_slice(), x.device())?, dim)
+}
+
+impl Module for DepthwiseConv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, c, h, w) = x.dims4()?;
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        if h + 2 * p < k || w + 2 * p < k {
+            candle_core::bail!("depthwise conv: input {h}x{w} smaller than kernel {k}");
+        }
+        let ho = (h + 2 * p - k) / s + 1;
+        let wo = (w + 2 * p - k) / s + 1;
+        let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
+        let mut acc: Option<Tensor> = None;
+        for di in 0..k {
+            let rows = strided(&xp, 2, di, ho, s)?;
+            for dj in 0..k {
+                let patch = strided(&rows, 3, dj, wo, s)?;
+                let w = self.weight.narrow(2, di, 1)?.narrow(3, dj, 1)?.reshape((1, c, 1, 1))?;
+                let term = patch.broadcast_mul(&w)?;
+                acc = Some(match acc {
+                    None => term,
+                    Some(a) => (a + term)?,
+                });
+            }
+        }
+        match acc {
+            Some(a) => Ok(a),
+            None => candle_core::bail!("depthwise conv with an empty kernel"),
+        }
+    }
+}
+
+/// torch's `MaxPool2d(kernel, stride, padding)` (floor mode) for inputs of any sign, with a
+/// correct backward pass.
+///
+/// candle's own `max_pool2d` scales the gradient of a window's maximum by (number of maxima) /
+/// k^2 instead of 1 / (number of maxima), so a lone maximum of a 2x2 window gets a quarter of its
+/// gradient; it is not used here. On CPU this is `deeprecog_nn::pool::max_pool2d` (`-inf`
+/// padding, first maximum). That op has no CUDA kernel, so other devices take the maximum of
+/// strided views over an edge-replicated input: with `padding < kernel` every window that
+/// reaches into the padding also holds the edge element it replicates, so the maximum is
+/// torch's, and candle differentiates element-wise maxima.
+pub(crate) fn max_pool(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    if padding >= kernel.max(1) {
+        candle_core::bail!("max-pool padding {padding} must be below the kernel {kernel}");
+    }
+    if x.device().is_cpu() {
+        deeprecog_nn::pool::max_pool2d(x, kernel, stride, padding)
+    } else {
+        let x = replicated_pool_dim(x, 3, kernel, stride, padding)?;
+        replicated_pool_dim(&x, 2, kernel, stride, padding)
+    }
+}
+
+fn replicated_pool_dim(x: &Tensor, dim: usize, k: usize, s: usize, p: usize) -> Result<Tensor> {
+    let n = x.dim(dim)? + 2 * p;
+    if n < k {
+        candle_core::bail!("max-pool: input {:?} smaller than kernel {k}", x.dims());
+    }
+    let s = s.max(1);
+    let out = (n - k) / s + 1;
+    let xp = if p > 0 { x.pad_with_same(dim, p, p)? } else { x.clone() };
+    let mut acc = strided(&xp, dim, 0, out, s)?;
+    for start in 1..k {
+        acc = acc.maximum(&strided(&xp, dim, start, out, s)?)?;
+    }
+    Ok(acc)
+}
+
+/// Keras' `MaxPooling2D(pool_size=k, padding="same")`: `ceil(n / k)` outputs per axis.
+///
+/// Keras pads `k * ceil(n / k) - n` positions, half (rounded down) before and the rest after,
+/// and ignores them. Replicating the edge element gives the same maximum (each padded window
+/// also holds that element) and the same gradient (the first maximum, or the copy whose
+/// gradient the padding's backward adds back to the edge element).
+pub(crate) fn keras_same_max_pool(x: &Tensor, k: usize) -> Result<Tensor> {
+    let mut x = x.clone();
+    for dim in [2, 3] {
+        let n = x.dim(dim)?;
+        let total = n.div_ceil(k) * k - n;
+        if total > 0 {
+            x = x.pad_with_same(dim, total / 2, total - total / 2)?;
+        }
+    }
+    max_pool(&x, k, k, 0)
+}
+
+/// Output size along one axis of Keras' "same" max-pool.
+pub(crate) fn keras_same_out(n: usize, k: usize) -> usize {
+    n.div_ceil(k)
+}
+
+/// torch's `AdaptiveAvgPool2d((oh, ow))`: bin `i` of an axis of length `n` averages
+/// `floor(i * n / o) .. ceil((i + 1) * n / o)`. The bins are products of per-axis intervals, so
+/// averaging rows first and columns second gives each bin's mean exactly.
+pub(crate) fn adaptive_avg_pool2d(x: &Tensor, (oh, ow): (usize, usize)) -> Result<Tensor> {
+    let x = adaptive_avg_dim(x, 2, oh)?;
+    adaptive_avg_dim(&x, 3, ow)
+}
+
+fn adaptive_avg_dim(x: &Tensor, dim: usize, out: usize) -> Result<Tensor> {
+    let n = x.dim(dim)?;
+    if n == out {
+        return Ok(x.clone());
+    }
+    if out == 0 || n == 0 {
+        candle_core::bail!("adaptive pool from {n} to {out} along dim {dim}");
+    }
+    let mut bins = Vec::with_capacity(out);
+    for i in 0..out {
+        let start = i * n / out;
+        let end = ((i + 1) * n).div_ceil(out);
+        bins.push(x.narrow(dim, start, end - start)?.mean_keepdim(dim)?);
+    }
+    Tensor::cat(&bins, dim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backbone::test_util::max_abs_diff;
+    use candle_core::{DType, Device, Var};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn depthwise_matches_grouped_conv() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        for (stride, (h, w)) in [(1, (7, 9)), (2, (7, 9)), (2, (8, 6))] {
+            let dw = DepthwiseConv2d::new(5, 3, stride, 1, vb.pp(format!("s{stride}{h}"))).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (2, 5, h, w), &dev).unwrap();
+            let ours = dw.forward(&x).unwrap();
+            let theirs = x.conv2d(dw.weight(), 1, stride, 1, 5).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            assert!(max_abs_diff(&ours, &theirs) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn strided_conv_matches_candle_and_has_a_backward_on_odd_shapes() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        for (k, p, (h, w)) in [(3, 1, (5, 6)), (3, 1, (6, 5)), (1, 0, (3, 4)), (7, 3, (9, 12))] {
+            let conv = Conv::new(2, 4, k, 2, p, vb.pp(format!("c{k}{h}{w}"))).unwrap();
+            let x = Var::randn(0f32, 1.0, (2, 2, h, w), &Device::Cpu).unwrap();
+            let ours = conv.forward(&x).unwrap();
+            let theirs = x.conv2d(conv.weight(), p, 2, 1, 1).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            assert!(max_abs_diff(&ours, &theirs) < 1e-5);
+            let grads = ours.sum_all().unwrap().backward().unwrap();
+            assert_eq!(grads.get(&x).unwrap().dims(), x.dims());
+        }
+    }
+
+    #[test]
+    fn max_pools_match_their_references() {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 1.0, (2, 3, 7, 10), &dev).unwrap();
+        for (k, s, p) in [(3, 2, 1), (2, 2, 0), (3, 1, 1)] {
+            let a = max_pool(&x, k, s, p).unwrap();
+            let b = replicated_pool_dim(&x, 3, k, s, p).unwrap();
+            let b = replicated_pool_dim(&b, 2, k, s, p).unwrap();
+            assert_eq!(a.dims(), b.dims());
+            assert!(max_abs_diff(&a, &b) < 1e-7);
+        }
+        assert_eq!(max_pool(&x, 3, 2, 1).unwrap().dims(), &[2, 3, 4, 5]);
+        // Keras "same": 7x10 at k=4 -> 2x3, each output the max of its (clipped) window.
+        let y = keras_same_max_pool(&x, 4).unwrap();
+        assert_eq!(y.dims(), &[2, 3, 2, 3]);
+        let plane = x.get(1).unwrap().get(2).unwrap().to_vec2::<f32>().unwrap();
+        let out = y.get(1).unwrap().get(2).unwrap().to_vec2::<f32>().unwrap();
+        // Rows pad 0 before and 1 after, columns 1 and 1.
+        let win = |r0: i64, c0: i64| {
+            let mut m = f32::NEG_INFINITY;
+            for r in r0..r0 + 4 {
+                for c in c0..c0 + 4 {
+                    if (0..7).contains(&r) && (0..10).contains(&c) {
+                        m = m.max(plane[r as usize][c as usize]);
+                    }
+                }
+            }
+            m
+        };
+        for (i, row) in out.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                assert_eq!(*v, win(4 * i as i64, 4 * j as i64 - 1));
+            }
+        }
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let g = grads.get(&x).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!((g - 36.0).abs() < 1e-4);
+        assert_eq!(keras_same_out(7, 4), 2);
+    }
+
+    /// Pins the candle 0.11 behaviour `max_pool` works around: its max-pool backward hands a
+    /// lone maximum 1/k^2 of its gradient. When this fails, candle was fixed.
+    #[test]
+    fn candle_max_pool_backward_is_scaled() {
+        let x = Var::randn(0f32, 1.0, (1, 2, 4, 6), &Device::Cpu).unwrap();
+        let total = |y: Tensor| {
+            let g = y.sum_all().unwrap().backward().unwrap();
+            g.get(&x).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+        };
+        assert!((total(max_pool(&x, 2, 2, 0).unwrap()) - 12.0).abs() < 1e-5);
+        assert!((total(x.max_pool2d(2).unwrap()) - 3.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn adaptive_pool_matches_torch_bins() {
+        let dev = Device::Cpu;
+        let x = Tensor::arange(0f32, 5.0, &dev).unwrap().reshape((1, 1, 5, 1)).unwrap();
+        let y = adaptive_avg_pool2d(&x, (3, 2)).unwrap();
+        assert_eq!(y.dims(), &[1, 1, 3, 2]);
+        // Bins of 5 -> 3: [0, 2), [1, 4), [3, 5).
+        let v = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(v, [0.5, 0.5, 2.0, 2.0, 3.5, 3.5]);
+    }
+}
