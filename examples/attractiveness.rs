@@ -6,6 +6,8 @@
 //!     [--model scratch3|scratchN|mobilenetv2|resnet18|resnet34|resnet50] [--weights FILE]
 //!     [--freeze N] [--epochs E] [--size PX] [--batch B] [--lr LR] [--split official|60/20/20]
 //!     [--out DIR]
+//! cargo run --release --example attractiveness -- sweep --celeba DIR --blocks 1,2,3,4
+//!     [--attributes Attractive] [--epochs E] [--size PX] [--batch B] [--out DIR]
 //! ```
 //!
 //! `stats` prints every attribute's positive count and fraction (most balanced first), or with
@@ -15,13 +17,18 @@
 //! writes checkpoints (`last/`, `best/`), `history.json`, `curves.png` and `report.json` (test
 //! accuracy, AUC, per attribute, exact match, by `Male`) into `--out`; it resumes if `--out`
 //! already holds a checkpoint.
+//!
+//! `sweep` trains `scratchN` for each block count on the train side, prints and writes
+//! (`sweep.json`) validation accuracy and AUC per block count, then retrains the best on
+//! train + validation and prints its test accuracy against the majority baseline.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use deeprecog::attributes::Attribute;
-use deeprecog::classifiers::pipeline::{run_celeba, AttributeRun, SplitChoice};
+use deeprecog::classifiers::pipeline::{
+    parse_attributes, parse_blocks, run_celeba, sweep_blocks, AttributeRun, SplitChoice,
+};
 use deeprecog::classifiers::train::TrainConfig;
 use deeprecog::classifiers::zoo::{ModelName, ZooConfig};
 use deeprecog::classifiers::Freeze;
@@ -31,7 +38,9 @@ use deeprecog::nn::device::DeviceChoice;
 
 const USAGE: &str = "usage: attractiveness stats --celeba DIR [--json] [--plot FILE]
        attractiveness train --celeba DIR --attributes A[,B..] [--model NAME] [--weights FILE]
-           [--freeze N] [--epochs E] [--size PX] [--batch B] [--lr LR] [--split S] [--out DIR]";
+           [--freeze N] [--epochs E] [--size PX] [--batch B] [--lr LR] [--split S] [--out DIR]
+       attractiveness sweep --celeba DIR --blocks 1,2,3,4 [--attributes A] [--epochs E]
+           [--size PX] [--batch B] [--out DIR]";
 
 fn train(args: &Args) -> Result<(), String> {
     let known = ["celeba", "attributes", "model", "weights", "freeze", "epochs", "size", "batch"];
@@ -40,11 +49,8 @@ fn train(args: &Args) -> Result<(), String> {
         return Err(format!("unknown option(s) --{}\n{USAGE}", unknown.join(", --")));
     }
     let root: PathBuf = args.require("celeba")?;
-    let attributes = args
-        .require::<String>("attributes")?
-        .split(',')
-        .map(|a| a.trim().parse::<Attribute>().map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let attributes = parse_attributes(&args.require::<String>("attributes")?);
+    let attributes = attributes.map_err(|e| e.to_string())?;
     let celeba = CelebA::open(&root, &CelebAConfig::targets(attributes.clone()))
         .map_err(|e| e.to_string())?;
     let mut model = ZooConfig::new(args.get("model")?.unwrap_or(ModelName::Scratch(3)));
@@ -82,6 +88,41 @@ fn train(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+fn sweep(args: &Args) -> Result<(), String> {
+    let known = ["celeba", "blocks", "attributes", "epochs", "size", "batch", "out"];
+    let unknown = args.unknown(&known);
+    if !unknown.is_empty() {
+        return Err(format!("unknown option(s) --{}\n{USAGE}", unknown.join(", --")));
+    }
+    let root: PathBuf = args.require("celeba")?;
+    let blocks = parse_blocks(&args.require::<String>("blocks")?).map_err(|e| e.to_string())?;
+    let names: String = args.get("attributes")?.unwrap_or_else(|| "Attractive".into());
+    let attributes = parse_attributes(&names).map_err(|e| e.to_string())?;
+    let celeba = CelebA::open(&root, &CelebAConfig::targets(attributes.clone()))
+        .map_err(|e| e.to_string())?;
+    let out: PathBuf = args.get("out")?.unwrap_or_else(|| PathBuf::from("runs/sweep"));
+    let run = AttributeRun {
+        attributes,
+        model: ZooConfig::new(ModelName::Scratch(3)),
+        train: TrainConfig {
+            epochs: args.get("epochs")?.unwrap_or(10),
+            out_dir: out.clone(),
+            progress: true,
+            ..Default::default()
+        },
+        size: args.get("size")?.unwrap_or(128),
+        batch_size: args.get("batch")?.unwrap_or(32),
+        split: SplitChoice::Official,
+        augment: true,
+    };
+    let device = deeprecog::nn::device::select(DeviceChoice::Auto).map_err(|e| e.to_string())?;
+    let report =
+        sweep_blocks(Arc::new(celeba), &run, &blocks, &device).map_err(|e| e.to_string())?;
+    println!("split train/valid/test: {:?}\n{}", report.split_sizes, report.table());
+    println!("outputs in {}", out.display());
+    Ok(())
+}
+
 fn stats(args: &Args) -> Result<(), String> {
     let unknown = args.unknown(&["celeba", "json", "plot"]);
     if !unknown.is_empty() {
@@ -115,6 +156,7 @@ fn main() -> ExitCode {
     let result = match args.positional().first().map(String::as_str) {
         Some("stats") => stats(&args),
         Some("train") => train(&args),
+        Some("sweep") => sweep(&args),
         _ => Err(USAGE.to_string()),
     };
     match result {

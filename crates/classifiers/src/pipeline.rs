@@ -1,8 +1,9 @@
 //! The attractiveness pipeline end to end on a CelebA folder: split, load, build a model from
 //! the [`crate::zoo`] (by name), train, reload the best epoch, evaluate on the test side and write
-//! `report.json` (per attribute, exact match, subgroup breakdown by `Male`).
+//! `report.json` (per attribute, exact match, subgroup breakdown by `Male`); and the report's
+//! layer sweep over the scratch CNN's block count ([`sweep_blocks`], `sweep.json`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use candle_core::Device;
@@ -16,8 +17,13 @@ use deeprecog_dataset::DatasetExt;
 use deeprecog_nn::checkpoint;
 
 use crate::report::{attribute_report, AttributeReport};
-use crate::train::{evaluate, History, Result, TrainConfig, TrainError, Trainer};
-use crate::zoo::{self, ZooConfig};
+use serde::Serialize;
+
+use crate::train::{
+    evaluate, search, Evaluation, History, Metric, Result, SearchStrategy, TrainConfig, TrainError,
+    Trainer,
+};
+use crate::zoo::{self, ModelName, ZooConfig};
 use crate::Task;
 
 /// Which split of CelebA to use.
@@ -90,6 +96,62 @@ pub fn run_celeba(
     run: &AttributeRun,
     device: &Device,
 ) -> Result<AttributeOutcome> {
+    let splits = run_splits(&celeba, run)?;
+    let (history, eval) = fit_and_test(&celeba, run, &splits, Test::BestEpoch, device)?;
+    let eval = eval.ok_or_else(|| TrainError::Config("no test evaluation".into()))?;
+    let by_file: HashMap<&str, bool> = celeba
+        .records()
+        .iter()
+        .map(|r| (r.file.as_str(), r.attributes.contains(Attribute::Male)))
+        .collect();
+    let groups: Vec<String> = eval
+        .ids
+        .iter()
+        .map(|id| match by_file.get(id.as_str()) {
+            Some(true) => "Male".to_string(),
+            Some(false) => "not Male".to_string(),
+            None => "unknown".to_string(),
+        })
+        .collect();
+    let report = attribute_report(&eval, &run.attributes, Some(("Male", &groups)))?;
+    let path = run.train.out_dir.join("report.json");
+    let json = serde_json::to_vec_pretty(&report)
+        .map_err(|e| TrainError::Io { path: path.clone(), reason: e.to_string() })?;
+    checkpoint::write_atomically(&path, &json)?;
+    Ok(AttributeOutcome {
+        history,
+        report,
+        split_sizes: [splits.train.len(), splits.valid.len(), splits.test.len()],
+    })
+}
+
+fn run_splits(celeba: &CelebA, run: &AttributeRun) -> Result<Splits> {
+    Ok(match run.split {
+        SplitChoice::Official => celeba.official_splits(),
+        SplitChoice::Ratios(r) => split::by_ratios(celeba.records().len(), r, run.train.seed)?,
+    })
+}
+
+/// Which weights [`fit_and_test`] evaluates on the test side, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Test {
+    /// None: sweep candidates are judged on the validation side only.
+    Skip,
+    /// The best validation epoch's.
+    BestEpoch,
+    /// The last epoch's, for fits whose validation side is inside the training side.
+    LastEpoch,
+}
+
+/// Trains `run`'s model on `splits.train`, following `splits.valid`, and evaluates on
+/// `splits.test` as `test` says.
+fn fit_and_test(
+    celeba: &Arc<CelebA>,
+    run: &AttributeRun,
+    splits: &Splits,
+    test_with: Test,
+    device: &Device,
+) -> Result<(History, Option<Evaluation>)> {
     if celeba.targets() != run.attributes.as_slice() {
         return Err(TrainError::Config(format!(
             "the dataset's targets {:?} are not the run's attributes {:?}",
@@ -97,17 +159,13 @@ pub fn run_celeba(
             run.attributes
         )));
     }
-    let splits: Splits = match run.split {
-        SplitChoice::Official => celeba.official_splits(),
-        SplitChoice::Ratios(r) => split::by_ratios(celeba.records().len(), r, run.train.seed)?,
-    };
     let px = u32::try_from(run.size).map_err(|_| TrainError::Config("size too large".into()))?;
     let loader = |indices: &[usize], train: bool| -> Result<_> {
         let mut pipeline = Compose::new().then(Resize::new(px, px));
         if train && run.augment {
             pipeline = pipeline.then(HorizontalFlip::new(0.5));
         }
-        let mut l = Loader::new(Arc::clone(&celeba).subset(indices.to_vec())?)
+        let mut l = Loader::new(Arc::clone(celeba).subset(indices.to_vec())?)
             .batch_size(run.batch_size)
             .seed(run.train.seed)
             .transform(pipeline);
@@ -134,32 +192,198 @@ pub fn run_celeba(
     let trainer = Trainer::new(cfg).device(device.clone());
     let history = trainer.fit(&built.model, built.trainable.clone(), &varmap, &train, &valid)?;
     // Model selection on the validation side: the test set sees the best epoch only.
-    if checkpoint::exists(trainer.best_dir()) {
+    if test_with == Test::Skip {
+        return Ok((history, None));
+    }
+    if test_with == Test::BestEpoch && checkpoint::exists(trainer.best_dir()) {
         checkpoint::load(trainer.best_dir(), &varmap, device)?;
     }
     let eval = evaluate(&built.model, &test, &trainer.config().normalization, device)?;
-    let by_file: HashMap<&str, bool> = celeba
-        .records()
+    Ok((history, Some(eval)))
+}
+
+/// One block count of a [`sweep_blocks`] run, scored on the validation side.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweepRow {
+    /// Convolution blocks of the scratch CNN.
+    pub blocks: usize,
+    /// Mean validation accuracy at the best epoch (by validation accuracy); `None` when no
+    /// epoch had a finite value.
+    pub val_accuracy: Option<f64>,
+    /// Mean validation ROC-AUC at that epoch; `None` when undefined.
+    pub val_auc: Option<f64>,
+    /// That epoch (from 1).
+    pub best_epoch: Option<usize>,
+}
+
+/// What [`sweep_blocks`] returns (also written to `out_dir/sweep.json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweepReport {
+    /// One row per block count, in the order asked for.
+    pub rows: Vec<SweepRow>,
+    /// The block count with the highest validation accuracy (ties: higher AUC, then the
+    /// first).
+    pub best_blocks: usize,
+    /// Epochs the final model trained for: the best candidate's best epoch.
+    pub final_epochs: usize,
+    /// Test-set report of the best block count retrained on train + validation.
+    pub test: AttributeReport,
+    /// The split's sizes `[train, valid, test]`.
+    pub split_sizes: [usize; 3],
+}
+
+impl SweepReport {
+    /// The validation table (`blocks | validation accuracy | validation AUC`) in Markdown,
+    /// followed by the final model's test line per attribute.
+    pub fn table(&self) -> String {
+        let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{x:.4}"));
+        let mut out = String::from("| blocks | validation accuracy | validation AUC |\n");
+        out.push_str("|---|---|---|\n");
+        for r in &self.rows {
+            let mark = if r.blocks == self.best_blocks { " (best)" } else { "" };
+            out.push_str(&format!(
+                "| {}{mark} | {} | {} |\n",
+                r.blocks,
+                fmt(r.val_accuracy),
+                fmt(r.val_auc)
+            ));
+        }
+        for a in &self.test.attributes {
+            out.push_str(&format!(
+                "\nscratch{} on train+valid, epochs {}, {}: test accuracy {:.4} (majority {:.4}), AUC {}",
+                self.best_blocks,
+                self.final_epochs,
+                a.attribute,
+                a.accuracy,
+                a.majority_baseline,
+                fmt(a.roc_auc)
+            ));
+        }
+        out
+    }
+}
+
+/// Parses a comma-separated list of CelebA attribute names such as `Attractive,Male`.
+///
+/// # Errors
+/// [`TrainError::Config`] naming the first unknown attribute.
+pub fn parse_attributes(s: &str) -> Result<Vec<Attribute>> {
+    s.split(',')
+        .map(|a| a.trim().parse::<Attribute>().map_err(|e| TrainError::Config(e.to_string())))
+        .collect()
+}
+
+/// Parses a comma-separated list of block counts such as `1,2,3,4` (repeats dropped).
+///
+/// # Errors
+/// [`TrainError::Config`] for a zero or a non-number (an empty string is one).
+pub fn parse_blocks(s: &str) -> Result<Vec<usize>> {
+    let blocks = s
+        .split(',')
+        .map(|b| match b.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(TrainError::Config(format!("block count {b:?}: use e.g. 1,2,3,4"))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // A repeated count would resume its own finished run: keep the first mention only.
+    let mut unique = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        if !unique.contains(&b) {
+            unique.push(b);
+        }
+    }
+    Ok(unique)
+}
+
+fn blocks_param(params: &BTreeMap<String, serde_json::Value>) -> Option<usize> {
+    params.get("blocks")?.as_u64().and_then(|n| usize::try_from(n).ok())
+}
+
+/// The attractiveness report's layer sweep: trains the scratch CNN with each of `blocks` on the
+/// train side (into `out_dir/blocksN`, resuming like [`run_celeba`]), scores each on the
+/// validation side, then retrains the best block count on train + validation (into
+/// `out_dir/final`) for the best candidate's best epoch count and reports it on the test side.
+/// `run.model` is ignored but for its head settings; the table goes to `out_dir/sweep.json`.
+///
+/// # Errors
+/// Split, loader, model, training and I/O errors; [`TrainError::Config`] for no block counts.
+pub fn sweep_blocks(
+    celeba: Arc<CelebA>,
+    run: &AttributeRun,
+    blocks: &[usize],
+    device: &Device,
+) -> Result<SweepReport> {
+    let splits = run_splits(&celeba, run)?;
+    let space = vec![("blocks".to_string(), blocks.iter().map(|&b| b.into()).collect())];
+    let candidate = |params: &BTreeMap<String, serde_json::Value>| -> Result<History> {
+        let n = blocks_param(params)
+            .ok_or_else(|| TrainError::Config("sweep candidate without a block count".into()))?;
+        let candidate = AttributeRun {
+            model: ZooConfig { name: ModelName::Scratch(n), ..run.model.clone() },
+            train: TrainConfig {
+                out_dir: run.train.out_dir.join(format!("blocks{n}")),
+                ..run.train.clone()
+            },
+            ..run.clone()
+        };
+        Ok(fit_and_test(&celeba, &candidate, &splits, Test::Skip, device)?.0)
+    };
+    let results = search(&space, SearchStrategy::Grid, Metric::ValAccuracy, candidate)?;
+    let mut rows: Vec<SweepRow> = results
         .iter()
-        .map(|r| (r.file.as_str(), r.attributes.contains(Attribute::Male)))
-        .collect();
-    let groups: Vec<String> = eval
-        .ids
-        .iter()
-        .map(|id| match by_file.get(id.as_str()) {
-            Some(true) => "Male".to_string(),
-            Some(false) => "not Male".to_string(),
-            None => "unknown".to_string(),
+        .filter_map(|r| {
+            let record = r.best_epoch.and_then(|e| r.history.epochs.iter().find(|x| x.epoch == e));
+            Some(SweepRow {
+                blocks: blocks_param(&r.params)?,
+                val_accuracy: r.score,
+                val_auc: record.and_then(|x| x.val_auc),
+                best_epoch: r.best_epoch,
+            })
         })
         .collect();
-    let report = attribute_report(&eval, &run.attributes, Some(("Male", &groups)))?;
-    let path = run.train.out_dir.join("report.json");
+    rows.sort_by_key(|r| blocks.iter().position(|&b| b == r.blocks));
+    // Ties in accuracy are common on small validation sets: AUC separates them, then the
+    // smaller network wins by coming first.
+    let key = |r: &SweepRow| (r.val_accuracy.unwrap_or(f64::MIN), r.val_auc.unwrap_or(f64::MIN));
+    let best = rows
+        .iter()
+        .fold(None::<&SweepRow>, |best, r| match best {
+            Some(b) if key(r) <= key(b) => Some(b),
+            _ => Some(r),
+        })
+        .ok_or_else(|| TrainError::Config("no block counts".into()))?;
+    let (best_blocks, best_epoch) = (best.blocks, best.best_epoch);
+    let final_epochs = best_epoch.unwrap_or(run.train.epochs).max(1);
+
+    // The validation side joins the training side; it stays the monitored set only because the
+    // trainer needs one, and the last epoch (not the "best" on seen data) is tested.
+    let final_splits = Splits {
+        train: splits.train.iter().chain(&splits.valid).copied().collect(),
+        valid: splits.valid.clone(),
+        test: splits.test.clone(),
+    };
+    let final_run = AttributeRun {
+        model: ZooConfig { name: ModelName::Scratch(best_blocks), ..run.model.clone() },
+        train: TrainConfig {
+            epochs: final_epochs,
+            out_dir: run.train.out_dir.join("final"),
+            ..run.train.clone()
+        },
+        ..run.clone()
+    };
+    let (_, eval) = fit_and_test(&celeba, &final_run, &final_splits, Test::LastEpoch, device)?;
+    let eval = eval.ok_or_else(|| TrainError::Config("no test evaluation".into()))?;
+    let test = attribute_report(&eval, &run.attributes, None)?;
+    let report = SweepReport {
+        rows,
+        best_blocks,
+        final_epochs,
+        test,
+        split_sizes: [splits.train.len(), splits.valid.len(), splits.test.len()],
+    };
+    let path = run.train.out_dir.join("sweep.json");
     let json = serde_json::to_vec_pretty(&report)
         .map_err(|e| TrainError::Io { path: path.clone(), reason: e.to_string() })?;
     checkpoint::write_atomically(&path, &json)?;
-    Ok(AttributeOutcome {
-        history,
-        report,
-        split_sizes: [splits.train.len(), splits.valid.len(), splits.test.len()],
-    })
+    Ok(report)
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{ModuleT, VarMap};
 use deeprecog_attributes::Attribute;
-use deeprecog_classifiers::pipeline::{run_celeba, AttributeRun, SplitChoice};
+use deeprecog_classifiers::pipeline::{
+    parse_blocks, run_celeba, sweep_blocks, AttributeRun, SplitChoice,
+};
 use deeprecog_classifiers::train::{TrainConfig, TrainError};
 use deeprecog_classifiers::zoo::{self, ModelName, ZooConfig};
 use deeprecog_classifiers::{Freeze, ResNetDepth, Task};
@@ -126,4 +128,57 @@ fn celeba_fixture_end_to_end() {
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(json["n"], 100);
     assert!(out.path().join("best/model.safetensors").is_file());
+}
+
+#[test]
+fn block_sweep_on_the_fixture() {
+    let attributes = vec![Attribute::Attractive];
+    let celeba = CelebA::open(
+        root().join("data-fixtures/celeba"),
+        &CelebAConfig::targets(attributes.clone()),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = AttributeRun {
+        attributes,
+        model: ZooConfig::new(ModelName::Scratch(3)),
+        train: TrainConfig { epochs: 1, out_dir: out.path().to_path_buf(), ..Default::default() },
+        size: 32,
+        batch_size: 64,
+        split: "60/20/20".parse().unwrap(),
+        augment: false,
+    };
+    let blocks = parse_blocks("1, 2,1").unwrap();
+    assert_eq!(blocks, [1, 2]);
+    assert!(
+        parse_blocks("1,0").is_err() && parse_blocks("x").is_err() && parse_blocks("").is_err()
+    );
+    let report = sweep_blocks(Arc::new(celeba), &run, &blocks, &Device::Cpu).unwrap();
+    println!("{}", report.table());
+    assert_eq!(report.rows.iter().map(|r| r.blocks).collect::<Vec<_>>(), [1, 2]);
+    for r in &report.rows {
+        let acc = r.val_accuracy.unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{r:?}");
+        if let Some(auc) = r.val_auc {
+            assert!((0.0..=1.0).contains(&auc), "{r:?}");
+        }
+        assert_eq!(r.best_epoch, Some(1));
+    }
+    let max = report.rows.iter().filter_map(|r| r.val_accuracy).fold(f64::MIN, f64::max);
+    let best = report.rows.iter().find(|r| r.blocks == report.best_blocks).unwrap();
+    assert_eq!(best.val_accuracy, Some(max));
+    assert_eq!(report.final_epochs, 1);
+    assert_eq!(report.split_sizes, [300, 100, 100]);
+    let test = &report.test.attributes[0];
+    assert_eq!(report.test.n, 100);
+    assert!((0.0..=1.0).contains(&test.accuracy) && (0.5..=1.0).contains(&test.majority_baseline));
+    let table = report.table();
+    assert!(table.contains("| blocks | validation accuracy | validation AUC |"), "{table}");
+    assert_eq!(table.lines().filter(|l| l.starts_with("| 1") || l.starts_with("| 2")).count(), 2);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 2);
+    assert_eq!(json["best_blocks"], report.best_blocks);
+    assert!(out.path().join("blocks1/history.json").is_file());
+    assert!(out.path().join("final/last/model.safetensors").is_file());
 }
