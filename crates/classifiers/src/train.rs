@@ -467,10 +467,7 @@ fn loss_of(logits: &Tensor, targets: &Tensor, weights: Option<&[f32]>) -> Result
                     )))
                 }
             };
-            let elementwise = deeprecog_nn::loss::bce_with_logits_elementwise(logits, targets)?;
-            // weight = neg + t * (pos - neg): exact for 0/1 targets, linear for soft ones.
-            let weight = targets.affine(pos - neg, neg)?;
-            Ok((elementwise * weight)?.mean_all()?)
+            Ok(deeprecog_nn::loss::weighted_bce_with_logits(logits, targets, neg, pos)?)
         }
     }
 }
