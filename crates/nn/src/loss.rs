@@ -55,8 +55,11 @@ pub fn focal_loss_with_logits(
     let p = candle_nn::ops::sigmoid(logits)?;
     // p_t = p t + (1 - p)(1 - t) = 1 - t - p + 2 p t
     let p_t = ((&p * &t)?.affine(2.0, 0.0)? - &p)?.sub(&t)?.affine(1.0, 1.0)?;
-    let modulating = p_t.affine(-1.0, 1.0)?.relu()?.powf(gamma)?;
-    let mut loss = (ce * modulating)?;
+    // gamma = 0 is plain (alpha-weighted) BCE: the factor is 1 and is left out, because
+    // powf's backward, gamma * x^(gamma - 1), is 0 * inf = NaN where 1 - p_t is exactly 0 (a
+    // saturated correct prediction), whereas torch's pow backward gives 0 for a zero exponent.
+    let mut loss =
+        if gamma == 0.0 { ce } else { (ce * p_t.affine(-1.0, 1.0)?.relu()?.powf(gamma)?)? };
     if alpha >= 0.0 {
         loss = (loss * t.affine(2.0 * alpha - 1.0, 1.0 - alpha)?)?;
     }

@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Optimizers against the float64 NumPy reference in `golden/optim_reference.py` (written from
-//! the PyTorch documentation), plus frozen parameters, state round trips and convergence.
+//! Optimizers against two independent goldens: the float64 NumPy reference in
+//! `golden/optim_reference.py` (written from the PyTorch documentation) and the trajectories of
+//! real `torch.optim` in `golden/optim_torch_reference.py` (same cases, same JSON layout, Keras
+//! RMSprop left out); plus frozen parameters, state round trips and convergence.
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
@@ -12,6 +14,7 @@ use deeprecog_nn::optim::{
 use serde_json::Value;
 
 const GOLDEN: &str = include_str!("golden/optim_golden.json");
+const TORCH_GOLDEN: &str = include_str!("golden/optim_torch_golden.json");
 
 /// Object-safe view of an optimizer, so the tests can loop over kinds.
 trait Opt {
@@ -78,12 +81,14 @@ fn values(v: &Var) -> Vec<f64> {
     v.as_tensor().to_dtype(DType::F64).unwrap().to_vec1().unwrap()
 }
 
-fn run_golden(dtype: DType, tol: impl Fn(f64) -> f64) {
-    let g = golden();
+/// Runs every case of one golden file; returns the largest `|got - reference|` seen.
+fn run_golden(text: &str, dtype: DType, tol: impl Fn(f64) -> f64) -> f64 {
+    let g: Value = serde_json::from_str(text).unwrap();
     let theta0 = f64s(&g["theta0"]);
     let grads: Vec<Vec<f64>> = g["grads"].as_array().unwrap().iter().map(f64s).collect();
     let cases = g["optimizers"].as_array().unwrap();
     assert!(cases.len() >= 15);
+    let mut worst = 0.0f64;
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let var = Var::from_tensor(
@@ -96,7 +101,10 @@ fn run_golden(dtype: DType, tol: impl Fn(f64) -> f64) {
         for (t, (gr, exp)) in grads.iter().zip(expected).enumerate() {
             opt.dyn_step(&grads_for(&[&var], &[gr]));
             let got = values(&var);
-            for (k, (a, b)) in got.iter().zip(f64s(exp)).enumerate() {
+            let exp = f64s(exp);
+            assert_eq!(got.len(), exp.len(), "{name}");
+            for (k, (a, b)) in got.iter().zip(exp).enumerate() {
+                worst = worst.max((a - b).abs());
                 assert!(
                     (a - b).abs() <= tol(b),
                     "{name} ({dtype:?}) step {} param {k}: got {a}, reference {b}",
@@ -105,16 +113,63 @@ fn run_golden(dtype: DType, tol: impl Fn(f64) -> f64) {
             }
         }
     }
+    worst
 }
 
 #[test]
 fn golden_f64_matches_reference_to_1e12() {
-    run_golden(DType::F64, |b| 1e-12 * b.abs().max(1.0));
+    let worst = run_golden(GOLDEN, DType::F64, |b| 1e-12 * b.abs().max(1.0));
+    eprintln!("numpy golden, f64: max abs diff {worst:e}");
 }
 
 #[test]
 fn golden_f32_matches_reference_to_2e6() {
-    run_golden(DType::F32, |b| 2e-6 * b.abs().max(1.0));
+    let worst = run_golden(GOLDEN, DType::F32, |b| 2e-6 * b.abs().max(1.0));
+    eprintln!("numpy golden, f32: max abs diff {worst:e}");
+}
+
+#[test]
+fn torch_golden_f64_matches_real_torch_to_1e12() {
+    let worst = run_golden(TORCH_GOLDEN, DType::F64, |b| 1e-12 * b.abs().max(1.0));
+    eprintln!("torch golden, f64: max abs diff {worst:e}");
+}
+
+#[test]
+fn torch_golden_f32_matches_real_torch_to_2e6() {
+    let worst = run_golden(TORCH_GOLDEN, DType::F32, |b| 2e-6 * b.abs().max(1.0));
+    eprintln!("torch golden, f32: max abs diff {worst:e}");
+}
+
+/// The two goldens describe the same experiment: same start, same gradients, the same cases with
+/// the same configs (torch lacks only Keras' RMSprop), and trajectories that agree.
+#[test]
+fn torch_and_numpy_goldens_cover_the_same_cases() {
+    let numpy = golden();
+    let torch: Value = serde_json::from_str(TORCH_GOLDEN).unwrap();
+    assert!(torch["_comment"].as_str().unwrap().contains("torch 2."));
+    assert_eq!(numpy["theta0"], torch["theta0"]);
+    assert_eq!(numpy["grads"], torch["grads"]);
+    let tcases = torch["optimizers"].as_array().unwrap();
+    let mut matched = 0;
+    for n in numpy["optimizers"].as_array().unwrap() {
+        let name = n["name"].as_str().unwrap();
+        let Some(t) = tcases.iter().find(|t| t["name"] == n["name"]) else {
+            assert!(name.starts_with("rmsprop_keras"), "{name} is missing from the torch golden");
+            assert_eq!(n["config"]["eps_inside_sqrt"], true, "{name}");
+            continue;
+        };
+        matched += 1;
+        assert_eq!(n["kind"], t["kind"], "{name}");
+        assert_eq!(n["config"], t["config"], "{name}");
+        let steps = |v: &Value| -> Vec<Vec<f64>> {
+            v["params_after_step"].as_array().unwrap().iter().map(f64s).collect()
+        };
+        for (a, b) in steps(n).iter().flatten().zip(steps(t).iter().flatten()) {
+            assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{name}: numpy {a} vs torch {b}");
+        }
+    }
+    assert_eq!(matched, tcases.len());
+    assert_eq!(matched, 18);
 }
 
 fn all_configs() -> Vec<(String, String, Value)> {

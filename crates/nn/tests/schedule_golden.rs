@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Learning-rate schedules against `golden/optim_reference.py` (PyTorch's documented formulas).
+//! Learning-rate schedules against `golden/optim_reference.py` (PyTorch's documented formulas)
+//! and against real `torch.optim.lr_scheduler` (`golden/optim_torch_reference.py`).
 
 use deeprecog_nn::schedule::{
     CosineAnnealingLr, ExponentialLr, LrSchedule, MultiStepLr, PlateauConfig, ReduceOnPlateau,
@@ -8,6 +9,7 @@ use deeprecog_nn::schedule::{
 use serde_json::Value;
 
 const GOLDEN: &str = include_str!("golden/optim_golden.json");
+const TORCH_GOLDEN: &str = include_str!("golden/optim_torch_golden.json");
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12 * b.abs().max(1e-300) + 1e-300
@@ -15,7 +17,35 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn schedules_match_reference() {
-    let g: Value = serde_json::from_str(GOLDEN).unwrap();
+    let worst = check_schedules(GOLDEN);
+    eprintln!("numpy golden: max abs diff {worst:e}");
+}
+
+#[test]
+fn schedules_match_real_torch() {
+    let worst = check_schedules(TORCH_GOLDEN);
+    eprintln!("torch golden: max abs diff {worst:e}");
+}
+
+/// Both goldens run the same schedules on the same metrics.
+#[test]
+fn torch_and_numpy_schedule_goldens_agree_on_the_cases() {
+    let a: Value = serde_json::from_str(GOLDEN).unwrap();
+    let b: Value = serde_json::from_str(TORCH_GOLDEN).unwrap();
+    let (a, b) = (a["schedules"].as_array().unwrap(), b["schedules"].as_array().unwrap());
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        for key in ["name", "kind", "params", "metrics"] {
+            assert_eq!(x[key], y[key], "{} {key}", x["name"]);
+        }
+        assert_eq!(x["lrs"].as_array().unwrap().len(), y["lrs"].as_array().unwrap().len());
+    }
+}
+
+/// Checks every schedule of one golden file; returns the largest `|got - reference|`.
+fn check_schedules(text: &str) -> f64 {
+    let mut worst = 0.0f64;
+    let g: Value = serde_json::from_str(text).unwrap();
     let scheds = g["schedules"].as_array().unwrap();
     assert_eq!(scheds.len(), 7);
     for s in scheds {
@@ -67,9 +97,11 @@ fn schedules_match_reference() {
         };
         assert_eq!(got.len(), expected.len(), "{name}");
         for (e, (a, b)) in got.iter().zip(&expected).enumerate() {
+            worst = worst.max((a - b).abs());
             assert!(close(*a, *b), "{name} index {e}: got {a}, reference {b}");
         }
     }
+    worst
 }
 
 #[test]
