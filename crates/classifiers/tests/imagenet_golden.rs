@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! torchvision's ImageNet MobileNetV2 weights, loaded from the `.pth` by our importer, against
-//! the independent NumPy forward pass of `tests/golden/mobilenetv2_reference.py`.
+//! the independent NumPy forward pass of `tests/golden/mobilenetv2_reference.py` and against
+//! torchvision itself (`tests/golden/mobilenetv2_torch_reference.py`: torch 2.15.0,
+//! torchvision 0.29.2, the same `.pth` and input A, logits in float32 and float64).
 //!
 //! Needs the files of `scripts/fetch-assets.sh`; without them the tests say so and pass.
 
@@ -13,6 +15,7 @@ use deeprecog_dataset::transforms::{to_chw, CenterCrop, ImageNetEval, Normalizat
 use deeprecog_dataset::Image;
 
 const REFERENCE: &str = include_str!("golden/mobilenetv2_reference.json");
+const TORCH_REFERENCE: &str = include_str!("golden/mobilenetv2_torch_reference.json");
 const WEIGHTS: &str = "mobilenet_v2-b0353104.pth";
 
 fn reference() -> serde_json::Value {
@@ -102,6 +105,55 @@ fn astronaut_logits_match_numpy_within_1e_4() {
         assert!(max_diff < tolerance, "{dtype:?}: max logit difference {max_diff:e}");
         assert_eq!(top5(&ours), top5(&expected));
     }
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f64, f64::max)
+}
+
+/// The requirement: the converted MobileNetV2 reproduces torchvision's logits on a real
+/// photo within 1e-4. Needs no PyTorch at test time: torchvision's logits are in the JSON.
+#[test]
+fn astronaut_logits_match_torchvision_within_1e_4() {
+    let torch: serde_json::Value = serde_json::from_str(TORCH_REFERENCE).unwrap();
+    let torch32 = floats(&torch["a"]["logits_float32"]);
+    let torch64 = floats(&torch["a"]["logits_float64"]);
+    assert_eq!((torch32.len(), torch64.len()), (1000, 1000));
+    // Both references saw the same weights and pixels, and agree: torchvision's float64 forward
+    // pass is the NumPy one to rounding.
+    let reference = reference();
+    for file in ["mobilenet_v2-b0353104.pth", "astronaut.png"] {
+        assert_eq!(torch["sha256"][file], reference["sha256"][file], "{file}");
+    }
+    let numpy = floats(&reference["a"]["logits"]);
+    assert!(max_abs_diff(&torch64, &numpy) < 1e-9);
+
+    let Some(assets) = assets() else { return };
+    let image = Image::open(&assets.join("astronaut.png")).unwrap();
+    let crop = CenterCrop::new(224, 224).crop(&image).unwrap();
+    let ours32 = logits(&model(&assets, DType::F32), &batch(&crop, DType::F32));
+    let ours64 = logits(&model(&assets, DType::F64), &batch(&crop, DType::F64));
+    let d32_32 = max_abs_diff(&ours32, &torch32);
+    let d32_64 = max_abs_diff(&ours32, &torch64);
+    let d64_64 = max_abs_diff(&ours64, &torch64);
+    eprintln!("F32 vs torchvision float32: max |diff| = {d32_32:.3e}");
+    eprintln!("F32 vs torchvision float64: max |diff| = {d32_64:.3e}");
+    eprintln!("F64 vs torchvision float64: max |diff| = {d64_64:.3e}");
+    assert!(d32_32 < 1e-4, "F32 vs torchvision float32: {d32_32:e}");
+    assert!(d32_64 < 1e-4, "F32 vs torchvision float64: {d32_64:e}");
+    assert!(d64_64 < 1e-9, "F64 vs torchvision float64: {d64_64:e}");
+    let top5_torch: Vec<usize> = torch["a"]["top5"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(top5(&ours32), top5_torch);
 }
 
 #[test]
