@@ -14,7 +14,8 @@
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{BatchNorm, Dropout, Linear, ModuleT, VarBuilder};
+use candle_nn::{BatchNorm, Linear, ModuleT, VarBuilder};
+use deeprecog_nn::dropout::SeededDropout;
 
 use crate::backbone::{batch_norm, Backbone};
 use crate::Task;
@@ -30,17 +31,22 @@ pub struct SeedHeadConfig {
     pub dropout: f32,
     /// The task, which fixes the number of outputs.
     pub task: Task,
+    /// Seeds the dropout masks (candle's own dropout cannot be seeded), so that a training run
+    /// repeats exactly. The weights are seeded by the `VarBuilder` (see
+    /// `deeprecog_nn::init::seeded_var_builder`).
+    pub seed: u64,
 }
 
 impl Default for SeedHeadConfig {
     /// The report's head: hidden `[512, 256, 128]`, dropout 0.5, binary, on 1280 features
-    /// (MobileNetV2's).
+    /// (MobileNetV2's), seed 0.
     fn default() -> Self {
         SeedHeadConfig {
             in_features: 1280,
             hidden: vec![512, 256, 128],
             dropout: 0.5,
             task: Task::Binary,
+            seed: 0,
         }
     }
 }
@@ -52,7 +58,7 @@ impl Default for SeedHeadConfig {
 #[derive(Debug, Clone)]
 pub struct SeedHead {
     blocks: Vec<(Linear, BatchNorm)>,
-    dropout: Dropout,
+    dropout: SeededDropout,
     out: Linear,
 }
 
@@ -71,7 +77,12 @@ impl SeedHead {
             inp = units;
         }
         let out = candle_nn::linear(inp, config.task.outputs(), vb.pp("out"))?;
-        Ok(SeedHead { blocks, dropout: Dropout::new(config.dropout), out })
+        // Keyed by the prefix so that two heads of one model draw independent masks.
+        let prefix = vb.prefix();
+        let key =
+            if prefix.is_empty() { "dropout".to_string() } else { format!("{prefix}.dropout") };
+        let dropout = SeededDropout::new(config.dropout, config.seed, &key)?;
+        Ok(SeedHead { blocks, dropout, out })
     }
 }
 
@@ -120,7 +131,8 @@ mod tests {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let task = Task::MultiLabel(vec![Attribute::Smiling, Attribute::Male]);
-        let cfg = SeedHeadConfig { in_features: 24, hidden: vec![16, 8, 4], task, dropout: 0.5 };
+        let cfg =
+            SeedHeadConfig { in_features: 24, hidden: vec![16, 8, 4], task, dropout: 0.5, seed: 0 };
         let head = SeedHead::new(&cfg, vb).unwrap();
         let names = names(&varmap);
         assert_eq!(names.len(), 3 * 6 + 2);
@@ -132,6 +144,22 @@ mod tests {
         assert_eq!(train.dims(), &[5, 2]);
         assert!(max_abs_diff(&eval, &train) > 1e-6);
         assert_all_grads(&varmap, &train.sqr().unwrap().sum_all().unwrap(), &[]);
+    }
+
+    #[test]
+    fn seeded_head_repeats_its_training_forward() {
+        // Seeded weights and seeded dropout: the same train-mode output twice over.
+        let x = Tensor::arange(0f32, 48.0, &Device::Cpu).unwrap().reshape((2, 24)).unwrap();
+        let run = |seed| {
+            let varmap = VarMap::new();
+            let vb = deeprecog_nn::init::seeded_var_builder(&varmap, 1, DType::F32, &Device::Cpu);
+            let cfg =
+                SeedHeadConfig { in_features: 24, hidden: vec![32], seed, ..Default::default() };
+            let head = SeedHead::new(&cfg, vb.pp("head")).unwrap();
+            head.forward_t(&x, true).unwrap().to_vec2::<f32>().unwrap()
+        };
+        assert_eq!(run(5), run(5));
+        assert_ne!(run(5), run(6));
     }
 
     #[test]

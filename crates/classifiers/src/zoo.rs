@@ -25,8 +25,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{ModuleT, VarBuilder, VarMap};
+use candle_nn::{ModuleT, VarMap};
 use deeprecog_dataset::transforms::Normalization;
+use deeprecog_nn::init::seeded_var_builder;
 
 use crate::backbone::{apply_freeze, has_prefix, Backbone, Freeze};
 use crate::train::{Result, TrainError};
@@ -97,10 +98,14 @@ pub struct ZooConfig {
     pub head_hidden: Vec<usize>,
     /// Dropout of the [`SeedHead`].
     pub head_dropout: f32,
+    /// Seeds the initial weights of every variable not loaded from `weights` (and the head's
+    /// dropout masks): the same config builds bit-identical initial weights on every run, which
+    /// candle's own unseedable initialisation cannot give. Set it to the training seed.
+    pub seed: u64,
 }
 
 impl ZooConfig {
-    /// Binary task, 3x128x128 input, no weights, nothing frozen, the report's head.
+    /// Binary task, 3x128x128 input, no weights, nothing frozen, the report's head, seed 0.
     pub fn new(name: ModelName) -> ZooConfig {
         ZooConfig {
             name,
@@ -110,6 +115,7 @@ impl ZooConfig {
             freeze: Freeze::None,
             head_hidden: vec![512, 256, 128],
             head_dropout: 0.5,
+            seed: 0,
         }
     }
 }
@@ -213,13 +219,14 @@ fn sorted_vars(vars: Vec<Var>, varmap: &VarMap) -> Result<Vec<Var>> {
 }
 
 /// Builds `config`'s model with its variables in `varmap` on `device` (F32), loads the weights
-/// and applies the freezing.
+/// and applies the freezing. New variables are initialised from `config.seed` (see
+/// [`deeprecog_nn::init::seeded_var_builder`]); variables already in `varmap` are kept.
 ///
 /// # Errors
 /// [`TrainError::Io`] naming the weight file when a variable is missing from it or has another
 /// shape; model-construction errors (e.g. an input too small for the scratch CNN).
 pub fn build(config: &ZooConfig, varmap: &VarMap, device: &Device) -> Result<Built> {
-    let vb = VarBuilder::from_varmap(varmap, DType::F32, device);
+    let vb = seeded_var_builder(varmap, config.seed, DType::F32, device);
     let weights = match &config.weights {
         Some(p) => Some((p.as_path(), read_weights(p, device)?)),
         None => None,
@@ -229,6 +236,7 @@ pub fn build(config: &ZooConfig, varmap: &VarMap, device: &Device) -> Result<Bui
         hidden: config.head_hidden.clone(),
         dropout: config.head_dropout,
         task: config.task.clone(),
+        seed: config.seed,
     };
     let describe = serde_json::json!({
         "model": config.name.to_string(),
@@ -236,6 +244,7 @@ pub fn build(config: &ZooConfig, varmap: &VarMap, device: &Device) -> Result<Bui
         "input": [config.input.0, config.input.1, config.input.2],
         "freeze": format!("{:?}", config.freeze),
         "head_hidden": config.head_hidden,
+        "seed": config.seed,
     });
     let imagenet = Normalization::ImageNet;
     match config.name {
@@ -288,5 +297,42 @@ pub fn build(config: &ZooConfig, varmap: &VarMap, device: &Device) -> Result<Bui
                 config: describe,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(cfg: &ZooConfig) -> Vec<(String, Vec<u32>)> {
+        let varmap = VarMap::new();
+        build(cfg, &varmap, &Device::Cpu).unwrap();
+        let data = varmap.data().lock().unwrap();
+        let mut all: Vec<(String, Vec<u32>)> = data
+            .iter()
+            .map(|(k, v)| {
+                let v = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                (k.clone(), v.into_iter().map(f32::to_bits).collect())
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn the_seed_fixes_the_initial_weights() {
+        let cfg = ZooConfig { input: (3, 32, 32), ..ZooConfig::new(ModelName::Scratch(3)) };
+        let a = weights(&ZooConfig { seed: 17, ..cfg.clone() });
+        assert!(a.iter().any(|(k, _)| k.ends_with("weight")));
+        assert_eq!(a, weights(&ZooConfig { seed: 17, ..cfg.clone() }));
+        let b = weights(&ZooConfig { seed: 18, ..cfg });
+        let names = |w: &[(String, Vec<u32>)]| w.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&a), names(&b));
+        // Every randomly initialised variable differs (BatchNorm's constants do not).
+        for ((name, wa), (_, wb)) in a.iter().zip(&b) {
+            let constant = wa.iter().all(|&x| x == wa[0]);
+            assert!(constant || wa != wb, "{name} did not change with the seed");
+        }
+        assert!(a.iter().zip(&b).any(|((_, wa), (_, wb))| wa != wb));
     }
 }

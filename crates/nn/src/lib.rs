@@ -16,7 +16,9 @@
 
 pub mod checkpoint;
 pub mod device;
+pub mod dropout;
 pub mod import;
+pub mod init;
 pub mod loss;
 pub mod optim;
 pub mod pool;
