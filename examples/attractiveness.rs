@@ -8,6 +8,9 @@
 //!     [--out DIR]
 //! cargo run --release --example attractiveness -- sweep --celeba DIR --blocks 1,2,3,4
 //!     [--attributes Attractive] [--epochs E] [--size PX] [--batch B] [--out DIR]
+//! cargo run --release --example attractiveness -- compare --celeba DIR --attributes A[,B..]
+//!     --models scratch3,mobilenetv2 [--weights mobilenetv2=FILE[,resnet50=FILE]]
+//!     [--epochs E] [--size PX] [--batch B] [--lr LR] [--split S] [--out DIR]
 //! ```
 //!
 //! `stats` prints every attribute's positive count and fraction (most balanced first), or with
@@ -21,14 +24,22 @@
 //! `sweep` trains `scratchN` for each block count on the train side, prints and writes
 //! (`sweep.json`) validation accuracy and AUC per block count, then retrains the best on
 //! train + validation and prints its test accuracy against the majority baseline.
+//!
+//! `compare` trains every model of `--models` with the same split, epochs and seed (a model
+//! named in `--weights` starts from those weights with its backbone frozen, the others from
+//! scratch), prints each one's test accuracy with a bootstrap 95% interval, the majority
+//! baseline, and every model's paired accuracy difference to the first, and writes
+//! `comparison.json` and `curves.png` (all validation curves on one chart) into `--out`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use deeprecog::classifiers::pipeline::{
-    parse_attributes, parse_blocks, run_celeba, sweep_blocks, AttributeRun, SplitChoice,
+    compare_models, parse_attributes, parse_blocks, run_celeba, sweep_blocks, AttributeRun,
+    Contender, SplitChoice,
 };
+use deeprecog::classifiers::report::AttributeReport;
 use deeprecog::classifiers::train::TrainConfig;
 use deeprecog::classifiers::zoo::{ModelName, ZooConfig};
 use deeprecog::classifiers::Freeze;
@@ -40,7 +51,74 @@ const USAGE: &str = "usage: attractiveness stats --celeba DIR [--json] [--plot F
        attractiveness train --celeba DIR --attributes A[,B..] [--model NAME] [--weights FILE]
            [--freeze N] [--epochs E] [--size PX] [--batch B] [--lr LR] [--split S] [--out DIR]
        attractiveness sweep --celeba DIR --blocks 1,2,3,4 [--attributes A] [--epochs E]
-           [--size PX] [--batch B] [--out DIR]";
+           [--size PX] [--batch B] [--out DIR]
+       attractiveness compare --celeba DIR --attributes A[,B..] --models M1,M2[,..]
+           [--weights M=FILE[,M=FILE..]] [--epochs E] [--size PX] [--batch B] [--lr LR]
+           [--split S] [--out DIR]";
+
+fn compare(args: &Args) -> Result<(), String> {
+    let known = ["celeba", "attributes", "models", "weights", "epochs", "size", "batch", "lr"];
+    let unknown = args.unknown(&[&known[..], &["split", "out"]].concat());
+    if !unknown.is_empty() {
+        return Err(format!("unknown option(s) --{}\n{USAGE}", unknown.join(", --")));
+    }
+    let root: PathBuf = args.require("celeba")?;
+    let attributes = parse_attributes(&args.require::<String>("attributes")?);
+    let attributes = attributes.map_err(|e| e.to_string())?;
+    let mut weights: Vec<(ModelName, PathBuf)> = Vec::new();
+    for pair in args.get::<String>("weights")?.iter().flat_map(|w| w.split(',')) {
+        let (name, file) =
+            pair.split_once('=').ok_or_else(|| format!("--weights {pair:?}: use MODEL=FILE"))?;
+        weights.push((name.trim().parse().map_err(|e| format!("{e}"))?, file.trim().into()));
+    }
+    let mut contenders = Vec::new();
+    for name in args.require::<String>("models")?.split(',') {
+        let name: ModelName = name.trim().parse().map_err(|e| format!("{e}"))?;
+        let file = weights.iter().find(|(n, _)| *n == name).map(|(_, f)| f.clone());
+        contenders.push(Contender::new(name, file));
+    }
+    let celeba = CelebA::open(&root, &CelebAConfig::targets(attributes.clone()))
+        .map_err(|e| e.to_string())?;
+    let out: PathBuf = args.get("out")?.unwrap_or_else(|| PathBuf::from("runs/compare"));
+    let run = AttributeRun {
+        attributes,
+        model: ZooConfig::new(ModelName::Scratch(3)),
+        train: TrainConfig {
+            epochs: args.get("epochs")?.unwrap_or(10),
+            lr: args.get("lr")?.unwrap_or(1e-3),
+            out_dir: out.clone(),
+            progress: true,
+            ..Default::default()
+        },
+        size: args.get("size")?.unwrap_or(128),
+        batch_size: args.get("batch")?.unwrap_or(32),
+        split: args.get("split")?.unwrap_or(SplitChoice::Official),
+        augment: true,
+    };
+    let device = deeprecog::nn::device::select(DeviceChoice::Auto).map_err(|e| e.to_string())?;
+    let comparison =
+        compare_models(Arc::new(celeba), &run, &contenders, &device).map_err(|e| e.to_string())?;
+    println!("split train/valid/test: {:?}", comparison.split_sizes);
+    let rows: Vec<Vec<String>> =
+        comparison.entries.iter().flat_map(|e| e.report.rows(&e.label)).collect();
+    print_table(&AttributeReport::COLUMNS, &rows);
+    println!();
+    print_table(
+        &deeprecog::classifiers::pipeline::Comparison::DIFFERENCE_COLUMNS,
+        &comparison.difference_rows(),
+    );
+    println!("outputs in {}", out.display());
+    Ok(())
+}
+
+/// A Markdown table on stdout.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    println!("| {} |", header.join(" | "));
+    println!("|{}", "---|".repeat(header.len()));
+    for r in rows {
+        println!("| {} |", r.join(" | "));
+    }
+}
 
 fn train(args: &Args) -> Result<(), String> {
     let known = ["celeba", "attributes", "model", "weights", "freeze", "epochs", "size", "batch"];
@@ -157,6 +235,7 @@ fn main() -> ExitCode {
         Some("stats") => stats(&args),
         Some("train") => train(&args),
         Some("sweep") => sweep(&args),
+        Some("compare") => compare(&args),
         _ => Err(USAGE.to_string()),
     };
     match result {

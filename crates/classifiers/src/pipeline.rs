@@ -14,6 +14,8 @@ use deeprecog_dataset::loader::Loader;
 use deeprecog_dataset::split::{self, Ratios, Splits};
 use deeprecog_dataset::transforms::{Compose, HorizontalFlip, Resize};
 use deeprecog_dataset::DatasetExt;
+use deeprecog_metrics::bootstrap::{bootstrap_indices, ConfidenceInterval};
+use deeprecog_metrics::plot::{learning_curves, LearningCurve};
 use deeprecog_nn::checkpoint;
 
 use crate::report::{attribute_report, AttributeReport};
@@ -85,6 +87,8 @@ pub struct AttributeOutcome {
     pub report: AttributeReport,
     /// The split's sizes `[train, valid, test]`.
     pub split_sizes: [usize; 3],
+    /// The test-set predictions behind `report`.
+    pub evaluation: Evaluation,
 }
 
 /// Runs `run` on `celeba` (opened with `run.attributes` as targets) on `device`.
@@ -122,6 +126,7 @@ pub fn run_celeba(
         history,
         report,
         split_sizes: [splits.train.len(), splits.valid.len(), splits.test.len()],
+        evaluation: eval,
     })
 }
 
@@ -181,7 +186,12 @@ fn fit_and_test(
         1 => Task::Binary,
         _ => Task::MultiLabel(run.attributes.clone()),
     };
-    let model_cfg = ZooConfig { task, input: (3, run.size, run.size), ..run.model.clone() };
+    let model_cfg = ZooConfig {
+        task,
+        input: (3, run.size, run.size),
+        seed: run.train.seed,
+        ..run.model.clone()
+    };
     let varmap = VarMap::new();
     let built = zoo::build(&model_cfg, &varmap, device)?;
     let cfg = TrainConfig {
@@ -263,11 +273,15 @@ impl SweepReport {
     }
 }
 
-/// Parses a comma-separated list of CelebA attribute names such as `Attractive,Male`.
+/// Parses a comma-separated list of CelebA attribute names such as `Attractive,Male`, or `all`
+/// for the 40 in file order.
 ///
 /// # Errors
 /// [`TrainError::Config`] naming the first unknown attribute.
 pub fn parse_attributes(s: &str) -> Result<Vec<Attribute>> {
+    if s.trim().eq_ignore_ascii_case("all") {
+        return Ok(Attribute::ALL.to_vec());
+    }
     s.split(',')
         .map(|a| a.trim().parse::<Attribute>().map_err(|e| TrainError::Config(e.to_string())))
         .collect()
@@ -386,4 +400,203 @@ pub fn sweep_blocks(
         .map_err(|e| TrainError::Io { path: path.clone(), reason: e.to_string() })?;
     checkpoint::write_atomically(&path, &json)?;
     Ok(report)
+}
+
+/// One model of a [`compare_models`] run.
+#[derive(Debug, Clone)]
+pub struct Contender {
+    /// The name used in tables, charts and as its output folder (after [`slug`]).
+    pub label: String,
+    /// The model, its weights and what is frozen.
+    pub model: ZooConfig,
+}
+
+impl Contender {
+    /// The report's two kinds of contender: `name` trained from scratch when `weights` is
+    /// `None`, otherwise loaded from `weights` with the whole backbone frozen and a fresh head
+    /// trained (the seed's transfer setup). Labelled e.g. `scratch3` or
+    /// `mobilenetv2 (pretrained, frozen)`.
+    pub fn new(name: ModelName, weights: Option<std::path::PathBuf>) -> Contender {
+        let label = match weights {
+            Some(_) => format!("{name} (pretrained, frozen)"),
+            None => name.to_string(),
+        };
+        let freeze = if weights.is_some() { crate::Freeze::Backbone } else { crate::Freeze::None };
+        Contender { label, model: ZooConfig { weights, freeze, ..ZooConfig::new(name) } }
+    }
+}
+
+/// The accuracy difference of two models on the same test images, bootstrapped in pairs (each
+/// resample draws images, and both models are scored on the same draw).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairedDifference {
+    /// The attribute.
+    pub attribute: String,
+    /// The contender measured.
+    pub model: String,
+    /// The contender it is measured against (the first one).
+    pub reference: String,
+    /// `accuracy(model) - accuracy(reference)` with its 95% interval: `lower > 0` means the
+    /// model is better beyond test-set noise.
+    pub accuracy_difference: ConfidenceInterval,
+}
+
+/// One trained contender of a [`Comparison`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ComparisonEntry {
+    /// The contender's label.
+    pub label: String,
+    /// Wall-clock training + evaluation time in seconds.
+    pub seconds: f64,
+    /// Its test report (best validation epoch).
+    pub report: AttributeReport,
+    /// Its per-epoch history.
+    pub history: History,
+}
+
+/// What [`compare_models`] returns (also written to `out_dir/comparison.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// One entry per contender, in the order given.
+    pub entries: Vec<ComparisonEntry>,
+    /// Every later contender against the first, per attribute.
+    pub differences: Vec<PairedDifference>,
+    /// The split's sizes `[train, valid, test]`.
+    pub split_sizes: [usize; 3],
+}
+
+impl Comparison {
+    /// The column names of [`Comparison::difference_rows`].
+    pub const DIFFERENCE_COLUMNS: [&'static str; 4] =
+        ["model", "against", "attribute", "accuracy difference (95% CI)"];
+
+    /// One row per paired difference (columns [`Comparison::DIFFERENCE_COLUMNS`]).
+    pub fn difference_rows(&self) -> Vec<Vec<String>> {
+        self.differences
+            .iter()
+            .map(|d| {
+                let ci = &d.accuracy_difference;
+                vec![
+                    d.model.clone(),
+                    d.reference.clone(),
+                    d.attribute.clone(),
+                    format!("{:+.3} ({:+.3} to {:+.3})", ci.estimate, ci.lower, ci.upper),
+                ]
+            })
+            .collect()
+    }
+}
+
+/// A label as a folder name: lower case, runs of anything but letters and digits as one `-`.
+pub fn slug(label: &str) -> String {
+    let mut out = String::with_capacity(label.len());
+    for c in label.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let trimmed = out.trim_matches('-');
+    if trimmed.is_empty() {
+        "model".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// The report's comparison (e.g. scratch CNN vs frozen ImageNet backbone): trains every
+/// contender with the same split, epochs, size and seed as `run` (whose own `model` is
+/// ignored), each into `out_dir/<slug of its label>` (resuming like [`run_celeba`]), tests each
+/// at its best validation epoch, bootstraps every contender's accuracy difference to the first
+/// on the same test images, and writes `comparison.json` and `curves.png` (validation accuracy
+/// and loss of all contenders on one chart) into `out_dir`.
+///
+/// # Errors
+/// [`TrainError::Config`] without contenders or with two labels sharing a folder; the errors
+/// of [`run_celeba`]; plotting and I/O errors.
+pub fn compare_models(
+    celeba: Arc<CelebA>,
+    run: &AttributeRun,
+    contenders: &[Contender],
+    device: &Device,
+) -> Result<Comparison> {
+    if contenders.is_empty() {
+        return Err(TrainError::Config("no models to compare".into()));
+    }
+    let folders: Vec<String> = contenders.iter().map(|c| slug(&c.label)).collect();
+    for (i, f) in folders.iter().enumerate() {
+        if folders[..i].contains(f) {
+            return Err(TrainError::Config(format!(
+                "two contenders would share the folder {f:?}: give them distinct labels"
+            )));
+        }
+    }
+    let mut entries = Vec::with_capacity(contenders.len());
+    let mut evaluations = Vec::with_capacity(contenders.len());
+    let mut split_sizes = [0; 3];
+    for (contender, folder) in contenders.iter().zip(&folders) {
+        let started = std::time::Instant::now();
+        let one = AttributeRun {
+            model: contender.model.clone(),
+            train: TrainConfig { out_dir: run.train.out_dir.join(folder), ..run.train.clone() },
+            ..run.clone()
+        };
+        let outcome = run_celeba(Arc::clone(&celeba), &one, device)?;
+        split_sizes = outcome.split_sizes;
+        evaluations.push(outcome.evaluation);
+        entries.push(ComparisonEntry {
+            label: contender.label.clone(),
+            seconds: started.elapsed().as_secs_f64(),
+            report: outcome.report,
+            history: outcome.history,
+        });
+    }
+    let mut differences = Vec::new();
+    if let Some((reference, others)) = evaluations.split_first() {
+        for (entry, eval) in entries.iter().skip(1).zip(others) {
+            if eval.ids != reference.ids {
+                return Err(TrainError::Config(format!(
+                    "{} and {} were tested on different images",
+                    entries[0].label, entry.label
+                )));
+            }
+            for (k, attribute) in run.attributes.iter().enumerate() {
+                let (labels, ref_scores) = reference.column(k);
+                let (_, scores) = eval.column(k);
+                let correct = |s: &[f64]| -> Vec<f64> {
+                    s.iter()
+                        .zip(&labels)
+                        .map(|(p, y)| f64::from(u8::from((*p >= 0.5) == *y)))
+                        .collect()
+                };
+                let (a, b) = (correct(&scores), correct(&ref_scores));
+                let accuracy_difference =
+                    bootstrap_indices(labels.len(), crate::report::REPORT_BOOTSTRAP, |idx| {
+                        let sum: f64 = idx.iter().map(|&i| a[i] - b[i]).sum();
+                        Ok(sum / idx.len() as f64)
+                    })?;
+                differences.push(PairedDifference {
+                    attribute: attribute.name().to_string(),
+                    model: entry.label.clone(),
+                    reference: entries[0].label.clone(),
+                    accuracy_difference,
+                });
+            }
+        }
+    }
+    let curves: Vec<LearningCurve> =
+        entries.iter().map(|e| e.history.curves(&e.label)[1].clone()).collect();
+    let title = format!("Validation, {}", attribute_names(&run.attributes));
+    learning_curves(&run.train.out_dir.join("curves.png"), &curves, &title)?;
+    let comparison = Comparison { entries, differences, split_sizes };
+    let path = run.train.out_dir.join("comparison.json");
+    let json = serde_json::to_vec_pretty(&comparison)
+        .map_err(|e| TrainError::Io { path: path.clone(), reason: e.to_string() })?;
+    checkpoint::write_atomically(&path, &json)?;
+    Ok(comparison)
+}
+
+fn attribute_names(attributes: &[Attribute]) -> String {
+    attributes.iter().map(|a| a.name()).collect::<Vec<_>>().join(" + ")
 }

@@ -3,6 +3,7 @@
 
 use deeprecog_attributes::Attribute;
 use deeprecog_metrics::binary::{accuracy, majority_baseline_accuracy, roc_auc};
+use deeprecog_metrics::bootstrap::{bootstrap_ci, BootstrapConfig, ConfidenceInterval};
 use deeprecog_metrics::multilabel::MultiLabelReport;
 use deeprecog_metrics::subgroup::{subgroup_breakdown, SubgroupReport};
 use serde::Serialize;
@@ -18,6 +19,11 @@ pub struct AttributeResult {
     pub accuracy: f64,
     /// Accuracy of always predicting the test set's majority class.
     pub majority_baseline: f64,
+    /// Bootstrap 95% interval of the accuracy (1000 resamples of the test set, seed 0).
+    pub accuracy_ci: ConfidenceInterval,
+    /// Bootstrap 95% interval of accuracy minus the majority baseline, both computed on the
+    /// same resample: the model beats the baseline beyond test-set noise when `lower > 0`.
+    pub margin_over_majority_ci: ConfidenceInterval,
     /// ROC-AUC; `None` when the test set holds one class.
     pub roc_auc: Option<f64>,
     /// Accuracy per subgroup (e.g. Male vs not), when groups were given.
@@ -40,6 +46,10 @@ pub struct AttributeReport {
     /// Name of the subgroup split (e.g. `"Male"`), when given.
     pub subgroup_by: Option<String>,
 }
+
+/// The resampling behind the report's intervals: fixed, so a report is reproducible.
+pub(crate) const REPORT_BOOTSTRAP: BootstrapConfig =
+    BootstrapConfig { resamples: 1000, confidence: 0.95, seed: 0 };
 
 fn defined(r: deeprecog_metrics::Result<f64>) -> Result<Option<f64>> {
     match r {
@@ -85,10 +95,16 @@ pub fn attribute_report(
             }
             None => None,
         };
+        let margin =
+            |y: &[bool], s: &[f64]| Ok(accuracy(y, s, 0.5)? - majority_baseline_accuracy(y)?);
         results.push(AttributeResult {
             attribute: attribute.name().to_string(),
             accuracy: accuracy(&labels, &scores, 0.5)?,
             majority_baseline: majority_baseline_accuracy(&labels)?,
+            accuracy_ci: bootstrap_ci(&labels, &scores, REPORT_BOOTSTRAP, |y, s| {
+                accuracy(y, s, 0.5)
+            })?,
+            margin_over_majority_ci: bootstrap_ci(&labels, &scores, REPORT_BOOTSTRAP, margin)?,
             roc_auc: defined(roc_auc(&labels, &scores))?,
             subgroups,
         });
@@ -104,8 +120,19 @@ pub fn attribute_report(
 }
 
 impl AttributeReport {
-    /// One table row per attribute: `[model, attribute, accuracy, majority baseline, ROC-AUC]`,
-    /// formatted to three decimals.
+    /// The column names of [`AttributeReport::rows`].
+    pub const COLUMNS: [&'static str; 7] = [
+        "model",
+        "attribute",
+        "test accuracy",
+        "95% CI",
+        "majority baseline",
+        "margin over majority (95% CI)",
+        "ROC-AUC",
+    ];
+
+    /// One table row per attribute (columns [`AttributeReport::COLUMNS`]), formatted to three
+    /// decimals.
     pub fn rows(&self, model: &str) -> Vec<Vec<String>> {
         self.attributes
             .iter()
@@ -114,7 +141,14 @@ impl AttributeReport {
                     model.to_string(),
                     a.attribute.clone(),
                     format!("{:.3}", a.accuracy),
+                    format!("{:.3} to {:.3}", a.accuracy_ci.lower, a.accuracy_ci.upper),
                     format!("{:.3}", a.majority_baseline),
+                    format!(
+                        "{:+.3} ({:+.3} to {:+.3})",
+                        a.margin_over_majority_ci.estimate,
+                        a.margin_over_majority_ci.lower,
+                        a.margin_over_majority_ci.upper
+                    ),
                     a.roc_auc.map_or("n/a".into(), |v| format!("{v:.3}")),
                 ]
             })

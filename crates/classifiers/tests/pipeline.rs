@@ -8,7 +8,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{ModuleT, VarMap};
 use deeprecog_attributes::Attribute;
 use deeprecog_classifiers::pipeline::{
-    parse_blocks, run_celeba, sweep_blocks, AttributeRun, SplitChoice,
+    compare_models, parse_attributes, parse_blocks, run_celeba, slug, sweep_blocks, AttributeRun,
+    Contender, SplitChoice,
 };
 use deeprecog_classifiers::train::{TrainConfig, TrainError};
 use deeprecog_classifiers::zoo::{self, ModelName, ZooConfig};
@@ -116,17 +117,17 @@ fn celeba_fixture_end_to_end() {
         augment: true,
     };
     let outcome = run_celeba(Arc::new(celeba), &run, &Device::Cpu).unwrap();
-    assert_eq!(outcome.split_sizes, [300, 100, 100]);
+    assert_eq!(outcome.split_sizes, [600, 200, 200]);
     assert_eq!(outcome.history.epochs.len(), 1);
     let report = &outcome.report;
-    assert_eq!(report.n, 100);
+    assert_eq!(report.n, 200);
     assert_eq!(report.attributes.len(), 2);
     assert_eq!(report.attributes[1].attribute, "Male");
     let groups = report.attributes[0].subgroups.as_ref().unwrap();
     assert_eq!(groups.groups.len(), 2);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
-    assert_eq!(json["n"], 100);
+    assert_eq!(json["n"], 200);
     assert!(out.path().join("best/model.safetensors").is_file());
 }
 
@@ -168,9 +169,9 @@ fn block_sweep_on_the_fixture() {
     let best = report.rows.iter().find(|r| r.blocks == report.best_blocks).unwrap();
     assert_eq!(best.val_accuracy, Some(max));
     assert_eq!(report.final_epochs, 1);
-    assert_eq!(report.split_sizes, [300, 100, 100]);
+    assert_eq!(report.split_sizes, [600, 200, 200]);
     let test = &report.test.attributes[0];
-    assert_eq!(report.test.n, 100);
+    assert_eq!(report.test.n, 200);
     assert!((0.0..=1.0).contains(&test.accuracy) && (0.5..=1.0).contains(&test.majority_baseline));
     let table = report.table();
     assert!(table.contains("| blocks | validation accuracy | validation AUC |"), "{table}");
@@ -181,4 +182,114 @@ fn block_sweep_on_the_fixture() {
     assert_eq!(json["best_blocks"], report.best_blocks);
     assert!(out.path().join("blocks1/history.json").is_file());
     assert!(out.path().join("final/last/model.safetensors").is_file());
+}
+
+#[test]
+fn comparison_on_the_fixture_pairs_the_test_images() {
+    let attributes = vec![Attribute::Attractive, Attribute::Male];
+    let celeba = Arc::new(
+        CelebA::open(
+            root().join("data-fixtures/celeba"),
+            &CelebAConfig::targets(attributes.clone()),
+        )
+        .unwrap(),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let run = AttributeRun {
+        attributes,
+        model: ZooConfig::new(ModelName::Scratch(3)),
+        train: TrainConfig { epochs: 1, out_dir: out.path().to_path_buf(), ..Default::default() },
+        size: 16,
+        batch_size: 64,
+        split: SplitChoice::Official,
+        augment: false,
+    };
+    let contenders =
+        [Contender::new(ModelName::Scratch(1), None), Contender::new(ModelName::Scratch(2), None)];
+    let cmp = compare_models(Arc::clone(&celeba), &run, &contenders, &Device::Cpu).unwrap();
+    assert_eq!(cmp.entries.len(), 2);
+    assert_eq!(cmp.entries[1].label, "scratch2");
+    assert_eq!(cmp.split_sizes[2], cmp.entries[0].report.n);
+    // One paired difference per attribute, against the first contender.
+    assert_eq!(cmp.differences.len(), 2);
+    for (d, attribute) in cmp.differences.iter().zip(["Attractive", "Male"]) {
+        assert_eq!((d.model.as_str(), d.reference.as_str()), ("scratch2", "scratch1"));
+        assert_eq!(d.attribute, attribute);
+        let a = |i: usize| {
+            cmp.entries[i].report.attributes.iter().find(|r| r.attribute == attribute).unwrap()
+        };
+        let ci = d.accuracy_difference;
+        assert!((ci.estimate - (a(1).accuracy - a(0).accuracy)).abs() < 1e-12, "{d:?}");
+        assert!(ci.lower <= ci.estimate && ci.estimate <= ci.upper, "{d:?}");
+        // Each accuracy's own interval and the margin over the majority class are consistent.
+        let r = a(0);
+        assert!(r.accuracy_ci.lower <= r.accuracy && r.accuracy <= r.accuracy_ci.upper);
+        let margin = r.margin_over_majority_ci.estimate;
+        assert!((margin - (r.accuracy - r.majority_baseline)).abs() < 1e-12);
+    }
+    for file in ["comparison.json", "curves.png", "scratch1/report.json", "scratch2/history.json"] {
+        assert!(out.path().join(file).is_file(), "{file}");
+    }
+    assert_eq!(cmp.difference_rows().len(), 2);
+
+    // Labels must give distinct folders; an empty list is an error.
+    let twins = [
+        Contender { label: "A b".into(), ..Contender::new(ModelName::Scratch(1), None) },
+        Contender { label: "a-B".into(), ..Contender::new(ModelName::Scratch(1), None) },
+    ];
+    assert!(matches!(
+        compare_models(Arc::clone(&celeba), &run, &twins, &Device::Cpu),
+        Err(TrainError::Config(_))
+    ));
+    assert!(compare_models(celeba, &run, &[], &Device::Cpu).is_err());
+}
+
+#[test]
+fn labels_become_folder_names_and_all_means_forty() {
+    assert_eq!(slug("mobilenetv2 (pretrained, frozen)"), "mobilenetv2-pretrained-frozen");
+    assert_eq!(slug("  "), "model");
+    let pretrained = Contender::new(ModelName::MobileNetV2, Some("w.pth".into()));
+    assert_eq!(pretrained.model.freeze, Freeze::Backbone);
+    assert_eq!(Contender::new(ModelName::Scratch(3), None).model.freeze, Freeze::None);
+    assert_eq!(parse_attributes("all").unwrap().len(), 40);
+    assert_eq!(parse_attributes("Male, Smiling").unwrap(), [Attribute::Male, Attribute::Smiling]);
+    assert!(parse_attributes("Male,Handsome").is_err());
+}
+
+#[test]
+fn the_same_seed_repeats_a_run_exactly() {
+    let attributes = vec![Attribute::Male];
+    let celeba = Arc::new(
+        CelebA::open(
+            root().join("data-fixtures/celeba"),
+            &CelebAConfig::targets(attributes.clone()),
+        )
+        .unwrap(),
+    );
+    let run_with = |seed: u64| {
+        let out = tempfile::tempdir().unwrap();
+        let run = AttributeRun {
+            attributes: attributes.clone(),
+            model: ZooConfig::new(ModelName::Scratch(1)),
+            train: TrainConfig {
+                epochs: 1,
+                seed,
+                out_dir: out.path().to_path_buf(),
+                ..Default::default()
+            },
+            size: 16,
+            batch_size: 64,
+            split: SplitChoice::Official,
+            augment: true,
+        };
+        let outcome = run_celeba(Arc::clone(&celeba), &run, &Device::Cpu).unwrap();
+        (outcome.history.epochs[0].train_loss, outcome.evaluation.scores)
+    };
+    // Initial weights, shuffling and augmentation all follow the seed.
+    let (loss_a, scores_a) = run_with(7);
+    let (loss_b, scores_b) = run_with(7);
+    assert_eq!(loss_a.to_bits(), loss_b.to_bits());
+    assert_eq!(scores_a, scores_b);
+    let (loss_c, _) = run_with(8);
+    assert_ne!(loss_a.to_bits(), loss_c.to_bits());
 }

@@ -688,29 +688,42 @@ impl Plan {
         s
     }
 
-    /// The hidden rule behind `Attractive`: a logistic function of visible features plus the
-    /// identity's unexplained charm. The Bernoulli draw on top is the annotator disagreement
-    /// that keeps the label from being perfectly learnable.
+    /// The hidden rule behind `Attractive`: a logistic function of the labelled features
+    /// ([`attractive_score_from_labels`]) plus the identity's symmetry and skin clarity (drawn,
+    /// but subtle) and an unexplained charm. The Bernoulli draw on top is the annotator
+    /// disagreement that keeps the label from being perfectly learnable.
     pub fn attractive_probability(&self, s: AttributeSet) -> f32 {
-        let f = |a: A| if s.contains(a) { 1.0 } else { 0.0 };
-        let z = 1.1 * f(A::Young)
-            + 0.8 * (1.0 - f(A::Male))
-            + 0.6 * f(A::HeavyMakeup)
-            + 0.45 * f(A::Smiling)
-            - 0.8 * f(A::Eyeglasses)
-            - 0.9 * f(A::Chubby)
-            - 0.5 * f(A::DoubleChin)
-            - 0.45 * f(A::BagsUnderEyes)
-            - 0.5 * f(A::BigNose)
-            - 0.6 * f(A::Bald)
-            - 0.9 * f(A::Blurry)
-            - 0.3 * f(A::GrayHair)
-            + 0.3 * f(A::OvalFace)
-            + 0.25 * f(A::WavyHair)
-            + 1.6 * (self.id.symmetry - 0.5)
-            + 1.4 * (self.id.clarity - 0.5)
-            + 0.35 * self.id.charm
-            - 1.5;
-        sigmoid(2.0 * z)
+        let z = attractive_score_from_labels(s)
+            + ATTRACTIVE_SYMMETRY * (self.id.symmetry - 0.5)
+            + ATTRACTIVE_CLARITY * (self.id.clarity - 0.5)
+            + ATTRACTIVE_CHARM * self.id.charm;
+        sigmoid(ATTRACTIVE_SLOPE * z)
     }
+}
+
+/// Steepness of the `Attractive` logistic: how often annotators agree with the rule.
+const ATTRACTIVE_SLOPE: f32 = 2.5;
+/// Weight of the identity's symmetry (uniform in 0..1) in the `Attractive` rule.
+const ATTRACTIVE_SYMMETRY: f32 = 1.0;
+/// Weight of the identity's skin clarity (uniform in 0..1) in the `Attractive` rule.
+const ATTRACTIVE_CLARITY: f32 = 0.8;
+/// Weight of the identity's charm (standard normal, invisible) in the `Attractive` rule.
+const ATTRACTIVE_CHARM: f32 = 0.25;
+
+/// The part of the `Attractive` rule that the other 39 labels explain (its offset centres the
+/// whole rule so that about half the faces are attractive).
+pub(crate) fn attractive_score_from_labels(s: AttributeSet) -> f32 {
+    let f = |a: A| if s.contains(a) { 1.0 } else { 0.0 };
+    1.0 * f(A::Young) + 0.9 * (1.0 - f(A::Male)) + 0.8 * f(A::HeavyMakeup) + 0.45 * f(A::Smiling)
+        - 0.8 * f(A::Eyeglasses)
+        - 0.9 * f(A::Chubby)
+        - 0.5 * f(A::DoubleChin)
+        - 0.45 * f(A::BagsUnderEyes)
+        - 0.5 * f(A::BigNose)
+        - 0.6 * f(A::Bald)
+        - 0.9 * f(A::Blurry)
+        - 0.3 * f(A::GrayHair)
+        + 0.3 * f(A::OvalFace)
+        + 0.25 * f(A::WavyHair)
+        - 1.5
 }
