@@ -7,7 +7,8 @@
 //!     [--freeze N] [--epochs E] [--size PX] [--batch B] [--lr LR] [--split official|60/20/20]
 //!     [--out DIR]
 //! cargo run --release --example attractiveness -- sweep --celeba DIR --blocks 1,2,3,4
-//!     [--attributes Attractive] [--epochs E] [--size PX] [--batch B] [--out DIR]
+//!     [--attributes Attractive] [--epochs E] [--size PX] [--batch B] [--lr LR] [--split S]
+//!     [--out DIR]
 //! cargo run --release --example attractiveness -- compare --celeba DIR --attributes A[,B..]
 //!     --models scratch3,mobilenetv2 [--weights mobilenetv2=FILE[,resnet50=FILE]]
 //!     [--epochs E] [--size PX] [--batch B] [--lr LR] [--split S] [--out DIR]
@@ -35,6 +36,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use deeprecog::attributes::Attribute;
 use deeprecog::classifiers::pipeline::{
     compare_models, parse_attributes, parse_blocks, run_celeba, sweep_blocks, AttributeRun,
     Contender, SplitChoice,
@@ -51,10 +53,35 @@ const USAGE: &str = "usage: attractiveness stats --celeba DIR [--json] [--plot F
        attractiveness train --celeba DIR --attributes A[,B..] [--model NAME] [--weights FILE]
            [--freeze N] [--epochs E] [--size PX] [--batch B] [--lr LR] [--split S] [--out DIR]
        attractiveness sweep --celeba DIR --blocks 1,2,3,4 [--attributes A] [--epochs E]
-           [--size PX] [--batch B] [--out DIR]
+           [--size PX] [--batch B] [--lr LR] [--split S] [--out DIR]
        attractiveness compare --celeba DIR --attributes A[,B..] --models M1,M2[,..]
            [--weights M=FILE[,M=FILE..]] [--epochs E] [--size PX] [--batch B] [--lr LR]
            [--split S] [--out DIR]";
+
+/// The settings `train`, `sweep` and `compare` share: `--epochs` (10), `--lr` (1e-3), `--size`
+/// (128), `--batch` (32), `--split` (official) and `--out`, with flips on the training side.
+fn run_settings(
+    args: &Args,
+    attributes: Vec<Attribute>,
+    model: ZooConfig,
+    default_out: &str,
+) -> Result<AttributeRun, String> {
+    Ok(AttributeRun {
+        attributes,
+        model,
+        train: TrainConfig {
+            epochs: args.get("epochs")?.unwrap_or(10),
+            lr: args.get("lr")?.unwrap_or(1e-3),
+            out_dir: args.get("out")?.unwrap_or_else(|| PathBuf::from(default_out)),
+            progress: true,
+            ..Default::default()
+        },
+        size: args.get("size")?.unwrap_or(128),
+        batch_size: args.get("batch")?.unwrap_or(32),
+        split: args.get("split")?.unwrap_or(SplitChoice::Official),
+        augment: true,
+    })
+}
 
 fn compare(args: &Args) -> Result<(), String> {
     let known = ["celeba", "attributes", "models", "weights", "epochs", "size", "batch", "lr"];
@@ -79,22 +106,9 @@ fn compare(args: &Args) -> Result<(), String> {
     }
     let celeba = CelebA::open(&root, &CelebAConfig::targets(attributes.clone()))
         .map_err(|e| e.to_string())?;
-    let out: PathBuf = args.get("out")?.unwrap_or_else(|| PathBuf::from("runs/compare"));
-    let run = AttributeRun {
-        attributes,
-        model: ZooConfig::new(ModelName::Scratch(3)),
-        train: TrainConfig {
-            epochs: args.get("epochs")?.unwrap_or(10),
-            lr: args.get("lr")?.unwrap_or(1e-3),
-            out_dir: out.clone(),
-            progress: true,
-            ..Default::default()
-        },
-        size: args.get("size")?.unwrap_or(128),
-        batch_size: args.get("batch")?.unwrap_or(32),
-        split: args.get("split")?.unwrap_or(SplitChoice::Official),
-        augment: true,
-    };
+    let run =
+        run_settings(args, attributes, ZooConfig::new(ModelName::Scratch(3)), "runs/compare")?;
+    let out = run.train.out_dir.clone();
     let device = deeprecog::nn::device::select(DeviceChoice::Auto).map_err(|e| e.to_string())?;
     let comparison =
         compare_models(Arc::new(celeba), &run, &contenders, &device).map_err(|e| e.to_string())?;
@@ -134,22 +148,8 @@ fn train(args: &Args) -> Result<(), String> {
     let mut model = ZooConfig::new(args.get("model")?.unwrap_or(ModelName::Scratch(3)));
     model.weights = args.get("weights")?;
     model.freeze = args.get::<usize>("freeze")?.map_or(Freeze::None, Freeze::FirstLayers);
-    let out: PathBuf = args.get("out")?.unwrap_or_else(|| PathBuf::from("runs/attractiveness"));
-    let run = AttributeRun {
-        attributes,
-        model,
-        train: TrainConfig {
-            epochs: args.get("epochs")?.unwrap_or(10),
-            lr: args.get("lr")?.unwrap_or(1e-3),
-            out_dir: out.clone(),
-            progress: true,
-            ..Default::default()
-        },
-        size: args.get("size")?.unwrap_or(128),
-        batch_size: args.get("batch")?.unwrap_or(32),
-        split: args.get("split")?.unwrap_or(SplitChoice::Official),
-        augment: true,
-    };
+    let run = run_settings(args, attributes, model, "runs/attractiveness")?;
+    let out = run.train.out_dir.clone();
     let device = deeprecog::nn::device::select(DeviceChoice::Auto).map_err(|e| e.to_string())?;
     let outcome = run_celeba(Arc::new(celeba), &run, &device).map_err(|e| e.to_string())?;
     let r = &outcome.report;
@@ -167,8 +167,8 @@ fn train(args: &Args) -> Result<(), String> {
 }
 
 fn sweep(args: &Args) -> Result<(), String> {
-    let known = ["celeba", "blocks", "attributes", "epochs", "size", "batch", "out"];
-    let unknown = args.unknown(&known);
+    let known = ["celeba", "blocks", "attributes", "epochs", "size", "batch", "lr", "split"];
+    let unknown = args.unknown(&[&known[..], &["out"]].concat());
     if !unknown.is_empty() {
         return Err(format!("unknown option(s) --{}\n{USAGE}", unknown.join(", --")));
     }
@@ -178,21 +178,8 @@ fn sweep(args: &Args) -> Result<(), String> {
     let attributes = parse_attributes(&names).map_err(|e| e.to_string())?;
     let celeba = CelebA::open(&root, &CelebAConfig::targets(attributes.clone()))
         .map_err(|e| e.to_string())?;
-    let out: PathBuf = args.get("out")?.unwrap_or_else(|| PathBuf::from("runs/sweep"));
-    let run = AttributeRun {
-        attributes,
-        model: ZooConfig::new(ModelName::Scratch(3)),
-        train: TrainConfig {
-            epochs: args.get("epochs")?.unwrap_or(10),
-            out_dir: out.clone(),
-            progress: true,
-            ..Default::default()
-        },
-        size: args.get("size")?.unwrap_or(128),
-        batch_size: args.get("batch")?.unwrap_or(32),
-        split: SplitChoice::Official,
-        augment: true,
-    };
+    let run = run_settings(args, attributes, ZooConfig::new(ModelName::Scratch(3)), "runs/sweep")?;
+    let out = run.train.out_dir.clone();
     let device = deeprecog::nn::device::select(DeviceChoice::Auto).map_err(|e| e.to_string())?;
     let report =
         sweep_blocks(Arc::new(celeba), &run, &blocks, &device).map_err(|e| e.to_string())?;

@@ -2,53 +2,18 @@
 //! Weight import against golden files written by `golden/make_torch_like.py` (PyTorch's layouts
 //! emulated with pickle/zipfile/numpy), corrupt inputs, and the real MobileNetV2 asset.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use candle_core::Device;
 use deeprecog_nn::import::{
     convert, load_safetensors, read_pytorch, read_pytorch_bytes, CheckpointFormat, ImportError,
-    ImportedTensor, TorchDType,
 };
 use deeprecog_nn::Error;
 use serde_json::Value;
 
-fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
-}
-
-fn values(t: &ImportedTensor) -> Vec<f64> {
-    let c = |n: usize| t.data.chunks_exact(n);
-    match t.dtype {
-        TorchDType::F64 => c(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
-        TorchDType::F32 => c(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-        TorchDType::F16 => {
-            c(2).map(|b| half::f16::from_le_bytes(b.try_into().unwrap()).to_f64()).collect()
-        }
-        TorchDType::BF16 => {
-            c(2).map(|b| half::bf16::from_le_bytes(b.try_into().unwrap()).to_f64()).collect()
-        }
-        TorchDType::I64 => c(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-        TorchDType::I32 => c(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-        TorchDType::I16 => c(2).map(|b| i16::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-        TorchDType::I8 => t.data.iter().map(|&b| b as i8 as f64).collect(),
-        TorchDType::U8 | TorchDType::Bool => t.data.iter().map(|&b| b as f64).collect(),
-    }
-}
-
-fn dtype_name(d: TorchDType) -> &'static str {
-    match d {
-        TorchDType::F64 => "f64",
-        TorchDType::F32 => "f32",
-        TorchDType::F16 => "f16",
-        TorchDType::BF16 => "bf16",
-        TorchDType::I64 => "i64",
-        TorchDType::I32 => "i32",
-        TorchDType::I16 => "i16",
-        TorchDType::I8 => "i8",
-        TorchDType::U8 => "u8",
-        TorchDType::Bool => "bool",
-    }
-}
+use common::{dtype_name, golden, values};
 
 #[test]
 fn golden_files_match_the_python_emulation() {

@@ -4,14 +4,15 @@
 //! a `torch.jit.save` archive). Every tensor must come out with torch's name, dtype, shape and
 //! exactly torch's bytes.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use candle_core::{DType, Device};
 use deeprecog_nn::import::{
-    convert, load_pytorch, read_pytorch, read_pytorch_bytes, CheckpointFormat, ImportedTensor,
-    TorchDType,
+    convert, load_pytorch, read_pytorch, read_pytorch_bytes, CheckpointFormat, TorchDType,
 };
 use serde_json::Value;
+
+use common::{dtype_name, golden, values};
 
 const FILES: [&str; 5] = [
     "torch_zip.pth",
@@ -21,10 +22,6 @@ const FILES: [&str; 5] = [
     "torch_script.pt",
 ];
 
-fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
-}
-
 fn expected() -> Value {
     serde_json::from_str(&std::fs::read_to_string(golden("torch_expected.json")).unwrap()).unwrap()
 }
@@ -32,41 +29,6 @@ fn expected() -> Value {
 fn unhex(s: &str) -> Vec<u8> {
     assert!(s.len().is_multiple_of(2));
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
-fn dtype_name(d: TorchDType) -> &'static str {
-    match d {
-        TorchDType::F64 => "f64",
-        TorchDType::F32 => "f32",
-        TorchDType::F16 => "f16",
-        TorchDType::BF16 => "bf16",
-        TorchDType::I64 => "i64",
-        TorchDType::I32 => "i32",
-        TorchDType::I16 => "i16",
-        TorchDType::I8 => "i8",
-        TorchDType::U8 => "u8",
-        TorchDType::Bool => "bool",
-    }
-}
-
-/// Decodes the importer's bytes independently of the hex golden.
-fn values(t: &ImportedTensor) -> Vec<f64> {
-    let c = |n: usize| t.data.chunks_exact(n);
-    match t.dtype {
-        TorchDType::F64 => c(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
-        TorchDType::F32 => c(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-        TorchDType::F16 => {
-            c(2).map(|b| half::f16::from_le_bytes(b.try_into().unwrap()).to_f64()).collect()
-        }
-        TorchDType::BF16 => {
-            c(2).map(|b| half::bf16::from_le_bytes(b.try_into().unwrap()).to_f64()).collect()
-        }
-        TorchDType::I64 => c(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-        TorchDType::I32 => c(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-        TorchDType::I16 => c(2).map(|b| i16::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-        TorchDType::I8 => t.data.iter().map(|&b| b as i8 as f64).collect(),
-        TorchDType::U8 | TorchDType::Bool => t.data.iter().map(|&b| b as f64).collect(),
-    }
 }
 
 fn format_name(f: CheckpointFormat) -> &'static str {

@@ -1,0 +1,48 @@
+#![allow(dead_code)]
+//! Helpers shared by the importer's tests: where the goldens live and an independent decoding
+//! of the bytes the importer returns.
+
+use std::path::{Path, PathBuf};
+
+use deeprecog_nn::import::{ImportedTensor, TorchDType};
+
+/// A file of `tests/golden/`.
+pub fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
+}
+
+/// The tensor's little-endian bytes as numbers, decoded here rather than by the importer.
+pub fn values(t: &ImportedTensor) -> Vec<f64> {
+    let c = |n: usize| t.data.chunks_exact(n);
+    match t.dtype {
+        TorchDType::F64 => c(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+        TorchDType::F32 => c(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+        TorchDType::F16 => {
+            c(2).map(|b| half::f16::from_le_bytes(b.try_into().unwrap()).to_f64()).collect()
+        }
+        TorchDType::BF16 => {
+            c(2).map(|b| half::bf16::from_le_bytes(b.try_into().unwrap()).to_f64()).collect()
+        }
+        TorchDType::I64 => c(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+        TorchDType::I32 => c(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+        TorchDType::I16 => c(2).map(|b| i16::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+        TorchDType::I8 => t.data.iter().map(|&b| b as i8 as f64).collect(),
+        TorchDType::U8 | TorchDType::Bool => t.data.iter().map(|&b| b as f64).collect(),
+    }
+}
+
+/// The dtype as the goldens spell it.
+pub fn dtype_name(d: TorchDType) -> &'static str {
+    match d {
+        TorchDType::F64 => "f64",
+        TorchDType::F32 => "f32",
+        TorchDType::F16 => "f16",
+        TorchDType::BF16 => "bf16",
+        TorchDType::I64 => "i64",
+        TorchDType::I32 => "i32",
+        TorchDType::I16 => "i16",
+        TorchDType::I8 => "i8",
+        TorchDType::U8 => "u8",
+        TorchDType::Bool => "bool",
+    }
+}
