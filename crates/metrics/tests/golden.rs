@@ -261,8 +261,8 @@ fn fid_matches_numpy_and_scipy() {
     close_vec(&a.mean, &g["mean_a"], "mean");
     close_vec(&a.covariance, &g["cov_a"], "covariance");
     let fid = frechet_distance(&a, &b).unwrap();
-    // Eigen-decompositions (Jacobi here, LAPACK in numpy) agree to ~1e-14 relative per
-    // eigenvalue; the distance subtracts traces, so allow 1e-10 relative.
+    // Eigen-decompositions (Householder + implicit QR here, LAPACK in numpy) agree to
+    // ~1e-14 relative per eigenvalue; the distance subtracts traces, so allow 1e-10 relative.
     close(fid, f(&g["frechet_distance"]), 1e-10, "Frechet distance");
     close(fid, f(&g["frechet_distance_sqrtm"]), 1e-9, "Frechet distance vs sqrtm");
     // The streaming accumulator gives the same statistics.
