@@ -300,3 +300,124 @@ impl LrSchedule for ReduceOnPlateau {
         self.lr
     }
 }
+
+/// A schedule chosen by data (serde, tagged by `kind`), relative to a base learning rate given
+/// when it is evaluated: what a run file records and a training loop applies per epoch or step.
+///
+/// ```
+/// use deeprecog_nn::schedule::Schedule;
+///
+/// let s: Schedule = serde_json::from_str(
+///     r#"{"kind": "warmup", "warmup": 2, "start_factor": 0.5, "then": {"kind": "step", "step_size": 3, "gamma": 0.1}}"#,
+/// ).unwrap();
+/// assert_eq!(s.lr(1e-3, 0), 5e-4);
+/// assert_eq!(s.lr(1e-3, 2), 1e-3);
+/// assert!((s.lr(1e-3, 5) - 1e-4).abs() < 1e-15);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Schedule {
+    /// The base rate throughout.
+    Constant,
+    /// [`StepLr`].
+    Step {
+        /// Indices between decays.
+        step_size: usize,
+        /// Decay factor.
+        gamma: f64,
+    },
+    /// [`MultiStepLr`].
+    MultiStep {
+        /// Indices at which the rate is multiplied by `gamma`.
+        milestones: Vec<usize>,
+        /// Decay factor.
+        gamma: f64,
+    },
+    /// [`ExponentialLr`].
+    Exponential {
+        /// Decay factor per index.
+        gamma: f64,
+    },
+    /// [`CosineAnnealingLr`].
+    Cosine {
+        /// Half period, in indices.
+        t_max: usize,
+        /// Final learning rate.
+        eta_min: f64,
+    },
+    /// [`Warmup`] in front of another schedule.
+    Warmup {
+        /// Length of the warmup, in indices.
+        warmup: usize,
+        /// Fraction of the rate at index 0.
+        start_factor: f64,
+        /// The schedule after the warmup.
+        then: Box<Schedule>,
+    },
+    /// [`ReduceOnPlateau`]: driven by a monitored metric rather than the index, so [`Schedule::lr`]
+    /// gives the base rate and the training loop feeds [`ReduceOnPlateau::observe`].
+    Plateau(PlateauConfig),
+}
+
+impl Schedule {
+    /// The learning rate at `index` (from 0) for base rate `base`.
+    pub fn lr(&self, base: f64, index: usize) -> f64 {
+        match self {
+            Schedule::Constant | Schedule::Plateau(_) => base,
+            Schedule::Step { step_size, gamma } => StepLr::new(base, *step_size, *gamma).lr(index),
+            Schedule::MultiStep { milestones, gamma } => {
+                MultiStepLr::new(base, milestones.clone(), *gamma).lr(index)
+            }
+            Schedule::Exponential { gamma } => ExponentialLr::new(base, *gamma).lr(index),
+            Schedule::Cosine { t_max, eta_min } => {
+                CosineAnnealingLr::new(base, *t_max, *eta_min).lr(index)
+            }
+            Schedule::Warmup { warmup, start_factor, then } => {
+                if index < *warmup {
+                    let frac = index as f64 / *warmup as f64;
+                    then.lr(base, 0) * (start_factor + (1.0 - start_factor) * frac)
+                } else {
+                    then.lr(base, index - warmup)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod schedule_enum_tests {
+    use super::*;
+
+    #[test]
+    fn the_enum_agrees_with_the_schedule_types() {
+        let cases: Vec<(Schedule, Box<dyn LrSchedule>)> = vec![
+            (Schedule::Step { step_size: 3, gamma: 0.5 }, Box::new(StepLr::new(0.1, 3, 0.5))),
+            (
+                Schedule::MultiStep { milestones: vec![2, 5], gamma: 0.1 },
+                Box::new(MultiStepLr::new(0.1, vec![2, 5], 0.1)),
+            ),
+            (Schedule::Exponential { gamma: 0.9 }, Box::new(ExponentialLr::new(0.1, 0.9))),
+            (
+                Schedule::Cosine { t_max: 7, eta_min: 1e-3 },
+                Box::new(CosineAnnealingLr::new(0.1, 7, 1e-3)),
+            ),
+            (
+                Schedule::Warmup {
+                    warmup: 3,
+                    start_factor: 0.1,
+                    then: Box::new(Schedule::Cosine { t_max: 7, eta_min: 1e-3 }),
+                },
+                Box::new(Warmup::new(CosineAnnealingLr::new(0.1, 7, 1e-3), 3, 0.1)),
+            ),
+        ];
+        for (s, reference) in cases {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<Schedule>(&json).unwrap(), s);
+            for i in 0..12 {
+                assert_eq!(s.lr(0.1, i).to_bits(), reference.lr(i).to_bits(), "{json} at {i}");
+            }
+        }
+        assert_eq!(Schedule::Plateau(PlateauConfig::default()).lr(0.1, 9), 0.1);
+    }
+}

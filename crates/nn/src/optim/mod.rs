@@ -43,11 +43,13 @@
 //! ```
 
 mod adam;
+mod config;
 mod nadam;
 mod rmsprop;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
+pub use config::{BoxedOptimizer, DynOptimizer, OptimizerConfig};
 pub use nadam::{NAdam, NAdamConfig};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use sgd::{Sgd, SgdConfig};
