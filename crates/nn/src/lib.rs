@@ -14,6 +14,7 @@
 //! # Ok::<(), deeprecog_nn::Error>(())
 //! ```
 
+pub mod assets;
 pub mod checkpoint;
 pub mod device;
 pub mod dropout;
@@ -26,6 +27,7 @@ pub mod schedule;
 
 /// Errors of the nn crate.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A tensor operation failed.
     #[error(transparent)]

@@ -123,3 +123,42 @@ fn corrupt_or_mismatched_files_are_typed_errors_naming_the_file() {
     assert!(matches!(err, Error::Checkpoint { .. }), "{err}");
     assert!(err.to_string().contains("fc.weight"), "{err}");
 }
+
+#[test]
+fn an_interrupted_save_leaves_a_complete_checkpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("last");
+    let a = model(Init::Const(1.0));
+    checkpoint::save(&dir, &a, &RunConfig { epoch: 1, ..Default::default() }, None).unwrap();
+
+    // A save killed while writing its staging folder: the old checkpoint stays, and the next
+    // save clears the leftover.
+    let staging = root.path().join(".last.staging");
+    std::fs::create_dir(&staging).unwrap();
+    std::fs::write(staging.join(WEIGHTS_FILE), b"half written").unwrap();
+    assert_eq!(checkpoint::read_run(&dir).unwrap().epoch, 1);
+    checkpoint::save(&dir, &a, &RunConfig { epoch: 2, ..Default::default() }, None).unwrap();
+    assert!(!staging.exists());
+    assert_eq!(checkpoint::read_run(&dir).unwrap().epoch, 2);
+
+    // Killed between its two renames: the old checkpoint waits under `.last.previous`.
+    std::fs::rename(&dir, root.path().join(".last.previous")).unwrap();
+    assert!(checkpoint::exists(&dir));
+    let b = model(Init::Const(0.0));
+    assert_eq!(checkpoint::load(&dir, &b, &Device::Cpu).unwrap().run.epoch, 2);
+    assert_eq!(values(&a), values(&b));
+}
+
+#[test]
+fn part_names_are_checked() {
+    let root = tempfile::tempdir().unwrap();
+    let a = model(Init::Const(1.0));
+    let run = RunConfig::default();
+    for bad in [[("g", &a), ("g", &a)], [("../x", &a), ("d", &a)]] {
+        let err = checkpoint::save_parts(root.path().join("c"), &bad, &[], &run).unwrap_err();
+        assert!(matches!(err, Error::Checkpoint { .. }), "{err}");
+    }
+    checkpoint::save_parts(root.path().join("c"), &[("g", &a), ("d", &a)], &[], &run).unwrap();
+    let err = checkpoint::load_parts(root.path().join("c"), &[("e", &a)], &Device::Cpu);
+    assert!(err.unwrap_err().to_string().contains("no model part `e`"));
+}

@@ -118,12 +118,10 @@ fn truncated_errors_say_what_was_unexpected() {
 
 #[test]
 fn mobilenet_v2_asset_matches_the_numpy_reader() {
-    let asset =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/mobilenet_v2-b0353104.pth");
-    if !asset.exists() {
-        eprintln!("skipped: {} is absent (run scripts/fetch-assets.sh)", asset.display());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(asset) = deeprecog_nn::assets::for_test(root, "mobilenet_v2-b0353104.pth") else {
         return;
-    }
+    };
     let reference: Value = serde_json::from_str(
         &std::fs::read_to_string(golden("mobilenet_v2_reference.json")).unwrap(),
     )

@@ -176,7 +176,12 @@ impl<'a, S: Checkpointable> Engine<'a, S> {
         self.run(step, train, Some(&mut validate))
     }
 
-    fn run<B, T, F>(&mut self, step: &mut S, train: &T, mut validate: Option<&mut F>) -> Result<History>
+    fn run<B, T, F>(
+        &mut self,
+        step: &mut S,
+        train: &T,
+        mut validate: Option<&mut F>,
+    ) -> Result<History>
     where
         S: TrainStep<B>,
         T: BatchSource<B> + ?Sized,
@@ -284,13 +289,13 @@ impl<'a, S: Checkpointable> Engine<'a, S> {
                         stop = true;
                     }
                 }
-                if cfg.checkpoint_every_steps.is_some_and(|k| k > 0 && st.position.step % k == 0)
-                {
+                if cfg.checkpoint_every_steps.is_some_and(|k| k > 0 && st.position.step % k == 0) {
                     // The epoch's time so far is not in this snapshot's accumulator: a run
                     // resumed from it under-reports that epoch's seconds, nothing else.
                     self.save_last(step, st)?;
                 }
-                if cfg.max_steps.is_some_and(|m| st.position.step >= m) && st.position.batch < batches
+                if cfg.max_steps.is_some_and(|m| st.position.step >= m)
+                    && st.position.batch < batches
                 {
                     interrupted = true;
                     break;

@@ -67,8 +67,8 @@ use std::path::{Path, PathBuf};
 
 pub use callbacks::{Callback, Control, RunContext, StepEvent};
 pub use engine::{
-    save_checkpoint, Engine, EngineConfig, Position, Validation, BEST_DIR, HISTORY_FILE,
-    LAST_DIR, SKIPPED_FILE,
+    save_checkpoint, Engine, EngineConfig, Position, Validation, BEST_DIR, HISTORY_FILE, LAST_DIR,
+    SKIPPED_FILE,
 };
 pub use history::{EpochRecord, Goal, History, Monitor};
 pub use source::{BatchSource, EpochBatches, InMemoryBatches, SkippedSample};

@@ -1,14 +1,12 @@
 //! Adam and AdamW (`torch.optim.Adam`, `torch.optim.AdamW`).
 
-use std::collections::HashMap;
-
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use candle_nn::Optimizer;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check, load_step, load_tensor, params, save_step, state_key, OptimizerState, Param, Stateful,
+    check, export_state, import_state, load_tensor, params, OptimizerState, Param, Stateful,
 };
 use crate::Result;
 
@@ -164,43 +162,29 @@ impl Core {
     }
 
     fn state(&self) -> Result<OptimizerState> {
-        let mut tensors = HashMap::new();
-        for p in &self.params {
-            if let Some((t, m)) = &p.state {
-                save_step(&mut tensors, p.index, *t, p.var.device())?;
-                tensors.insert(state_key("exp_avg", p.index), m.exp_avg.clone());
-                tensors.insert(state_key("exp_avg_sq", p.index), m.exp_avg_sq.clone());
-                if let Some(mx) = &m.max_exp_avg_sq {
-                    tensors.insert(state_key("max_exp_avg_sq", p.index), mx.clone());
-                }
+        export_state(&self.params, self.step, self.lr, |m, _| {
+            let mut out =
+                vec![("exp_avg", m.exp_avg.clone()), ("exp_avg_sq", m.exp_avg_sq.clone())];
+            if let Some(mx) = &m.max_exp_avg_sq {
+                out.push(("max_exp_avg_sq", mx.clone()));
             }
-        }
-        Ok(OptimizerState { step: self.step, learning_rate: self.lr, tensors })
+            Ok(out)
+        })
     }
 
     fn load_state(&mut self, state: OptimizerState) -> Result<()> {
-        let mut loaded = Vec::with_capacity(self.params.len());
-        for p in &self.params {
-            let s = match load_step(&state, p.index)? {
-                None => None,
-                Some(t) => Some((
-                    t,
-                    Moments {
-                        exp_avg: load_tensor(&state, "exp_avg", p.index, &p.var)?,
-                        exp_avg_sq: load_tensor(&state, "exp_avg_sq", p.index, &p.var)?,
-                        max_exp_avg_sq: if self.amsgrad {
-                            Some(load_tensor(&state, "max_exp_avg_sq", p.index, &p.var)?)
-                        } else {
-                            None
-                        },
-                    },
-                )),
-            };
-            loaded.push(s);
-        }
-        for (p, s) in self.params.iter_mut().zip(loaded) {
-            p.state = s;
-        }
+        let amsgrad = self.amsgrad;
+        import_state(&mut self.params, &state, |state, i, var| {
+            Ok(Moments {
+                exp_avg: load_tensor(state, "exp_avg", i, var)?,
+                exp_avg_sq: load_tensor(state, "exp_avg_sq", i, var)?,
+                max_exp_avg_sq: if amsgrad {
+                    Some(load_tensor(state, "max_exp_avg_sq", i, var)?)
+                } else {
+                    None
+                },
+            })
+        })?;
         self.step = state.step;
         self.lr = state.learning_rate;
         Ok(())

@@ -203,6 +203,46 @@ pub(crate) fn save_step(
     Ok(())
 }
 
+/// Exports the state of every parameter that has one: `step.{i}` and the named buffers that
+/// `buffers` gives for it.
+pub(crate) fn export_state<S>(
+    params: &[Param<S>],
+    step: u64,
+    learning_rate: f64,
+    buffers: impl Fn(&S, &Var) -> Result<Vec<(&'static str, Tensor)>>,
+) -> Result<OptimizerState> {
+    let mut tensors = HashMap::new();
+    for p in params {
+        if let Some((t, s)) = &p.state {
+            save_step(&mut tensors, p.index, *t, p.var.device())?;
+            for (name, tensor) in buffers(s, &p.var)? {
+                tensors.insert(state_key(name, p.index), tensor);
+            }
+        }
+    }
+    Ok(OptimizerState { step, learning_rate, tensors })
+}
+
+/// Replaces every parameter's state from `state`, all or nothing: a parameter with a `step.{i}`
+/// entry gets the buffers `load` reads for it, the others start fresh.
+pub(crate) fn import_state<S>(
+    params: &mut [Param<S>],
+    state: &OptimizerState,
+    load: impl Fn(&OptimizerState, usize, &Var) -> Result<S>,
+) -> Result<()> {
+    let mut loaded = Vec::with_capacity(params.len());
+    for p in params.iter() {
+        loaded.push(match load_step(state, p.index)? {
+            None => None,
+            Some(t) => Some((t, load(state, p.index, &p.var)?)),
+        });
+    }
+    for (p, s) in params.iter_mut().zip(loaded) {
+        p.state = s;
+    }
+    Ok(())
+}
+
 /// Rejects hyper-parameters PyTorch would reject, with candle's error type since
 /// `Optimizer::new` returns it.
 pub(crate) fn check(ok: bool, what: &str) -> candle_core::Result<()> {

@@ -1,14 +1,13 @@
 //! NAdam (`torch.optim.NAdam`).
 
-use std::collections::HashMap;
-
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 use candle_nn::Optimizer;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check, load_step, load_tensor, params, save_step, state_key, OptimizerState, Param, Stateful,
+    check, export_state, import_state, load_tensor, params, state_key, OptimizerState, Param,
+    Stateful,
 };
 use crate::{Error, Result};
 
@@ -143,51 +142,32 @@ impl Optimizer for NAdam {
 
 impl Stateful for NAdam {
     fn state(&self) -> Result<OptimizerState> {
-        let mut tensors = HashMap::new();
-        for p in &self.params {
-            if let Some((t, m)) = &p.state {
-                save_step(&mut tensors, p.index, *t, p.var.device())?;
-                tensors.insert(state_key("exp_avg", p.index), m.exp_avg.clone());
-                tensors.insert(state_key("exp_avg_sq", p.index), m.exp_avg_sq.clone());
-                tensors.insert(
-                    state_key("mu_product", p.index),
-                    Tensor::new(m.mu_product, p.var.device())?,
-                );
-            }
-        }
-        Ok(OptimizerState { step: self.step, learning_rate: self.config.lr, tensors })
+        export_state(&self.params, self.step, self.config.lr, |m, var| {
+            Ok(vec![
+                ("exp_avg", m.exp_avg.clone()),
+                ("exp_avg_sq", m.exp_avg_sq.clone()),
+                ("mu_product", Tensor::new(m.mu_product, var.device())?),
+            ])
+        })
     }
 
     fn load_state(&mut self, state: OptimizerState) -> Result<()> {
-        let mut loaded = Vec::with_capacity(self.params.len());
-        for p in &self.params {
-            let s = match load_step(&state, p.index)? {
-                None => None,
-                Some(t) => {
-                    let key = state_key("mu_product", p.index);
-                    let mu_product: f64 = state
-                        .tensors
-                        .get(&key)
-                        .ok_or_else(|| Error::OptimizerState(format!("missing `{key}`")))?
-                        .to_dtype(DType::F64)?
-                        .flatten_all()?
-                        .get(0)?
-                        .to_scalar()?;
-                    Some((
-                        t,
-                        Moments {
-                            exp_avg: load_tensor(&state, "exp_avg", p.index, &p.var)?,
-                            exp_avg_sq: load_tensor(&state, "exp_avg_sq", p.index, &p.var)?,
-                            mu_product,
-                        },
-                    ))
-                }
-            };
-            loaded.push(s);
-        }
-        for (p, s) in self.params.iter_mut().zip(loaded) {
-            p.state = s;
-        }
+        import_state(&mut self.params, &state, |state, i, var| {
+            let key = state_key("mu_product", i);
+            let mu_product: f64 = state
+                .tensors
+                .get(&key)
+                .ok_or_else(|| Error::OptimizerState(format!("missing `{key}`")))?
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .get(0)?
+                .to_scalar()?;
+            Ok(Moments {
+                exp_avg: load_tensor(state, "exp_avg", i, var)?,
+                exp_avg_sq: load_tensor(state, "exp_avg_sq", i, var)?,
+                mu_product,
+            })
+        })?;
         self.step = state.step;
         self.config.lr = state.learning_rate;
         Ok(())

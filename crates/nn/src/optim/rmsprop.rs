@@ -1,14 +1,12 @@
 //! RMSprop (`torch.optim.RMSprop`) and a Keras preset.
 
-use std::collections::HashMap;
-
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use candle_nn::Optimizer;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check, load_step, load_tensor, params, save_step, state_key, OptimizerState, Param, Stateful,
+    check, export_state, import_state, load_tensor, params, OptimizerState, Param, Stateful,
 };
 use crate::Result;
 
@@ -190,50 +188,35 @@ impl Optimizer for RmsProp {
 
 impl Stateful for RmsProp {
     fn state(&self) -> Result<OptimizerState> {
-        let mut tensors = HashMap::new();
-        for p in &self.params {
-            if let Some((t, b)) = &p.state {
-                save_step(&mut tensors, p.index, *t, p.var.device())?;
-                tensors.insert(state_key("square_avg", p.index), b.square_avg.clone());
-                if let Some(a) = &b.grad_avg {
-                    tensors.insert(state_key("grad_avg", p.index), a.clone());
-                }
-                if let Some(m) = &b.momentum_buffer {
-                    tensors.insert(state_key("momentum_buffer", p.index), m.clone());
-                }
+        export_state(&self.params, self.step, self.config.lr, |b, _| {
+            let mut out = vec![("square_avg", b.square_avg.clone())];
+            if let Some(a) = &b.grad_avg {
+                out.push(("grad_avg", a.clone()));
             }
-        }
-        Ok(OptimizerState { step: self.step, learning_rate: self.config.lr, tensors })
+            if let Some(m) = &b.momentum_buffer {
+                out.push(("momentum_buffer", m.clone()));
+            }
+            Ok(out)
+        })
     }
 
     fn load_state(&mut self, state: OptimizerState) -> Result<()> {
         let c = self.config;
-        let mut loaded = Vec::with_capacity(self.params.len());
-        for p in &self.params {
-            let s = match load_step(&state, p.index)? {
-                None => None,
-                Some(t) => Some((
-                    t,
-                    Buffers {
-                        square_avg: load_tensor(&state, "square_avg", p.index, &p.var)?,
-                        grad_avg: if c.centered {
-                            Some(load_tensor(&state, "grad_avg", p.index, &p.var)?)
-                        } else {
-                            None
-                        },
-                        momentum_buffer: if c.momentum > 0.0 {
-                            Some(load_tensor(&state, "momentum_buffer", p.index, &p.var)?)
-                        } else {
-                            None
-                        },
-                    },
-                )),
-            };
-            loaded.push(s);
-        }
-        for (p, s) in self.params.iter_mut().zip(loaded) {
-            p.state = s;
-        }
+        import_state(&mut self.params, &state, |state, i, var| {
+            Ok(Buffers {
+                square_avg: load_tensor(state, "square_avg", i, var)?,
+                grad_avg: if c.centered {
+                    Some(load_tensor(state, "grad_avg", i, var)?)
+                } else {
+                    None
+                },
+                momentum_buffer: if c.momentum > 0.0 {
+                    Some(load_tensor(state, "momentum_buffer", i, var)?)
+                } else {
+                    None
+                },
+            })
+        })?;
         self.step = state.step;
         self.config.lr = state.learning_rate;
         Ok(())

@@ -1,14 +1,12 @@
 //! SGD with momentum (`torch.optim.SGD`).
 
-use std::collections::HashMap;
-
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use candle_nn::Optimizer;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check, load_step, load_tensor, params, save_step, state_key, OptimizerState, Param, Stateful,
+    check, export_state, import_state, load_tensor, params, OptimizerState, Param, Stateful,
 };
 use crate::Result;
 
@@ -108,37 +106,16 @@ impl Optimizer for Sgd {
 
 impl Stateful for Sgd {
     fn state(&self) -> Result<OptimizerState> {
-        let mut tensors = HashMap::new();
-        for p in &self.params {
-            if let Some((t, buf)) = &p.state {
-                save_step(&mut tensors, p.index, *t, p.var.device())?;
-                if let Some(b) = buf {
-                    tensors.insert(state_key("momentum_buffer", p.index), b.clone());
-                }
-            }
-        }
-        Ok(OptimizerState { step: self.step, learning_rate: self.config.lr, tensors })
+        export_state(&self.params, self.step, self.config.lr, |buf, _| {
+            Ok(buf.iter().map(|b| ("momentum_buffer", b.clone())).collect())
+        })
     }
 
     fn load_state(&mut self, state: OptimizerState) -> Result<()> {
-        let mut loaded = Vec::with_capacity(self.params.len());
-        for p in &self.params {
-            let s = match load_step(&state, p.index)? {
-                None => None,
-                Some(t) => {
-                    let buf = if self.config.momentum != 0.0 {
-                        Some(load_tensor(&state, "momentum_buffer", p.index, &p.var)?)
-                    } else {
-                        None
-                    };
-                    Some((t, buf))
-                }
-            };
-            loaded.push(s);
-        }
-        for (p, s) in self.params.iter_mut().zip(loaded) {
-            p.state = s;
-        }
+        let momentum = self.config.momentum != 0.0;
+        import_state(&mut self.params, &state, |state, i, var| {
+            Ok(if momentum { Some(load_tensor(state, "momentum_buffer", i, var)?) } else { None })
+        })?;
         self.step = state.step;
         self.config.lr = state.learning_rate;
         Ok(())
