@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::loader::SkippedSample;
 use crate::transforms::{sample_rng, Transform};
-use crate::{fsutil, Dataset, Error, Image, Result, Sample, Target};
+use crate::{fsutil, Dataset, Error, Image, Result, Sample, SampleOrigin, Target};
 
 const INDEX_FILE: &str = "index.json";
 const FORMAT_VERSION: u32 = 1;
@@ -27,7 +27,7 @@ struct Index {
     channels: u8,
     shards: Vec<usize>,
     samples: Vec<Entry>,
-    skipped: Vec<SkippedSampleRecord>,
+    skipped: Vec<SkippedSample>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -35,12 +35,6 @@ struct Entry {
     id: String,
     target: Target,
     group: Option<String>,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct SkippedSampleRecord {
-    index: usize,
-    error: String,
 }
 
 /// How to build a cache.
@@ -126,20 +120,23 @@ impl U8Cache {
                 let s = match r {
                     Ok(s) => s,
                     Err(e) => {
-                        index.skipped.push(SkippedSampleRecord { index: i, error: e.to_string() });
+                        index.skipped.push(SkippedSample::new(dataset, i, e.to_string()));
                         continue;
                     }
                 };
                 let this = (s.image.width(), s.image.height(), s.image.channels());
                 let fixed = *size.get_or_insert(this);
                 if this != fixed {
-                    index.skipped.push(SkippedSampleRecord {
-                        index: i,
-                        error: format!(
+                    let mut skip = SkippedSample::new(
+                        dataset,
+                        i,
+                        format!(
                             "sample {}: {this:?} differs from the cache's image size {fixed:?}",
                             s.id
                         ),
-                    });
+                    );
+                    skip.id = Some(s.id);
+                    index.skipped.push(skip);
                     continue;
                 }
                 bytes.extend_from_slice(s.image.as_bytes());
@@ -147,7 +144,7 @@ impl U8Cache {
                 count += 1;
             }
             if count > 0 {
-                fsutil::write_atomic(&dir.join(shard_name(index.shards.len())), &bytes)?;
+                fsutil::write_atomically(&dir.join(shard_name(index.shards.len())), &bytes)?;
                 index.shards.push(count);
             }
         }
@@ -155,7 +152,7 @@ impl U8Cache {
         (index.width, index.height, index.channels) = (w, h, c);
         let json = serde_json::to_vec(&index)
             .map_err(|e| Error::Json { path: index_path.clone(), source: e })?;
-        fsutil::write_atomic(&index_path, &json)?;
+        fsutil::write_atomically(&index_path, &json)?;
         U8Cache::open(dir)
     }
 
@@ -196,7 +193,9 @@ impl U8Cache {
             let path = dir.join(shard_name(k));
             let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
             // SAFETY: the shard is only read; a cache is written once and not modified while
-            // open (rebuilding writes new files and renames them into place).
+            // open (rebuilding writes new files and renames them into place). The workspace
+            // denies unsafe code; a memory map cannot be made without it.
+            #[allow(unsafe_code)]
             let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
             if map.len() != count * image_bytes {
                 return Err(Error::Inconsistent {
@@ -215,12 +214,8 @@ impl U8Cache {
     }
 
     /// Samples the build skipped, with the reason.
-    pub fn skipped(&self) -> Vec<SkippedSample> {
-        self.index
-            .skipped
-            .iter()
-            .map(|s| SkippedSample { index: s.index, error: s.error.clone() })
-            .collect()
+    pub fn skipped(&self) -> &[SkippedSample] {
+        &self.index.skipped
     }
 
     /// `(width, height, channels)` of every image.
@@ -268,5 +263,10 @@ impl Dataset for U8Cache {
             target: entry.target.clone(),
             group: entry.group.clone(),
         })
+    }
+
+    fn origin(&self, index: usize) -> Option<SampleOrigin> {
+        let entry = self.index.samples.get(index)?;
+        Some(SampleOrigin { id: entry.id.clone(), path: None })
     }
 }

@@ -20,9 +20,10 @@ use std::path::{Path, PathBuf};
 
 use deeprecog_attributes::{Attribute, AttributeSet, COUNT};
 
+use crate::face::{FaceBox, Landmarks};
 use crate::split::{Partition, Splits};
 use crate::stats::AttributeStats;
-use crate::{Dataset, Error, Image, Result, Sample, Target};
+use crate::{Dataset, DecodeOptions, Error, Image, Result, Sample, SampleOrigin, Target};
 
 /// File name of the attribute table.
 pub const ATTR_FILE: &str = "list_attr_celeba.txt";
@@ -36,24 +37,6 @@ pub const LANDMARKS_FILE: &str = "list_landmarks_align_celeba.txt";
 pub const BBOX_FILE: &str = "list_bbox_celeba.txt";
 /// Folder of the aligned 178x218 JPEGs.
 pub const IMAGES_DIR: &str = "img_align_celeba";
-
-/// Five facial landmarks of an aligned image, in pixels: left eye, right eye, nose, left and
-/// right mouth corners, each `(x, y)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Landmarks(pub [(i32, i32); 5]);
-
-/// A face box `x, y, width, height` in pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BBox {
-    /// Left edge.
-    pub x: i32,
-    /// Top edge.
-    pub y: i32,
-    /// Width.
-    pub width: i32,
-    /// Height.
-    pub height: i32,
-}
 
 /// Everything CelebA's annotation files say about one image.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -69,7 +52,7 @@ pub struct CelebARecord {
     /// Aligned landmarks, when `list_landmarks_align_celeba.txt` is present.
     pub landmarks: Option<Landmarks>,
     /// Box in the unaligned image, when `list_bbox_celeba.txt` is present.
-    pub bbox: Option<BBox>,
+    pub bbox: Option<FaceBox>,
 }
 
 /// How to open a CelebA folder.
@@ -79,12 +62,18 @@ pub struct CelebAConfig {
     pub targets: Vec<Attribute>,
     /// Folder of images, relative to the root.
     pub images_dir: PathBuf,
+    /// How images are decoded (strict by default: a truncated JPEG is an error).
+    pub decode: DecodeOptions,
 }
 
 impl Default for CelebAConfig {
-    /// Target `Attractive`, images in `img_align_celeba/`.
+    /// Target `Attractive`, images in `img_align_celeba/`, strict decoding.
     fn default() -> Self {
-        CelebAConfig { targets: vec![Attribute::Attractive], images_dir: PathBuf::from(IMAGES_DIR) }
+        CelebAConfig {
+            targets: vec![Attribute::Attractive],
+            images_dir: PathBuf::from(IMAGES_DIR),
+            decode: DecodeOptions::default(),
+        }
     }
 }
 
@@ -105,6 +94,7 @@ pub struct CelebA {
     images_dir: PathBuf,
     targets: Vec<Attribute>,
     records: Vec<CelebARecord>,
+    decode: DecodeOptions,
 }
 
 impl CelebA {
@@ -161,7 +151,13 @@ impl CelebA {
                 }
             }
         }
-        Ok(CelebA { root, images_dir, targets: config.targets.clone(), records })
+        Ok(CelebA {
+            root,
+            images_dir,
+            targets: config.targets.clone(),
+            records,
+            decode: config.decode,
+        })
     }
 
     /// The folder this dataset was opened from.
@@ -241,12 +237,20 @@ impl Dataset for CelebA {
             .records
             .get(index)
             .ok_or(Error::IndexOutOfRange { index, len: self.records.len() })?;
-        let image = Image::open(&self.images_dir.join(&record.file))?;
+        let image = Image::open_with(&self.images_dir.join(&record.file), &self.decode)?;
         Ok(Sample {
             id: record.file.clone(),
             image,
             target: Target::Labels(deeprecog_attributes::targets(record.attributes, &self.targets)),
             group: record.identity.map(|id| id.to_string()),
+        })
+    }
+
+    fn origin(&self, index: usize) -> Option<SampleOrigin> {
+        let record = self.records.get(index)?;
+        Some(SampleOrigin {
+            id: record.file.clone(),
+            path: Some(self.images_dir.join(&record.file)),
         })
     }
 }
@@ -485,16 +489,13 @@ fn parse_int_table<const K: usize>(
 pub fn parse_landmarks(text: &str, path: &Path) -> Result<Vec<(usize, String, Landmarks)>> {
     Ok(parse_int_table::<10>(text, path)?
         .into_iter()
-        .map(|(n, f, v)| {
-            let points = [(v[0], v[1]), (v[2], v[3]), (v[4], v[5]), (v[6], v[7]), (v[8], v[9])];
-            (n, f, Landmarks(points))
-        })
+        .map(|(n, f, v)| (n, f, Landmarks::from_array(v.map(|c| c as f32))))
         .collect())
 }
 
 /// Parses `list_bbox_celeba.txt` into `(line, file, box)` entries; widths and heights must be
 /// positive.
-pub fn parse_bbox(text: &str, path: &Path) -> Result<Vec<(usize, String, BBox)>> {
+pub fn parse_bbox(text: &str, path: &Path) -> Result<Vec<(usize, String, FaceBox)>> {
     parse_int_table::<4>(text, path)?
         .into_iter()
         .map(|(n, f, [x, y, width, height])| {
@@ -505,7 +506,8 @@ pub fn parse_bbox(text: &str, path: &Path) -> Result<Vec<(usize, String, BBox)>>
                     format!("{f}: box size {width}x{height} is not positive"),
                 ));
             }
-            Ok((n, f, BBox { x, y, width, height }))
+            // The file's integers are exact in f32 (see `FaceBox`).
+            Ok((n, f, FaceBox::new(x as f32, y as f32, width as f32, height as f32)))
         })
         .collect()
 }

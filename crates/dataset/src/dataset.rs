@@ -1,5 +1,6 @@
 //! The [`Dataset`] trait and its composable wrappers.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rand::seq::SliceRandom;
@@ -25,27 +26,44 @@ pub trait Dataset: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
 
-impl<D: Dataset + ?Sized> Dataset for Arc<D> {
-    type Item = D::Item;
-    fn len(&self) -> usize {
-        (**self).len()
-    }
-    fn get(&self, index: usize) -> Result<D::Item> {
-        (**self).get(index)
+    /// Which sample `index` is (its id and, for file-backed datasets, its file), without
+    /// reading it. Loaders use it to list the samples they skipped; `None` when the dataset
+    /// cannot say (the default) or `index` is out of range.
+    fn origin(&self, index: usize) -> Option<SampleOrigin> {
+        let _ = index;
+        None
     }
 }
 
-impl<D: Dataset + ?Sized> Dataset for &D {
-    type Item = D::Item;
-    fn len(&self) -> usize {
-        (**self).len()
-    }
-    fn get(&self, index: usize) -> Result<D::Item> {
-        (**self).get(index)
-    }
+/// Where a sample comes from: what [`Dataset::origin`] says about it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SampleOrigin {
+    /// The sample's id, as [`Sample::id`] would carry it.
+    pub id: String,
+    /// The file it is read from, for file-backed datasets.
+    pub path: Option<PathBuf>,
 }
+
+/// Shared and borrowed datasets are datasets.
+macro_rules! forward_dataset {
+    ($($pointer:ty),*) => {$(
+        impl<D: Dataset + ?Sized> Dataset for $pointer {
+            type Item = D::Item;
+            fn len(&self) -> usize {
+                (**self).len()
+            }
+            fn get(&self, index: usize) -> Result<D::Item> {
+                (**self).get(index)
+            }
+            fn origin(&self, index: usize) -> Option<SampleOrigin> {
+                (**self).origin(index)
+            }
+        }
+    )*};
+}
+
+forward_dataset!(Arc<D>, &D);
 
 /// What a model is asked to predict for one sample.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -123,6 +141,9 @@ impl<D: Dataset> Dataset for Subset<D> {
             .ok_or(Error::IndexOutOfRange { index, len: self.indices.len() })?;
         self.inner.get(inner_index)
     }
+    fn origin(&self, index: usize) -> Option<SampleOrigin> {
+        self.inner.origin(*self.indices.get(index)?)
+    }
 }
 
 /// A dataset whose items go through a function (a transform pipeline, a relabelling).
@@ -142,6 +163,9 @@ where
     }
     fn get(&self, index: usize) -> Result<T> {
         (self.f)(self.inner.get(index)?)
+    }
+    fn origin(&self, index: usize) -> Option<SampleOrigin> {
+        self.inner.origin(index)
     }
 }
 

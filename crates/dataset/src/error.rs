@@ -49,6 +49,15 @@ pub enum Error {
         /// The decoder's error.
         source: image::ImageError,
     },
+    /// An image the strict decoder rejects: truncated, corrupt, or beyond the size limit (see
+    /// [`Strictness`](crate::Strictness)).
+    #[error("{}: {message}", path.display())]
+    Decode {
+        /// The image file (or a description of the in-memory source).
+        path: PathBuf,
+        /// What was wrong, in the decoder's words.
+        message: String,
+    },
     /// A sample index past the end of a dataset.
     #[error("sample index {index} out of range for a dataset of {len}")]
     IndexOutOfRange {
@@ -79,9 +88,9 @@ pub enum Error {
         /// The underlying error.
         source: serde_json::Error,
     },
-    /// Drawing a chart failed.
+    /// An atomic write failed (the error names the destination file).
     #[error(transparent)]
-    Plot(#[from] deeprecog_metrics::Error),
+    Write(#[from] crate::fsutil::AtomicWriteError),
 }
 
 /// The dataset crate's result type.

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{is_image_file, Dataset, Error, Image, Result, Sample, Target};
+use crate::{
+    is_image_file, Dataset, DecodeOptions, Error, Image, Result, Sample, SampleOrigin, Target,
+};
 
 /// A folder whose sub-folders are classes.
 #[derive(Debug, Clone)]
@@ -11,6 +13,7 @@ pub struct ImageFolder {
     root: PathBuf,
     classes: Vec<String>,
     items: Vec<(PathBuf, u32)>,
+    decode: DecodeOptions,
 }
 
 impl ImageFolder {
@@ -46,7 +49,18 @@ impl ImageFolder {
             collect_images(&dir, &mut files)?;
             items.extend(files.into_iter().map(|f| (f, label as u32)));
         }
-        Ok(ImageFolder { root, classes: classes.iter().map(|c| c.to_string()).collect(), items })
+        Ok(ImageFolder {
+            root,
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            items,
+            decode: DecodeOptions::default(),
+        })
+    }
+
+    /// Decodes with `options` instead of the strict default (to accept damaged files, say).
+    pub fn with_decode(mut self, options: DecodeOptions) -> ImageFolder {
+        self.decode = options;
+        self
     }
 
     /// Class names; a sample's class index points into this list.
@@ -81,10 +95,15 @@ impl Dataset for ImageFolder {
             self.items.get(index).ok_or(Error::IndexOutOfRange { index, len: self.items.len() })?;
         Ok(Sample {
             id: self.id(path),
-            image: Image::open(path)?,
+            image: Image::open_with(path, &self.decode)?,
             target: Target::Class(*label),
             group: None,
         })
+    }
+
+    fn origin(&self, index: usize) -> Option<SampleOrigin> {
+        let (path, _) = self.items.get(index)?;
+        Some(SampleOrigin { id: self.id(path), path: Some(path.clone()) })
     }
 }
 

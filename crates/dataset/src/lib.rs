@@ -11,8 +11,14 @@
 //!   normalisation on the device.
 //! - [`loader::Loader`]: batches of `u8` tensors with parallel decoding and prefetch;
 //!   [`cache::U8Cache`]: memory-mapped preprocessed shards.
-//! - [`stats`]: attribute frequencies and the distribution chart.
-//! - [`synthetic`]: procedural faces in CelebA's exact format and deepfake-style data.
+//! - [`stats`]: attribute frequencies (the chart is drawn by `deeprecog-metrics`).
+//! - [`face`]: face boxes and landmarks, shared with the synthetic generator and detectors.
+//! - Images decode strictly ([`DecodeOptions`], [`Strictness`]): a truncated or corrupt file
+//!   is an error naming it, unless a reader is told to accept damaged files.
+//! - [`fsutil`]: the atomic file write every writer uses; [`seed`]: splitmix64 and seeded
+//!   random streams.
+//!
+//! Procedural CelebA-format faces and deepfakes live in the `deeprecog-synthetic` crate.
 //!
 //! ```no_run
 //! use deeprecog_attributes::Attribute;
@@ -31,19 +37,22 @@ pub mod cache;
 pub mod celeba;
 mod dataset;
 mod error;
+pub mod face;
 pub mod folder;
 pub mod fsutil;
 mod image;
 pub mod loader;
 pub mod manifest;
+pub mod seed;
 pub mod split;
 pub mod stats;
-pub mod synthetic;
 pub mod transforms;
 
-pub use crate::dataset::{Dataset, DatasetExt, InMemory, Mapped, Sample, Subset, Target};
+pub use crate::dataset::{
+    Dataset, DatasetExt, InMemory, Mapped, Sample, SampleOrigin, Subset, Target,
+};
 pub use crate::error::{Error, Result};
-pub use crate::image::{is_image_file, Image};
+pub use crate::image::{is_image_file, DecodeOptions, Image, Strictness, MAX_SIDE};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

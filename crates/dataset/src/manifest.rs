@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Dataset, Error, Image, Result, Sample, Target};
+use crate::{Dataset, DecodeOptions, Error, Image, Result, Sample, SampleOrigin, Target};
 
 /// One row of a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -22,6 +22,7 @@ pub struct ManifestEntry {
 pub struct Manifest {
     base: PathBuf,
     entries: Vec<ManifestEntry>,
+    decode: DecodeOptions,
 }
 
 impl Manifest {
@@ -34,7 +35,13 @@ impl Manifest {
         })?;
         let entries = parse_manifest(&bytes, path)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(Manifest { base, entries })
+        Ok(Manifest { base, entries, decode: DecodeOptions::default() })
+    }
+
+    /// Decodes with `options` instead of the strict default (to accept damaged files, say).
+    pub fn with_decode(mut self, options: DecodeOptions) -> Manifest {
+        self.decode = options;
+        self
     }
 
     /// The rows.
@@ -67,10 +74,15 @@ impl Dataset for Manifest {
             .ok_or(Error::IndexOutOfRange { index, len: self.entries.len() })?;
         Ok(Sample {
             id: e.path.clone(),
-            image: Image::open(&self.base.join(&e.path))?,
+            image: Image::open_with(&self.base.join(&e.path), &self.decode)?,
             target: Target::Class(e.label),
             group: e.group.clone(),
         })
+    }
+
+    fn origin(&self, index: usize) -> Option<SampleOrigin> {
+        let e = self.entries.get(index)?;
+        Some(SampleOrigin { id: e.path.clone(), path: Some(self.base.join(&e.path)) })
     }
 }
 

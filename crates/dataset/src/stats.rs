@@ -1,11 +1,10 @@
-//! Attribute statistics: how often each attribute is positive, which are balanced, and the
-//! distribution chart (Figure 1 of the attractiveness report).
-
-use std::path::Path;
+//! Attribute statistics: how often each attribute is positive and which are balanced.
+//!
+//! Only the numbers: the distribution chart (Figure 1 of the attractiveness report) is drawn
+//! by `deeprecog_metrics::plot::attribute_distribution` from [`AttributeStats::named_fractions`],
+//! which keeps this crate free of plotting.
 
 use deeprecog_attributes::{Attribute, AttributeSet, COUNT};
-
-use crate::Result;
 
 /// Positive counts of the 40 attributes over a set of images.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -78,12 +77,15 @@ impl AttributeStats {
         serde_json::json!({"images": self.images, "attributes": attributes})
     }
 
-    /// Draws the positive fraction of every attribute as a bar chart PNG.
-    pub fn plot(&self, path: &Path, title: &str) -> Result<()> {
-        let names: Vec<&str> = Attribute::ALL.iter().map(|a| a.name()).collect();
-        let fractions: Vec<f64> = Attribute::ALL.iter().map(|&a| self.fraction(a)).collect();
-        deeprecog_metrics::plot::attribute_distribution(path, &names, &fractions, title)?;
-        Ok(())
+    /// The positive fraction of every attribute in file order.
+    pub fn fractions(&self) -> Vec<(Attribute, f64)> {
+        Attribute::ALL.iter().map(|&a| (a, self.fraction(a))).collect()
+    }
+
+    /// [`AttributeStats::fractions`] with each attribute's file name (`5_o_Clock_Shadow`, ...),
+    /// the bars of an attribute distribution chart.
+    pub fn named_fractions(&self) -> Vec<(&'static str, f64)> {
+        Attribute::ALL.iter().map(|&a| (a.name(), self.fraction(a))).collect()
     }
 }
 
@@ -110,5 +112,11 @@ mod tests {
         assert_eq!(json["attributes"]["Smiling"]["fraction"], 0.25);
         let first = json["attributes"].as_object().unwrap().keys().next().unwrap().clone();
         assert_eq!(first, "5_o_Clock_Shadow");
+        let named = s.named_fractions();
+        assert_eq!(named.len(), 40);
+        assert_eq!(named[0], ("5_o_Clock_Shadow", 0.0));
+        let male = named.iter().find(|(n, _)| *n == "Male").unwrap();
+        assert_eq!(male.1, 0.75);
+        assert_eq!(s.fractions()[Attribute::Male.index()], (Attribute::Male, 0.75));
     }
 }

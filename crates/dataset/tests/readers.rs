@@ -89,8 +89,8 @@ fn celeba_reads_every_file_lf_and_crlf() {
         assert_eq!(r.attributes.len(), 13);
         assert_eq!(r.identity, Some(2880));
         assert_eq!(r.partition, Some(Partition::Train));
-        assert_eq!(r.landmarks.unwrap().0[2], (77, 142));
-        assert_eq!(r.bbox.unwrap().width, 226);
+        assert_eq!(r.landmarks.unwrap().nose, [77.0, 142.0]);
+        assert_eq!(r.bbox.unwrap().width, 226.0);
         assert_eq!(ds.partition(Partition::Test), vec![2]);
         assert!(ds.records()[2].attributes.contains(Attribute::Male));
 

@@ -16,6 +16,7 @@ use candle_core::{DType, Tensor};
 
 /// Errors of the gan crate.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A tensor operation failed.
     #[error(transparent)]

@@ -88,7 +88,9 @@ pub fn attribute_distribution_height(bars: usize) -> u32 {
 /// Draws a horizontal bar chart of the fraction of positive samples per attribute.
 ///
 /// One bar per name, the first name at the top, each bar labelled with its percentage, and a
-/// dashed reference line at 0.5 (a perfectly balanced attribute). The image is
+/// dashed reference line at 0.5 (a perfectly balanced attribute). The dataset crate counts the
+/// numbers (`deeprecog_dataset::stats::AttributeStats::named_fractions`, unzipped into names and
+/// fractions) and leaves the drawing here, so it stays free of plotting. The image is
 /// [`ATTRIBUTE_DISTRIBUTION_WIDTH`] by [`attribute_distribution_height`]`(names.len())` pixels.
 ///
 /// # Errors

@@ -39,7 +39,6 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -115,24 +114,6 @@ pub struct LoadedParts {
 
 fn checkpoint_err(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Checkpoint { path: path.to_path_buf(), reason: reason.to_string() }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder, a sync and a rename,
-/// so readers see the old content or the new one, never a torn file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .suffix(".part")
-        .tempfile_in(&dir)
-        .map_err(|e| checkpoint_err(path, e))?;
-    tmp.write_all(bytes).map_err(|e| checkpoint_err(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| checkpoint_err(path, e))?;
-    tmp.persist(path).map_err(|e| checkpoint_err(path, e.error))?;
-    Ok(())
 }
 
 fn varmap_tensors(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {

@@ -380,17 +380,19 @@ impl<'a, S: Checkpointable> Engine<'a, S> {
         st: &mut EngineState,
         epoch: usize,
         split: &str,
-        skipped: Vec<(usize, String)>,
+        skipped: Vec<deeprecog_dataset::loader::SkippedSample>,
     ) -> Result<()> {
         if skipped.is_empty() {
             return Ok(());
         }
         st.history.skipped += skipped.len();
-        st.skipped.extend(skipped.into_iter().map(|(index, error)| SkippedSample {
+        st.skipped.extend(skipped.into_iter().map(|s| SkippedSample {
             epoch,
             split: split.to_string(),
-            index,
-            error,
+            index: s.index,
+            id: s.id,
+            path: s.path,
+            error: s.error,
         }));
         let path = self.config.out_dir.join(SKIPPED_FILE);
         crate::write_json(&path, &st.skipped)?;
@@ -471,8 +473,8 @@ pub fn save_checkpoint<S: Checkpointable + ?Sized>(
 pub struct Validation {
     /// Metrics by name (without the `val_` prefix).
     pub metrics: BTreeMap<String, f64>,
-    /// Samples skipped, as `(dataset index, error)`.
-    pub skipped: Vec<(usize, String)>,
+    /// Samples skipped.
+    pub skipped: Vec<deeprecog_dataset::loader::SkippedSample>,
 }
 
 fn validate<S, VB, V>(step: &mut S, valid: &V) -> Result<Validation>

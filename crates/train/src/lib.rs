@@ -152,7 +152,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// [`Error::Io`] naming the file.
 pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     let json = serde_json::to_vec_pretty(value).map_err(|e| Error::io(path, e))?;
-    deeprecog_nn::checkpoint::write_atomically(path, &json).map_err(|e| Error::io(path, e))
+    deeprecog_dataset::fsutil::write_atomically(path, &json).map_err(|e| Error::io(path, e))
 }
 
 /// The README's examples, compiled and run as doctests.

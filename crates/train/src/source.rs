@@ -1,6 +1,8 @@
 //! Where batches come from: the dataset [`Loader`] or batches held in memory.
 
-use deeprecog_dataset::loader::{Batch, Epoch, Loader};
+use std::path::PathBuf;
+
+use deeprecog_dataset::loader::{self, Batch, Epoch, Loader};
 use deeprecog_dataset::{Dataset, Sample};
 use serde::{Deserialize, Serialize};
 
@@ -15,14 +17,18 @@ pub struct SkippedSample {
     pub split: String,
     /// Index into the dataset.
     pub index: usize,
+    /// The sample's id, when the dataset knows it.
+    pub id: Option<String>,
+    /// The sample's file, when it has one.
+    pub path: Option<PathBuf>,
     /// What went wrong, naming the file.
     pub error: String,
 }
 
 /// The batches of one epoch.
 pub trait EpochBatches<B>: Iterator<Item = Result<B>> {
-    /// The samples skipped so far (unreadable files...), as `(dataset index, error)`.
-    fn skipped(&self) -> Vec<(usize, String)>;
+    /// The samples skipped so far (unreadable files...).
+    fn skipped(&self) -> Vec<loader::SkippedSample>;
 }
 
 /// A source of batches, epoch after epoch, in an order fixed by the epoch number (so that a
@@ -51,8 +57,8 @@ impl Iterator for LoaderEpoch {
 }
 
 impl EpochBatches<Batch> for LoaderEpoch {
-    fn skipped(&self) -> Vec<(usize, String)> {
-        self.0.report().skipped.into_iter().map(|s| (s.index, s.error)).collect()
+    fn skipped(&self) -> Vec<loader::SkippedSample> {
+        self.0.report().skipped
     }
 }
 
@@ -85,7 +91,7 @@ impl<B: Clone> Iterator for InMemoryEpoch<'_, B> {
 }
 
 impl<B: Clone> EpochBatches<B> for InMemoryEpoch<'_, B> {
-    fn skipped(&self) -> Vec<(usize, String)> {
+    fn skipped(&self) -> Vec<loader::SkippedSample> {
         Vec::new()
     }
 }

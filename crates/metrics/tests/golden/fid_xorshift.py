@@ -1,5 +1,5 @@
-"""Reference FID for the xorshift statistics of `benches/fid.rs` (d = 256), used by the unit
-test `fid::tests::fid_d256_matches_jacobi_and_numpy` in `src/fid.rs`.
+"""Reference FID for the xorshift statistics of `tests/common/fid_stats.rs` (d = 256, also the
+statistics of the workspace's `benches/fid.rs`), used by `tests/fid_golden.rs`.
 
 Rebuilds the same float64 statistics (the same 64-bit xorshift stream) and prints the distance
 from numpy's `eigh` (symmetric formulation) and from scipy's `sqrtm` (pytorch-fid's).

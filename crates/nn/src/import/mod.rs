@@ -37,8 +37,7 @@ mod pickle;
 mod reader;
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -54,6 +53,7 @@ const MAX_DEPTH: usize = 128;
 
 /// What was wrong with a weight file (wrapped with its path in [`Error::Import`]).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ImportError {
     /// Reading the input or writing the output failed.
     #[error("{0}")]
@@ -93,6 +93,9 @@ pub enum ImportError {
     /// Writing or reading safetensors failed.
     #[error("safetensors: {0}")]
     Safetensors(String),
+    /// Writing the converted file failed (the output is left as it was).
+    #[error("writing failed: {0}")]
+    Write(#[source] deeprecog_dataset::fsutil::BoxError),
 }
 
 /// The element types of PyTorch storages.
@@ -382,7 +385,8 @@ pub fn convert(input: impl AsRef<Path>, output: impl AsRef<Path>) -> Result<Conv
     let (input, output) = (input.as_ref(), output.as_ref());
     let ckpt = read_pytorch(input)?;
     let bytes = to_safetensors_bytes(&ckpt, input).map_err(|e| import_err(output, e))?;
-    write_atomically(output, &bytes).map_err(|e| import_err(output, e))?;
+    deeprecog_dataset::fsutil::write_atomically(output, &bytes)
+        .map_err(|e| import_err(output, ImportError::Write(e.into_source())))?;
     Ok(ConvertSummary {
         format: ckpt.format,
         picked: ckpt.picked.clone(),
@@ -407,18 +411,6 @@ fn to_safetensors_bytes(ckpt: &Checkpoint, source: &Path) -> Result<Vec<u8>, Imp
     }
     safetensors::tensor::serialize(views, Some(meta))
         .map_err(|e| ImportError::Safetensors(e.to_string()))
-}
-
-fn write_atomically(output: &Path, bytes: &[u8]) -> Result<(), ImportError> {
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new().prefix(".convert-").suffix(".part").tempfile_in(&dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(output).map_err(|e| ImportError::Io(e.error))?;
-    Ok(())
 }
 
 /// Reads a PyTorch checkpoint straight into candle tensors (the dtypes candle lacks, such as

@@ -191,41 +191,49 @@ impl Core {
     }
 }
 
+/// `Optimizer` and `Stateful` for a newtype over [`Core`]; `$decoupled` picks AdamW's decay.
+macro_rules! core_optimizer {
+    ($name:ident, $config:ident, $decoupled:expr) => {
+        impl Optimizer for $name {
+            type Config = $config;
+
+            fn new(vars: Vec<Var>, c: $config) -> candle_core::Result<Self> {
+                let (lr, b1, b2, eps, wd) = (c.lr, c.beta1, c.beta2, c.eps, c.weight_decay);
+                Core::new(vars, lr, b1, b2, eps, wd, c.amsgrad, $decoupled).map(Self)
+            }
+
+            fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+                self.0.step(grads)
+            }
+
+            fn learning_rate(&self) -> f64 {
+                self.0.lr
+            }
+
+            fn set_learning_rate(&mut self, lr: f64) {
+                self.0.lr = lr;
+            }
+        }
+
+        impl Stateful for $name {
+            fn state(&self) -> Result<OptimizerState> {
+                self.0.state()
+            }
+
+            fn load_state(&mut self, state: OptimizerState) -> Result<()> {
+                self.0.load_state(state)
+            }
+        }
+    };
+}
+
 /// Adam with PyTorch semantics: optional L2 `weight_decay` added to the gradient, optional
 /// AMSGrad. See the [module docs](super) for state keys (`exp_avg`, `exp_avg_sq`,
 /// `max_exp_avg_sq`, `step`).
 #[derive(Debug)]
 pub struct Adam(Core);
 
-impl Optimizer for Adam {
-    type Config = AdamConfig;
-
-    fn new(vars: Vec<Var>, c: AdamConfig) -> candle_core::Result<Self> {
-        Core::new(vars, c.lr, c.beta1, c.beta2, c.eps, c.weight_decay, c.amsgrad, false).map(Self)
-    }
-
-    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        self.0.step(grads)
-    }
-
-    fn learning_rate(&self) -> f64 {
-        self.0.lr
-    }
-
-    fn set_learning_rate(&mut self, lr: f64) {
-        self.0.lr = lr;
-    }
-}
-
-impl Stateful for Adam {
-    fn state(&self) -> Result<OptimizerState> {
-        self.0.state()
-    }
-
-    fn load_state(&mut self, state: OptimizerState) -> Result<()> {
-        self.0.load_state(state)
-    }
-}
+core_optimizer!(Adam, AdamConfig, false);
 
 /// AdamW with PyTorch semantics (decoupled weight decay applied before the Adam update, optional
 /// AMSGrad). Unlike candle's `AdamW`, step counts are per parameter and the state is exportable.
@@ -233,32 +241,4 @@ impl Stateful for Adam {
 #[derive(Debug)]
 pub struct AdamW(Core);
 
-impl Optimizer for AdamW {
-    type Config = AdamWConfig;
-
-    fn new(vars: Vec<Var>, c: AdamWConfig) -> candle_core::Result<Self> {
-        Core::new(vars, c.lr, c.beta1, c.beta2, c.eps, c.weight_decay, c.amsgrad, true).map(Self)
-    }
-
-    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        self.0.step(grads)
-    }
-
-    fn learning_rate(&self) -> f64 {
-        self.0.lr
-    }
-
-    fn set_learning_rate(&mut self, lr: f64) {
-        self.0.lr = lr;
-    }
-}
-
-impl Stateful for AdamW {
-    fn state(&self) -> Result<OptimizerState> {
-        self.0.state()
-    }
-
-    fn load_state(&mut self, state: OptimizerState) -> Result<()> {
-        self.0.load_state(state)
-    }
-}
+core_optimizer!(AdamW, AdamWConfig, true);

@@ -13,13 +13,26 @@
 //! reproducible from the configuration and seed: every image has its own random stream derived
 //! from (seed, image index), so the output does not depend on the number of threads.
 //!
-//! ```no_run
-//! use deeprecog_dataset::synthetic::{Faces, FacesConfig};
+//! The crate uses `deeprecog-dataset`'s [`Image`], [`Error`] and atomic file write, so
+//! everything it writes is read back by that crate's readers unchanged; face boxes and
+//! landmarks are [`deeprecog_dataset::face`]'s.
 //!
-//! let config = FacesConfig { images: 300, identities: 30, ..FacesConfig::default() };
-//! let summary = Faces::generate(&config, "data/synthetic-celeba".as_ref())?;
-//! println!("{} images of {} people", summary.images, summary.identities);
-//! # Ok::<(), deeprecog_dataset::Error>(())
+//! ```
+//! use deeprecog_synthetic::{FaceGenerator, Faces, FacesConfig};
+//!
+//! // In memory: the image and its ground truth (attributes, identity, landmarks, box).
+//! let config = FacesConfig { images: 4, identities: 2, seed: 7, ..FacesConfig::default() };
+//! let generator = FaceGenerator::new(&config)?;
+//! let (image, record) = generator.render(0)?;
+//! assert_eq!((image.width(), image.height()), (178, 218));
+//! assert!(record.landmarks.left_eye[0] < record.landmarks.right_eye[0]);
+//!
+//! // On disk, in CelebA's format, read back by the real reader.
+//! let dir = tempfile::tempdir()?;
+//! let summary = Faces::generate(&config, dir.path())?;
+//! let celeba = deeprecog_dataset::celeba::CelebA::open(dir.path(), &Default::default())?;
+//! assert_eq!(celeba.records().len(), summary.images);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 pub mod deepfakes;
@@ -32,12 +45,13 @@ pub use deepfakes::{
     DeepfakeGenerator, DeepfakeRecord, Deepfakes, DeepfakesConfig, DeepfakesSummary, SwapPair,
     VideoRecord,
 };
+pub use deeprecog_dataset::face::{FaceBox, Landmarks};
+pub use deeprecog_dataset::split::Ratios;
+pub use deeprecog_dataset::{Error, Image, Result};
 pub use faces::{
-    FaceBox, FaceGenerator, FaceRecord, Faces, FacesConfig, FacesSummary, Landmarks,
-    PartitionRatios,
+    partition_counts, FaceGenerator, FaceRecord, Faces, FacesConfig, FacesSummary, CELEBA_PARTITION,
 };
 
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// Independent random streams, so adding draws to one kind of object never shifts another.
@@ -58,22 +72,12 @@ pub(crate) enum Stream {
     DeepfakeSplit = 18,
 }
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
 /// The random stream of object `index` of kind `stream` under `seed`.
 pub(crate) fn rng_for(seed: u64, stream: Stream, index: u64) -> ChaCha8Rng {
-    let mut h = splitmix(seed);
-    h = splitmix(h ^ (stream as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
-    h = splitmix(h ^ index);
-    let mut bytes = [0u8; 32];
-    for chunk in bytes.chunks_exact_mut(8) {
-        h = splitmix(h);
-        chunk.copy_from_slice(&h.to_le_bytes());
-    }
-    ChaCha8Rng::from_seed(bytes)
+    deeprecog_dataset::seed::rng_for(seed, stream as u64, index)
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

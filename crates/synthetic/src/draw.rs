@@ -9,8 +9,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::model::{uni, Beard, HairLength, HairTexture, Identity, Plan};
-use super::raster::{curve, mix, shade, Canvas, Paint, Shape, Xform, P};
+use crate::model::{uni, Beard, HairLength, HairTexture, Identity, Plan};
+use crate::raster::{curve, mix, shade, Canvas, Paint, Shape, Xform, P};
 use crate::{Image, Result};
 
 /// Where the face-unit frame sits in an image of a given size.
@@ -432,7 +432,7 @@ fn torso(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
 
 /// A deterministic coin from an identity seed, for choices that must not consume the plan RNG.
 fn chance_from(seed: u32, salt: u32) -> bool {
-    super::raster::hash2(seed as i32, salt as i32, 0x51) < 0.5
+    crate::raster::hash2(seed as i32, salt as i32, 0x51) < 0.5
 }
 
 fn ears(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
@@ -800,7 +800,7 @@ fn eyes(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout) {
 fn brows(c: &mut Canvas, xf: &Xform, plan: &Plan, l: &Layout, rng: &mut ChaCha8Rng) {
     let id = &plan.id;
     let arch = if plan.arched { id.brow_arch.max(0.09) } else { id.brow_arch };
-    let col = if id.hair_kind == super::model::HairColor::Blond {
+    let col = if id.hair_kind == crate::model::HairColor::Blond {
         shade(id.hair, 0.6)
     } else {
         shade(id.hair, 0.8)

@@ -10,7 +10,7 @@ use deeprecog_attributes::{Attribute as A, AttributeSet};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::raster::{mix, Rgb};
+use crate::raster::{mix, Rgb};
 
 /// Uniform in `a..b`; never panics on an empty range.
 pub(crate) fn uni(rng: &mut ChaCha8Rng, a: f32, b: f32) -> f32 {

@@ -3,7 +3,7 @@
 //! Each identity has fixed traits (sex, age, skin tone, face shape, hair, nose, lips, eyes,
 //! facial hair, how often it wears glasses or make-up); each image varies pose, lighting,
 //! background, expression, accessories, blur and noise. All 40 attributes get a value; most are
-//! drawn (see the crate docs of [`super`]), the rest follow CelebA-like priors and correlations.
+//! drawn (see the [crate docs](crate)), the rest follow CelebA-like priors and correlations.
 //! `Attractive` is a noisy hidden function of other features: learnable, never trivially. The
 //! other 39 labels explain most of it (reading them perfectly gives about 0.8 accuracy, close
 //! to published CelebA results), subtle drawn traits and an invisible charm the rest, and each
@@ -32,75 +32,39 @@ use deeprecog_attributes::{Attribute, AttributeSet};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
-use super::draw::{self, Framing};
-use super::model::{uni, Identity, Plan};
-use super::{rng_for, Stream};
-use crate::fsutil::write_atomic;
+use deeprecog_dataset::face::{FaceBox, Landmarks};
+use deeprecog_dataset::fsutil::write_atomically;
+use deeprecog_dataset::split::Ratios;
+
+use crate::draw::{self, Framing};
+use crate::model::{uni, Identity, Plan};
+use crate::{rng_for, Stream};
 use crate::{Error, Image, Result};
 
-/// Fractions of identities in the train, validation and test partitions.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct PartitionRatios {
-    /// Training share.
-    pub train: f64,
-    /// Validation share.
-    pub valid: f64,
-    /// Test share.
-    pub test: f64,
-}
+/// CelebA's official split is close to 80/10/10 (the default share of identities per
+/// partition for [`FacesConfig`] and [`DeepfakesConfig`](crate::DeepfakesConfig)).
+pub const CELEBA_PARTITION: Ratios = Ratios { train: 0.8, valid: 0.1, test: 0.1 };
 
-impl Default for PartitionRatios {
-    /// CelebA's official split is close to 80/10/10.
-    fn default() -> Self {
-        PartitionRatios { train: 0.8, valid: 0.1, test: 0.1 }
-    }
-}
-
-impl PartitionRatios {
-    /// How many of `n` groups go to each partition. Shares are normalised; every partition
-    /// with a positive share gets at least one group when there are enough groups.
-    pub fn counts(&self, n: usize) -> Result<[usize; 3]> {
-        let r = [self.train, self.valid, self.test];
-        if r.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return Err(Error::Config(format!("partition ratios must be non-negative, got {r:?}")));
-        }
-        let sum: f64 = r.iter().sum();
-        if sum <= 0.0 {
-            return Err(Error::Config("partition ratios must not all be zero".into()));
-        }
-        let exact = r.map(|v| v / sum * n as f64);
-        let mut counts = exact.map(|v| v.floor() as usize);
-        let mut left = n.saturating_sub(counts.iter().sum());
-        let mut order = [0usize, 1, 2];
-        order.sort_by(|a, b| {
-            let fa = exact.get(*a).map_or(0.0, |v| v - v.floor());
-            let fb = exact.get(*b).map_or(0.0, |v| v - v.floor());
-            fb.total_cmp(&fa)
-        });
-        for i in order {
-            if left == 0 {
-                break;
-            }
-            if let Some(c) = counts.get_mut(i) {
-                *c += 1;
-                left -= 1;
-            }
-        }
-        for i in 0..3 {
-            if r.get(i).copied().unwrap_or(0.0) > 0.0 && counts.get(i) == Some(&0) {
-                let donor = (0..3).max_by_key(|j| counts.get(*j).copied().unwrap_or(0));
-                if let Some(d) = donor.filter(|d| counts.get(*d).copied().unwrap_or(0) > 1) {
-                    if let Some(dc) = counts.get_mut(d) {
-                        *dc -= 1;
-                    }
-                    if let Some(c) = counts.get_mut(i) {
-                        *c += 1;
-                    }
+/// How many of `n` groups (identities) go to each partition: [`Ratios::sizes`], then every
+/// partition with a positive share gets at least one group, taken from the largest, when
+/// there are enough groups (so a small fixture still has a test side).
+pub fn partition_counts(ratios: &Ratios, n: usize) -> Result<[usize; 3]> {
+    let mut counts = ratios.sizes(n)?;
+    let shares = [ratios.train, ratios.valid, ratios.test];
+    for i in 0..3 {
+        if shares.get(i).copied().unwrap_or(0.0) > 0.0 && counts.get(i) == Some(&0) {
+            let donor = (0..3).max_by_key(|j| counts.get(*j).copied().unwrap_or(0));
+            if let Some(d) = donor.filter(|d| counts.get(*d).copied().unwrap_or(0) > 1) {
+                if let Some(dc) = counts.get_mut(d) {
+                    *dc -= 1;
+                }
+                if let Some(c) = counts.get_mut(i) {
+                    *c += 1;
                 }
             }
         }
-        Ok(counts)
     }
+    Ok(counts)
 }
 
 /// What to generate.
@@ -118,8 +82,8 @@ pub struct FacesConfig {
     pub height: u32,
     /// JPEG quality of the written images.
     pub jpeg_quality: u8,
-    /// Identity-disjoint partition shares.
-    pub partition: PartitionRatios,
+    /// Identity-disjoint partition shares (they must sum to 1).
+    pub partition: Ratios,
 }
 
 impl Default for FacesConfig {
@@ -131,7 +95,7 @@ impl Default for FacesConfig {
             width: 178,
             height: 218,
             jpeg_quality: 90,
-            partition: PartitionRatios::default(),
+            partition: CELEBA_PARTITION,
         }
     }
 }
@@ -155,51 +119,8 @@ impl FacesConfig {
                 self.width, self.height
             )));
         }
-        self.partition.counts(self.identities).map(|_| ())
+        partition_counts(&self.partition, self.identities).map(|_| ())
     }
-}
-
-/// The five landmarks of `list_landmarks_align_celeba.txt`, in pixels; "left" is the image's
-/// left, as in CelebA.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Landmarks {
-    /// Centre of the eye on the image's left.
-    pub left_eye: [f32; 2],
-    /// Centre of the eye on the image's right.
-    pub right_eye: [f32; 2],
-    /// Nose tip.
-    pub nose: [f32; 2],
-    /// Mouth corner on the image's left.
-    pub left_mouth: [f32; 2],
-    /// Mouth corner on the image's right.
-    pub right_mouth: [f32; 2],
-}
-
-impl Landmarks {
-    /// The ten coordinates in file order (`lefteye_x lefteye_y righteye_x ...`).
-    pub fn to_array(&self) -> [f32; 10] {
-        let [a, b, c, d, e] =
-            [self.left_eye, self.right_eye, self.nose, self.left_mouth, self.right_mouth];
-        [a[0], a[1], b[0], b[1], c[0], c[1], d[0], d[1], e[0], e[1]]
-    }
-
-    /// The ten coordinates rounded to whole pixels, as the file stores them.
-    pub fn rounded(&self) -> [i32; 10] {
-        self.to_array().map(|v| v.round() as i32)
-    }
-}
-
-/// A face box in pixels, clipped to the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FaceBox {
-    /// Left edge.
-    pub x: i32,
-    /// Top edge.
-    pub y: i32,
-    /// Width.
-    pub width: u32,
-    /// Height.
-    pub height: u32,
 }
 
 /// Ground truth of one generated image.
@@ -221,7 +142,7 @@ pub struct FaceRecord {
     pub attractive_probability: f32,
     /// Where the renderer put eyes, nose and mouth corners.
     pub landmarks: Landmarks,
-    /// The face box.
+    /// The face box in whole pixels, clipped to the image.
     pub bbox: FaceBox,
 }
 
@@ -307,12 +228,7 @@ impl FaceGenerator {
                 left_mouth: [lm.0, lm.1],
                 right_mouth: [rm.0, rm.1],
             },
-            bbox: FaceBox {
-                x: x0 as i32,
-                y: y0 as i32,
-                width: (x1 - x0).max(1.0) as u32,
-                height: (y1 - y0).max(1.0) as u32,
-            },
+            bbox: FaceBox::new(x0, y0, (x1 - x0).max(1.0), (y1 - y0).max(1.0)),
         }
     }
 
@@ -338,13 +254,13 @@ impl FaceGenerator {
 fn assign(
     images: usize,
     identities: usize,
-    ratios: &PartitionRatios,
+    ratios: &Ratios,
     seed: u64,
 ) -> Result<Vec<(usize, u8)>> {
     let mut rng = rng_for(seed, Stream::Split, 0);
     let mut order: Vec<usize> = (0..identities).collect();
     order.shuffle(&mut rng);
-    let counts = ratios.counts(identities)?;
+    let counts = partition_counts(ratios, identities)?;
     let mut partition_of = vec![0u8; identities];
     let (n_train, n_valid) = (counts[0], counts[1]);
     for (rank, k) in order.iter().enumerate() {
@@ -433,7 +349,7 @@ impl Faces {
             .map(|i| {
                 let (img, rec) = generator.render(i)?;
                 let path = image_dir.join(&rec.file_name);
-                write_atomic(&path, &img.encode_jpeg(config.jpeg_quality, &path)?)?;
+                write_atomically(&path, &img.encode_jpeg(config.jpeg_quality, &path)?)?;
                 Ok(rec)
             })
             .collect::<Result<Vec<FaceRecord>>>()?;
@@ -455,11 +371,11 @@ impl Faces {
                 .map(|a| (*a, records.iter().filter(|r| r.attributes.contains(*a)).count()))
                 .collect(),
         };
-        write_atomic(&summary.attr_file, attr_text(&records).as_bytes())?;
-        write_atomic(&summary.partition_file, partition_text(&records).as_bytes())?;
-        write_atomic(&summary.identity_file, identity_text(&records).as_bytes())?;
-        write_atomic(&summary.landmarks_file, landmarks_text(&records).as_bytes())?;
-        write_atomic(&summary.bbox_file, bbox_text(&records).as_bytes())?;
+        write_atomically(&summary.attr_file, attr_text(&records).as_bytes())?;
+        write_atomically(&summary.partition_file, partition_text(&records).as_bytes())?;
+        write_atomically(&summary.identity_file, identity_text(&records).as_bytes())?;
+        write_atomically(&summary.landmarks_file, landmarks_text(&records).as_bytes())?;
+        write_atomically(&summary.bbox_file, bbox_text(&records).as_bytes())?;
         Ok(summary)
     }
 }
@@ -508,8 +424,8 @@ fn landmarks_text(records: &[FaceRecord]) -> String {
 fn bbox_text(records: &[FaceRecord]) -> String {
     let mut s = format!("{}\nimage_id x_1 y_1 width height\n", records.len());
     for r in records {
-        let b = r.bbox;
-        let _ = writeln!(s, "{} {:>5} {:>3} {:>3} {:>3}", r.file_name, b.x, b.y, b.width, b.height);
+        let [x, y, width, height] = r.bbox.rounded();
+        let _ = writeln!(s, "{} {:>5} {:>3} {:>3} {:>3}", r.file_name, x, y, width, height);
     }
     s
 }
@@ -623,6 +539,18 @@ mod tests {
     }
 
     #[test]
+    fn partition_counts_give_every_side_a_group() {
+        let r = |train, valid, test| Ratios { train, valid, test };
+        assert_eq!(partition_counts(&r(0.7, 0.1, 0.2), 400).unwrap(), [280, 40, 80]);
+        assert_eq!(partition_counts(&CELEBA_PARTITION, 30).unwrap(), [24, 3, 3]);
+        assert_eq!(partition_counts(&CELEBA_PARTITION, 3).unwrap(), [1, 1, 1]);
+        assert_eq!(partition_counts(&CELEBA_PARTITION, 2).unwrap(), [1, 1, 0]);
+        assert_eq!(partition_counts(&r(1.0, 0.0, 0.0), 5).unwrap(), [5, 0, 0]);
+        assert!(partition_counts(&r(0.7, 0.7, 0.2), 10).is_err());
+        assert!(partition_counts(&r(-0.1, 0.9, 0.2), 10).is_err());
+    }
+
+    #[test]
     fn in_memory_matches_records_and_identities_repeat() {
         let g = FaceGenerator::new(&small(20, 5, 11)).unwrap();
         let mut seen = HashMap::new();
@@ -687,7 +615,7 @@ mod tests {
         let from_labels = records
             .iter()
             .filter(|r| {
-                let s = crate::synthetic::model::attractive_score_from_labels(r.attributes);
+                let s = crate::model::attractive_score_from_labels(r.attributes);
                 (s > 0.0) == r.attributes.contains(Attribute::Attractive)
             })
             .count() as f64

@@ -33,12 +33,14 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::draw::{self, Framing};
-use super::faces::PartitionRatios;
-use super::model::{chance, normal, uni, Identity, Plan};
-use super::raster::{mix, Canvas, Rgb, Shape, Xform, P};
-use super::{rng_for, Stream};
-use crate::fsutil::write_atomic;
+use deeprecog_dataset::fsutil::write_atomically;
+use deeprecog_dataset::split::Ratios;
+
+use crate::draw::{self, Framing};
+use crate::faces::{partition_counts, CELEBA_PARTITION};
+use crate::model::{chance, normal, uni, Identity, Plan};
+use crate::raster::{mix, Canvas, Rgb, Shape, Xform, P};
+use crate::{rng_for, Stream};
 use crate::{Error, Image, Result};
 
 /// What to generate.
@@ -64,8 +66,8 @@ pub struct DeepfakesConfig {
     pub jpg_fraction: f32,
     /// Range of the manipulation severity (0 invisible .. 1 crude).
     pub severity: (f32, f32),
-    /// Identity-disjoint shares of the video `split` field.
-    pub partition: PartitionRatios,
+    /// Identity-disjoint shares of the video `split` field (they must sum to 1).
+    pub partition: Ratios,
 }
 
 impl Default for DeepfakesConfig {
@@ -81,7 +83,7 @@ impl Default for DeepfakesConfig {
             seed: 0,
             jpg_fraction: 0.1,
             severity: (0.15, 1.0),
-            partition: PartitionRatios::default(),
+            partition: CELEBA_PARTITION,
         }
     }
 }
@@ -114,7 +116,7 @@ impl DeepfakesConfig {
         if self.videos > 0 && self.frames_per_video == 0 {
             return Err(Error::Config("frames_per_video must be at least 1".into()));
         }
-        self.partition.counts(self.identities).map(|_| ())
+        partition_counts(&self.partition, self.identities).map(|_| ())
     }
 }
 
@@ -306,7 +308,7 @@ impl DeepfakeGenerator {
                 Identity::sample(&mut rng_for(config.seed, Stream::DeepfakeIdentity, k as u64))
             })
             .collect();
-        let counts = config.partition.counts(config.identities)?;
+        let counts = partition_counts(&config.partition, config.identities)?;
         let mut order: Vec<usize> = (0..config.identities).collect();
         rand::seq::SliceRandom::shuffle(
             order.as_mut_slice(),
@@ -656,7 +658,7 @@ impl Deepfakes {
                 } else {
                     img.encode_jpeg(90, &path)?
                 };
-                write_atomic(&path, &bytes)?;
+                write_atomically(&path, &bytes)?;
                 Ok(rec)
             })
             .collect::<Result<Vec<DeepfakeRecord>>>()?;
@@ -665,7 +667,7 @@ impl Deepfakes {
             let _ = writeln!(manifest, "{},{},{}", r.path, r.label, r.group);
         }
         let manifest_path = images_dir.join("manifest.csv");
-        write_atomic(&manifest_path, manifest.as_bytes())?;
+        write_atomically(&manifest_path, manifest.as_bytes())?;
 
         let videos = (0..g.video_count())
             .into_par_iter()
@@ -674,7 +676,7 @@ impl Deepfakes {
                 let dir = videos_dir.join(&rec.id);
                 for (t, frame) in frames.iter().enumerate() {
                     let path = dir.join(format!("frame_{t:04}.png"));
-                    write_atomic(&path, &frame.encode_png(&path)?)?;
+                    write_atomically(&path, &frame.encode_png(&path)?)?;
                 }
                 Ok(rec)
             })
@@ -693,13 +695,13 @@ impl Deepfakes {
         let metadata_path = videos_dir.join("metadata.json");
         let json = serde_json::to_vec_pretty(&metadata)
             .map_err(|source| Error::Json { path: metadata_path.clone(), source })?;
-        write_atomic(&metadata_path, &json)?;
+        write_atomically(&metadata_path, &json)?;
         let mut csv = String::from("video,label,group,frames\n");
         for v in &videos {
             let _ = writeln!(csv, "{},{},{},{}", v.id, v.label, v.group, v.frames);
         }
         let videos_csv = videos_dir.join("videos.csv");
-        write_atomic(&videos_csv, csv.as_bytes())?;
+        write_atomically(&videos_csv, csv.as_bytes())?;
 
         Ok(DeepfakesSummary {
             out_dir: out_dir.to_path_buf(),
