@@ -6,6 +6,9 @@
 //!
 //! Also times 100k scores, to show the growth is close to linear.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use deeprecog::metrics::binary::{average_precision, roc_auc};
 

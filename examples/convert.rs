@@ -8,37 +8,41 @@
 //! A training checkpoint's `state_dict` (or `model_state_dict`, `model`, `net`) entry is picked
 //! automatically; tensor names stay exactly as in the state dict.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use deeprecog::cli::Args;
+use clap::Parser;
 use deeprecog::nn::import::convert;
 
-const USAGE: &str = "usage: convert INPUT(.pth|.pt) OUTPUT.safetensors";
+/// Converts PyTorch weights (.pth zip or legacy pickle, TorchScript .pt) to safetensors.
+#[derive(Parser)]
+struct Cli {
+    /// The PyTorch file.
+    #[arg(value_name = "INPUT(.pth|.pt)")]
+    input: PathBuf,
+    /// The safetensors file to write.
+    #[arg(value_name = "OUTPUT.safetensors")]
+    output: PathBuf,
+}
 
 fn main() -> ExitCode {
-    let args = Args::from_env(&["help"]);
-    if args.flag("help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let unknown = args.unknown(&["help"]);
-    let [input, output] = args.positional() else {
-        eprintln!("error: expected two paths; {USAGE}");
-        return ExitCode::from(2);
-    };
-    if !unknown.is_empty() {
-        eprintln!("error: unknown options {unknown:?}; {USAGE}");
-        return ExitCode::from(2);
-    }
-    match convert(input, output) {
+    let Cli { input, output } = Cli::parse();
+    match convert(&input, &output) {
         Ok(s) => {
             let picked = s
                 .picked
                 .map(|k| format!(" (from the checkpoint's {k:?} entry)"))
                 .unwrap_or_default();
             println!(
-                "{output}: {} tensors, {} parameters, {} bytes, from a {:?} checkpoint{picked}",
-                s.tensors, s.elements, s.bytes, s.format
+                "{}: {} tensors, {} parameters, {} bytes, from a {:?} checkpoint{picked}",
+                output.display(),
+                s.tensors,
+                s.elements,
+                s.bytes,
+                s.format
             );
             ExitCode::SUCCESS
         }

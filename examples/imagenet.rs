@@ -4,12 +4,17 @@
 //! scripts/fetch-assets.sh
 //! cargo run --release --example imagenet -- --model mobilenetv2 \
 //!     --weights assets/mobilenet_v2-b0353104.pth --image assets/grace_hopper.jpg \
-//!     [--top 5] [--classes assets/imagenet_classes.txt]
+//!     [--top 5] [--classes FILE]
 //! ```
 //!
 //! `--weights` takes the torchvision `.pth` directly or its `.safetensors` conversion (`convert`
 //! example). Preprocessing is torchvision's evaluation preset: shorter side to 256, centre crop
-//! 224, ImageNet mean / std.
+//! 224, then the normalisation of the weights' `PretrainedSpec` (ImageNet mean / std). The class
+//! names ship with the library (`deeprecog::classifiers::IMAGENET_CLASSES`, torchvision's
+//! order); `--classes` reads another list instead.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,26 +22,37 @@ use std::process::ExitCode;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
-use deeprecog::classifiers::{Backbone, MobileNetV2, MobileNetV2Config};
-use deeprecog::cli::Args;
-use deeprecog::dataset::transforms::{to_chw, ImageNetEval, Normalization};
+use clap::Parser;
+use deeprecog::classifiers::{Backbone, MobileNetV2, MobileNetV2Config, IMAGENET_CLASSES};
+use deeprecog::dataset::transforms::{to_chw, ImageNetEval};
 use deeprecog::dataset::Image;
 use deeprecog::nn::import::{load_pytorch, load_safetensors};
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
-const USAGE: &str = "usage: imagenet --model mobilenetv2 --weights FILE(.safetensors|.pth) \
-                     --image FILE [--top 5] [--classes assets/imagenet_classes.txt]";
+/// Classifies a photo with torchvision's ImageNet weights and prints the top classes.
+#[derive(Parser)]
+struct Cli {
+    /// The architecture (mobilenetv2).
+    #[arg(long, value_parser = ["mobilenetv2"])]
+    model: String,
+    /// The weights: torchvision's .pth or its .safetensors conversion.
+    #[arg(long, value_name = "FILE")]
+    weights: String,
+    /// The photo.
+    #[arg(long, value_name = "FILE")]
+    image: String,
+    /// How many classes to print.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Other class names, one per line in logit order (default: the ImageNet-1k names that
+    /// ship with the library).
+    #[arg(long, value_name = "FILE")]
+    classes: Option<String>,
+}
 
-fn run(args: &Args) -> AnyResult<()> {
-    let model_name: String = args.require("model")?;
-    let weights: String = args.require("weights")?;
-    let image: String = args.require("image")?;
-    let top: usize = args.get("top")?.unwrap_or(5);
-    let classes = args.value("classes").unwrap_or("assets/imagenet_classes.txt");
-    if model_name != "mobilenetv2" {
-        return Err(format!("unknown --model {model_name:?} (known: mobilenetv2)").into());
-    }
+fn run(args: Cli) -> AnyResult<()> {
+    let Cli { model: model_name, weights, image, top, classes } = args;
 
     let dev = Device::Cpu;
     let mut tensors: HashMap<String, Tensor> = if weights.ends_with(".safetensors") {
@@ -50,12 +66,18 @@ fn run(args: &Args) -> AnyResult<()> {
     let model = MobileNetV2::new(&MobileNetV2Config::default(), vb)?;
     let spec = model.pretrained_spec();
 
-    let names = std::fs::read_to_string(classes)
-        .map_err(|e| format!("{classes}: {e} (scripts/fetch-assets.sh writes it)"))?;
-    let names: Vec<&str> = names.lines().collect();
+    let text = match &classes {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?),
+        None => None,
+    };
+    let names: Vec<&str> = match &text {
+        Some(text) => text.lines().collect(),
+        None => IMAGENET_CLASSES.to_vec(),
+    };
     if names.len() != spec.num_classes {
+        let source = classes.as_deref().unwrap_or("IMAGENET_CLASSES");
         return Err(
-            format!("{classes}: {} names for {} classes", names.len(), spec.num_classes).into()
+            format!("{source}: {} names for {} classes", names.len(), spec.num_classes).into()
         );
     }
 
@@ -63,8 +85,7 @@ fn run(args: &Args) -> AnyResult<()> {
     let img = ImageNetEval { resize: 256, crop: crop as u32 }
         .preprocess(&Image::open(Path::new(&image))?)?;
     let x = Tensor::from_vec(to_chw(&img), (1, 3, crop, crop), &dev)?;
-    let norm = Normalization::MeanStd { mean: spec.mean.to_vec(), std: spec.std.to_vec() };
-    let logits = model.forward_t(&norm.apply(&x)?, false)?;
+    let logits = model.forward_t(&spec.normalization.apply(&x)?, false)?;
     let probs = candle_nn::ops::softmax_last_dim(&logits)?.squeeze(0)?.to_vec1::<f32>()?;
 
     let mut order: Vec<usize> = (0..probs.len()).collect();
@@ -77,21 +98,7 @@ fn run(args: &Args) -> AnyResult<()> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::from_env(&["help"]);
-    if args.flag("help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let unknown = args.unknown(&["help", "model", "weights", "image", "top", "classes"]);
-    if !unknown.is_empty() || !args.positional().is_empty() {
-        eprintln!("error: unexpected arguments {unknown:?} {:?}; {USAGE}", args.positional());
-        return ExitCode::from(2);
-    }
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let Err(e) = run(Cli::parse()) else { return ExitCode::SUCCESS };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }

