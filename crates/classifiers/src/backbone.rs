@@ -15,21 +15,20 @@
 //! Using only the first level still works, but candle then computes (and throws away) the
 //! gradients of the frozen stages, which costs about as much as training them.
 
-use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
+use deeprecog_dataset::transforms::Normalization;
+use serde::{Deserialize, Serialize};
 
-/// ImageNet channel means (RGB, on `[0, 1]` pixels), as torchvision's weights expect.
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-/// ImageNet channel standard deviations (RGB, on `[0, 1]` pixels).
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+use crate::{Error, Result};
 
 /// What the pretrained weights of a backbone expect, so preprocessing always matches them.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PretrainedSpec {
-    /// Per-channel mean subtracted from `[0, 1]` RGB pixels.
-    pub mean: [f32; 3],
-    /// Per-channel standard deviation the centred pixels are divided by.
-    pub std: [f32; 3],
+    /// The input normalisation the weights were trained with (ImageNet statistics for
+    /// torchvision's weights, `[-1, 1]` for the Keras Xception port); the statistics themselves
+    /// live once, in `deeprecog_dataset::transforms::Normalization`.
+    pub normalization: Normalization,
     /// Input `(channels, height, width)` the weights were trained at.
     pub input_size: (usize, usize, usize),
     /// Number of classes of the pretrained classifier.
@@ -39,15 +38,73 @@ pub struct PretrainedSpec {
 }
 
 impl PretrainedSpec {
-    /// The torchvision ImageNet-1k spec (224x224 RGB, 1000 classes) for weights at `source`.
+    /// The torchvision ImageNet-1k spec (ImageNet mean / std, 224x224 RGB, 1000 classes) for
+    /// weights at `source`.
     pub const fn imagenet(source: &'static str) -> PretrainedSpec {
         PretrainedSpec {
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
+            normalization: Normalization::ImageNet,
             input_size: (3, 224, 224),
             num_classes: 1000,
             source,
         }
+    }
+}
+
+/// Which leading stages of a backbone are frozen, and the forward pass that honours it: the
+/// freezing logic every [`Backbone`] shares, written once.
+///
+/// A backbone keeps one of these, hands it out through [`Backbone::frozen`] /
+/// [`Backbone::frozen_mut`], and runs its stages through [`FrozenStages::forward`] (or, for
+/// stages it cannot hold in one list, [`FrozenStages::train_mode`] and [`FrozenStages::cut`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrozenStages {
+    n: usize,
+}
+
+impl FrozenStages {
+    /// How many leading stages are frozen.
+    pub fn count(&self) -> usize {
+        self.n
+    }
+
+    /// Freezes the first `n` of `stages` stages; fails when `n > stages`.
+    pub fn set(&mut self, n: usize, stages: usize) -> Result<()> {
+        if n > stages {
+            return Err(Error::config("freeze", format!("cannot freeze {n} of {stages} stages")));
+        }
+        self.n = n;
+        Ok(())
+    }
+
+    /// Whether stage `i` runs in train mode: only when the pass does and the stage is not
+    /// frozen (a frozen stage's BatchNorm statistics stay those of the weights).
+    pub fn train_mode(&self, i: usize, train: bool) -> bool {
+        train && i >= self.n
+    }
+
+    /// The output of stage `i`, detached when it is the last frozen one, so that the backward
+    /// pass stops there and candle computes no gradient for the frozen stages.
+    pub fn cut(&self, i: usize, x: Tensor) -> Tensor {
+        if i + 1 == self.n {
+            x.detach()
+        } else {
+            x
+        }
+    }
+
+    /// Runs `stages` in order on `x`, each in [`FrozenStages::train_mode`] and cut after the
+    /// last frozen one.
+    pub fn forward<'a, S: ModuleT + 'a>(
+        &self,
+        stages: impl IntoIterator<Item = &'a S>,
+        x: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        let mut x = x.clone();
+        for (i, stage) in stages.into_iter().enumerate() {
+            x = self.cut(i, stage.forward_t(&x, self.train_mode(i, train))?);
+        }
+        Ok(x)
     }
 }
 
@@ -59,12 +116,17 @@ impl PretrainedSpec {
 /// false)`.
 pub trait Backbone: ModuleT {
     /// The last feature map, `(N, num_features, H', W')`.
-    fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    fn forward_features(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
 
     /// Pools `features` globally; returns the pooled `(N, num_features)` when `pre_logits`,
     /// otherwise the classifier's logits (the pooled features when the classifier was reset to
     /// zero classes).
-    fn forward_head(&self, features: &Tensor, train: bool, pre_logits: bool) -> Result<Tensor>;
+    fn forward_head(
+        &self,
+        features: &Tensor,
+        train: bool,
+        pre_logits: bool,
+    ) -> candle_core::Result<Tensor>;
 
     /// Channels of the feature map (the classifier's input size).
     fn num_features(&self) -> usize;
@@ -79,7 +141,7 @@ pub trait Backbone: ModuleT {
     /// with another shape: use [`replace_classifier`] for models that live in a `VarMap`.
     fn reset_classifier(&mut self, num_classes: usize, vb: VarBuilder) -> Result<()>;
 
-    /// The ImageNet spec of the torchvision weights for this architecture.
+    /// The spec of the ImageNet weights for this architecture.
     fn pretrained_spec(&self) -> PretrainedSpec;
 
     /// Variable-name prefixes of the feature stages, in forward order (`features.0`, ... for
@@ -89,16 +151,29 @@ pub trait Backbone: ModuleT {
     /// Variable-name prefix of the classifier (`classifier.1`, `fc`).
     fn classifier_prefix(&self) -> &'static str;
 
+    /// The model's freezing state.
+    fn frozen(&self) -> &FrozenStages;
+
+    /// The model's freezing state, to change.
+    fn frozen_mut(&mut self) -> &mut FrozenStages;
+
     /// Makes the first `n` stages run in eval mode on the graph's side branch: their output is
     /// detached, so no gradient reaches them. Fails when `n` exceeds the number of stages.
-    fn set_frozen_stages(&mut self, n: usize) -> Result<()>;
+    fn set_frozen_stages(&mut self, n: usize) -> Result<()> {
+        let stages = self.stage_names().len();
+        self.frozen_mut().set(n, stages)
+    }
 
     /// How many leading stages are frozen (see [`Backbone::set_frozen_stages`]).
-    fn frozen_stages(&self) -> usize;
+    fn frozen_stages(&self) -> usize {
+        self.frozen().count()
+    }
 }
 
 /// Which part of a backbone transfer learning keeps fixed.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// Serialises as `"None"`, `{"FirstLayers": 2}`, `{"UpToStage": "layer2"}`, `"Backbone"`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Freeze {
     /// Train everything.
     #[default]
@@ -119,12 +194,16 @@ impl Freeze {
         match self {
             Freeze::None => Ok(0),
             Freeze::FirstLayers(n) if *n <= stages.len() => Ok(*n),
-            Freeze::FirstLayers(n) => {
-                candle_core::bail!("cannot freeze {n} stages of a model with {}", stages.len())
-            }
+            Freeze::FirstLayers(n) => Err(Error::config(
+                "freeze",
+                format!("cannot freeze {n} stages of a model with {}", stages.len()),
+            )),
             Freeze::UpToStage(name) => match stages.iter().position(|s| s == name) {
                 Some(i) => Ok(i + 1),
-                None => candle_core::bail!("unknown stage {name:?}; stages are {stages:?}"),
+                None => Err(Error::config(
+                    "freeze",
+                    format!("unknown stage {name:?}; stages are {stages:?}"),
+                )),
             },
             Freeze::Backbone => Ok(stages.len()),
         }
@@ -153,8 +232,8 @@ pub fn has_prefix(name: &str, prefix: &str) -> bool {
             && name.as_bytes()[prefix.len()] == b'.')
 }
 
-fn lock_err<T>(_: T) -> candle_core::Error {
-    candle_core::Error::Msg("the VarMap's lock is poisoned".to_string())
+pub(crate) fn lock_err<T>(_: T) -> Error {
+    Error::PoisonedLock
 }
 
 /// The variables of `varmap` an optimizer should see, sorted by name: all but BatchNorm running
@@ -204,33 +283,60 @@ pub fn remove_vars(varmap: &VarMap, prefix: &str) -> Result<usize> {
 
 /// [`Backbone::reset_classifier`] for a model whose variables live in `varmap`: drops the old
 /// classifier's variables first, so the new layer can take the same torchvision names with
-/// another shape.
+/// another shape. The new layer's initial weights are drawn from `seed` (see
+/// [`deeprecog_nn::init::seeded_var_builder`]).
 pub fn replace_classifier<B: Backbone + ?Sized>(
     model: &mut B,
     num_classes: usize,
     varmap: &VarMap,
+    seed: u64,
     dtype: DType,
     device: &Device,
 ) -> Result<()> {
     remove_vars(varmap, model.classifier_prefix())?;
-    model.reset_classifier(num_classes, VarBuilder::from_varmap(varmap, dtype, device))
+    let vb = deeprecog_nn::init::seeded_var_builder(varmap, seed, dtype, device);
+    model.reset_classifier(num_classes, vb)
 }
 
 /// Global average pooling, `(N, C, H, W) -> (N, C)`.
-pub(crate) fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn global_avg_pool(x: &Tensor) -> candle_core::Result<Tensor> {
     x.flatten_from(2)?.mean(2)
 }
 
 /// BatchNorm with torch's defaults (eps 1e-5, momentum 0.1).
-pub(crate) fn batch_norm(channels: usize, vb: VarBuilder) -> Result<candle_nn::BatchNorm> {
-    let config = candle_nn::BatchNormConfig { eps: 1e-5, momentum: 0.1, ..Default::default() };
-    candle_nn::batch_norm(channels, config, vb)
+pub(crate) fn batch_norm(channels: usize, vb: VarBuilder) -> Result<crate::layers::BatchNorm> {
+    crate::layers::BatchNorm::new(channels, 1e-5, 0.1, vb)
 }
 
 #[cfg(test)]
 pub(crate) mod test_util {
-    use candle_core::{Tensor, Var};
-    use candle_nn::VarMap;
+    use candle_core::{DType, Device, Shape, Tensor, Var};
+    use candle_nn::{Init, VarBuilder, VarMap};
+
+    /// A seeded `VarBuilder::from_varmap` (F32, CPU): the tests' weights repeat exactly.
+    pub fn vb(varmap: &VarMap, seed: u64) -> VarBuilder<'static> {
+        deeprecog_nn::init::seeded_var_builder(varmap, seed, DType::F32, &Device::Cpu)
+    }
+
+    /// A seeded `Tensor::randn(0, 1, shape)` (F32, CPU), drawn from the stream of
+    /// `(seed, "input")`.
+    pub fn randn(seed: u64, shape: impl Into<Shape>) -> Tensor {
+        let init = Init::Randn { mean: 0.0, stdev: 1.0 };
+        deeprecog_nn::init::init_tensor(
+            init,
+            &shape.into(),
+            seed,
+            "input",
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
+    }
+
+    /// [`randn`] as a `Var` (for gradients with respect to the input).
+    pub fn randn_var(seed: u64, shape: impl Into<Shape>) -> Var {
+        Var::from_tensor(&randn(seed, shape)).unwrap()
+    }
 
     /// Asserts every non-buffer variable of `varmap` outside `skip` got a finite gradient.
     pub fn assert_all_grads(varmap: &VarMap, loss: &Tensor, skip: &[&str]) {

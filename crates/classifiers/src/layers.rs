@@ -147,6 +147,51 @@ impl Module for DepthwiseConv2d {
     }
 }
 
+/// candle's `BatchNorm`, refusing to train on one value per channel, as PyTorch does.
+///
+/// In training candle updates the running variance with the batch variance times
+/// `n / (n - 1)`, `n` the values per channel (batch x height x width): for `n = 1` that is
+/// `0 * inf = NaN`, and every evaluation after it is NaN. A `SeedHead` (BatchNorm1d) meets it
+/// when an epoch ends on a batch of one sample (`Loader::drop_last(true)` avoids it), a
+/// backbone when a batch of one image reaches a 1x1 feature map.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchNorm(candle_nn::BatchNorm);
+
+impl BatchNorm {
+    pub(crate) fn new(
+        channels: usize,
+        eps: f64,
+        momentum: f64,
+        vb: VarBuilder,
+    ) -> crate::Result<BatchNorm> {
+        let config = candle_nn::BatchNormConfig { eps, momentum, ..Default::default() };
+        Ok(BatchNorm(candle_nn::batch_norm(channels, config, vb)?))
+    }
+}
+
+impl candle_nn::ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train && x.rank() >= 2 && x.elem_count() <= x.dim(1)? {
+            candle_core::bail!(
+                "BatchNorm: training needs more than one value per channel, got input {:?} \
+                 (an epoch's last batch of one sample? use the loader's drop_last)",
+                x.dims()
+            );
+        }
+        self.0.forward_t(x, train)
+    }
+}
+
+/// The name a model's dropout stream is keyed by: `dropout` under the builder's prefix.
+pub(crate) fn dropout_key(vb: &VarBuilder) -> String {
+    let prefix = vb.prefix();
+    if prefix.is_empty() {
+        "dropout".to_string()
+    } else {
+        format!("{prefix}.dropout")
+    }
+}
+
 /// torch's `MaxPool2d(kernel, stride, padding)` (floor mode) for inputs of any sign, with a
 /// correct backward pass.
 ///
@@ -235,18 +280,17 @@ fn adaptive_avg_dim(x: &Tensor, dim: usize, out: usize) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backbone::test_util::max_abs_diff;
-    use candle_core::{DType, Device, Var};
+    use crate::backbone::test_util::{max_abs_diff, randn, randn_var, vb};
+    use candle_core::Device;
     use candle_nn::VarMap;
 
     #[test]
     fn depthwise_matches_grouped_conv() {
-        let dev = Device::Cpu;
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let vb = vb(&varmap, 0);
         for (stride, (h, w)) in [(1, (7, 9)), (2, (7, 9)), (2, (8, 6))] {
             let dw = DepthwiseConv2d::new(5, 3, stride, 1, vb.pp(format!("s{stride}{h}"))).unwrap();
-            let x = Tensor::randn(0f32, 1.0, (2, 5, h, w), &dev).unwrap();
+            let x = randn(stride as u64, (2, 5, h, w));
             let ours = dw.forward(&x).unwrap();
             let theirs = x.conv2d(dw.weight(), 1, stride, 1, 5).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
@@ -257,10 +301,10 @@ mod tests {
     #[test]
     fn strided_conv_matches_candle_and_has_a_backward_on_odd_shapes() {
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let vb = vb(&varmap, 0);
         for (k, p, (h, w)) in [(3, 1, (5, 6)), (3, 1, (6, 5)), (1, 0, (3, 4)), (7, 3, (9, 12))] {
             let conv = Conv::new(2, 4, k, 2, p, vb.pp(format!("c{k}{h}{w}"))).unwrap();
-            let x = Var::randn(0f32, 1.0, (2, 2, h, w), &Device::Cpu).unwrap();
+            let x = randn_var((h * w) as u64, (2, 2, h, w));
             let ours = conv.forward(&x).unwrap();
             let theirs = x.conv2d(conv.weight(), p, 2, 1, 1).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
@@ -272,8 +316,7 @@ mod tests {
 
     #[test]
     fn max_pools_match_their_references() {
-        let dev = Device::Cpu;
-        let x = Var::randn(0f32, 1.0, (2, 3, 7, 10), &dev).unwrap();
+        let x = randn_var(1, (2, 3, 7, 10));
         for (k, s, p) in [(3, 2, 1), (2, 2, 0), (3, 1, 1)] {
             let a = max_pool(&x, k, s, p).unwrap();
             let b = replicated_pool_dim(&x, 3, k, s, p).unwrap();
@@ -314,13 +357,34 @@ mod tests {
     /// lone maximum 1/k^2 of its gradient. When this fails, candle was fixed.
     #[test]
     fn candle_max_pool_backward_is_scaled() {
-        let x = Var::randn(0f32, 1.0, (1, 2, 4, 6), &Device::Cpu).unwrap();
+        let x = randn_var(1, (1, 2, 4, 6));
         let total = |y: Tensor| {
             let g = y.sum_all().unwrap().backward().unwrap();
             g.get(&x).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
         };
         assert!((total(max_pool(&x, 2, 2, 0).unwrap()) - 12.0).abs() < 1e-5);
         assert!((total(x.max_pool2d(2).unwrap()) - 3.0).abs() < 1e-5);
+    }
+
+    /// Pins the candle 0.11 behaviour `BatchNorm` guards against: training on one value per
+    /// channel leaves NaN running variances. When this fails, candle was fixed.
+    #[test]
+    fn batch_norm_refuses_one_value_per_channel() {
+        use candle_nn::ModuleT;
+        let varmap = VarMap::new();
+        let bn = BatchNorm::new(3, 1e-5, 0.1, vb(&varmap, 0)).unwrap();
+        let one = randn(1, (1, 3));
+        let err = bn.forward_t(&one, true).unwrap_err();
+        assert!(err.to_string().contains("more than one value per channel"), "{err}");
+        assert!(bn.forward_t(&one, false).is_ok());
+        assert!(bn.forward_t(&randn(1, (2, 3)), true).is_ok());
+        assert!(bn.forward_t(&randn(1, (1, 3, 1, 2)), true).is_ok());
+        assert!(bn.forward_t(&randn(1, (1, 3, 1, 1)), true).is_err());
+
+        let candle = candle_nn::batch_norm(3, 1e-5, vb(&varmap, 0).pp("candle")).unwrap();
+        candle.forward_t(&one, true).unwrap();
+        let var = candle.running_var().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(var.iter().all(|v| v.is_nan()), "{var:?}");
     }
 
     #[test]

@@ -3,26 +3,29 @@
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
-//! use candle_nn::{ModuleT, VarBuilder, VarMap};
+//! use candle_nn::{ModuleT, VarMap};
 //! use deeprecog_classifiers::{LeNetLike, LeNetLikeConfig};
+//! use deeprecog_nn::init::seeded_var_builder;
 //!
 //! let varmap = VarMap::new();
-//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let vb = seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu);
 //! let model = LeNetLike::new(&LeNetLikeConfig::default(), vb)?;
 //! let x = Tensor::zeros((2, 1, 96, 96), DType::F32, &Device::Cpu)?;
 //! assert_eq!(model.forward_t(&x, false)?.dims(), &[2, 1]);
-//! # Ok::<(), candle_core::Error>(())
+//! # Ok::<(), deeprecog_classifiers::Error>(())
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Dropout, Linear, ModuleT, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, ModuleT, VarBuilder};
+use deeprecog_nn::dropout::SeededDropout;
+use serde::{Deserialize, Serialize};
 
 use crate::backbone::batch_norm;
-use crate::layers::max_pool;
-use crate::Task;
+use crate::layers::{max_pool, BatchNorm};
+use crate::{Error, Task};
 
 /// Configuration of [`LeNetLike`]; the default is the report's 1x96x96 binary model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeNetLikeConfig {
     /// Input `(channels, height, width)`; 1 channel for the report's grayscale crops.
     pub input: (usize, usize, usize),
@@ -57,12 +60,16 @@ fn conv_pool(n: usize, k: usize) -> Option<usize> {
 
 impl LeNetLike {
     /// Builds the model; fails when the input is too small for the two conv/pool stages.
-    pub fn new(config: &LeNetLikeConfig, vb: VarBuilder) -> Result<LeNetLike> {
+    pub fn new(config: &LeNetLikeConfig, vb: VarBuilder) -> crate::Result<LeNetLike> {
         let (c, h, w) = config.input;
         let out = |n: usize| conv_pool(n, 5).and_then(|v| conv_pool(v, 5));
         let (Some(h2), Some(w2)) = (out(h), out(w)) else {
-            candle_core::bail!("input {:?} is too small for LeNetLike", config.input);
+            let need = "two 5x5 valid convs and 2x2 poolings (at least 16x16)";
+            return Err(Error::too_small("LeNetLike", config.input, need));
         };
+        if c == 0 {
+            return Err(Error::config("LeNetLikeConfig", "the input needs at least one channel"));
+        }
         let cfg = Conv2dConfig::default();
         Ok(LeNetLike {
             conv1: candle_nn::conv2d(c, 6, 5, cfg, vb.pp("conv1"))?,
@@ -88,7 +95,7 @@ impl ModuleT for LeNetLike {
 /// The FakeApp report names its "custom CNN" (conv blocks with BatchNorm and max-pooling,
 /// dropout, a dense layer) but gives no exact layer sizes; the defaults are our choice: three
 /// blocks of 32, 64 and 128 3x3 "same" filters, dropout 0.5, 128 dense units.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FakeAppCnnConfig {
     /// Input `(channels, height, width)`; 1 channel for the report's grayscale crops.
     pub input: (usize, usize, usize),
@@ -100,10 +107,14 @@ pub struct FakeAppCnnConfig {
     pub dropout: f32,
     /// The task, which fixes the number of outputs.
     pub task: Task,
+    /// Seeds the dropout masks (candle's own dropout cannot be seeded), so that training
+    /// repeats exactly.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 impl Default for FakeAppCnnConfig {
-    /// 1x96x96, filters 32/64/128, 128 dense units, dropout 0.5, binary.
+    /// 1x96x96, filters 32/64/128, 128 dense units, dropout 0.5, binary, seed 0.
     fn default() -> Self {
         FakeAppCnnConfig {
             input: (1, 96, 96),
@@ -111,6 +122,7 @@ impl Default for FakeAppCnnConfig {
             dense: 128,
             dropout: 0.5,
             task: Task::Binary,
+            seed: 0,
         }
     }
 }
@@ -121,15 +133,25 @@ impl Default for FakeAppCnnConfig {
 #[derive(Debug, Clone)]
 pub struct FakeAppCnn {
     blocks: Vec<(Conv2d, BatchNorm)>,
-    dropout: Dropout,
+    dropout: SeededDropout,
     fc: Linear,
     head: Linear,
 }
 
 impl FakeAppCnn {
     /// Builds the model; fails when the input is too small for the poolings.
-    pub fn new(config: &FakeAppCnnConfig, vb: VarBuilder) -> Result<FakeAppCnn> {
+    pub fn new(config: &FakeAppCnnConfig, vb: VarBuilder) -> crate::Result<FakeAppCnn> {
         let (mut c, mut h, mut w) = config.input;
+        let n = config.filters.len();
+        if c == 0 || config.dense == 0 || config.filters.contains(&0) {
+            return Err(Error::config(
+                "FakeAppCnnConfig",
+                "channels, filters and dense units must be positive",
+            ));
+        }
+        if n >= usize::BITS as usize || (h >> n) == 0 || (w >> n) == 0 {
+            return Err(Error::too_small("FakeAppCnn", config.input, format!("{n} 2x2 poolings")));
+        }
         let conv_cfg = Conv2dConfig { padding: 1, ..Default::default() };
         let mut blocks = Vec::with_capacity(config.filters.len());
         for (i, &out) in config.filters.iter().enumerate() {
@@ -140,12 +162,13 @@ impl FakeAppCnn {
             h /= 2;
             w /= 2;
         }
-        if h == 0 || w == 0 {
-            candle_core::bail!("input {:?} is too small for {} blocks", config.input, blocks.len());
-        }
         Ok(FakeAppCnn {
             blocks,
-            dropout: Dropout::new(config.dropout),
+            dropout: SeededDropout::new(
+                config.dropout,
+                config.seed,
+                &crate::layers::dropout_key(&vb),
+            )?,
             fc: candle_nn::linear(c * h * w, config.dense, vb.pp("fc"))?,
             head: candle_nn::linear(config.dense, config.task.outputs(), vb.pp("head"))?,
         })
@@ -167,21 +190,41 @@ impl ModuleT for FakeAppCnn {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::backbone::test_util::{assert_all_grads, max_abs_diff, names};
-    use candle_core::{DType, Device};
+    use crate::backbone::test_util::{assert_all_grads, max_abs_diff, names, randn, vb};
+    use candle_core::Device;
     use candle_nn::{Optimizer, VarMap};
 
-    /// Trains `model` with Adam on 8 fixed samples of shape `dims` (label = sample index parity)
-    /// and returns the final binary cross-entropy.
+    /// What [`overfit`] saw.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Overfit {
+        /// The last training loss.
+        pub last: f32,
+        /// Steps taken (it stops early below 0.05).
+        pub steps: usize,
+        /// The largest |logit| of any step.
+        pub max_logit: f32,
+    }
+
+    /// Trains `model` with Adam on 8 fixed samples of shape `dims` drawn from `seed` (label =
+    /// sample index parity) until the loss falls below 0.05 or after `steps` steps.
+    ///
+    /// The loss is `deeprecog_nn::loss::bce_with_logits` (`max(x, 0) - x t + log(1 + e^-|x|)`),
+    /// the one training uses, and NOT candle's `binary_cross_entropy_with_logit`, which this
+    /// helper used when `meso4_overfits_eight_samples` failed with a NaN loss: candle computes
+    /// `t log(sigmoid(x)) + (1 - t) log(1 - sigmoid(x))`, and in f32 `sigmoid(x)` rounds to
+    /// exactly 1 for x > 16.64, so a positive sample predicted confidently (and correctly) gives
+    /// `0 * log(0) = 0 * -inf = NaN`; the NaN gradient then turns every weight into NaN. Meso4
+    /// reaches such logits within a step or two (see `meso.rs`), the other models rarely.
     pub(crate) fn overfit<M: ModuleT>(
         model: &M,
         varmap: &VarMap,
         dims: (usize, usize, usize),
+        seed: u64,
         steps: usize,
         lr: f64,
-    ) -> f32 {
+    ) -> Overfit {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (8, dims.0, dims.1, dims.2), &dev).unwrap();
+        let x = randn(seed, (8, dims.0, dims.1, dims.2));
         let y = Tensor::new(&[[0f32], [1.], [0.], [1.], [0.], [1.], [0.], [1.]], &dev).unwrap();
         let vars: Vec<_> = varmap
             .data()
@@ -193,21 +236,20 @@ pub(crate) mod tests {
             .collect();
         let params = candle_nn::ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() };
         let mut opt = candle_nn::AdamW::new(vars, params).unwrap();
-        let mut last = f32::INFINITY;
+        let mut out = Overfit { last: f32::INFINITY, steps: 0, max_logit: 0.0 };
         for _ in 0..steps {
             let logits = model.forward_t(&x, true).unwrap();
-            let loss = candle_nn::loss::binary_cross_entropy_with_logit(&logits, &y).unwrap();
+            let m = logits.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            out.max_logit = out.max_logit.max(m);
+            let loss = deeprecog_nn::loss::bce_with_logits(&logits, &y).unwrap();
             opt.backward_step(&loss).unwrap();
-            last = loss.to_scalar::<f32>().unwrap();
-            if last < 0.05 {
+            out.last = loss.to_scalar::<f32>().unwrap();
+            out.steps += 1;
+            if out.last < 0.05 || !out.last.is_finite() {
                 break;
             }
         }
-        last
-    }
-
-    fn vb(varmap: &VarMap) -> VarBuilder<'_> {
-        VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu)
+        out
     }
 
     #[test]
@@ -215,8 +257,8 @@ pub(crate) mod tests {
         let varmap = VarMap::new();
         let task = Task::MultiClass(3);
         let model =
-            LeNetLike::new(&LeNetLikeConfig { input: (1, 48, 40), task }, vb(&varmap)).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (2, 1, 48, 40), &Device::Cpu).unwrap();
+            LeNetLike::new(&LeNetLikeConfig { input: (1, 48, 40), task }, vb(&varmap, 0)).unwrap();
+        let x = randn(1, (2, 1, 48, 40));
         let y = model.forward_t(&x, true).unwrap();
         assert_eq!(y.dims(), &[2, 3]);
         // No BatchNorm or Dropout: both modes agree.
@@ -231,24 +273,27 @@ pub(crate) mod tests {
         assert_eq!(data["fc3.bias"].dims(), &[3]);
         drop(data);
         let tiny = LeNetLikeConfig { input: (1, 12, 40), task: Task::Binary };
-        assert!(LeNetLike::new(&tiny, vb(&VarMap::new())).is_err());
+        let err = LeNetLike::new(&tiny, vb(&VarMap::new(), 0)).unwrap_err();
+        assert!(matches!(err, Error::InputTooSmall { input: (1, 12, 40), .. }), "{err}");
     }
 
     #[test]
     fn lenet_default_flattens_96x96() {
         let varmap = VarMap::new();
-        LeNetLike::new(&LeNetLikeConfig::default(), vb(&varmap)).unwrap();
+        LeNetLike::new(&LeNetLikeConfig::default(), vb(&varmap, 0)).unwrap();
         let data = varmap.data().lock().unwrap();
         assert_eq!(data["fc1.weight"].dims(), &[120, 16 * 21 * 21]);
     }
 
     #[test]
     fn lenet_overfits_eight_samples() {
-        let varmap = VarMap::new();
-        let cfg = LeNetLikeConfig { input: (1, 24, 20), task: Task::Binary };
-        let model = LeNetLike::new(&cfg, vb(&varmap)).unwrap();
-        let loss = overfit(&model, &varmap, (1, 24, 20), 300, 3e-3);
-        assert!(loss < 0.1, "loss stayed at {loss}");
+        for seed in 0..2 {
+            let varmap = VarMap::new();
+            let cfg = LeNetLikeConfig { input: (1, 24, 20), task: Task::Binary };
+            let model = LeNetLike::new(&cfg, vb(&varmap, seed)).unwrap();
+            let run = overfit(&model, &varmap, (1, 24, 20), seed, 300, 3e-3);
+            assert!(run.last < 0.1, "seed {seed}: {run:?}");
+        }
     }
 
     #[test]
@@ -260,8 +305,8 @@ pub(crate) mod tests {
             dense: 8,
             ..Default::default()
         };
-        let model = FakeAppCnn::new(&cfg, vb(&varmap)).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (2, 1, 48, 40), &Device::Cpu).unwrap();
+        let model = FakeAppCnn::new(&cfg, vb(&varmap, 0)).unwrap();
+        let x = randn(1, (2, 1, 48, 40));
         let train = model.forward_t(&x, true).unwrap();
         let eval = model.forward_t(&x, false).unwrap();
         assert_eq!(train.dims(), &[2, 1]);
@@ -275,5 +320,46 @@ pub(crate) mod tests {
         assert_eq!(data["features.0.bn.running_var"].dims(), &[4]);
         assert_eq!(data["fc.weight"].dims(), &[8, 16 * 6 * 5]);
         assert_eq!(data["head.weight"].dims(), &[1, 8]);
+        drop(data);
+        let tiny = FakeAppCnnConfig { input: (1, 7, 40), ..cfg };
+        assert!(matches!(
+            FakeAppCnn::new(&tiny, vb(&VarMap::new(), 0)),
+            Err(Error::InputTooSmall { .. })
+        ));
+    }
+
+    #[test]
+    fn fakeapp_dropout_is_seeded() {
+        let cfg = FakeAppCnnConfig {
+            input: (1, 16, 24),
+            filters: vec![4, 8],
+            dense: 8,
+            seed: 3,
+            ..Default::default()
+        };
+        let x = randn(1, (2, 1, 16, 24));
+        let run = |cfg: &FakeAppCnnConfig| {
+            let model = FakeAppCnn::new(cfg, vb(&VarMap::new(), 0)).unwrap();
+            model.forward_t(&x, true).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        assert_eq!(run(&cfg), run(&cfg));
+        assert_ne!(run(&cfg), run(&FakeAppCnnConfig { seed: 4, ..cfg.clone() }));
+    }
+
+    #[test]
+    fn configs_round_trip_through_json() {
+        let lenet = LeNetLikeConfig { input: (1, 48, 40), task: Task::MultiClass(3) };
+        let json = serde_json::to_string(&lenet).unwrap();
+        assert_eq!(serde_json::from_str::<LeNetLikeConfig>(&json).unwrap(), lenet);
+        let fakeapp = FakeAppCnnConfig {
+            input: (3, 64, 48),
+            filters: vec![8, 16],
+            dense: 32,
+            dropout: 0.3,
+            task: Task::Binary,
+            seed: 11,
+        };
+        let json = serde_json::to_string(&fakeapp).unwrap();
+        assert_eq!(serde_json::from_str::<FakeAppCnnConfig>(&json).unwrap(), fakeapp);
     }
 }

@@ -1,41 +1,45 @@
-//! Face attribute and real/fake classifiers on candle.
-//!
-//! This first piece holds the task definitions and the attractiveness report's scratch CNN;
-//! backbones (ResNet, MobileNetV2, Xception, ...), heads, freezing and the trainer build on it.
+//! Face attribute and real/fake classifiers on candle: the attractiveness report's scratch CNN
+//! and transfer head, the FakeApp report's small CNNs, MesoNet, and ImageNet backbones
+//! (ResNet, MobileNetV2, Xception, VGG) with timm-like freezing; the [`zoo`] builds any of them
+//! by name from a serde config and rebuilds a trained one from its run folder.
 //!
 //! ```
-//! use candle_core::{DType, Device, Module, Tensor};
-//! use candle_nn::{VarBuilder, VarMap};
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::VarMap;
 //! use deeprecog_classifiers::{ScratchCnn, ScratchCnnConfig, Task};
+//! use deeprecog_nn::init::seeded_var_builder;
 //!
 //! let varmap = VarMap::new();
-//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let vb = seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu);
 //! let config = ScratchCnnConfig { blocks: 2, input: (3, 24, 32), ..Default::default() };
 //! let model = ScratchCnn::new(&config, vb)?;
 //! let logits = candle_nn::ModuleT::forward_t(&model, &Tensor::zeros((2, 3, 24, 32), DType::F32, &Device::Cpu)?, false)?;
 //! assert_eq!(logits.dims(), &[2, 1]);
-//! # Ok::<(), candle_core::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 pub mod backbone;
+mod error;
 pub mod head;
+pub mod imagenet;
 mod layers;
 pub mod lenet;
 pub mod meso;
 pub mod mobilenetv2;
-pub mod pipeline;
 pub mod report;
 pub mod resnet;
-pub mod train;
+pub mod supervised;
 pub mod vgg;
 pub mod xception;
 pub mod zoo;
 
 pub use backbone::{
     apply_freeze, replace_classifier, trainable_vars, trainable_vars_except, Backbone, Freeze,
-    PretrainedSpec,
+    FrozenStages, PretrainedSpec,
 };
+pub use error::{Error, Result};
 pub use head::{SeedHead, SeedHeadConfig, TransferModel};
+pub use imagenet::IMAGENET_CLASSES;
 pub use lenet::{FakeAppCnn, FakeAppCnnConfig, LeNetLike, LeNetLikeConfig};
 pub use meso::{Meso4, MesoConfig, MesoInception4};
 pub use mobilenetv2::{MobileNetV2, MobileNetV2Config};
@@ -43,12 +47,16 @@ pub use resnet::{ResNet, ResNetConfig, ResNetDepth};
 pub use vgg::{Vgg, VggConfig};
 pub use xception::{Xception, XceptionConfig};
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, ModuleT, VarBuilder};
 use deeprecog_attributes::Attribute;
+use serde::{Deserialize, Serialize};
 
 /// What a classifier predicts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialises as `"Binary"`, `{"MultiLabel": ["Male", "Smiling"]}` (CelebA's attribute names),
+/// `{"MultiClass": 10}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Task {
     /// One sigmoid output (Attractive, or fake vs real).
     Binary,
@@ -72,7 +80,7 @@ impl Task {
 /// The attractiveness report's scratch CNN: `blocks` x (3x3 "same" conv, ReLU, 2x2 max-pool),
 /// filters starting at `base_filters` and doubling, then one ReLU fully connected layer of
 /// `fc` units and the output layer (logits; the sigmoid lives in the loss).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScratchCnnConfig {
     /// Number of conv blocks (the report's validation sweep picked 3).
     pub blocks: usize,
@@ -111,21 +119,26 @@ impl ScratchCnn {
     /// Builds the model; fails when the input is too small for `blocks` poolings.
     pub fn new(config: &ScratchCnnConfig, vb: VarBuilder) -> Result<ScratchCnn> {
         let (mut c, mut h, mut w) = config.input;
+        let (blocks, base) = (config.blocks, config.base_filters);
+        if blocks == 0 || base == 0 || config.fc == 0 || c == 0 {
+            return Err(Error::config(
+                "ScratchCnnConfig",
+                format!("blocks {blocks}, base_filters {base}, fc {} and channels {c} must all be positive", config.fc),
+            ));
+        }
+        let too_small =
+            || Error::too_small("ScratchCnn", config.input, format!("{blocks} 2x2 poolings"));
+        if blocks >= usize::BITS as usize || (h >> blocks) == 0 || (w >> blocks) == 0 {
+            return Err(too_small());
+        }
         let conv_cfg = Conv2dConfig { padding: 1, ..Default::default() };
-        let mut convs = Vec::with_capacity(config.blocks);
-        for i in 0..config.blocks {
-            let out = config.base_filters << i;
+        let mut convs = Vec::with_capacity(blocks);
+        for i in 0..blocks {
+            let out = base.checked_shl(i as u32).ok_or_else(too_small)?;
             convs.push(candle_nn::conv2d(c, out, 3, conv_cfg, vb.pp(format!("features.{i}")))?);
             c = out;
             h /= 2;
             w /= 2;
-        }
-        if h == 0 || w == 0 {
-            candle_core::bail!(
-                "input {:?} is too small for {} pooling blocks",
-                config.input,
-                config.blocks
-            );
         }
         let fc = candle_nn::linear(c * h * w, config.fc, vb.pp("fc"))?;
         let head = candle_nn::linear(config.fc, config.task.outputs(), vb.pp("head"))?;
@@ -134,7 +147,7 @@ impl ScratchCnn {
 }
 
 impl ModuleT for ScratchCnn {
-    fn forward_t(&self, xs: &Tensor, _train: bool) -> Result<Tensor> {
+    fn forward_t(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
         let mut x = xs.clone();
         for conv in &self.convs {
             // candle's own max_pool2d backward scales the gradient by 1/k² (see layers::max_pool).
@@ -147,17 +160,16 @@ impl ModuleT for ScratchCnn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
+    use crate::backbone::test_util::{randn, vb};
     use candle_nn::VarMap;
 
     #[test]
     fn shapes_on_non_square_input_and_gradients_everywhere() {
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let task = Task::MultiLabel(vec![Attribute::Male, Attribute::Smiling, Attribute::Young]);
         let cfg = ScratchCnnConfig { blocks: 3, base_filters: 4, fc: 8, task, input: (3, 16, 40) };
-        let model = ScratchCnn::new(&cfg, vb).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 16, 40), &Device::Cpu).unwrap();
+        let model = ScratchCnn::new(&cfg, vb(&varmap, 0)).unwrap();
+        let x = randn(1, (2, 3, 16, 40));
         let y = model.forward_t(&x, true).unwrap();
         assert_eq!(y.dims(), &[2, 3]);
         let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
@@ -174,10 +186,33 @@ mod tests {
 
     #[test]
     fn too_small_input_is_an_error() {
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let cfg = ScratchCnnConfig { blocks: 4, input: (3, 8, 64), ..Default::default() };
-        assert!(ScratchCnn::new(&cfg, vb).is_err());
+        let err = ScratchCnn::new(&cfg, vb(&VarMap::new(), 0)).unwrap_err();
+        assert!(matches!(err, Error::InputTooSmall { input: (3, 8, 64), .. }), "{err}");
+        let cfg = ScratchCnnConfig { blocks: 0, ..Default::default() };
+        assert!(matches!(
+            ScratchCnn::new(&cfg, vb(&VarMap::new(), 0)),
+            Err(Error::InvalidConfig { .. })
+        ));
+    }
+
+    #[test]
+    fn configs_round_trip_through_json() {
+        let cfg = ScratchCnnConfig {
+            blocks: 2,
+            base_filters: 8,
+            fc: 16,
+            task: Task::MultiLabel(vec![Attribute::FiveOClockShadow, Attribute::Male]),
+            input: (1, 24, 40),
+        };
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains(r#""MultiLabel":["5_o_Clock_Shadow","Male"]"#), "{json}");
+        assert_eq!(serde_json::from_str::<ScratchCnnConfig>(&json).unwrap(), cfg);
+        for task in [Task::Binary, Task::MultiClass(7)] {
+            let json = serde_json::to_string(&task).unwrap();
+            assert_eq!(serde_json::from_str::<Task>(&json).unwrap(), task);
+        }
+        assert_eq!(serde_json::to_string(&Task::Binary).unwrap(), r#""Binary""#);
     }
 }
 

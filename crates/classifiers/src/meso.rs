@@ -10,25 +10,28 @@
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
-//! use candle_nn::{ModuleT, VarBuilder, VarMap};
+//! use candle_nn::{ModuleT, VarMap};
 //! use deeprecog_classifiers::{Meso4, MesoConfig};
+//! use deeprecog_nn::init::seeded_var_builder;
 //!
 //! let varmap = VarMap::new();
-//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let vb = seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu);
 //! let model = Meso4::new(&MesoConfig { input: (3, 64, 48), ..Default::default() }, vb)?;
 //! let x = Tensor::zeros((2, 3, 64, 48), DType::F32, &Device::Cpu)?;
 //! assert_eq!(model.forward_t(&x, false)?.dims(), &[2, 1]);
-//! # Ok::<(), candle_core::Error>(())
+//! # Ok::<(), deeprecog_classifiers::Error>(())
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Dropout, Linear, ModuleT, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, ModuleT, VarBuilder};
+use deeprecog_nn::dropout::SeededDropout;
+use serde::{Deserialize, Serialize};
 
-use crate::layers::{keras_same_max_pool, keras_same_out};
-use crate::Task;
+use crate::layers::{keras_same_max_pool, keras_same_out, BatchNorm};
+use crate::{Error, Task};
 
 /// Configuration of [`Meso4`] and [`MesoInception4`]; the default is the paper's.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MesoConfig {
     /// Input `(channels, height, width)` (3x256x256 in the paper).
     pub input: (usize, usize, usize),
@@ -37,19 +40,29 @@ pub struct MesoConfig {
     /// The task, which fixes the number of outputs (binary: one logit; the sigmoid lives in the
     /// loss).
     pub task: Task,
+    /// Seeds the dropout masks (candle's own dropout cannot be seeded), so that training
+    /// repeats exactly.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 impl Default for MesoConfig {
-    /// 3x256x256, dropout 0.5, binary.
+    /// 3x256x256, dropout 0.5, binary, seed 0.
     fn default() -> Self {
-        MesoConfig { input: (3, 256, 256), dropout: 0.5, task: Task::Binary }
+        MesoConfig { input: (3, 256, 256), dropout: 0.5, task: Task::Binary, seed: 0 }
+    }
+}
+
+fn check_channels(config: &MesoConfig) -> crate::Result<usize> {
+    match config.input.0 {
+        0 => Err(Error::config("MesoConfig", "the input needs at least one channel")),
+        c => Ok(c),
     }
 }
 
 /// Keras' `BatchNormalization()` defaults.
-fn keras_batch_norm(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
-    let config = candle_nn::BatchNormConfig { eps: 1e-3, momentum: 0.01, ..Default::default() };
-    candle_nn::batch_norm(channels, config, vb)
+fn keras_batch_norm(channels: usize, vb: VarBuilder) -> crate::Result<BatchNorm> {
+    BatchNorm::new(channels, 1e-3, 0.01, vb)
 }
 
 /// Keras' `Conv2D(cout, k, padding="same", dilation_rate=d)` with bias (odd `k`).
@@ -93,22 +106,26 @@ impl ModuleT for ConvStage {
 /// Flatten, dropout, dense 16, LeakyReLU(0.1), dropout, output dense: `fc1.*`, `fc2.*`.
 #[derive(Debug, Clone)]
 struct MesoHead {
-    dropout: Dropout,
+    dropout: SeededDropout,
     fc1: Linear,
     fc2: Linear,
 }
 
 impl MesoHead {
     /// `channels` of the last stage; the four poolings (2, 2, 2, 4) fix its spatial size.
-    fn new(channels: usize, config: &MesoConfig, vb: &VarBuilder) -> Result<MesoHead> {
+    fn new(channels: usize, config: &MesoConfig, vb: &VarBuilder) -> crate::Result<MesoHead> {
         let (_, h, w) = config.input;
         if h == 0 || w == 0 {
-            candle_core::bail!("MesoNet input {:?} is empty", config.input);
+            return Err(Error::too_small("MesoNet", config.input, "a non-empty image"));
         }
         let pooled = |n: usize| [2, 2, 2, 4].into_iter().fold(n, keras_same_out);
         let flat = channels * pooled(h) * pooled(w);
         Ok(MesoHead {
-            dropout: Dropout::new(config.dropout),
+            dropout: SeededDropout::new(
+                config.dropout,
+                config.seed,
+                &crate::layers::dropout_key(vb),
+            )?,
             fc1: candle_nn::linear(flat, 16, vb.pp("fc1"))?,
             fc2: candle_nn::linear(16, config.task.outputs(), vb.pp("fc2"))?,
         })
@@ -135,8 +152,8 @@ pub struct Meso4 {
 
 impl Meso4 {
     /// Builds the model.
-    pub fn new(config: &MesoConfig, vb: VarBuilder) -> Result<Meso4> {
-        let c = config.input.0;
+    pub fn new(config: &MesoConfig, vb: VarBuilder) -> crate::Result<Meso4> {
+        let c = check_channels(config)?;
         let stages = vec![
             ConvStage::new(c, 8, 3, 2, 1, &vb)?,
             ConvStage::new(8, 8, 5, 2, 2, &vb)?,
@@ -205,8 +222,8 @@ pub struct MesoInception4 {
 
 impl MesoInception4 {
     /// Builds the model.
-    pub fn new(config: &MesoConfig, vb: VarBuilder) -> Result<MesoInception4> {
-        let c = config.input.0;
+    pub fn new(config: &MesoConfig, vb: VarBuilder) -> crate::Result<MesoInception4> {
+        let c = check_channels(config)?;
         let inceptions = vec![
             (
                 Inception::new(c, [1, 4, 4, 2], vb.pp("inception1"))?,
@@ -239,14 +256,9 @@ impl ModuleT for MesoInception4 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backbone::test_util::{assert_all_grads, max_abs_diff, names};
+    use crate::backbone::test_util::{assert_all_grads, max_abs_diff, names, randn, vb};
     use crate::lenet::tests::overfit;
-    use candle_core::{DType, Device};
     use candle_nn::VarMap;
-
-    fn vb(varmap: &VarMap) -> VarBuilder<'_> {
-        VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu)
-    }
 
     fn trainable_weights(varmap: &VarMap) -> usize {
         let data = varmap.data().lock().unwrap();
@@ -258,7 +270,7 @@ mod tests {
 
     fn check<M: ModuleT>(model: &M, varmap: &VarMap) {
         // 40x56 -> pools 2, 2, 2 -> 5x7 -> pool 4 (same) -> 2x2.
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 40, 56), &Device::Cpu).unwrap();
+        let x = randn(1, (2, 3, 40, 56));
         let train = model.forward_t(&x, true).unwrap();
         let eval = model.forward_t(&x, false).unwrap();
         assert_eq!(train.dims(), &[2, 1]);
@@ -273,7 +285,7 @@ mod tests {
     fn meso4_shapes_names_modes_and_gradients() {
         let varmap = VarMap::new();
         let cfg = MesoConfig { input: (3, 40, 56), ..Default::default() };
-        let model = Meso4::new(&cfg, vb(&varmap)).unwrap();
+        let model = Meso4::new(&cfg, vb(&varmap, 0)).unwrap();
         check(&model, &varmap);
         // 4 convs x 2 + 4 BNs x 4 + 2 dense x 2.
         assert_eq!(names(&varmap).len(), 28);
@@ -287,13 +299,14 @@ mod tests {
 
     #[test]
     fn paper_sizes_match_the_keras_summary() {
-        // The reference Meso4 at 256x256 has 27,977 trainable parameters (MesoInception4 28,615, both as in the paper) (BatchNorm's gamma
-        // and beta included, moving statistics excluded): 8x8x16 flatten -> 1024 x 16 dense.
+        // The reference Meso4 at 256x256 has 27,977 trainable parameters (MesoInception4
+        // 28,615, both as in the paper; BatchNorm's gamma and beta included, moving statistics
+        // excluded): 8x8x16 flatten -> 1024 x 16 dense.
         let varmap = VarMap::new();
-        Meso4::new(&MesoConfig::default(), vb(&varmap)).unwrap();
+        Meso4::new(&MesoConfig::default(), vb(&varmap, 0)).unwrap();
         assert_eq!(trainable_weights(&varmap), 27_977);
         let varmap = VarMap::new();
-        MesoInception4::new(&MesoConfig::default(), vb(&varmap)).unwrap();
+        MesoInception4::new(&MesoConfig::default(), vb(&varmap, 0)).unwrap();
         assert_eq!(trainable_weights(&varmap), 28_615);
         let data = varmap.data().lock().unwrap();
         assert_eq!(data["fc1.weight"].dims(), &[16, 1024]);
@@ -304,7 +317,7 @@ mod tests {
     fn meso_inception4_shapes_names_modes_and_gradients() {
         let varmap = VarMap::new();
         let cfg = MesoConfig { input: (3, 40, 56), ..Default::default() };
-        let model = MesoInception4::new(&cfg, vb(&varmap)).unwrap();
+        let model = MesoInception4::new(&cfg, vb(&varmap, 0)).unwrap();
         check(&model, &varmap);
         // 2 inceptions x 7 convs x 2 + 4 BNs x 4 + 2 convs x 2 + 2 dense x 2.
         assert_eq!(names(&varmap).len(), 28 + 16 + 4 + 4);
@@ -317,11 +330,64 @@ mod tests {
     }
 
     #[test]
-    fn meso4_overfits_eight_samples() {
+    fn config_round_trips_and_dropout_is_seeded() {
+        let cfg = MesoConfig { input: (3, 40, 56), dropout: 0.5, task: Task::Binary, seed: 7 };
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(serde_json::from_str::<MesoConfig>(&json).unwrap(), cfg);
+        // A config written before the seed existed still reads (seed 0).
+        let old = r#"{"input":[3,40,56],"dropout":0.5,"task":"Binary"}"#;
+        assert_eq!(serde_json::from_str::<MesoConfig>(old).unwrap().seed, 0);
+        let x = randn(1, (2, 3, 40, 56));
+        let run = |cfg: &MesoConfig| {
+            let model = Meso4::new(cfg, vb(&VarMap::new(), 0)).unwrap();
+            model.forward_t(&x, true).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        assert_eq!(run(&cfg), run(&cfg));
+        assert_ne!(run(&cfg), run(&MesoConfig { seed: 8, ..cfg.clone() }));
+    }
+
+    fn meso4_overfit(seed: u64) -> crate::lenet::tests::Overfit {
         let varmap = VarMap::new();
-        let cfg = MesoConfig { input: (3, 32, 40), dropout: 0.0, task: Task::Binary };
-        let model = Meso4::new(&cfg, vb(&varmap)).unwrap();
-        let loss = overfit(&model, &varmap, (3, 32, 40), 300, 1e-2);
-        assert!(loss < 0.1, "loss stayed at {loss}");
+        let cfg = MesoConfig { input: (3, 32, 40), dropout: 0.0, task: Task::Binary, seed };
+        let model = Meso4::new(&cfg, vb(&varmap, seed)).unwrap();
+        overfit(&model, &varmap, (3, 32, 40), seed, 300, 1e-2)
+    }
+
+    /// Meso4 once failed here with a NaN loss (CI, a fresh clone, second run of the suite). The
+    /// cause was the loss, not the model: the helper used candle's `binary_cross_entropy_with_logit`,
+    /// which is NaN as soon as a positive sample's logit exceeds 16.64 (see
+    /// `lenet::tests::overfit`). Meso4 gets there easily because of its Keras layer order,
+    /// conv -> ReLU -> BatchNorm: a channel that the ReLU leaves active at only a few of the
+    /// N x H x W positions of a small batch is normalised to spikes of up to sqrt(N H W)
+    /// (29.6 in `bn2` at step 0 for seed 128 of a 200-seed sweep, with 38 of 2560 positions
+    /// active), and one Adam step that makes such a channel sparser makes its spike larger. For
+    /// that seed one step of lr 1e-2 moved sample 7's logit from -1.57 to 22.45: a right answer,
+    /// loss 0.110 by the stable formula, NaN by candle's. 1 seed in 200 went NaN that way and
+    /// 7 more peaked between 13 and 16.2; with the stable loss all 200 converge (the largest
+    /// logits are harmless). The model is the paper's and stays as it is.
+    #[test]
+    fn meso4_overfits_eight_samples() {
+        for seed in 0..3 {
+            let run = meso4_overfit(seed);
+            assert!(run.last < 0.1, "seed {seed}: {run:?}");
+        }
+    }
+
+    /// `SEEDS=n cargo test -p deeprecog-classifiers --lib meso::tests::meso4_overfit_seed_sweep
+    /// -- --ignored --nocapture`: [`meso4_overfits_eight_samples`] over seeds `0..n` (default
+    /// 100).
+    #[test]
+    #[ignore = "a sweep over many seeds; run on demand"]
+    fn meso4_overfit_seed_sweep() {
+        let n = std::env::var("SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100u64);
+        let mut failed = Vec::new();
+        for seed in 0..n {
+            let run = meso4_overfit(seed);
+            eprintln!("seed {seed}: {run:?}");
+            if run.last.is_nan() || run.last >= 0.1 {
+                failed.push(seed);
+            }
+        }
+        assert!(failed.is_empty(), "failed seeds: {failed:?}");
     }
 }

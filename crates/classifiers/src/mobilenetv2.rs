@@ -2,24 +2,28 @@
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
-//! use candle_nn::{ModuleT, VarBuilder, VarMap};
+//! use candle_nn::{ModuleT, VarMap};
 //! use deeprecog_classifiers::{Backbone, MobileNetV2, MobileNetV2Config};
+//! use deeprecog_nn::init::seeded_var_builder;
 //!
 //! let varmap = VarMap::new();
-//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let vb = seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu);
 //! let config = MobileNetV2Config { width_mult: 0.25, num_classes: 1, ..Default::default() };
 //! let model = MobileNetV2::new(&config, vb)?;
 //! let x = Tensor::zeros((1, 3, 32, 48), DType::F32, &Device::Cpu)?;
 //! assert_eq!(model.forward_t(&x, false)?.dims(), &[1, 1]);
 //! assert_eq!(model.forward_features(&x, false)?.dims(), &[1, 1280, 1, 2]);
-//! # Ok::<(), candle_core::Error>(())
+//! # Ok::<(), deeprecog_classifiers::Error>(())
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{BatchNorm, Dropout, Init, Linear, ModuleT, VarBuilder};
+use candle_nn::{Init, Linear, ModuleT, VarBuilder};
+use deeprecog_nn::dropout::SeededDropout;
+use serde::{Deserialize, Serialize};
 
-use crate::backbone::{batch_norm, global_avg_pool, Backbone, PretrainedSpec};
-use crate::layers::{Conv, DepthwiseConv2d};
+use crate::backbone::{batch_norm, global_avg_pool, Backbone, FrozenStages, PretrainedSpec};
+use crate::layers::{dropout_key, BatchNorm, Conv, DepthwiseConv2d};
+use crate::Error;
 
 /// torchvision's ImageNet weights for `mobilenet_v2()` (IMAGENET1K_V1).
 pub const MOBILENET_V2_SOURCE: &str =
@@ -38,7 +42,7 @@ const INVERTED_RESIDUAL_SETTING: [(usize, usize, usize, usize); 7] = [
 ];
 
 /// Configuration of [`MobileNetV2`]; the default is torchvision's `mobilenet_v2()`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MobileNetV2Config {
     /// Channel multiplier (1.0 for the pretrained weights; smaller for quick experiments).
     pub width_mult: f64,
@@ -48,12 +52,21 @@ pub struct MobileNetV2Config {
     pub dropout: f32,
     /// Channel counts are rounded to multiples of this.
     pub round_nearest: usize,
+    /// Seeds the dropout masks (candle's own dropout cannot be seeded).
+    #[serde(default)]
+    pub seed: u64,
 }
 
 impl Default for MobileNetV2Config {
-    /// Width 1.0, 1000 classes, dropout 0.2, rounding to 8.
+    /// Width 1.0, 1000 classes, dropout 0.2, rounding to 8, seed 0.
     fn default() -> Self {
-        MobileNetV2Config { width_mult: 1.0, num_classes: 1000, dropout: 0.2, round_nearest: 8 }
+        MobileNetV2Config {
+            width_mult: 1.0,
+            num_classes: 1000,
+            dropout: 0.2,
+            round_nearest: 8,
+            seed: 0,
+        }
     }
 }
 
@@ -175,17 +188,20 @@ impl ModuleT for Stage {
 #[derive(Debug, Clone)]
 pub struct MobileNetV2 {
     features: Vec<Stage>,
-    dropout: Dropout,
+    dropout: SeededDropout,
     classifier: Option<Linear>,
     num_features: usize,
-    frozen: usize,
+    frozen: FrozenStages,
 }
 
 impl MobileNetV2 {
     /// Builds the model under `vb`'s prefix.
-    pub fn new(config: &MobileNetV2Config, vb: VarBuilder) -> Result<MobileNetV2> {
-        if config.width_mult.is_nan() || config.width_mult <= 0.0 {
-            candle_core::bail!("MobileNetV2 width_mult must be positive, is {}", config.width_mult);
+    pub fn new(config: &MobileNetV2Config, vb: VarBuilder) -> crate::Result<MobileNetV2> {
+        if !(config.width_mult.is_finite() && config.width_mult > 0.0) {
+            return Err(Error::config(
+                "MobileNetV2Config",
+                format!("width_mult must be positive, is {}", config.width_mult),
+            ));
         }
         let div = config.round_nearest;
         let mut cin = make_divisible(32.0 * config.width_mult, div);
@@ -202,13 +218,14 @@ impl MobileNetV2 {
             }
         }
         features.push(Stage::Conv(ConvBnRelu6::dense(cin, last, 1, 1, fvb.pp(features.len()))?));
+        let dropout = SeededDropout::new(config.dropout, config.seed, &dropout_key(&vb))?;
         let classifier = Self::classifier(last, config.num_classes, vb)?;
         Ok(MobileNetV2 {
             features,
-            dropout: Dropout::new(config.dropout),
+            dropout,
             classifier,
             num_features: last,
-            frozen: 0,
+            frozen: FrozenStages::default(),
         })
     }
 
@@ -227,14 +244,7 @@ impl MobileNetV2 {
 
 impl Backbone for MobileNetV2 {
     fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = x.clone();
-        for (i, stage) in self.features.iter().enumerate() {
-            x = stage.forward_t(&x, train && i >= self.frozen)?;
-            if i + 1 == self.frozen {
-                x = x.detach();
-            }
-        }
-        Ok(x)
+        self.frozen.forward(&self.features, x, train)
     }
 
     fn forward_head(&self, features: &Tensor, train: bool, pre_logits: bool) -> Result<Tensor> {
@@ -253,7 +263,7 @@ impl Backbone for MobileNetV2 {
         self.classifier.as_ref().map_or(0, |fc| fc.weight().dims()[0])
     }
 
-    fn reset_classifier(&mut self, num_classes: usize, vb: VarBuilder) -> Result<()> {
+    fn reset_classifier(&mut self, num_classes: usize, vb: VarBuilder) -> crate::Result<()> {
         self.classifier = Self::classifier(self.num_features, num_classes, vb)?;
         Ok(())
     }
@@ -270,16 +280,12 @@ impl Backbone for MobileNetV2 {
         "classifier.1"
     }
 
-    fn set_frozen_stages(&mut self, n: usize) -> Result<()> {
-        if n > self.features.len() {
-            candle_core::bail!("cannot freeze {n} of {} MobileNetV2 stages", self.features.len());
-        }
-        self.frozen = n;
-        Ok(())
+    fn frozen(&self) -> &FrozenStages {
+        &self.frozen
     }
 
-    fn frozen_stages(&self) -> usize {
-        self.frozen
+    fn frozen_mut(&mut self) -> &mut FrozenStages {
+        &mut self.frozen
     }
 }
 
@@ -292,20 +298,19 @@ impl ModuleT for MobileNetV2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backbone::test_util::{assert_all_grads, max_abs_diff, names, var_names};
+    use crate::backbone::test_util::{assert_all_grads, max_abs_diff, names, randn, var_names, vb};
     use crate::backbone::{apply_freeze, replace_classifier, Freeze};
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     fn tiny(varmap: &VarMap, classes: usize) -> MobileNetV2 {
-        let vb = VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu);
         let cfg =
             MobileNetV2Config { width_mult: 0.25, num_classes: classes, ..Default::default() };
-        MobileNetV2::new(&cfg, vb).unwrap()
+        MobileNetV2::new(&cfg, vb(varmap, 0)).unwrap()
     }
 
     fn input() -> Tensor {
-        Tensor::randn(0f32, 1.0, (2, 3, 40, 56), &Device::Cpu).unwrap()
+        randn(1, (2, 3, 40, 56))
     }
 
     #[test]
@@ -323,8 +328,7 @@ mod tests {
         // Full width: the names and shapes of the real checkpoint (checked against
         // mobilenet_v2-b0353104.pth: 314 entries, 52 of them `num_batches_tracked`).
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let model = MobileNetV2::new(&MobileNetV2Config::default(), vb).unwrap();
+        let model = MobileNetV2::new(&MobileNetV2Config::default(), vb(&varmap, 0)).unwrap();
         let names = names(&varmap);
         assert_eq!(names.len(), 314 - 52);
         let data = varmap.data().lock().unwrap();
@@ -363,8 +367,7 @@ mod tests {
         let weights = deeprecog_nn::import::load_pytorch(&path, &dev).unwrap();
         assert_eq!(weights.len(), 314);
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-        MobileNetV2::new(&MobileNetV2Config::default(), vb).unwrap();
+        MobileNetV2::new(&MobileNetV2Config::default(), vb(&varmap, 0)).unwrap();
         let ours = names(&varmap);
         let mut theirs: Vec<String> =
             weights.keys().filter(|n| !n.ends_with("num_batches_tracked")).cloned().collect();
@@ -378,15 +381,15 @@ mod tests {
         }
 
         // The fine-tuning path: pretrained everything, then a fresh binary classifier.
-        let vb = VarBuilder::from_tensors(weights, DType::F32, &dev);
-        let mut model = MobileNetV2::new(&MobileNetV2Config::default(), vb).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (1, 3, 64, 96), &dev).unwrap();
+        let pretrained = VarBuilder::from_tensors(weights, DType::F32, &dev);
+        let mut model = MobileNetV2::new(&MobileNetV2Config::default(), pretrained).unwrap();
+        let x = randn(2, (1, 3, 64, 96));
         let logits = model.forward_t(&x, false).unwrap();
         assert_eq!(logits.dims(), &[1, 1000]);
         let logits = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(logits.iter().all(|v| v.is_finite()));
         let head = VarMap::new();
-        model.reset_classifier(1, VarBuilder::from_varmap(&head, DType::F32, &dev)).unwrap();
+        model.reset_classifier(1, vb(&head, 0)).unwrap();
         assert_eq!(model.forward_t(&x, false).unwrap().dims(), &[1, 1]);
         assert_eq!(names(&head), ["classifier.1.bias", "classifier.1.weight"]);
     }
@@ -401,7 +404,7 @@ mod tests {
         assert_eq!(f.dims(), &[2, 1280, 2, 2]);
         assert_eq!(model.forward_head(&f, false, true).unwrap().dims(), &[2, 1280]);
         assert_eq!(model.forward_t(&x, false).unwrap().dims(), &[2, 7]);
-        let x = Tensor::randn(0f32, 1.0, (1, 3, 64, 32), &Device::Cpu).unwrap();
+        let x = randn(2, (1, 3, 64, 32));
         assert_eq!(model.forward_features(&x, false).unwrap().dims(), &[1, 1280, 2, 1]);
     }
 
@@ -420,13 +423,13 @@ mod tests {
     fn reset_classifier_to_binary() {
         let varmap = VarMap::new();
         let mut model = tiny(&varmap, 1000);
-        replace_classifier(&mut model, 1, &varmap, DType::F32, &Device::Cpu).unwrap();
+        replace_classifier(&mut model, 1, &varmap, 0, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(model.num_classes(), 1);
         assert_eq!(model.forward_t(&input(), false).unwrap().dims(), &[2, 1]);
         let data = varmap.data().lock().unwrap();
         assert_eq!(data.get("classifier.1.weight").map(|v| v.dims().to_vec()), Some(vec![1, 1280]));
         drop(data);
-        replace_classifier(&mut model, 0, &varmap, DType::F32, &Device::Cpu).unwrap();
+        replace_classifier(&mut model, 0, &varmap, 0, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(model.forward_t(&input(), false).unwrap().dims(), &[2, 1280]);
     }
 

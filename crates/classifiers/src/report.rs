@@ -8,7 +8,9 @@ use deeprecog_metrics::multilabel::MultiLabelReport;
 use deeprecog_metrics::subgroup::{subgroup_breakdown, SubgroupReport};
 use serde::Serialize;
 
-use crate::train::{Evaluation, Result, TrainError};
+use deeprecog_train::{Error, Result};
+
+use crate::supervised::Evaluation;
 
 /// One attribute's test metrics.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,7 +50,7 @@ pub struct AttributeReport {
 }
 
 /// The resampling behind the report's intervals: fixed, so a report is reproducible.
-pub(crate) const REPORT_BOOTSTRAP: BootstrapConfig =
+pub const REPORT_BOOTSTRAP: BootstrapConfig =
     BootstrapConfig { resamples: 1000, confidence: 0.95, seed: 0 };
 
 fn defined(r: deeprecog_metrics::Result<f64>) -> Result<Option<f64>> {
@@ -63,14 +65,14 @@ fn defined(r: deeprecog_metrics::Result<f64>) -> Result<Option<f64>> {
 /// a name and one group label per sample (e.g. `("Male", ["Male", "not Male", ...])`).
 ///
 /// # Errors
-/// [`TrainError::Config`] when the columns or groups do not fit the evaluation, metric errors.
+/// [`Error::InvalidConfig`] when the columns or groups do not fit the evaluation, metric errors.
 pub fn attribute_report(
     eval: &Evaluation,
     attributes: &[Attribute],
     groups: Option<(&str, &[String])>,
 ) -> Result<AttributeReport> {
     if attributes.len() != eval.labels_per_sample {
-        return Err(TrainError::Config(format!(
+        return Err(Error::InvalidConfig(format!(
             "{} attributes for {} model outputs",
             attributes.len(),
             eval.labels_per_sample
@@ -78,7 +80,7 @@ pub fn attribute_report(
     }
     if let Some((_, g)) = groups {
         if g.len() != eval.len() {
-            return Err(TrainError::Config(format!(
+            return Err(Error::InvalidConfig(format!(
                 "{} group labels for {} samples",
                 g.len(),
                 eval.len()

@@ -3,27 +3,30 @@
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
-//! use candle_nn::{ModuleT, VarBuilder, VarMap};
+//! use candle_nn::{ModuleT, VarMap};
 //! use deeprecog_classifiers::{Backbone, ResNet, ResNetConfig, ResNetDepth};
+//! use deeprecog_nn::init::seeded_var_builder;
 //!
 //! let varmap = VarMap::new();
-//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let vb = seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu);
 //! let config = ResNetConfig { depth: ResNetDepth::R18, base_channels: 8, num_classes: 1 };
 //! let model = ResNet::new(&config, vb)?;
 //! let x = Tensor::zeros((1, 3, 64, 96), DType::F32, &Device::Cpu)?;
 //! assert_eq!(model.forward_features(&x, false)?.dims(), &[1, 64, 2, 3]);
 //! assert_eq!(model.forward_t(&x, false)?.dims(), &[1, 1]);
-//! # Ok::<(), candle_core::Error>(())
+//! # Ok::<(), deeprecog_classifiers::Error>(())
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{BatchNorm, Linear, ModuleT, VarBuilder};
+use candle_nn::{Linear, ModuleT, VarBuilder};
+use serde::{Deserialize, Serialize};
 
-use crate::backbone::{batch_norm, global_avg_pool, Backbone, PretrainedSpec};
-use crate::layers::Conv;
+use crate::backbone::{batch_norm, global_avg_pool, Backbone, FrozenStages, PretrainedSpec};
+use crate::layers::{BatchNorm, Conv};
+use crate::Error;
 
 /// Which ResNet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ResNetDepth {
     /// ResNet-18: BasicBlocks `[2, 2, 2, 2]`.
     R18,
@@ -59,7 +62,7 @@ impl ResNetDepth {
 }
 
 /// Configuration of [`ResNet`]; the default is torchvision's `resnet18()`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResNetConfig {
     /// Which ResNet.
     pub depth: ResNetDepth,
@@ -195,31 +198,57 @@ fn pool_dim(x: &Tensor, dim: usize) -> Result<Tensor> {
     }
 }
 
+/// One freezable stage of a [`ResNet`].
+#[derive(Debug, Clone)]
+enum Stage {
+    /// `conv1`, the 7x7 stride-2 stem.
+    Stem(Conv),
+    /// `bn1`, with the ReLU and the 3x3 stride-2 max-pool after it.
+    StemBn(BatchNorm),
+    /// `layer1` ... `layer4`.
+    Layer(Vec<Block>),
+}
+
+impl ModuleT for Stage {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Stage::Stem(c) => c.forward(x),
+            Stage::StemBn(bn) => stem_max_pool(&bn.forward_t(x, train)?.relu()?),
+            Stage::Layer(blocks) => {
+                let mut x = x.clone();
+                for block in blocks {
+                    x = block.forward_t(&x, train)?;
+                }
+                Ok(x)
+            }
+        }
+    }
+}
+
 /// ResNet (He et al. 2016) as torchvision builds it. Stages for freezing, in order: `conv1`,
 /// `bn1` (with the ReLU and the max-pool), `layer1` ... `layer4`; classifier `fc`.
 #[derive(Debug, Clone)]
 pub struct ResNet {
-    conv1: Conv,
-    bn1: BatchNorm,
-    layers: Vec<Vec<Block>>,
+    stages: Vec<Stage>,
     fc: Option<Linear>,
     depth: ResNetDepth,
     num_features: usize,
-    frozen: usize,
+    frozen: FrozenStages,
 }
 
 impl ResNet {
     /// Builds the model under `vb`'s prefix.
-    pub fn new(config: &ResNetConfig, vb: VarBuilder) -> Result<ResNet> {
+    pub fn new(config: &ResNetConfig, vb: VarBuilder) -> crate::Result<ResNet> {
         let base = config.base_channels;
         if base == 0 {
-            candle_core::bail!("ResNet base_channels must be positive");
+            return Err(Error::config("ResNetConfig", "base_channels must be positive"));
         }
         let depth = config.depth;
-        let conv1 = conv(3, base, 7, 2, vb.pp("conv1"))?;
-        let bn1 = batch_norm(base, vb.pp("bn1"))?;
+        let mut stages = vec![
+            Stage::Stem(conv(3, base, 7, 2, vb.pp("conv1"))?),
+            Stage::StemBn(batch_norm(base, vb.pp("bn1"))?),
+        ];
         let mut cin = base;
-        let mut layers = Vec::with_capacity(4);
         for (i, n) in depth.blocks().into_iter().enumerate() {
             let planes = base << i;
             let stride = if i == 0 { 1 } else { 2 };
@@ -235,10 +264,10 @@ impl ResNet {
                 )?);
                 cin = planes * depth.expansion();
             }
-            layers.push(blocks);
+            stages.push(Stage::Layer(blocks));
         }
         let fc = Self::classifier(cin, config.num_classes, vb)?;
-        Ok(ResNet { conv1, bn1, layers, fc, depth, num_features: cin, frozen: 0 })
+        Ok(ResNet { stages, fc, depth, num_features: cin, frozen: FrozenStages::default() })
     }
 
     fn classifier(inp: usize, classes: usize, vb: VarBuilder) -> Result<Option<Linear>> {
@@ -256,21 +285,7 @@ impl ResNet {
 
 impl Backbone for ResNet {
     fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let f = self.frozen;
-        // Stage i runs in train mode only when not frozen; the output of the last frozen stage
-        // is detached so the backward pass stops there.
-        let cut = |x: Tensor, i: usize| if i + 1 == f { x.detach() } else { x };
-        let mut x = cut(self.conv1.forward(x)?, 0);
-        x = self.bn1.forward_t(&x, train && f <= 1)?.relu()?;
-        x = cut(stem_max_pool(&x)?, 1);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let stage = i + 2;
-            for block in layer {
-                x = block.forward_t(&x, train && stage >= f)?;
-            }
-            x = cut(x, stage);
-        }
-        Ok(x)
+        self.frozen.forward(&self.stages, x, train)
     }
 
     fn forward_head(&self, features: &Tensor, _train: bool, pre_logits: bool) -> Result<Tensor> {
@@ -289,7 +304,7 @@ impl Backbone for ResNet {
         self.fc.as_ref().map_or(0, |fc| fc.weight().dims()[0])
     }
 
-    fn reset_classifier(&mut self, num_classes: usize, vb: VarBuilder) -> Result<()> {
+    fn reset_classifier(&mut self, num_classes: usize, vb: VarBuilder) -> crate::Result<()> {
         self.fc = Self::classifier(self.num_features, num_classes, vb)?;
         Ok(())
     }
@@ -300,7 +315,7 @@ impl Backbone for ResNet {
 
     fn stage_names(&self) -> Vec<String> {
         let mut names = vec!["conv1".to_string(), "bn1".to_string()];
-        names.extend((1..=self.layers.len()).map(|i| format!("layer{i}")));
+        names.extend((1..=self.stages.len() - 2).map(|i| format!("layer{i}")));
         names
     }
 
@@ -308,17 +323,12 @@ impl Backbone for ResNet {
         "fc"
     }
 
-    fn set_frozen_stages(&mut self, n: usize) -> Result<()> {
-        let stages = self.layers.len() + 2;
-        if n > stages {
-            candle_core::bail!("cannot freeze {n} of {stages} ResNet stages");
-        }
-        self.frozen = n;
-        Ok(())
+    fn frozen(&self) -> &FrozenStages {
+        &self.frozen
     }
 
-    fn frozen_stages(&self) -> usize {
-        self.frozen
+    fn frozen_mut(&mut self) -> &mut FrozenStages {
+        &mut self.frozen
     }
 }
 
@@ -331,23 +341,23 @@ impl ModuleT for ResNet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backbone::test_util::{assert_all_grads, max_abs_diff, names, var_names};
+    use crate::backbone::test_util::{assert_all_grads, max_abs_diff, names, randn, var_names, vb};
     use crate::backbone::{apply_freeze, has_prefix, replace_classifier, Freeze};
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     fn build(depth: ResNetDepth, base: usize, classes: usize, varmap: &VarMap) -> ResNet {
-        let vb = VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu);
-        ResNet::new(&ResNetConfig { depth, base_channels: base, num_classes: classes }, vb).unwrap()
+        let cfg = ResNetConfig { depth, base_channels: base, num_classes: classes };
+        ResNet::new(&cfg, vb(varmap, 0)).unwrap()
     }
 
     fn input() -> Tensor {
-        Tensor::randn(0f32, 1.0, (2, 3, 40, 56), &Device::Cpu).unwrap()
+        randn(1, (2, 3, 40, 56))
     }
 
     #[test]
     fn stem_pools_agree_forward_and_backward() {
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 9, 12), &Device::Cpu).unwrap().relu().unwrap();
+        let x = randn(2, (2, 3, 9, 12)).relu().unwrap();
         let x = candle_core::Var::from_tensor(&x).unwrap();
         let nn = stem_max_pool(&x).unwrap();
         let ours = separable_stem_max_pool(&x).unwrap();
@@ -359,7 +369,7 @@ mod tests {
         assert!(max_abs_diff(&nn, &candle) < 1e-7);
         // Random inputs have no ties among positive values, so both backward passes route
         // each gradient to the same argmax (the zeros from the ReLU only tie at zero output).
-        let w = Tensor::randn(0f32, 1.0, (2, 3, 5, 6), &Device::Cpu).unwrap();
+        let w = randn(3, (2, 3, 5, 6));
         let g_nn = nn.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
         let g_ours = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
         let (a, b) = (g_nn.get(&x).unwrap(), g_ours.get(&x).unwrap());
@@ -419,7 +429,7 @@ mod tests {
             let f = model.forward_features(&x, false).unwrap();
             // 40x56 -> conv 20x28 -> pool 10x14 -> 10x14, 5x7, 3x4, 2x2.
             assert_eq!(f.dims(), &[2, 32 * depth.expansion(), 2, 2], "{depth:?}");
-            let x2 = Tensor::randn(0f32, 1.0, (1, 3, 64, 32), &Device::Cpu).unwrap();
+            let x2 = randn(2, (1, 3, 64, 32));
             assert_eq!(model.forward_features(&x2, false).unwrap().dims()[2..], [2, 1]);
             let eval = model.forward_t(&x, false).unwrap();
             let train = model.forward_t(&x, true).unwrap();
@@ -434,7 +444,7 @@ mod tests {
         let dev = Device::Cpu;
         let varmap = VarMap::new();
         let model = build(ResNetDepth::R18, 4, 1, &varmap);
-        let x = Tensor::randn(0f32, 1.0, (8, 3, 24, 40), &dev).unwrap();
+        let x = randn(4, (8, 3, 24, 40));
         let y = Tensor::new(&[[1f32], [0.], [0.], [1.], [0.], [1.], [1.], [0.]], &dev).unwrap();
         let vars = crate::backbone::trainable_vars(&varmap, &model, &Freeze::None).unwrap();
         let params = candle_nn::ParamsAdamW { lr: 1e-2, weight_decay: 0.0, ..Default::default() };
@@ -455,7 +465,7 @@ mod tests {
     fn reset_classifier_to_binary() {
         let varmap = VarMap::new();
         let mut model = build(ResNetDepth::R18, 8, 1000, &varmap);
-        replace_classifier(&mut model, 1, &varmap, DType::F32, &Device::Cpu).unwrap();
+        replace_classifier(&mut model, 1, &varmap, 0, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(model.forward_t(&input(), true).unwrap().dims(), &[2, 1]);
         assert_eq!(
             model

@@ -4,24 +4,28 @@
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
-//! use candle_nn::{ModuleT, VarBuilder, VarMap};
+//! use candle_nn::{ModuleT, VarMap};
 //! use deeprecog_classifiers::{Backbone, Vgg, VggConfig};
+//! use deeprecog_nn::init::seeded_var_builder;
 //!
 //! let varmap = VarMap::new();
-//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let vb = seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu);
 //! let config = VggConfig { base_channels: 4, hidden: 16, num_classes: 1, ..Default::default() };
 //! let model = Vgg::new(&config, vb)?;
 //! let x = Tensor::zeros((2, 3, 64, 96), DType::F32, &Device::Cpu)?;
 //! assert_eq!(model.forward_features(&x, false)?.dims(), &[2, 32, 2, 3]);
 //! assert_eq!(model.forward_t(&x, false)?.dims(), &[2, 1]);
-//! # Ok::<(), candle_core::Error>(())
+//! # Ok::<(), deeprecog_classifiers::Error>(())
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Dropout, Init, Linear, ModuleT, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, Init, Linear, ModuleT, VarBuilder};
+use deeprecog_nn::dropout::SeededDropout;
+use serde::{Deserialize, Serialize};
 
-use crate::backbone::{batch_norm, Backbone, PretrainedSpec};
-use crate::layers::{adaptive_avg_pool2d, kaiming_fan_out, max_pool};
+use crate::backbone::{batch_norm, Backbone, FrozenStages, PretrainedSpec};
+use crate::layers::{adaptive_avg_pool2d, dropout_key, kaiming_fan_out, max_pool, BatchNorm};
+use crate::Error;
 
 /// torchvision's ImageNet weights for `vgg16()` (IMAGENET1K_V1).
 pub const VGG16_SOURCE: &str = "https://download.pytorch.org/models/vgg16-397923af.pth";
@@ -35,7 +39,7 @@ const VGG16_LAYOUT: [usize; 18] = [1, 1, 0, 2, 2, 0, 4, 4, 4, 0, 8, 8, 8, 0, 8, 
 const POOL: usize = 7;
 
 /// Configuration of [`Vgg`]; the default is torchvision's `vgg16()`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VggConfig {
     /// BatchNorm after every conv (`vgg16_bn()`), which shifts the `features` indices.
     pub batch_norm: bool,
@@ -48,10 +52,14 @@ pub struct VggConfig {
     pub num_classes: usize,
     /// Dropout probability of `classifier.2` and `classifier.5`.
     pub dropout: f32,
+    /// Seeds the dropout masks (candle's own dropout cannot be seeded).
+    #[serde(default)]
+    pub seed: u64,
 }
 
 impl Default for VggConfig {
-    /// VGG-16 without BatchNorm, 64 base channels, 4096 hidden units, 1000 classes, dropout 0.5.
+    /// VGG-16 without BatchNorm, 64 base channels, 4096 hidden units, 1000 classes, dropout 0.5,
+    /// seed 0.
     fn default() -> Self {
         VggConfig {
             batch_norm: false,
@@ -59,6 +67,7 @@ impl Default for VggConfig {
             hidden: 4096,
             num_classes: 1000,
             dropout: 0.5,
+            seed: 0,
         }
     }
 }
@@ -103,18 +112,18 @@ pub struct Vgg {
     features: Vec<Layer>,
     fc1: Linear,
     fc2: Linear,
-    dropout: Dropout,
+    dropout: SeededDropout,
     classifier: Option<Linear>,
     hidden: usize,
     batch_norm: bool,
-    frozen: usize,
+    frozen: FrozenStages,
 }
 
 impl Vgg {
     /// Builds the model under `vb`'s prefix.
-    pub fn new(config: &VggConfig, vb: VarBuilder) -> Result<Vgg> {
+    pub fn new(config: &VggConfig, vb: VarBuilder) -> crate::Result<Vgg> {
         if config.base_channels == 0 || config.hidden == 0 {
-            candle_core::bail!("VGG base_channels and hidden must be positive");
+            return Err(Error::config("VggConfig", "base_channels and hidden must be positive"));
         }
         let fvb = vb.pp("features");
         let conv_cfg = Conv2dConfig { padding: 1, ..Default::default() };
@@ -139,16 +148,17 @@ impl Vgg {
         let cvb = vb.pp("classifier");
         let fc1 = linear(cin * POOL * POOL, config.hidden, cvb.pp(0))?;
         let fc2 = linear(config.hidden, config.hidden, cvb.pp(3))?;
+        let dropout = SeededDropout::new(config.dropout, config.seed, &dropout_key(&vb))?;
         let classifier = Self::classifier(config.hidden, config.num_classes, vb)?;
         Ok(Vgg {
             features,
             fc1,
             fc2,
-            dropout: Dropout::new(config.dropout),
+            dropout,
             classifier,
             hidden: config.hidden,
             batch_norm: config.batch_norm,
-            frozen: 0,
+            frozen: FrozenStages::default(),
         })
     }
 
@@ -162,14 +172,7 @@ impl Vgg {
 
 impl Backbone for Vgg {
     fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = x.clone();
-        for (i, layer) in self.features.iter().enumerate() {
-            x = layer.forward_t(&x, train && i >= self.frozen)?;
-            if i + 1 == self.frozen {
-                x = x.detach();
-            }
-        }
-        Ok(x)
+        self.frozen.forward(&self.features, x, train)
     }
 
     fn forward_head(&self, features: &Tensor, train: bool, pre_logits: bool) -> Result<Tensor> {
@@ -190,7 +193,7 @@ impl Backbone for Vgg {
         self.classifier.as_ref().map_or(0, |fc| fc.weight().dims()[0])
     }
 
-    fn reset_classifier(&mut self, num_classes: usize, vb: VarBuilder) -> Result<()> {
+    fn reset_classifier(&mut self, num_classes: usize, vb: VarBuilder) -> crate::Result<()> {
         self.classifier = Self::classifier(self.hidden, num_classes, vb)?;
         Ok(())
     }
@@ -207,16 +210,12 @@ impl Backbone for Vgg {
         "classifier.6"
     }
 
-    fn set_frozen_stages(&mut self, n: usize) -> Result<()> {
-        if n > self.features.len() {
-            candle_core::bail!("cannot freeze {n} of {} VGG stages", self.features.len());
-        }
-        self.frozen = n;
-        Ok(())
+    fn frozen(&self) -> &FrozenStages {
+        &self.frozen
     }
 
-    fn frozen_stages(&self) -> usize {
-        self.frozen
+    fn frozen_mut(&mut self) -> &mut FrozenStages {
+        &mut self.frozen
     }
 }
 
@@ -229,13 +228,12 @@ impl ModuleT for Vgg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backbone::test_util::{assert_all_grads, max_abs_diff, names, var_names};
+    use crate::backbone::test_util::{assert_all_grads, max_abs_diff, names, randn, var_names, vb};
     use crate::backbone::{apply_freeze, replace_classifier, Freeze};
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     fn tiny(varmap: &VarMap, batch_norm: bool, classes: usize) -> Vgg {
-        let vb = VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu);
         let cfg = VggConfig {
             batch_norm,
             base_channels: 4,
@@ -243,11 +241,11 @@ mod tests {
             num_classes: classes,
             ..Default::default()
         };
-        Vgg::new(&cfg, vb).unwrap()
+        Vgg::new(&cfg, vb(varmap, 0)).unwrap()
     }
 
     fn input() -> Tensor {
-        Tensor::randn(0f32, 1.0, (2, 3, 40, 56), &Device::Cpu).unwrap()
+        randn(1, (2, 3, 40, 56))
     }
 
     #[test]
@@ -297,7 +295,7 @@ mod tests {
             assert_eq!(f.dims(), &[2, 32, 1, 1]);
             assert_eq!(model.forward_head(&f, false, true).unwrap().dims(), &[2, 16]);
             assert_eq!(model.forward_t(&x, false).unwrap().dims(), &[2, 5]);
-            let x = Tensor::randn(0f32, 1.0, (3, 3, 96, 64), &Device::Cpu).unwrap();
+            let x = randn(2, (3, 3, 96, 64));
             assert_eq!(model.forward_features(&x, false).unwrap().dims(), &[3, 32, 3, 2]);
             assert_eq!(model.forward_t(&x, false).unwrap().dims(), &[3, 5]);
         }
@@ -320,7 +318,7 @@ mod tests {
     fn reset_and_freeze() {
         let varmap = VarMap::new();
         let mut model = tiny(&varmap, true, 1000);
-        replace_classifier(&mut model, 1, &varmap, DType::F32, &Device::Cpu).unwrap();
+        replace_classifier(&mut model, 1, &varmap, 0, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(model.num_classes(), 1);
         assert_eq!(model.forward_t(&input(), false).unwrap().dims(), &[2, 1]);
         let trainable = apply_freeze(&mut model, &varmap, &Freeze::Backbone).unwrap();

@@ -20,49 +20,56 @@
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
-//! use candle_nn::{ModuleT, VarBuilder, VarMap};
+//! use candle_nn::{ModuleT, VarMap};
 //! use deeprecog_classifiers::{Backbone, Xception, XceptionConfig};
+//! use deeprecog_nn::init::seeded_var_builder;
 //!
 //! let varmap = VarMap::new();
-//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let vb = seeded_var_builder(&varmap, 0, DType::F32, &Device::Cpu);
 //! let model = Xception::new(&XceptionConfig { num_classes: 1, ..Default::default() }, vb)?;
 //! let x = Tensor::zeros((1, 3, 32, 40), DType::F32, &Device::Cpu)?;
 //! assert_eq!(model.forward_features(&x, false)?.dims(), &[1, 2048, 1, 2]);
 //! assert_eq!(model.forward_t(&x, false)?.dims(), &[1, 1]);
-//! # Ok::<(), candle_core::Error>(())
+//! # Ok::<(), deeprecog_classifiers::Error>(())
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{BatchNorm, Dropout, Linear, ModuleT, VarBuilder};
+use candle_nn::{Linear, ModuleT, VarBuilder};
+use deeprecog_dataset::transforms::Normalization;
+use deeprecog_nn::dropout::SeededDropout;
+use serde::{Deserialize, Serialize};
 
-use crate::backbone::{batch_norm, global_avg_pool, Backbone, PretrainedSpec};
-use crate::layers::{max_pool, Conv, DepthwiseConv2d};
+use crate::backbone::{batch_norm, global_avg_pool, Backbone, FrozenStages, PretrainedSpec};
+use crate::layers::{dropout_key, max_pool, BatchNorm, Conv, DepthwiseConv2d};
 
 /// Where the weights of timm's legacy `xception` come from (the Keras ImageNet weights).
 pub const XCEPTION_SOURCE: &str = "https://huggingface.co/timm/legacy_xception.tf_in1k";
 
-/// What the legacy Xception weights expect: 299x299 RGB scaled to `[-1, 1]` (mean and std 0.5).
+/// What the legacy Xception weights expect: 299x299 RGB scaled to `[-1, 1]` (mean and std 0.5,
+/// which is [`Normalization::Tanh`]'s `x / 127.5 - 1`).
 pub const XCEPTION_SPEC: PretrainedSpec = PretrainedSpec {
-    mean: [0.5; 3],
-    std: [0.5; 3],
+    normalization: Normalization::Tanh,
     input_size: (3, 299, 299),
     num_classes: 1000,
     source: XCEPTION_SOURCE,
 };
 
 /// Configuration of [`Xception`]; the default is timm's `xception` (1000 classes, no dropout).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct XceptionConfig {
     /// Outputs of `fc` (1000 for ImageNet; 0 for no classifier).
     pub num_classes: usize,
     /// Dropout probability before `fc` (timm's `drop_rate`, 0 by default).
     pub drop_rate: f32,
+    /// Seeds the dropout masks (candle's own dropout cannot be seeded).
+    #[serde(default)]
+    pub seed: u64,
 }
 
 impl Default for XceptionConfig {
-    /// 1000 classes, no dropout.
+    /// 1000 classes, no dropout, seed 0.
     fn default() -> Self {
-        XceptionConfig { num_classes: 1000, drop_rate: 0.0 }
+        XceptionConfig { num_classes: 1000, drop_rate: 0.0, seed: 0 }
     }
 }
 
@@ -196,9 +203,9 @@ impl ModuleT for Stage {
 #[derive(Debug, Clone)]
 pub struct Xception {
     stages: Vec<(String, Stage)>,
-    dropout: Dropout,
+    dropout: SeededDropout,
     fc: Option<Linear>,
-    frozen: usize,
+    frozen: FrozenStages,
 }
 
 /// Channels of the last feature map.
@@ -206,7 +213,7 @@ const NUM_FEATURES: usize = 2048;
 
 impl Xception {
     /// Builds the model under `vb`'s prefix.
-    pub fn new(config: &XceptionConfig, vb: VarBuilder) -> Result<Xception> {
+    pub fn new(config: &XceptionConfig, vb: VarBuilder) -> crate::Result<Xception> {
         let mut stages = vec![
             ("conv1".to_string(), Stage::Conv(Conv::new(3, 32, 3, 2, 0, vb.pp("conv1"))?)),
             ("bn1".to_string(), Stage::BnRelu(batch_norm(32, vb.pp("bn1"))?)),
@@ -237,9 +244,9 @@ impl Xception {
         ]);
         Ok(Xception {
             stages,
-            dropout: Dropout::new(config.drop_rate),
+            dropout: SeededDropout::new(config.drop_rate, config.seed, &dropout_key(&vb))?,
             fc: Self::classifier(config.num_classes, vb)?,
-            frozen: 0,
+            frozen: FrozenStages::default(),
         })
     }
 
@@ -253,14 +260,7 @@ impl Xception {
 
 impl Backbone for Xception {
     fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = x.clone();
-        for (i, (_, stage)) in self.stages.iter().enumerate() {
-            x = stage.forward_t(&x, train && i >= self.frozen)?;
-            if i + 1 == self.frozen {
-                x = x.detach();
-            }
-        }
-        Ok(x)
+        self.frozen.forward(self.stages.iter().map(|(_, stage)| stage), x, train)
     }
 
     fn forward_head(&self, features: &Tensor, train: bool, pre_logits: bool) -> Result<Tensor> {
@@ -279,7 +279,7 @@ impl Backbone for Xception {
         self.fc.as_ref().map_or(0, |fc| fc.weight().dims()[0])
     }
 
-    fn reset_classifier(&mut self, num_classes: usize, vb: VarBuilder) -> Result<()> {
+    fn reset_classifier(&mut self, num_classes: usize, vb: VarBuilder) -> crate::Result<()> {
         self.fc = Self::classifier(num_classes, vb)?;
         Ok(())
     }
@@ -296,16 +296,12 @@ impl Backbone for Xception {
         "fc"
     }
 
-    fn set_frozen_stages(&mut self, n: usize) -> Result<()> {
-        if n > self.stages.len() {
-            candle_core::bail!("cannot freeze {n} of {} Xception stages", self.stages.len());
-        }
-        self.frozen = n;
-        Ok(())
+    fn frozen(&self) -> &FrozenStages {
+        &self.frozen
     }
 
-    fn frozen_stages(&self) -> usize {
-        self.frozen
+    fn frozen_mut(&mut self) -> &mut FrozenStages {
+        &mut self.frozen
     }
 }
 
@@ -318,18 +314,17 @@ impl ModuleT for Xception {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backbone::test_util::{assert_all_grads, max_abs_diff, names, var_names};
+    use crate::backbone::test_util::{assert_all_grads, max_abs_diff, names, randn, var_names, vb};
     use crate::backbone::{apply_freeze, has_prefix, is_buffer, replace_classifier, Freeze};
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     fn build(varmap: &VarMap, num_classes: usize, drop_rate: f32) -> Xception {
-        let vb = VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu);
-        Xception::new(&XceptionConfig { num_classes, drop_rate }, vb).unwrap()
+        Xception::new(&XceptionConfig { num_classes, drop_rate, seed: 0 }, vb(varmap, 0)).unwrap()
     }
 
     fn input() -> Tensor {
-        Tensor::randn(0f32, 1.0, (2, 3, 40, 56), &Device::Cpu).unwrap()
+        randn(1, (2, 3, 40, 56))
     }
 
     #[test]
@@ -391,7 +386,7 @@ mod tests {
         let f = model.forward_features(&x, false).unwrap();
         assert_eq!(f.dims(), &[2, 2048, 2, 2]);
         assert_eq!(model.forward_head(&f, false, true).unwrap().dims(), &[2, 2048]);
-        replace_classifier(&mut model, 1, &varmap, DType::F32, &Device::Cpu).unwrap();
+        replace_classifier(&mut model, 1, &varmap, 0, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(model.num_classes(), 1);
         let eval = model.forward_t(&x, false).unwrap();
         let train = model.forward_t(&x, true).unwrap();

@@ -1,19 +1,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! The trainer on a tiny synthetic task: bright (label 1) vs dark (label 0) 12x16 images.
+//! Supervised training through the engine on a tiny synthetic task: bright (label 1) vs dark
+//! (label 0) 12x16 images. Weights and inputs are seeded: every run is the same.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{ModuleT, VarBuilder, VarMap};
-use deeprecog_classifiers::train::{
-    evaluate, search, EarlyStopping, Metric, OptimizerKind, SearchStrategy, TrainConfig,
-    TrainError, Trainer,
-};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{ModuleT, VarMap};
+use deeprecog_classifiers::supervised::{evaluate, fit, TrainConfig};
 use deeprecog_classifiers::{ScratchCnn, ScratchCnnConfig};
 use deeprecog_dataset::loader::Loader;
 use deeprecog_dataset::transforms::Normalization;
 use deeprecog_dataset::{Image, InMemory, Sample, Target};
+use deeprecog_nn::init::seeded_var_builder;
+use deeprecog_nn::optim::{OptimizerConfig, SgdConfig};
+use deeprecog_train::callbacks::EarlyStopping;
+use deeprecog_train::search::{search, SearchStrategy};
+use deeprecog_train::{Error, History, Monitor};
 
 fn samples(n: usize, seed: u64) -> Vec<Sample> {
     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -52,7 +55,7 @@ fn loaders() -> (Loader<InMemory<Sample>>, Loader<InMemory<Sample>>) {
 }
 
 fn model(varmap: &VarMap) -> ScratchCnn {
-    let vb = VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu);
+    let vb = seeded_var_builder(varmap, 11, DType::F32, &Device::Cpu);
     let cfg = ScratchCnnConfig {
         blocks: 1,
         base_filters: 4,
@@ -66,109 +69,124 @@ fn model(varmap: &VarMap) -> ScratchCnn {
 fn config(out: &Path, epochs: usize) -> TrainConfig {
     TrainConfig {
         epochs,
-        lr: 1e-2,
+        optimizer: OptimizerConfig::default().with_lr(1e-2),
         out_dir: out.to_path_buf(),
-        normalization: Normalization::Tanh,
-        model_config: serde_json::json!({"blocks": 1}),
         ..Default::default()
     }
+}
+
+/// The model's vars sorted by name: the optimizer's state is keyed by position.
+fn vars(varmap: &VarMap) -> Vec<Var> {
+    let data = varmap.data().lock().unwrap();
+    let mut named: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.into_iter().map(|(_, v)| v).collect()
+}
+
+fn train_model<M: ModuleT>(
+    m: &M,
+    varmap: &VarMap,
+    cfg: &TrainConfig,
+) -> deeprecog_train::Result<History> {
+    let (train, valid) = loaders();
+    let model_config = serde_json::json!({"blocks": 1});
+    fit(
+        m,
+        varmap,
+        vars(varmap),
+        Normalization::Tanh,
+        model_config,
+        cfg,
+        &train,
+        &valid,
+        &Device::Cpu,
+    )
+}
+
+fn bits(varmap: &VarMap) -> Vec<u32> {
+    vars(varmap)
+        .iter()
+        .flat_map(|v| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        .map(f32::to_bits)
+        .collect()
 }
 
 #[test]
 fn learns_bright_vs_dark_and_writes_outputs() {
     let dir = tempfile::tempdir().unwrap();
-    let (train, valid) = loaders();
     let varmap = VarMap::new();
     let m = model(&varmap);
-    let trainer = Trainer::new(config(dir.path(), 5));
-    let history = trainer.fit(&m, varmap.all_vars(), &varmap, &train, &valid).unwrap();
+    let history = train_model(&m, &varmap, &config(dir.path(), 5)).unwrap();
     assert_eq!(history.epochs.len(), 5);
     let last = history.last().unwrap();
-    assert!(last.train_accuracy > 0.9, "{history:?}");
-    assert!(last.val_accuracy > 0.9, "{history:?}");
-    assert!(last.val_auc.unwrap() > 0.95);
+    let get = |k: &str| last.get(k).unwrap();
+    assert!(get("train_accuracy") > 0.9, "{history:?}");
+    assert!(get("val_accuracy") > 0.9, "{history:?}");
+    assert!(get("val_auc") > 0.95);
     assert!(last.images_per_sec > 0.0);
     for f in ["history.json", "curves.png", "last/model.safetensors", "best/run.json"] {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
+    let best = deeprecog_nn::checkpoint::read_run(dir.path().join("best")).unwrap();
+    assert_eq!(best.model, serde_json::json!({"blocks": 1}));
 
-    let eval = evaluate(&m, &valid, &trainer.config().normalization, &Device::Cpu).unwrap();
+    let (_, valid) = loaders();
+    let eval = evaluate(&m, &valid, &Normalization::Tanh, &Device::Cpu).unwrap();
     assert_eq!(eval.len(), 32);
     assert_eq!(eval.scores.len(), 32);
     assert!(eval.scores.iter().all(|s| (0.0..=1.0).contains(s)));
-    assert!((eval.loss - last.val_loss).abs() < 1e-6);
+    assert!((eval.loss - get("val_loss")).abs() < 1e-12);
     let report = eval.report(&["bright"]).unwrap();
-    assert!((report.mean_accuracy - last.val_accuracy).abs() < 1e-9);
+    assert!((report.mean_accuracy - get("val_accuracy")).abs() < 1e-12);
 }
 
 #[test]
 fn early_stopping_triggers() {
     let dir = tempfile::tempdir().unwrap();
-    let (train, valid) = loaders();
     let varmap = VarMap::new();
     let m = model(&varmap);
     let cfg = TrainConfig {
         // A zero learning rate freezes the validation loss, so it never improves.
-        lr: 0.0,
-        optimizer: OptimizerKind::Sgd { momentum: 0.9, nesterov: true },
-        early_stopping: Some(EarlyStopping { patience: 2, metric: Metric::ValLoss }),
+        optimizer: OptimizerConfig::Sgd(SgdConfig {
+            lr: 0.0,
+            momentum: 0.9,
+            nesterov: true,
+            ..Default::default()
+        }),
+        early_stopping: Some(EarlyStopping { patience: 2, monitor: Monitor::min("val_loss") }),
         ..config(dir.path(), 10)
     };
-    let history = Trainer::new(cfg).fit(&m, varmap.all_vars(), &varmap, &train, &valid).unwrap();
+    let history = train_model(&m, &varmap, &cfg).unwrap();
     assert!(history.stopped_early);
     assert_eq!(history.epochs.len(), 3);
     assert_eq!(history.best_epoch, Some(1));
 }
 
 #[test]
-fn resume_after_interruption_continues_from_the_saved_epoch() {
-    let (train, valid) = loaders();
-    let init = tempfile::tempdir().unwrap();
-    let init_file = init.path().join("init.safetensors");
-    let fresh = |load: bool| {
-        let mut varmap = VarMap::new();
-        let m = model(&varmap);
-        if load {
-            varmap.load(&init_file).unwrap();
-        } else {
-            varmap.save(&init_file).unwrap();
-        }
-        (varmap, m)
-    };
-
+fn resume_after_interruption_continues_bit_for_bit() {
     let whole = tempfile::tempdir().unwrap();
-    let (varmap, m) = fresh(false);
-    let reference = Trainer::new(config(whole.path(), 4))
-        .fit(&m, varmap.all_vars(), &varmap, &train, &valid)
-        .unwrap();
+    let varmap = VarMap::new();
+    let m = model(&varmap);
+    let reference = train_model(&m, &varmap, &config(whole.path(), 4)).unwrap();
+    let reference_bits = bits(&varmap);
 
     let parts = tempfile::tempdir().unwrap();
-    let (varmap, m) = fresh(true);
-    // The order of the vars must be stable across runs: sort them by name.
-    let vars = |vm: &VarMap| {
-        let data = vm.data().lock().unwrap();
-        let mut named: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        named.into_iter().map(|(_, v)| v).collect::<Vec<_>>()
-    };
-    let first = Trainer::new(config(parts.path(), 2))
-        .fit(&m, vars(&varmap), &varmap, &train, &valid)
-        .unwrap();
+    let varmap = VarMap::new();
+    let m = model(&varmap);
+    let first = train_model(&m, &varmap, &config(parts.path(), 2)).unwrap();
     assert_eq!(first.epochs.len(), 2);
     drop((varmap, m));
 
-    // A new process would start from a fresh model; the checkpoint restores it.
+    // A new process starts from a freshly built model; the checkpoint restores it.
     let varmap = VarMap::new();
     let m = model(&varmap);
-    let resumed = Trainer::new(config(parts.path(), 4))
-        .fit(&m, vars(&varmap), &varmap, &train, &valid)
-        .unwrap();
-    assert_eq!(resumed.resumed_from, Some(2));
+    let resumed = train_model(&m, &varmap, &config(parts.path(), 4)).unwrap();
+    assert_eq!(resumed.resumed_from_step, Some(16));
     assert_eq!(resumed.epochs.len(), 4);
     for (a, b) in reference.epochs.iter().zip(&resumed.epochs) {
-        assert!((a.train_loss - b.train_loss).abs() < 1e-4, "{a:?} vs {b:?}");
-        assert!((a.val_loss - b.val_loss).abs() < 1e-4, "{a:?} vs {b:?}");
+        assert_eq!(a.metrics, b.metrics, "epoch {}", a.epoch);
     }
+    assert_eq!(reference_bits, bits(&varmap));
 }
 
 /// Wraps a model and turns its output into NaN from the `after`-th forward pass on.
@@ -191,20 +209,17 @@ impl ModuleT for Poisoned {
 #[test]
 fn nan_loss_is_reported_with_ids_and_checkpoints_are_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let (train, valid) = loaders();
     let varmap = VarMap::new();
     // 8 batches per epoch: the poison hits epoch 2, batch 3.
     let m = Poisoned { inner: model(&varmap), calls: AtomicUsize::new(0), after: 10 };
-    let err = Trainer::new(config(dir.path(), 5))
-        .fit(&m, varmap.all_vars(), &varmap, &train, &valid)
-        .unwrap_err();
+    let err = train_model(&m, &varmap, &config(dir.path(), 5)).unwrap_err();
     match err {
-        TrainError::NonFiniteLoss { epoch, batch, ids, .. } => {
-            assert_eq!((epoch, batch), (1, 2));
+        Error::NonFinite { epoch, batch, ids, metric, .. } => {
+            assert_eq!((epoch, batch, metric.as_str()), (2, 2, "loss"));
             assert_eq!(ids.len(), 8);
             assert!(ids.iter().all(|id| id.starts_with("img1_")));
         }
-        other => panic!("expected NonFiniteLoss, got {other:?}"),
+        other => panic!("expected NonFinite, got {other:?}"),
     }
     let run = deeprecog_nn::checkpoint::read_run(dir.path().join("last")).unwrap();
     assert_eq!(run.epoch, 1);
@@ -212,24 +227,101 @@ fn nan_loss_is_reported_with_ids_and_checkpoints_are_kept() {
 
 #[test]
 fn search_ranks_candidates() {
-    let (train, valid) = loaders();
     let root = tempfile::tempdir().unwrap();
     let space = vec![("lr".to_string(), vec![serde_json::json!(0.0), serde_json::json!(0.02)])];
-    let results = search(&space, SearchStrategy::Grid, Metric::ValAccuracy, |p| {
+    let results = search(&space, SearchStrategy::Grid, &Monitor::max("val_accuracy"), |p| {
         let lr = p["lr"].as_f64().unwrap();
         let varmap = VarMap::new();
         let m = model(&varmap);
-        let cfg = TrainConfig { lr, ..config(&root.path().join(format!("lr{lr}")), 2) };
-        Trainer::new(cfg).fit(&m, varmap.all_vars(), &varmap, &train, &valid)
+        let cfg = TrainConfig {
+            optimizer: OptimizerConfig::default().with_lr(lr),
+            ..config(&root.path().join(format!("lr{lr}")), 2)
+        };
+        train_model(&m, &varmap, &cfg)
     })
     .unwrap();
     assert_eq!(results.len(), 2);
     assert_eq!(results[0].params["lr"], serde_json::json!(0.02));
-    let random =
-        search(&space, SearchStrategy::Random { trials: 1, seed: 9 }, Metric::ValLoss, |_| {
-            Ok(Default::default())
-        })
-        .unwrap();
+    let random = search(
+        &space,
+        SearchStrategy::Random { trials: 1, seed: 9 },
+        &Monitor::min("val_loss"),
+        |_| Ok(Default::default()),
+    )
+    .unwrap();
     assert_eq!(random.len(), 1);
     assert_eq!(random[0].score, None);
+}
+
+/// A manifest of real fixture images plus a truncated JPEG, a truncated PNG, a garbage file and
+/// a missing file: the run finishes, and each bad file is listed with its error in
+/// `skipped.json` (every epoch, training and validation side).
+#[test]
+fn bad_images_are_skipped_listed_by_name_and_the_run_finishes() {
+    use deeprecog_dataset::manifest::Manifest;
+    use deeprecog_dataset::transforms::{Compose, Resize};
+    use deeprecog_train::SkippedSample;
+
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data-fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = String::from("path,label\n");
+    for (k, class) in ["real", "fake"].iter().enumerate() {
+        let src = fixtures.join("deepfakes/images").join(class);
+        let mut names: Vec<_> = std::fs::read_dir(&src)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in names.iter().take(6) {
+            let file = format!("{class}_{name}");
+            std::fs::copy(src.join(name), dir.path().join(&file)).unwrap();
+            rows.push_str(&format!("{file},{k}\n"));
+        }
+    }
+    let jpeg = std::fs::read(fixtures.join("celeba/img_align_celeba/000001.jpg")).unwrap();
+    std::fs::write(dir.path().join("cut.jpg"), &jpeg[..3000]).unwrap();
+    let png = std::fs::read(fixtures.join("deepfakes/images/real/000001.png")).unwrap();
+    std::fs::write(dir.path().join("cut.png"), &png[..png.len() / 2]).unwrap();
+    std::fs::write(dir.path().join("garbage.jpg"), b"this is not an image at all").unwrap();
+    rows.push_str("cut.jpg,0\ncut.png,1\ngarbage.jpg,0\nmissing.png,1\n");
+    let csv = dir.path().join("manifest.csv");
+    std::fs::write(&csv, rows).unwrap();
+
+    let loader = || {
+        Loader::new(Manifest::open(&csv).unwrap())
+            .batch_size(4)
+            .workers(1)
+            .transform(Compose::new().then(Resize::new(16, 12)))
+    };
+    let (train, valid) = (loader().shuffle(1), loader());
+    let varmap = VarMap::new();
+    let m = model(&varmap);
+    let out = dir.path().join("run");
+    let cfg = config(&out, 2);
+    let history = fit(
+        &m,
+        &varmap,
+        vars(&varmap),
+        Normalization::MinMax,
+        serde_json::Value::Null,
+        &cfg,
+        &train,
+        &valid,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(history.epochs.len(), 2);
+    assert_eq!(history.epochs[0].samples, 12);
+    assert_eq!((history.epochs[0].skipped_train, history.epochs[0].skipped_valid), (4, 4));
+    assert_eq!(history.skipped, 16);
+    let file = history.skipped_file.clone().unwrap();
+    let listed: Vec<SkippedSample> =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(listed.len(), 16);
+    for bad in ["cut.jpg", "cut.png", "garbage.jpg", "missing.png"] {
+        let hits = listed.iter().filter(|s| s.error.contains(bad)).count();
+        assert_eq!(hits, 4, "{bad} in {listed:?}");
+        let named = listed.iter().filter(|s| s.path.as_ref().is_some_and(|p| p.ends_with(bad)));
+        assert_eq!(named.count(), 4, "{bad}: the list names the file");
+    }
 }
