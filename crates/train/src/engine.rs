@@ -289,7 +289,10 @@ impl<'a, S: Checkpointable> Engine<'a, S> {
                         stop = true;
                     }
                 }
-                if cfg.checkpoint_every_steps.is_some_and(|k| k > 0 && st.position.step.is_multiple_of(k)) {
+                if cfg
+                    .checkpoint_every_steps
+                    .is_some_and(|k| k > 0 && st.position.step.is_multiple_of(k))
+                {
                     // The epoch's time so far is not in this snapshot's accumulator: a run
                     // resumed from it under-reports that epoch's seconds, nothing else.
                     self.save_last(step, st)?;
