@@ -131,6 +131,14 @@ fn celeba_fixture_end_to_end() {
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(json["n"], 200);
     assert!(out.path().join("best/model.safetensors").is_file());
+
+    // The run folder alone rebuilds the trained model, with its normalisation.
+    let loaded = zoo::load(out.path(), &Device::Cpu).unwrap();
+    assert_eq!(loaded.config.name, ModelName::Scratch(1));
+    assert_eq!(loaded.config.input, (3, 16, 16));
+    assert_eq!(loaded.normalization, deeprecog::dataset::transforms::Normalization::MinMax);
+    let x = Tensor::zeros((2, 3, 16, 16), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(loaded.model.forward_t(&x, false).unwrap().dims(), &[2, 2]);
 }
 
 #[test]
