@@ -11,7 +11,6 @@
 //! | [`Every`] | runs a closure every k steps or epochs (mosaics, FID, anything periodic) |
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 
 use deeprecog_metrics::plot::learning_curves;
 use deeprecog_nn::checkpoint::RunConfig;
@@ -306,9 +305,4 @@ impl<S: ?Sized> Callback<S> for Every<'_, S> {
         }
         Ok(Control::Continue)
     }
-}
-
-/// The path of a file in the run's output folder.
-pub fn out_file<S: ?Sized>(ctx: &RunContext<'_, S>, name: &str) -> PathBuf {
-    ctx.config.out_dir.join(name)
 }
