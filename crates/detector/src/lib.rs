@@ -61,7 +61,9 @@ pub enum Error {
         reason: String,
     },
     /// ffmpeg / ffprobe could not be run at all.
-    #[error("{program} could not be run ({source}); install ffmpeg (Debian: apt-get install ffmpeg)")]
+    #[error(
+        "{program} could not be run ({source}); install ffmpeg (Debian: apt-get install ffmpeg)"
+    )]
     FfmpegMissing {
         /// The program that was looked for.
         program: String,

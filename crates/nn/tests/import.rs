@@ -27,6 +27,7 @@ fn golden_files_match_the_python_emulation() {
             CheckpointFormat::Zip => "Zip",
             CheckpointFormat::Legacy => "Legacy",
             CheckpointFormat::TorchScript => "TorchScript",
+            CheckpointFormat::Onnx => "Onnx",
         };
         assert_eq!(format, exp["format"], "{file}");
         assert_eq!(ckpt.picked.as_deref(), exp["picked"].as_str(), "{file}");

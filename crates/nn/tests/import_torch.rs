@@ -36,6 +36,7 @@ fn format_name(f: CheckpointFormat) -> &'static str {
         CheckpointFormat::Zip => "Zip",
         CheckpointFormat::Legacy => "Legacy",
         CheckpointFormat::TorchScript => "TorchScript",
+        CheckpointFormat::Onnx => "Onnx",
     }
 }
 

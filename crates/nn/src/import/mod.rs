@@ -33,8 +33,11 @@
 //! # Ok::<(), deeprecog_nn::Error>(())
 //! ```
 
+mod onnx;
 mod pickle;
 mod reader;
+
+pub use onnx::read_onnx_bytes;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -177,6 +180,8 @@ pub enum CheckpointFormat {
     Legacy,
     /// A `torch.jit.save` archive.
     TorchScript,
+    /// An ONNX model's initializers (see [`read_onnx_bytes`]).
+    Onnx,
 }
 
 /// One tensor read out of a checkpoint: contiguous little-endian bytes.
@@ -380,10 +385,19 @@ fn walk_object_state<'a>(
     }
 }
 
-/// Converts a PyTorch checkpoint to safetensors, all or nothing (see the module docs).
+/// Reads the initializers (the weights) of an ONNX model, names kept as the graph spells them.
+pub fn read_onnx(path: impl AsRef<Path>) -> Result<Checkpoint> {
+    let path = path.as_ref();
+    let data = std::fs::read(path).map_err(|e| import_err(path, e.into()))?;
+    read_onnx_bytes(&data).map_err(|e| import_err(path, e))
+}
+
+/// Converts a PyTorch checkpoint (or, for a `.onnx` file, an ONNX model's initializers) to
+/// safetensors, all or nothing (see the module docs).
 pub fn convert(input: impl AsRef<Path>, output: impl AsRef<Path>) -> Result<ConvertSummary> {
     let (input, output) = (input.as_ref(), output.as_ref());
-    let ckpt = read_pytorch(input)?;
+    let is_onnx = input.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    let ckpt = if is_onnx { read_onnx(input)? } else { read_pytorch(input)? };
     let bytes = to_safetensors_bytes(&ckpt, input).map_err(|e| import_err(output, e))?;
     deeprecog_dataset::fsutil::write_atomically(output, &bytes)
         .map_err(|e| import_err(output, ImportError::Write(e.into_source())))?;
@@ -411,6 +425,24 @@ fn to_safetensors_bytes(ckpt: &Checkpoint, source: &Path) -> Result<Vec<u8>, Imp
     }
     safetensors::tensor::serialize(views, Some(meta))
         .map_err(|e| ImportError::Safetensors(e.to_string()))
+}
+
+/// Writes tensors (from [`read_pytorch`] or [`read_onnx`], renamed as the caller likes) to a
+/// safetensors file, atomically.
+pub fn write_safetensors(ckpt: &Checkpoint, source: &Path, output: &Path) -> Result<()> {
+    let bytes = to_safetensors_bytes(ckpt, source).map_err(|e| import_err(output, e))?;
+    deeprecog_dataset::fsutil::write_atomically(output, &bytes)
+        .map_err(|e| import_err(output, ImportError::Write(e.into_source())))
+}
+
+/// The tensors of a checkpoint as candle tensors on `device` (dtypes candle lacks fail).
+pub fn to_tensors(
+    ckpt: &Checkpoint,
+    source: &Path,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    let bytes = to_safetensors_bytes(ckpt, source).map_err(|e| import_err(source, e))?;
+    Ok(candle_core::safetensors::load_buffer(&bytes, device)?)
 }
 
 /// Reads a PyTorch checkpoint straight into candle tensors (the dtypes candle lacks, such as
