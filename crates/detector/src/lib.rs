@@ -22,6 +22,7 @@ pub mod crop;
 pub mod dfdc;
 pub mod face;
 pub mod prepare;
+pub mod scan;
 pub mod seeta;
 pub mod video;
 

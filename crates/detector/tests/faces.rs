@@ -101,7 +101,10 @@ fn blazeface_raw_outputs_match_onnxruntime() {
             }
             let sum: f64 = regs.iter().flatten().map(|&v| v as f64).sum();
             let abs: f64 = regs.iter().flatten().map(|&v| v.abs() as f64).sum();
-            let (ws, wa) = (want["regressor_sum"].as_f64().unwrap(), want["regressor_abs_sum"].as_f64().unwrap());
+            let (ws, wa) = (
+                want["regressor_sum"].as_f64().unwrap(),
+                want["regressor_abs_sum"].as_f64().unwrap(),
+            );
             assert!((sum - ws).abs() < 1e-4 * wa, "{photo} {name}: regressor sum {sum} vs {ws}");
             assert!((abs - wa).abs() < 1e-4 * wa, "{photo} {name}: |regressor| sum {abs} vs {wa}");
             eprintln!("{photo} {name}: worst relative score error {worst:.2e}");
@@ -127,19 +130,37 @@ fn explore_counts() {
         ("back", BlazeFaceConfig::back()),
         ("front+tiles", BlazeFaceConfig::front().with_tiling(Tiling::default())),
         ("back+tiles", BlazeFaceConfig::back().with_tiling(Tiling::default())),
-        ("back+tiles1", BlazeFaceConfig::back().with_tiling(Tiling { levels: 1, overlap: 0.5 })),
-        ("front+tiles3", BlazeFaceConfig::front().with_tiling(Tiling { levels: 3, overlap: 0.5 })),
     ];
     for (label, config) in configs {
         let Some(det) = detector(config) else { return };
-        for name in ["astronaut.png", "grace_hopper.jpg", "faces/obama.jpg", "faces/obama2.jpg", "faces/obama3.jpg", "faces/biden.jpg", "faces/obama_partial_face.jpg", "faces/obama_partial_face2.jpg", "faces/group_1927.png"] {
+        for name in [
+            "astronaut.png",
+            "grace_hopper.jpg",
+            "faces/obama.jpg",
+            "faces/obama2.jpg",
+            "faces/obama3.jpg",
+            "faces/biden.jpg",
+            "faces/obama_partial_face.jpg",
+            "faces/obama_partial_face2.jpg",
+            "faces/group_1927.png",
+        ] {
             let Some(img) = photo(name) else { return };
             let t = std::time::Instant::now();
             let faces = det.detect(&img).unwrap();
-            eprintln!("{label:12} {name:32} {} faces {:?} in {:.0} ms", faces.len(), faces.iter().map(|f| (f.score * 100.0).round() as i32).collect::<Vec<_>>(), t.elapsed().as_secs_f64() * 1e3);
+            eprintln!(
+                "{label:12} {name:32} {} faces {:?} in {:.0} ms",
+                faces.len(),
+                faces.iter().map(|f| (f.score * 100.0).round() as i32).collect::<Vec<_>>(),
+                t.elapsed().as_secs_f64() * 1e3
+            );
         }
     }
-    let fixture = Image::open(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data-fixtures/deepfakes/videos/ecqm0007/frame_0000.png"))).unwrap().to_rgb();
+    let fixture = Image::open(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data-fixtures/deepfakes/videos/ecqm0007/frame_0000.png"
+    )))
+    .unwrap()
+    .to_rgb();
     let det = detector(BlazeFaceConfig::front()).unwrap();
     eprintln!("fixture: {:?}", det.detect(&fixture).unwrap());
 }
