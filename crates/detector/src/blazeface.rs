@@ -39,6 +39,7 @@ use candle_core::{DType, Device, Tensor};
 use deeprecog_dataset::face::FaceBox;
 use deeprecog_dataset::transforms::{Filter, Resize};
 use deeprecog_dataset::Image;
+use deeprecog_nn::depthwise::{depthwise_conv2d, im2col, Padding};
 
 use crate::face::{Detection, FaceDetector};
 use crate::{Error, Result};
@@ -106,11 +107,14 @@ pub struct Tiling {
     pub levels: u32,
     /// Fraction of a tile shared with its neighbour, in [0, 0.9].
     pub overlap: f32,
+    /// Minimum face probability for a face found in a tile (the whole image keeps the
+    /// detector's threshold): zoomed-in texture fools the model more often than whole faces do.
+    pub score_threshold: f32,
 }
 
 impl Default for Tiling {
     fn default() -> Self {
-        Tiling { levels: 2, overlap: 0.5 }
+        Tiling { levels: 2, overlap: 0.5, score_threshold: 0.6 }
     }
 }
 
@@ -130,20 +134,25 @@ pub struct BlazeFaceConfig {
 }
 
 impl BlazeFaceConfig {
-    /// MediaPipe's front-model settings (score 0.5, IoU 0.3), no tiling.
+    /// MediaPipe's front-model settings: score 0.75 (its face-detection graph's threshold; at
+    /// 0.5 a Mandelbrot fractal passes for a face), IoU 0.3, no tiling.
     pub fn front() -> Self {
         BlazeFaceConfig {
             variant: Variant::Front,
-            score_threshold: 0.5,
+            score_threshold: 0.75,
             iou_threshold: 0.3,
             tiling: None,
             batch_size: 32,
         }
     }
 
-    /// The back model with MediaPipe's settings, no tiling.
+    /// The back model: score 0.65, IoU 0.3, no tiling.
     pub fn back() -> Self {
-        BlazeFaceConfig { variant: Variant::Back, ..BlazeFaceConfig::front() }
+        BlazeFaceConfig {
+            variant: Variant::Back,
+            score_threshold: 0.65,
+            ..BlazeFaceConfig::front()
+        }
     }
 
     /// The same settings with tiling.
@@ -164,8 +173,14 @@ impl BlazeFaceConfig {
             return bad("batch_size", "must be at least 1".into());
         }
         if let Some(t) = self.tiling {
-            if !(0.0..=0.9).contains(&t.overlap) || t.levels > 6 {
-                return bad("tiling", format!("{t:?}: overlap in [0, 0.9], levels <= 6"));
+            if !(0.0..=0.9).contains(&t.overlap)
+                || t.levels > 6
+                || !(0.0..=1.0).contains(&t.score_threshold)
+            {
+                return bad(
+                    "tiling",
+                    format!("{t:?}: overlap in [0, 0.9], levels <= 6, score threshold in [0, 1]"),
+                );
             }
         }
         Ok(())
@@ -297,7 +312,7 @@ impl BlazeFace {
             }
             let bias = get(&format!("conv2d_{}.bias", i + 1), &[out_channels])?;
             blocks.push(Block {
-                depthwise: depthwise.reshape((channels, 9))?,
+                depthwise,
                 pointwise: pointwise.reshape((out_channels, channels))?,
                 bias: bias.reshape((out_channels, 1))?,
                 stride2: variant.strided_blocks().contains(&i),
@@ -352,10 +367,7 @@ impl BlazeFace {
                 reason: format!("expected [n, 3, {side}, {side}], got {:?}", x.dims()),
             });
         }
-        // SAME padding for a 5x5 stride-2 convolution on an even side: 1 before, 2 after.
-        let x = x.pad_with_zeros(2, 1, 2)?.pad_with_zeros(3, 1, 2)?;
-        let mut x =
-            x.conv2d(&self.stem_weight, 0, 2, 1, 1)?.broadcast_add(&self.stem_bias)?.relu()?;
+        let mut x = self.stem(x)?;
         let last16 = *self.config.variant.strided_blocks().last().unwrap_or(&0);
         let mut features_16 = None;
         for (i, block) in self.blocks.iter().enumerate() {
@@ -386,6 +398,23 @@ impl BlazeFace {
             1,
         )?;
         Ok(RawOutput { scores, regressors })
+    }
+
+    /// The 5x5 stride-2 convolution with TensorFlow's SAME padding (1 before, 2 after on an
+    /// even side), bias and ReLU; on CPU as patches times weights, one GEMM per image.
+    fn stem(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, _, h, w) = x.dims4()?;
+        let pad = Padding { top: 1, left: 1, bottom: 2, right: 2 };
+        let y = if x.device().is_cpu() && x.dtype() == DType::F32 {
+            let out = self.stem_weight.dim(0)?;
+            let weight = self.stem_weight.reshape((out, ()))?;
+            weight.broadcast_matmul(&im2col(x, 5, 2, pad)?)?.reshape((n, out, h / 2, w / 2))?
+        } else {
+            x.pad_with_zeros(2, pad.top, pad.bottom)?
+                .pad_with_zeros(3, pad.left, pad.right)?
+                .conv2d(&self.stem_weight, 0, 2, 1, 1)?
+        };
+        Ok(y.broadcast_add(&self.stem_bias)?.relu()?)
     }
 
     /// Faces in model-input coordinates ([0, 1] over the square view) from one image's raw
@@ -500,28 +529,23 @@ impl BlazeFace {
 
 impl Block {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
+        let (n, c, _, _) = x.dims4()?;
         let y = if self.stride2 {
-            // TensorFlow SAME for stride 2 on an even side pads one row / column after only;
-            // with two after, a stride-1 pass covers every output the strided one needs, which
-            // are then its even positions.
-            let full = depthwise3x3(
-                &x.pad_with_zeros(2, 0, 2)?.pad_with_zeros(3, 0, 2)?,
-                &self.depthwise,
-            )?;
-            full.reshape((n, c, h / 2, 2, w / 2, 2))?
-                .narrow(3, 0, 1)?
-                .narrow(5, 0, 1)?
-                .reshape((n, c, h / 2, w / 2))?
+            // TensorFlow SAME for stride 2 on an even side pads one row / column after only.
+            let pad = Padding { top: 0, left: 0, bottom: 1, right: 1 };
+            depthwise_conv2d(x, &self.depthwise, 2, pad)?
         } else {
-            depthwise3x3(&x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?, &self.depthwise)?
+            depthwise_conv2d(x, &self.depthwise, 1, Padding::same(1))?
         };
         let (oh, ow) = (y.dim(2)?, y.dim(3)?);
-        let y = self
-            .pointwise
-            .broadcast_matmul(&y.reshape((n, c, oh * ow))?)?
-            .broadcast_add(&self.bias)?
-            .reshape((n, self.out_channels, oh, ow))?;
+        let y = self.pointwise.broadcast_matmul(&y.reshape((n, c, oh * ow))?)?;
+        if y.device().is_cpu() && y.dtype() == DType::F32 {
+            let tail = BlockTail { stride2: self.stride2, residual: self.residual };
+            let y = y.reshape((n, self.out_channels, oh, ow))?.contiguous()?;
+            let bias = self.bias.contiguous()?;
+            return Ok(y.apply_op3_no_bwd(&bias, &x.contiguous()?, &tail)?);
+        }
+        let y = y.broadcast_add(&self.bias)?.reshape((n, self.out_channels, oh, ow))?;
         if !self.residual {
             return Ok(y.relu()?);
         }
@@ -538,24 +562,68 @@ impl Block {
     }
 }
 
-/// A valid (unpadded) 3x3 depthwise convolution of `[n, c, h, w]` with weights `[c, 9]`:
-/// nine shifted multiply-adds, which beat candle's grouped convolution (one convolution per
-/// channel) on CPU by a wide margin and run unchanged on CUDA.
-fn depthwise3x3(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    let (_, c, h, w) = x.dims4()?;
-    let (oh, ow) = (h - 2, w - 2);
-    let mut acc: Option<Tensor> = None;
-    for ky in 0..3 {
-        for kx in 0..3 {
-            let k = weight.narrow(1, ky * 3 + kx, 1)?.reshape((1, c, 1, 1))?;
-            let term = x.narrow(2, ky, oh)?.narrow(3, kx, ow)?.broadcast_mul(&k)?;
-            acc = Some(match acc {
-                None => term,
-                Some(a) => (a + term)?,
-            });
-        }
+/// The end of a block on CPU in one pass: `relu(y + bias + shortcut)`, the shortcut being the
+/// block's input, 2x2 max-pooled when the block strides and zero in the channels it adds. Five
+/// candle ops (and their buffers) become one loop.
+#[derive(Debug, Clone, Copy)]
+struct BlockTail {
+    stride2: bool,
+    residual: bool,
+}
+
+impl candle_core::CustomOp3 for BlockTail {
+    fn name(&self) -> &'static str {
+        "blazeface-block-tail"
     }
-    acc.ok_or_else(|| Error::InvalidConfig { what: "depthwise", reason: "no taps".into() })
+
+    fn cpu_fwd(
+        &self,
+        ys: &candle_core::CpuStorage,
+        yl: &candle_core::Layout,
+        bs: &candle_core::CpuStorage,
+        bl: &candle_core::Layout,
+        xs: &candle_core::CpuStorage,
+        xl: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage::F32;
+        let (F32(ys), F32(bs), F32(xs)) = (ys, bs, xs) else {
+            candle_core::bail!("blazeface block: f32 only");
+        };
+        let (Some((ya, yb)), Some((ba, bb)), Some((xa, xb))) =
+            (yl.contiguous_offsets(), bl.contiguous_offsets(), xl.contiguous_offsets())
+        else {
+            candle_core::bail!("blazeface block: contiguous inputs only");
+        };
+        let (y, bias, x) = (&ys[ya..yb], &bs[ba..bb], &xs[xa..xb]);
+        let (n, cout, oh, ow) = yl.shape().dims4()?;
+        let (_, cin, h, w) = xl.shape().dims4()?;
+        let mut out = y.to_vec();
+        for (plane, dst) in out.chunks_mut(oh * ow).enumerate() {
+            let (img, ch) = (plane / cout, plane % cout);
+            let b = bias[ch];
+            if !self.residual || ch >= cin {
+                dst.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+                continue;
+            }
+            let src = &x[(img * cin + ch) * h * w..(img * cin + ch + 1) * h * w];
+            if self.stride2 {
+                for oy in 0..oh {
+                    let (r0, r1) = (&src[2 * oy * w..], &src[(2 * oy + 1) * w..]);
+                    for ox in 0..ow {
+                        let m = r0[2 * ox].max(r0[2 * ox + 1]).max(r1[2 * ox]).max(r1[2 * ox + 1]);
+                        let v = &mut dst[oy * ow + ox];
+                        *v = (*v + b + m).max(0.0);
+                    }
+                }
+            } else {
+                for (v, s) in dst.iter_mut().zip(src) {
+                    *v = (*v + b + s).max(0.0);
+                }
+            }
+        }
+        debug_assert_eq!(out.len(), n * cout * oh * ow);
+        Ok((F32(out), candle_core::Shape::from((n, cout, oh, ow))))
+    }
 }
 
 /// One square view of an image, in source pixels (it may reach past the edges).
@@ -652,6 +720,27 @@ pub fn weighted_nms(mut faces: Vec<Detection>, iou: f32) -> Vec<Detection> {
     out
 }
 
+/// Drops faces lying mostly (over half their area) inside a better-scoring larger face: in
+/// tiles, an eye and cheek can pass for a small face of their own.
+fn drop_contained(faces: Vec<Detection>) -> Vec<Detection> {
+    let mut kept: Vec<Detection> = Vec::with_capacity(faces.len());
+    for face in faces {
+        let inside = kept.iter().any(|k| {
+            k.area() > face.area() && intersection(&k.bbox, &face.bbox) > 0.5 * face.area()
+        });
+        if !inside {
+            kept.push(face);
+        }
+    }
+    kept
+}
+
+fn intersection(a: &FaceBox, b: &FaceBox) -> f32 {
+    let w = (a.right().min(b.right()) - a.x.max(b.x)).max(0.0);
+    let h = (a.bottom().min(b.bottom()) - a.y.max(b.y)).max(0.0);
+    w * h
+}
+
 impl FaceDetector for BlazeFace {
     fn name(&self) -> &str {
         self.config.variant.detector_name()
@@ -686,8 +775,11 @@ impl FaceDetector for BlazeFace {
         for ((scores, regs), (i, window)) in raw.iter().zip(&owners) {
             let (iw, ih) = (images[*i].width() as f32, images[*i].height() as f32);
             for mut face in self.decode(scores, regs) {
-                if !window.whole && cut_by_inner_edge(&face.bbox, window, iw, ih) {
-                    continue;
+                if !window.whole {
+                    let threshold = self.config.tiling.map_or(0.0, |t| t.score_threshold);
+                    if face.score < threshold || cut_by_inner_edge(&face.bbox, window, iw, ih) {
+                        continue;
+                    }
                 }
                 let to_image = |v: f32, origin: f32| origin + v * window.side;
                 face.bbox = FaceBox::new(
@@ -702,7 +794,18 @@ impl FaceDetector for BlazeFace {
                 found[*i].push(face);
             }
         }
-        Ok(found.into_iter().map(|faces| weighted_nms(faces, self.config.iou_threshold)).collect())
+        let tiled = self.config.tiling.is_some();
+        Ok(found
+            .into_iter()
+            .map(|faces| {
+                let merged = weighted_nms(faces, self.config.iou_threshold);
+                if tiled {
+                    drop_contained(merged)
+                } else {
+                    merged
+                }
+            })
+            .collect())
     }
 }
 
@@ -772,36 +875,6 @@ mod tests {
         assert_eq!(a[512], [0.5 / 8.0, 0.5 / 8.0]);
         assert_eq!(a[517], a[512]);
         assert_eq!(a[895], [7.5 / 8.0, 7.5 / 8.0]);
-    }
-
-    #[test]
-    fn depthwise_matches_a_naive_convolution() {
-        let dev = Device::Cpu;
-        let x: Vec<f32> = (0..2 * 3 * 6 * 5).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
-        let w: Vec<f32> = (0..3 * 9).map(|i| ((i * 13 % 11) as f32 - 5.0) / 4.0).collect();
-        let xt = Tensor::from_vec(x.clone(), (2, 3, 6, 5), &dev).unwrap();
-        let wt = Tensor::from_vec(w.clone(), (3, 9), &dev).unwrap();
-        let out = depthwise3x3(&xt, &wt).unwrap();
-        assert_eq!(out.dims(), [2, 3, 4, 3]);
-        let got4: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
-        let mut i = 0;
-        for n in 0..2 {
-            for c in 0..3 {
-                for y in 0..4 {
-                    for xx in 0..3 {
-                        let mut s = 0.0f32;
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                s += x[((n * 3 + c) * 6 + y + ky) * 5 + xx + kx]
-                                    * w[c * 9 + ky * 3 + kx];
-                            }
-                        }
-                        assert!((got4[i] - s).abs() < 1e-5, "{n} {c} {y} {xx}: {} vs {s}", got4[i]);
-                        i += 1;
-                    }
-                }
-            }
-        }
     }
 
     #[test]

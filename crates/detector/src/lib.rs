@@ -1,8 +1,8 @@
 //! Deepfake detection, first half: finding faces in images and videos (MediaPipe BlazeFace
 //! ported to candle, SeetaFace through `rustface`, or a whole-image "detector" for inputs that
 //! are face crops already), cutting face crops, sampling frames from videos with ffmpeg, reading
-//! the DFDC layout and building a face-crop dataset; and turning per-frame fake probabilities
-//! into one verdict per video.
+//! the DFDC layout and building a face-crop dataset, drawing detections and encoding frames
+//! back into a video; and turning per-frame fake probabilities into one verdict per video.
 //!
 //! ```
 //! use deeprecog_detector::Aggregation;
@@ -20,6 +20,7 @@ use std::path::PathBuf;
 pub mod blazeface;
 pub mod crop;
 pub mod dfdc;
+pub mod draw;
 pub mod face;
 pub mod prepare;
 pub mod scan;

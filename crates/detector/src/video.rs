@@ -1,7 +1,8 @@
 //! Video frames through ffmpeg: [`probe`] reads a video's size, frame rate, frame count and
 //! rotation with `ffprobe`; [`read_frame`] seeks to one frame and decodes exactly that frame;
 //! [`sample_frames`] decodes frames spread evenly over the video, one `ffmpeg` process per frame
-//! and several at a time; [`read_all_frames`] decodes the whole video in one pass.
+//! and several at a time; [`read_all_frames`] decodes the whole video in one pass;
+//! [`encode_frames`] goes the other way, image files into an H.264 mp4.
 //!
 //! ffmpeg runs as a subprocess (`ffmpeg` and `ffprobe` from `PATH`, or the programs named by
 //! `DEEPRECOG_FFMPEG` / `DEEPRECOG_FFPROBE`), which keeps its C libraries and licence out of
@@ -259,6 +260,102 @@ pub fn read_all_frames(path: &Path, every: u64) -> Result<(VideoInfo, Vec<Frame>
         return Ok((info, frames));
     };
     Err(Error::video(path, reason))
+}
+
+/// Encodes image files, in the order given, into an H.264 mp4 at `fps` frames per second:
+/// `yuv420p` (what every player decodes), the index in front (`-movflags +faststart`) and odd
+/// sizes padded by one black row or column to even ones, which 4:2:0 chroma needs.
+///
+/// The frames are linked under numbered names into a temporary folder and read with ffmpeg's
+/// `image2` demuxer, which decodes them by extension, so they must share one format (`.jpg`
+/// and `.jpeg` count as one). The video is written to a temporary name beside `out` and
+/// renamed, so `out` is never left half written; `out`'s folder is created when missing.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for no frames, a rate that is not a positive number or frames of
+/// several formats; [`Error::Io`] naming a frame that cannot be read or the output when it
+/// cannot be written; [`Error::Video`] naming `out` when ffmpeg fails (a corrupt frame, frames
+/// of different sizes, no H.264 encoder); [`Error::FfmpegMissing`] without ffmpeg.
+pub fn encode_frames(frames: &[PathBuf], fps: f64, out: &Path) -> Result<()> {
+    let invalid = |reason: String| Error::InvalidConfig { what: "frames to encode", reason };
+    if !(fps.is_finite() && fps > 0.0) {
+        return Err(invalid(format!("the frame rate {fps} is not a positive number")));
+    }
+    let Some(first) = frames.first() else {
+        return Err(invalid(format!("no frames for {}", out.display())));
+    };
+    let format = |path: &Path| {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        match ext.to_ascii_lowercase().as_str() {
+            "jpeg" => "jpg".to_string(),
+            other => other.to_string(),
+        }
+    };
+    let ext = format(first);
+    if let Some(other) = frames.iter().find(|f| format(f) != ext) {
+        return Err(invalid(format!(
+            "{} is not a .{ext} file like {}: all frames must share one format",
+            other.display(),
+            first.display()
+        )));
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".deeprecog-frames.")
+        .tempdir_in(parent)
+        .map_err(|e| Error::io(parent, e))?;
+    for (i, frame) in frames.iter().enumerate() {
+        // Absolute, so that the link resolves from inside the staging folder; this also
+        // reports a missing frame by its own name.
+        let target = frame.canonicalize().map_err(|e| Error::io(frame, e))?;
+        let link = staging.path().join(format!("{i:06}.{ext}"));
+        link_or_copy(&target, &link).map_err(|e| Error::io(frame, e))?;
+    }
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let part = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".part")
+        .tempfile_in(parent)
+        .map_err(|e| Error::io(out, e))?;
+    let mut cmd = Command::new(program("DEEPRECOG_FFMPEG", "ffmpeg"));
+    cmd.args(["-nostdin", "-v", "error", "-y", "-f", "image2", "-framerate"])
+        .arg(format!("{fps}"))
+        .args(["-start_number", "0", "-i"])
+        .arg(staging.path().join(format!("%06d.{ext}")))
+        .args(["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-crf", "18"])
+        .args(["-pix_fmt", "yuv420p", "-movflags", "+faststart", "-an", "-f", "mp4"])
+        .arg(part.path());
+    let result = run(cmd, "DEEPRECOG_FFMPEG", "ffmpeg")?;
+    if !result.status.success() {
+        let reason =
+            first_line(&result.stderr).unwrap_or_else(|| format!("ffmpeg {}", result.status));
+        return Err(Error::video(
+            out,
+            format!("encoding {} frames failed: {reason}", frames.len()),
+        ));
+    }
+    // Temporary files are private to their owner; a video is as readable as any other output.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(part.path(), mode).map_err(|e| Error::io(out, e))?;
+    }
+    part.persist(out).map_err(|e| Error::io(out, e.error))?;
+    Ok(())
+}
+
+/// A symbolic link at `link` to `target`, or a copy where links cannot be made.
+fn link_or_copy(target: &Path, link: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if std::os::unix::fs::symlink(target, link).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(target, link).map(|_| ())
 }
 
 /// Reads until `buf` is full or the stream ends; returns how many bytes were read.
@@ -665,6 +762,52 @@ mod tests {
                 assert_video_error(read_all_frames(&cut, 1).unwrap_err(), &cut);
             }
         }
+    }
+
+    #[test]
+    fn encode_frames_writes_an_even_sized_h264_mp4() {
+        let dir = TempDir::new().unwrap();
+        let frames: Vec<PathBuf> = (0..6u8)
+            .map(|i| {
+                let path = dir.path().join(format!("frame_{i}.png"));
+                let colour = image::Rgb([i * 40, 200 - i * 30, 90]);
+                image::RgbImage::from_pixel(33, 20, colour).save(&path).unwrap();
+                path
+            })
+            .collect();
+        let out = dir.path().join("sub/clip.mp4");
+        encode_frames(&frames, 12.0, &out).unwrap();
+        let info = probe(&out).unwrap();
+        // 33 wide is padded to 34 for 4:2:0 chroma.
+        assert_eq!((info.width, info.height, info.frames, info.fps), (34, 20, 6, 12.0), "{info:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(leftovers, ["clip.mp4"]);
+        // The frames keep their order and roughly their colours.
+        let (_, decoded) = read_all_frames(&out, 1).unwrap();
+        for (i, frame) in decoded.iter().enumerate() {
+            let red = frame.image.pixel(10, 10).unwrap()[0] as i32;
+            assert!((red - i as i32 * 40).abs() < 12, "frame {i}: red {red}");
+        }
+
+        assert!(matches!(encode_frames(&[], 12.0, &out), Err(Error::InvalidConfig { .. })));
+        assert!(matches!(encode_frames(&frames, 0.0, &out), Err(Error::InvalidConfig { .. })));
+        let mixed = [frames[0].clone(), dir.path().join("x.jpg")];
+        assert!(matches!(encode_frames(&mixed, 12.0, &out), Err(Error::InvalidConfig { .. })));
+        let missing = [frames[0].clone(), dir.path().join("gone.png")];
+        match encode_frames(&missing, 12.0, &out).unwrap_err() {
+            Error::Io { path, .. } => assert_eq!(path, missing[1]),
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+        let corrupt = dir.path().join("corrupt.png");
+        std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+        let err = encode_frames(&[corrupt], 12.0, &dir.path().join("bad.mp4")).unwrap_err();
+        assert_video_error(err, &dir.path().join("bad.mp4"));
+        assert!(!dir.path().join("bad.mp4").exists());
+        // The earlier video survived every failed attempt.
+        assert_eq!(probe(&out).unwrap().frames, 6);
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use deeprecog_dataset::Image;
-use deeprecog_detector::blazeface::{BlazeFace, BlazeFaceConfig, Variant};
+use deeprecog_detector::blazeface::{BlazeFace, BlazeFaceConfig, Tiling, Variant};
+use deeprecog_detector::scan::scan;
 use deeprecog_detector::FaceDetector;
 use serde_json::Value;
 
@@ -121,46 +122,92 @@ fn photo(name: &str) -> Option<Image> {
     Some(Image::open(&asset(name)?).unwrap().to_rgb())
 }
 
+/// Every single-face photo (two of them show half a face) gives exactly one face, with the
+/// subject's right eye left of the left eye and both inside the box, for both models.
 #[test]
-fn explore_counts() {
-    use deeprecog_detector::blazeface::Tiling;
-    use deeprecog_detector::FaceDetector;
-    let configs = [
-        ("front", BlazeFaceConfig::front()),
-        ("back", BlazeFaceConfig::back()),
-        ("front+tiles", BlazeFaceConfig::front().with_tiling(Tiling::default())),
-        ("back+tiles", BlazeFaceConfig::back().with_tiling(Tiling::default())),
-    ];
-    for (label, config) in configs {
-        let Some(det) = detector(config) else { return };
-        for name in [
-            "astronaut.png",
-            "grace_hopper.jpg",
-            "faces/obama.jpg",
-            "faces/obama2.jpg",
-            "faces/obama3.jpg",
-            "faces/biden.jpg",
-            "faces/obama_partial_face.jpg",
-            "faces/obama_partial_face2.jpg",
-            "faces/group_1927.png",
-        ] {
+fn single_face_photos_have_exactly_one_face() {
+    for config in [BlazeFaceConfig::front(), BlazeFaceConfig::back()] {
+        let Some(det) = detector(config.clone()) else { return };
+        for name in SINGLE_FACE_PHOTOS {
             let Some(img) = photo(name) else { return };
-            let t = std::time::Instant::now();
             let faces = det.detect(&img).unwrap();
-            eprintln!(
-                "{label:12} {name:32} {} faces {:?} in {:.0} ms",
-                faces.len(),
-                faces.iter().map(|f| (f.score * 100.0).round() as i32).collect::<Vec<_>>(),
-                t.elapsed().as_secs_f64() * 1e3
-            );
+            assert_eq!(faces.len(), 1, "{name} ({:?}): {faces:?}", config.variant);
+            let (right, left) = faces[0].eyes().unwrap();
+            let b = faces[0].bbox;
+            assert!(right[0] < left[0], "{name}: eyes {right:?} {left:?}");
+            for p in [right, left] {
+                assert!(p[0] > b.x && p[0] < b.right() && p[1] > b.y && p[1] < b.bottom());
+            }
         }
     }
-    let fixture = Image::open(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../data-fixtures/deepfakes/videos/ecqm0007/frame_0000.png"
-    )))
-    .unwrap()
-    .to_rgb();
-    let det = detector(BlazeFaceConfig::front()).unwrap();
-    eprintln!("fixture: {:?}", det.detect(&fixture).unwrap());
+}
+
+const SINGLE_FACE_PHOTOS: [&str; 8] = [
+    "astronaut.png",
+    "grace_hopper.jpg",
+    "faces/obama.jpg",
+    "faces/obama2.jpg",
+    "faces/obama3.jpg",
+    "faces/biden.jpg",
+    "faces/obama_partial_face.jpg",
+    "faces/obama_partial_face2.jpg",
+];
+
+/// The 1927 group photo of rustface's package: 29 faces of about 50 pixels in a 1666x1136
+/// image. The whole-image pass alone sees none (each face is 4 pixels of the 256 view); the
+/// back model over two levels of tiles finds them.
+#[test]
+fn group_photo_count_is_right_within_one() {
+    let config = BlazeFaceConfig::back().with_tiling(Tiling::default());
+    let Some(det) = detector(config) else { return };
+    let Some(img) = photo("faces/group_1927.png") else { return };
+    let faces = det.detect(&img).unwrap();
+    assert!((28..=30).contains(&faces.len()), "{} faces", faces.len());
+    // Every face box is face-sized: no box over a group of people or a patch of pavement.
+    for f in &faces {
+        assert!(f.bbox.width > 30.0 && f.bbox.width < 80.0, "{f:?}");
+        assert!(f.bbox.y < 400.0, "faces are in the top rows of the photo: {f:?}");
+    }
+    let whole = detector(BlazeFaceConfig::back()).unwrap().detect(&img).unwrap();
+    assert!(whole.len() < 5, "without tiles: {}", whole.len());
+}
+
+/// Talking-head videos: a face in nearly every sampled frame, always one, at a steady place.
+#[test]
+fn talking_head_videos_have_a_face_in_nearly_every_frame() {
+    let Some(det) = detector(BlazeFaceConfig::front()) else { return };
+    for (name, frames) in [("videos/franck.mp4", 24), ("videos/carphone_pristine.mp4", 16)] {
+        let Some(path) = asset(name) else { return };
+        let result = scan(&path, &det, frames).unwrap();
+        assert_eq!(result.frames.len(), frames, "{name}");
+        let with_face = result.frames_with_faces();
+        assert!(with_face * 10 >= frames * 9, "{name}: faces in {with_face} of {frames} frames");
+        for f in &result.frames {
+            assert!(f.faces.len() <= 1, "{name} frame {}: {} faces", f.index, f.faces.len());
+        }
+        eprintln!("{name}: a face in {with_face} of {frames} sampled frames");
+    }
+}
+
+/// A clip without any face (ffmpeg's test pattern and a fractal) gives no faces, as a result.
+#[test]
+fn a_faceless_clip_gives_no_faces_not_an_error() {
+    let Some(det) = detector(BlazeFaceConfig::front()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for (name, source) in [
+        ("testsrc.mp4", "testsrc=size=320x240:rate=10:duration=2"),
+        ("mandelbrot.mp4", "mandelbrot=size=320x240:rate=10"),
+    ] {
+        let path = dir.path().join(name);
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", source, "-t", "2"])
+            .args(["-pix_fmt", "yuv420p"])
+            .arg(&path)
+            .status()
+            .expect("ffmpeg runs (CI installs it)");
+        assert!(status.success());
+        let result = scan(&path, &det, 8).unwrap();
+        assert_eq!(result.frames.len(), 8);
+        assert_eq!(result.frames_with_faces(), 0, "{name}: {:?}", result.frames);
+    }
 }

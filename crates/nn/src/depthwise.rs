@@ -1,0 +1,334 @@
+//! Depthwise 2-D convolution for inference: one `k x k` filter per channel, any stride, and
+//! asymmetric zero padding (TensorFlow's SAME on even sides pads only after).
+//!
+//! candle runs a grouped convolution as one convolution per group, each through im2col and a
+//! GEMM, which for depthwise layers (groups = channels) costs far more than the arithmetic: the
+//! MediaPipe BlazeFace network spent most of its time there. On CPU f32 this op is a direct
+//! loop over output rows, parallel over (image, channel) planes, each plane zero-bordered once
+//! so the inner loops need no bounds checks (3x3 stride 1, the common case, is one fused pass).
+//! Other devices and dtypes take candle's grouped convolution after explicit padding, so
+//! results agree everywhere.
+//!
+//! [`im2col`], the patch gathering of a dense convolution, is here for the same reason: for a
+//! stem with few input channels candle's own gathering costs more than the GEMM after it.
+//!
+//! Both are forward-only: the result carries no gradient (training layers keep candle's
+//! convolution until the project's own backward kernels land).
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use deeprecog_nn::depthwise::{depthwise_conv2d, Padding};
+//!
+//! let x = Tensor::ones((1, 2, 4, 4), candle_core::DType::F32, &Device::Cpu)?;
+//! let w = Tensor::ones((2, 1, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
+//! let y = depthwise_conv2d(&x, &w, 1, Padding::same(1))?;
+//! assert_eq!(y.dims(), [1, 2, 4, 4]);
+//! // A corner sees 4 of the 9 taps, the centre all 9.
+//! assert_eq!(y.get(0)?.get(0)?.to_vec2::<f32>()?[0][0], 4.0);
+//! assert_eq!(y.get(0)?.get(0)?.to_vec2::<f32>()?[1][1], 9.0);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Zero padding per side, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Padding {
+    /// Rows before the first.
+    pub top: usize,
+    /// Columns before the first.
+    pub left: usize,
+    /// Rows after the last.
+    pub bottom: usize,
+    /// Columns after the last.
+    pub right: usize,
+}
+
+impl Padding {
+    /// The same padding on every side (PyTorch's `padding=p`).
+    pub fn same(p: usize) -> Padding {
+        Padding { top: p, left: p, bottom: p, right: p }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Depthwise {
+    stride: usize,
+    padding: Padding,
+}
+
+impl Depthwise {
+    fn out_size(&self, h: usize, w: usize, k: usize) -> Result<(usize, usize)> {
+        let ph = h + self.padding.top + self.padding.bottom;
+        let pw = w + self.padding.left + self.padding.right;
+        if ph < k || pw < k {
+            bail!("depthwise_conv2d: padded input {ph}x{pw} is smaller than the {k}x{k} kernel");
+        }
+        Ok(((ph - k) / self.stride + 1, (pw - k) / self.stride + 1))
+    }
+}
+
+impl CustomOp2 for Depthwise {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(xs), CpuStorage::F32(ws)) = (xs, ws) else {
+            bail!("depthwise_conv2d: the CPU kernel takes f32");
+        };
+        let (Some((xa, xb)), Some((wa, wb))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
+        else {
+            bail!("depthwise_conv2d: inputs must be contiguous");
+        };
+        let (x, w) = (&xs[xa..xb], &ws[wa..wb]);
+        let (n, c, h, wd) = xl.shape().dims4()?;
+        let k = wl.shape().dims4()?.2;
+        let (oh, ow) = self.out_size(h, wd, k)?;
+        let s = self.stride;
+        let p = self.padding;
+        // Each plane is copied once into a zero-bordered scratch, so that every output is a
+        // dense k x k dot product without bounds checks: for 3x3 stride 1 the row loop below
+        // compiles to vector FMAs over whole rows.
+        let (ph, pw) = (h + p.top + p.bottom, wd + p.left + p.right);
+        let mut out = vec![0f32; n * c * oh * ow];
+        out.par_chunks_mut(oh * ow).enumerate().for_each_init(
+            || vec![0f32; ph * pw],
+            |padded, (plane, dst)| {
+                let ch = plane % c;
+                let src = &x[plane * h * wd..(plane + 1) * h * wd];
+                for (row, line) in src.chunks_exact(wd).enumerate() {
+                    let at = (row + p.top) * pw + p.left;
+                    padded[at..at + wd].copy_from_slice(line);
+                }
+                let taps = &w[ch * k * k..(ch + 1) * k * k];
+                for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
+                    if k == 3 && s == 1 {
+                        // Nine equally long shifted views: with the lengths known equal the
+                        // bounds checks go and the loop vectorises.
+                        let n = out_row.len();
+                        let view = |ky: usize, kx: usize| {
+                            let at = (oy + ky) * pw + kx;
+                            &padded[at..at + n]
+                        };
+                        let (a0, a1, a2) = (view(0, 0), view(0, 1), view(0, 2));
+                        let (b0, b1, b2) = (view(1, 0), view(1, 1), view(1, 2));
+                        let (c0, c1, c2) = (view(2, 0), view(2, 1), view(2, 2));
+                        let t = [
+                            taps[0], taps[1], taps[2], taps[3], taps[4], taps[5], taps[6], taps[7],
+                            taps[8],
+                        ];
+                        for i in 0..n {
+                            out_row[i] = t[0] * a0[i]
+                                + t[1] * a1[i]
+                                + t[2] * a2[i]
+                                + t[3] * b0[i]
+                                + t[4] * b1[i]
+                                + t[5] * b2[i]
+                                + t[6] * c0[i]
+                                + t[7] * c1[i]
+                                + t[8] * c2[i];
+                        }
+                        continue;
+                    }
+                    for ky in 0..k {
+                        let line = &padded[(oy * s + ky) * pw..(oy * s + ky + 1) * pw];
+                        for kx in 0..k {
+                            let tap = taps[ky * k + kx];
+                            for (ox, o) in out_row.iter_mut().enumerate() {
+                                *o += tap * line[ox * s + kx];
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
+}
+
+/// Depthwise convolution of `x` (`[n, c, h, w]`) with `weight` (`[c, 1, k, k]`), no bias.
+pub fn depthwise_conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    padding: Padding,
+) -> Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    let (wc, one, k, k2) = weight.dims4()?;
+    if wc != c || one != 1 || k != k2 || k == 0 || stride == 0 {
+        bail!(
+            "depthwise_conv2d: weight {:?} does not fit input {:?} (stride {stride})",
+            weight.dims(),
+            x.dims()
+        );
+    }
+    let op = Depthwise { stride, padding };
+    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && weight.dtype() == DType::F32
+    {
+        return x.contiguous()?.apply_op2_no_bwd(&weight.contiguous()?, &op);
+    }
+    let padded = x.pad_with_zeros(2, padding.top, padding.bottom)?.pad_with_zeros(
+        3,
+        padding.left,
+        padding.right,
+    )?;
+    padded.conv2d(weight, 0, stride, 1, c)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Against candle's grouped convolution on explicitly padded input, over strides 1-3,
+    /// kernels 1-5 and asymmetric paddings.
+    #[test]
+    fn matches_grouped_convolution() {
+        let dev = Device::Cpu;
+        for (k, stride, pad) in [
+            (3, 1, Padding::same(1)),
+            (3, 2, Padding { top: 0, left: 0, bottom: 1, right: 1 }),
+            (3, 2, Padding::same(1)),
+            (5, 1, Padding { top: 1, left: 2, bottom: 2, right: 1 }),
+            (1, 1, Padding::default()),
+            (3, 3, Padding { top: 2, left: 0, bottom: 0, right: 2 }),
+        ] {
+            let (n, c, h, w) = (2, 3, 9, 8);
+            let xv: Vec<f32> =
+                (0..n * c * h * w).map(|i| ((i * 37 % 29) as f32 - 14.0) / 9.0).collect();
+            let wv: Vec<f32> = (0..c * k * k).map(|i| ((i * 11 % 13) as f32 - 6.0) / 5.0).collect();
+            let x = Tensor::from_vec(xv, (n, c, h, w), &dev).unwrap();
+            let wt = Tensor::from_vec(wv, (c, 1, k, k), &dev).unwrap();
+            let got = depthwise_conv2d(&x, &wt, stride, pad).unwrap();
+            let want = x
+                .pad_with_zeros(2, pad.top, pad.bottom)
+                .unwrap()
+                .pad_with_zeros(3, pad.left, pad.right)
+                .unwrap()
+                .conv2d(&wt, 0, stride, 1, c)
+                .unwrap();
+            assert_eq!(got.dims(), want.dims(), "k {k} stride {stride} {pad:?}");
+            let diff =
+                (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-5, "k {k} stride {stride} {pad:?}: {diff}");
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((1, 2, 4, 4), DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((3, 1, 3, 3), DType::F32, &dev).unwrap();
+        assert!(depthwise_conv2d(&x, &w, 1, Padding::same(1)).is_err());
+        let w = Tensor::zeros((2, 1, 7, 7), DType::F32, &dev).unwrap();
+        assert!(depthwise_conv2d(&x, &w, 1, Padding::default()).is_err());
+        let w = Tensor::zeros((2, 1, 3, 3), DType::F32, &dev).unwrap();
+        assert!(depthwise_conv2d(&x, &w, 0, Padding::default()).is_err());
+    }
+}
+
+/// Patches of `x` (`[n, c, h, w]`) for a `k x k` convolution: `[n, c*k*k, oh*ow]`, rows in
+/// PyTorch's weight order (channel, then kernel row, then column), zeros where a patch reaches
+/// into the padding. A convolution is then `weight.reshape((out, c*k*k)).broadcast_matmul(..)`,
+/// one GEMM per batch: what candle's CPU convolution does too, but its patch gathering costs
+/// more than the GEMM for small-channel stems.
+///
+/// CPU f32 only, forward only.
+pub fn im2col(x: &Tensor, k: usize, stride: usize, padding: Padding) -> Result<Tensor> {
+    if k == 0 || stride == 0 {
+        bail!("im2col: kernel {k} and stride {stride} must be positive");
+    }
+    x.contiguous()?.apply_op1_no_bwd(&Im2Col { k, geometry: Depthwise { stride, padding } })
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Im2Col {
+    k: usize,
+    geometry: Depthwise,
+}
+
+impl candle_core::CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "im2col"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(xs) = xs else {
+            bail!("im2col: the CPU kernel takes f32");
+        };
+        let Some((xa, xb)) = xl.contiguous_offsets() else {
+            bail!("im2col: input must be contiguous");
+        };
+        let x = &xs[xa..xb];
+        let (n, c, h, wd) = xl.shape().dims4()?;
+        let k = self.k;
+        let (oh, ow) = self.geometry.out_size(h, wd, k)?;
+        let s = self.geometry.stride;
+        let (pt, pl) = (self.geometry.padding.top as isize, self.geometry.padding.left as isize);
+        let mut out = vec![0f32; n * c * k * k * oh * ow];
+        // One output row per (image, channel, ky, kx): parallel and independent.
+        out.par_chunks_mut(oh * ow).enumerate().for_each(|(row, dst)| {
+            let kx = row % k;
+            let ky = (row / k) % k;
+            let plane = row / (k * k);
+            let src = &x[plane * h * wd..(plane + 1) * h * wd];
+            for oy in 0..oh {
+                let iy = (oy * s + ky) as isize - pt;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                let line = &src[iy as usize * wd..(iy as usize + 1) * wd];
+                let out_line = &mut dst[oy * ow..(oy + 1) * ow];
+                for (ox, o) in out_line.iter_mut().enumerate() {
+                    let ix = (ox * s + kx) as isize - pl;
+                    if ix >= 0 && ix < wd as isize {
+                        *o = line[ix as usize];
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, c * k * k, oh * ow))))
+    }
+}
+
+#[cfg(test)]
+mod im2col_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn patches_times_weights_is_the_convolution() {
+        let dev = Device::Cpu;
+        let (n, c, h, w, o, k) = (2, 3, 11, 10, 4, 5);
+        let xv: Vec<f32> =
+            (0..n * c * h * w).map(|i| ((i * 37 % 29) as f32 - 14.0) / 9.0).collect();
+        let wv: Vec<f32> = (0..o * c * k * k).map(|i| ((i * 11 % 13) as f32 - 6.0) / 5.0).collect();
+        let x = Tensor::from_vec(xv, (n, c, h, w), &dev).unwrap();
+        let wt = Tensor::from_vec(wv, (o, c, k, k), &dev).unwrap();
+        let pad = Padding { top: 1, left: 1, bottom: 2, right: 2 };
+        let cols = im2col(&x, k, 2, pad).unwrap();
+        let (oh, ow) = ((h + 3 - k) / 2 + 1, (w + 3 - k) / 2 + 1);
+        assert_eq!(cols.dims(), [n, c * k * k, oh * ow]);
+        let got = wt.reshape((o, c * k * k)).unwrap().broadcast_matmul(&cols).unwrap();
+        let want = x
+            .pad_with_zeros(2, 1, 2)
+            .unwrap()
+            .pad_with_zeros(3, 1, 2)
+            .unwrap()
+            .conv2d(&wt, 0, 2, 1, 1)
+            .unwrap()
+            .reshape((n, o, oh * ow))
+            .unwrap();
+        let diff =
+            (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-4, "{diff}");
+    }
+}
