@@ -424,7 +424,7 @@ impl BlazeFace {
         let mut out = Vec::new();
         for (a, (&logit, anchor)) in scores.iter().zip(&self.anchors).enumerate() {
             let score = sigmoid(logit.clamp(-100.0, 100.0));
-            if !(score >= self.config.score_threshold) {
+            if score.is_nan() || score < self.config.score_threshold {
                 continue;
             }
             let Some(r) = regressors.get(a * REGRESSORS..(a + 1) * REGRESSORS) else {

@@ -133,7 +133,7 @@ fn retype(typed: Vec<u8>, data_type: u64, name: &str) -> Result<Vec<u8>, ImportE
         5 | 10 | 16 => 2,
         _ => return Ok(typed),
     };
-    if typed.len() % 4 != 0 {
+    if !typed.len().is_multiple_of(4) {
         return Err(ImportError::Corrupt(format!("{name:?}: ragged int32_data")));
     }
     Ok(typed.chunks_exact(4).flat_map(|c| c[..width].to_vec()).collect())
@@ -331,7 +331,7 @@ mod tests {
             // must fail, and none may panic.
             let _ = read_onnx_bytes(&model[..cut]);
         }
-        assert!(matches!(read_onnx_bytes(&model[..model.len() - 3]), Err(_)));
+        assert!(read_onnx_bytes(&model[..model.len() - 3]).is_err());
         assert!(matches!(read_onnx_bytes(b""), Err(ImportError::NotACheckpoint(_))));
         assert!(read_onnx_bytes(&[0x0b, 0x01]).is_err(), "wire type 3 (groups) is rejected");
     }
