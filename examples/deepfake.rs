@@ -18,11 +18,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Parser};
+use deeprecog::detector::blazeface;
 use deeprecog::detector::crop::Margin;
-use deeprecog::detector::prepare::{prepare, CropFormat};
-use deeprecog::detector::scan::{open_detector, scan, DetectorKind};
-use deeprecog::detector::{blazeface, FaceDetector};
-use deeprecog::nn::device::{select, DeviceChoice};
+use deeprecog::detector::prepare::CropFormat;
+use deeprecog::detector::scan::{scan, DetectorKind};
 use deeprecog::pipelines::faces::{self, CropOptions, Input};
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -66,13 +65,6 @@ struct DetectorArgs {
     /// The assets folder that holds the detector's weights.
     #[arg(long, default_value = deeprecog::assets::DEFAULT_DIR, value_name = "DIR")]
     assets: PathBuf,
-}
-
-impl DetectorArgs {
-    fn open(&self) -> AnyResult<Box<dyn FaceDetector>> {
-        let device = select(DeviceChoice::Auto)?;
-        Ok(open_detector(self.detector, &self.assets, &device)?)
-    }
 }
 
 #[derive(Args)]
@@ -124,22 +116,12 @@ struct PrepareArgs {
 fn run(cli: Cli) -> AnyResult<()> {
     match cli {
         Cli::Faces { path, json, frames, detector, draw } => {
-            let result = scan(&path, detector.open()?.as_ref(), frames)?;
-            if let Some(out) = &draw {
-                faces::draw_first_frame(&result, out)?;
-            }
-            if json {
-                println!("{}", serde_json::to_string(&result)?);
-            } else {
-                println!("{}", faces::scan_text(&result));
-                if let Some(out) = &draw {
-                    println!("drawn: {}", out.display());
-                }
-            }
+            let detector = faces::open_detector(detector.detector, &detector.assets)?;
+            let result = scan(&path, detector.as_ref(), frames)?;
+            println!("{}", faces::scan_output(&result, json, draw.as_deref())?);
         }
         Cli::Prepare(args) => {
             let input = Input::choose(args.videos, args.dfdc, args.images)?;
-            let sources = input.sources(args.frames, args.minority_factor)?;
             let options = CropOptions {
                 size: args.size,
                 margin: args.per_side.map_or(Margin::Scale(args.margin), Margin::PerSide),
@@ -149,9 +131,12 @@ fn run(cli: Cli) -> AnyResult<()> {
                 min_score: args.min_score,
                 progress: true,
             };
-            let detector = args.detector.open()?;
-            let summary = prepare(&sources, detector.as_ref(), &options.config(), &args.out)?;
-            println!("{}", faces::prepare_text(&summary, &args.out));
+            let det = faces::open_detector(args.detector.detector, &args.detector.assets)?;
+            let (frames, factor, out) = (args.frames, args.minority_factor, &args.out);
+            println!(
+                "{}",
+                faces::prepare_dataset(&input, frames, factor, &options, det.as_ref(), out)?
+            );
         }
         Cli::ConvertBlazeface { input, output } => {
             let tensors = blazeface::convert_onnx(&input, &output)?;

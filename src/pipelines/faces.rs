@@ -19,7 +19,9 @@ use deeprecog_detector::draw::draw_detections;
 use deeprecog_detector::prepare::{
     self, CropFormat, CropRow, PrepareConfig, PrepareSummary, Source, SourceKind,
 };
-use deeprecog_detector::scan::{FaceRecord, FrameFaces, InputKind, ScanResult};
+#[cfg(test)]
+use deeprecog_detector::scan::FaceRecord;
+use deeprecog_detector::scan::{detect_frames, DetectorKind, FrameFaces, InputKind, ScanResult};
 use deeprecog_detector::{video, Detection, FaceDetector};
 use rayon::prelude::*;
 
@@ -182,18 +184,7 @@ pub fn prepare_text(summary: &PrepareSummary, out: &Path) -> String {
 
 /// The detections a scan recorded for one frame.
 pub fn detections(frame: &FrameFaces) -> Vec<Detection> {
-    frame
-        .faces
-        .iter()
-        .map(|f: &FaceRecord| {
-            let [x, y, w, h] = f.bbox;
-            Detection {
-                bbox: FaceBox::new(x, y, w, h),
-                score: f.score,
-                keypoints: f.keypoints.clone(),
-            }
-        })
-        .collect()
+    frame.faces.iter().map(Detection::from).collect()
 }
 
 /// Frame `index` of `input`: the image itself (any index) or that frame of the video, as RGB.
@@ -247,6 +238,51 @@ pub fn draw_first_frame(result: &ScanResult, out: &Path) -> Result<()> {
     let image = frame_image(Path::new(&result.input), result.kind, frame.index)?;
     render(&image, &detections(frame), 0)?.save(out)?;
     Ok(())
+}
+
+/// A detector by name with its weights from `assets`, on the GPU when there is one.
+///
+/// # Errors
+/// No device, or the weights are missing or unreadable.
+pub fn open_detector(kind: DetectorKind, assets: &Path) -> Result<Box<dyn FaceDetector>> {
+    let device = deeprecog_nn::device::select(deeprecog_nn::device::DeviceChoice::Auto)?;
+    Ok(deeprecog_detector::scan::open_detector(kind, assets, &device)?)
+}
+
+/// What `deepfake faces` prints for a scan: the JSON object, or [`scan_text`]; with `draw`,
+/// the first frame with its detections is written there too ([`draw_first_frame`]).
+///
+/// # Errors
+/// The frame cannot be drawn or written.
+pub fn scan_output(result: &ScanResult, json: bool, draw: Option<&Path>) -> Result<String> {
+    if let Some(out) = draw {
+        draw_first_frame(result, out)?;
+    }
+    if json {
+        return serde_json::to_string(result)
+            .map_err(|e| Error::invalid("scan", format!("{}: {e}", result.input)));
+    }
+    let drawn = draw.map(|out| format!("\ndrawn: {}", out.display())).unwrap_or_default();
+    Ok(format!("{}{drawn}", scan_text(result)))
+}
+
+/// `deepfake prepare`: the sources of `input`, their face crops written under `out` by
+/// `detector` ([`prepare`]), and the summary text ([`prepare_text`]).
+///
+/// # Errors
+/// The input cannot be listed, or an error that stops [`prepare`] (inputs that fail are listed
+/// in `skipped.csv` instead).
+pub fn prepare_dataset(
+    input: &Input,
+    frames: usize,
+    minority_factor: f32,
+    options: &CropOptions,
+    detector: &dyn FaceDetector,
+    out: &Path,
+) -> Result<String> {
+    let sources = input.sources(frames, minority_factor)?;
+    let summary = prepare::prepare(&sources, detector, &options.config(), out)?;
+    Ok(prepare_text(&summary, out))
 }
 
 /// Encodes every subfolder of `frames_root` that holds images (sorted by name) into
@@ -373,43 +409,18 @@ impl TimedScan {
     }
 }
 
-/// Decoded pixels up to which [`timed_scan`] decodes a whole video in one pass.
-const ONE_PASS_BYTES: u64 = 64 << 20;
-
-/// Detects faces in `frames` frames spread over a video (the frames
-/// [`video::sample_frames`] picks), timing decoding and detection apart.
-///
-/// A short, small video is decoded in one ffmpeg pass and the frames picked from it: starting
-/// one ffmpeg per frame costs more than decoding a few hundred small frames. Longer or larger
-/// ones are sampled frame by frame, as [`video::sample_frames`] does.
+/// Detects faces in `frames` frames spread over a video ([`video::sample_frames`], which
+/// seeks or decodes in one pass, whichever decodes less), timing decoding and detection apart.
 ///
 /// # Errors
 /// The video cannot be probed or decoded, or the detector fails.
 pub fn timed_scan(path: &Path, detector: &dyn FaceDetector, frames: usize) -> Result<TimedScan> {
     let started = Instant::now();
-    let info = video::probe(path)?;
-    let bytes = info.frames * u64::from(info.width) * u64::from(info.height) * 3;
-    let sampled = if bytes <= ONE_PASS_BYTES {
-        let wanted = video::frame_indices(info.frames, frames);
-        let (_, all) = video::read_all_frames(path, 1)?;
-        all.into_iter().filter(|f| wanted.binary_search(&f.index).is_ok()).collect()
-    } else {
-        video::sample_frames(path, frames)?.1
-    };
+    let (_, sampled) = video::sample_frames(path, frames)?;
     let decode_s = started.elapsed().as_secs_f64();
-    let images: Vec<Image> = sampled.iter().map(|f| f.image.clone()).collect();
     let started = Instant::now();
-    let found = detector.detect_batch(&images)?;
+    let frames = detect_frames(detector, sampled)?;
     let detect_s = started.elapsed().as_secs_f64();
-    let frames = sampled
-        .iter()
-        .zip(found)
-        .map(|(f, faces)| FrameFaces {
-            index: f.index,
-            time_s: f.time_s,
-            faces: faces.iter().map(FaceRecord::from).collect(),
-        })
-        .collect();
     let result = ScanResult { input: path.display().to_string(), kind: InputKind::Video, frames };
     Ok(TimedScan { result, decode_s, detect_s })
 }

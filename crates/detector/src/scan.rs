@@ -16,12 +16,14 @@ use std::path::Path;
 use std::str::FromStr;
 
 use candle_core::Device;
+use deeprecog_dataset::face::FaceBox;
 use deeprecog_dataset::Image;
 
 use crate::blazeface::{BlazeFace, BlazeFaceConfig, Tiling};
 use crate::face::{Detection, FaceDetector, WholeImage};
 use crate::seeta::{Seeta, SeetaConfig};
-use crate::{video, Error, Result};
+use crate::video::{self, Frame};
+use crate::{Error, Result};
 
 /// The detectors that can be named on a command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -152,6 +154,13 @@ impl From<&Detection> for FaceRecord {
     }
 }
 
+impl From<&FaceRecord> for Detection {
+    fn from(f: &FaceRecord) -> Self {
+        let [x, y, w, h] = f.bbox;
+        Detection { bbox: FaceBox::new(x, y, w, h), score: f.score, keypoints: f.keypoints.clone() }
+    }
+}
+
 /// The faces of one frame (an image is frame 0 at time 0).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FrameFaces {
@@ -181,6 +190,22 @@ impl ScanResult {
     }
 }
 
+/// The faces of decoded video frames, detected in one batch.
+pub fn detect_frames(detector: &dyn FaceDetector, frames: Vec<Frame>) -> Result<Vec<FrameFaces>> {
+    let (stamps, images): (Vec<(u64, f64)>, Vec<Image>) =
+        frames.into_iter().map(|f| ((f.index, f.time_s), f.image)).unzip();
+    let found = detector.detect_batch(&images)?;
+    Ok(stamps
+        .into_iter()
+        .zip(found)
+        .map(|((index, time_s), faces)| FrameFaces {
+            index,
+            time_s,
+            faces: faces.iter().map(FaceRecord::from).collect(),
+        })
+        .collect())
+}
+
 /// Detects faces in an image, or in `frames` frames spread evenly over a video (chosen by the
 /// file's extension). Unreadable, corrupt or truncated files are errors naming the file; an
 /// input without faces is a result with empty face lists.
@@ -188,17 +213,7 @@ pub fn scan(path: &Path, detector: &dyn FaceDetector, frames: usize) -> Result<S
     let input = path.display().to_string();
     if video::is_video_file(path) {
         let (_, sampled) = video::sample_frames(path, frames)?;
-        let images: Vec<Image> = sampled.iter().map(|f| f.image.clone()).collect();
-        let found = detector.detect_batch(&images)?;
-        let frames = sampled
-            .iter()
-            .zip(found)
-            .map(|(f, faces)| FrameFaces {
-                index: f.index,
-                time_s: f.time_s,
-                faces: faces.iter().map(FaceRecord::from).collect(),
-            })
-            .collect();
+        let frames = detect_frames(detector, sampled)?;
         return Ok(ScanResult { input, kind: InputKind::Video, frames });
     }
     if !path.exists() {
