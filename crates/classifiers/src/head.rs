@@ -112,11 +112,24 @@ pub struct TransferModel<B, H> {
     pub head: H,
 }
 
+impl<B: Backbone, H: ModuleT> TransferModel<B, H> {
+    /// The backbone's last feature map `(N, num_features, H', W')` ([`Backbone::forward_features`]),
+    /// before global pooling (timm's split; `forward_t(x) == forward_head(forward_features(x))`).
+    pub fn forward_features(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.backbone.forward_features(xs, train)
+    }
+
+    /// The logits from [`TransferModel::forward_features`]' output: the backbone's pooling
+    /// (`forward_head` with `pre_logits`), then the head.
+    pub fn forward_head(&self, features: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let pooled = self.backbone.forward_head(features, train, true)?;
+        self.head.forward_t(&pooled, train)
+    }
+}
+
 impl<B: Backbone, H: ModuleT> ModuleT for TransferModel<B, H> {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let features = self.backbone.forward_features(xs, train)?;
-        let pooled = self.backbone.forward_head(&features, train, true)?;
-        self.head.forward_t(&pooled, train)
+        self.forward_head(&self.forward_features(xs, train)?, train)
     }
 }
 

@@ -81,12 +81,25 @@ impl LeNetLike {
     }
 }
 
-impl ModuleT for LeNetLike {
-    fn forward_t(&self, xs: &Tensor, _train: bool) -> Result<Tensor> {
+impl LeNetLike {
+    /// The second conv/pool stage's output `(N, 16, H', W')`, before the flatten (timm's split;
+    /// `forward_t(x) == forward_head(forward_features(x))`). No BatchNorm or Dropout, so
+    /// `train` changes nothing.
+    pub fn forward_features(&self, xs: &Tensor, _train: bool) -> Result<Tensor> {
         let x = max_pool(&self.conv1.forward(xs)?.relu()?, 2, 2, 0)?;
-        let x = max_pool(&self.conv2.forward(&x)?.relu()?, 2, 2, 0)?;
-        let x = self.fc1.forward(&x.flatten_from(1)?)?.relu()?;
+        max_pool(&self.conv2.forward(&x)?.relu()?, 2, 2, 0)
+    }
+
+    /// The logits from [`LeNetLike::forward_features`]' output: flatten, fc1, fc2, fc3.
+    pub fn forward_head(&self, features: &Tensor, _train: bool) -> Result<Tensor> {
+        let x = self.fc1.forward(&features.flatten_from(1)?)?.relu()?;
         self.fc3.forward(&self.fc2.forward(&x)?.relu()?)
+    }
+}
+
+impl ModuleT for LeNetLike {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_head(&self.forward_features(xs, train)?, train)
     }
 }
 
@@ -175,15 +188,29 @@ impl FakeAppCnn {
     }
 }
 
-impl ModuleT for FakeAppCnn {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+impl FakeAppCnn {
+    /// The last conv block's output `(N, filters.last(), H', W')`, before the flatten (timm's
+    /// split; `forward_t(x) == forward_head(forward_features(x))`).
+    pub fn forward_features(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = xs.clone();
         for (conv, bn) in &self.blocks {
             x = max_pool(&bn.forward_t(&conv.forward(&x)?, train)?.relu()?, 2, 2, 0)?;
         }
-        let x = self.dropout.forward_t(&x.flatten_from(1)?, train)?;
+        Ok(x)
+    }
+
+    /// The logits from [`FakeAppCnn::forward_features`]' output: flatten, dropout, dense +
+    /// ReLU, dropout, output layer.
+    pub fn forward_head(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.dropout.forward_t(&features.flatten_from(1)?, train)?;
         let x = self.dropout.forward_t(&self.fc.forward(&x)?.relu()?, train)?;
         self.head.forward(&x)
+    }
+}
+
+impl ModuleT for FakeAppCnn {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_head(&self.forward_features(xs, train)?, train)
     }
 }
 

@@ -146,14 +146,29 @@ impl ScratchCnn {
     }
 }
 
-impl ModuleT for ScratchCnn {
-    fn forward_t(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+impl ScratchCnn {
+    /// The last conv block's output `(N, C, H / 2^blocks, W / 2^blocks)`, before the flatten
+    /// (timm's split; `forward_t(x) == forward_head(forward_features(x))`). The model has no
+    /// BatchNorm or Dropout, so `train` changes nothing.
+    pub fn forward_features(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
         let mut x = xs.clone();
         for conv in &self.convs {
             // candle's own max_pool2d backward scales the gradient by 1/k² (see layers::max_pool).
             x = crate::layers::max_pool(&conv.forward(&x)?.relu()?, 2, 2, 0)?;
         }
-        self.head.forward(&self.fc.forward(&x.flatten_from(1)?)?.relu()?)
+        Ok(x)
+    }
+
+    /// The logits from [`ScratchCnn::forward_features`]' output: flatten, fc + ReLU, output
+    /// layer.
+    pub fn forward_head(&self, features: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+        self.head.forward(&self.fc.forward(&features.flatten_from(1)?)?.relu()?)
+    }
+}
+
+impl ModuleT for ScratchCnn {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.forward_head(&self.forward_features(xs, train)?, train)
     }
 }
 

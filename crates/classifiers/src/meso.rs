@@ -164,13 +164,27 @@ impl Meso4 {
     }
 }
 
-impl ModuleT for Meso4 {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+impl Meso4 {
+    /// The fourth stage's output `(N, 16, H', W')` (after its 4x4 pooling), before the flatten
+    /// (timm's split; `forward_t(x) == forward_head(forward_features(x))`).
+    pub fn forward_features(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = xs.clone();
         for stage in &self.stages {
             x = stage.forward_t(&x, train)?;
         }
-        self.head.forward_t(&x, train)
+        Ok(x)
+    }
+
+    /// The logits from [`Meso4::forward_features`]' output: flatten, dropout, dense 16,
+    /// LeakyReLU, dropout, output dense.
+    pub fn forward_head(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        self.head.forward_t(features, train)
+    }
+}
+
+impl ModuleT for Meso4 {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_head(&self.forward_features(xs, train)?, train)
     }
 }
 
@@ -240,8 +254,10 @@ impl MesoInception4 {
     }
 }
 
-impl ModuleT for MesoInception4 {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+impl MesoInception4 {
+    /// The last conv stage's output `(N, 16, H', W')` (after its 4x4 pooling), before the
+    /// flatten (timm's split; `forward_t(x) == forward_head(forward_features(x))`).
+    pub fn forward_features(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = xs.clone();
         for (inception, bn) in &self.inceptions {
             x = keras_same_max_pool(&bn.forward_t(&inception.forward(&x)?, train)?, 2)?;
@@ -249,7 +265,18 @@ impl ModuleT for MesoInception4 {
         for stage in &self.stages {
             x = stage.forward_t(&x, train)?;
         }
-        self.head.forward_t(&x, train)
+        Ok(x)
+    }
+
+    /// The logits from [`MesoInception4::forward_features`]' output (Meso-4's head).
+    pub fn forward_head(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        self.head.forward_t(features, train)
+    }
+}
+
+impl ModuleT for MesoInception4 {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_head(&self.forward_features(xs, train)?, train)
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Evaluation {
     pub labels: Vec<bool>,
     /// Row-major `n x labels_per_sample` sigmoid probabilities.
     pub scores: Vec<f64>,
+    /// Row-major `n x labels_per_sample` logits (what temperature scaling is fitted on: the
+    /// probabilities saturate to 0 or 1 in `f32` long before the logits do).
+    pub logits: Vec<f64>,
     /// Sample ids, one per row.
     pub ids: Vec<String>,
     /// Sample groups, one per row.
@@ -64,6 +67,12 @@ impl Evaluation {
         )
     }
 
+    /// Logits of column `k`.
+    pub fn logit_column(&self, k: usize) -> Vec<f64> {
+        let step = self.labels_per_sample.max(1);
+        self.logits.iter().skip(k).step_by(step).copied().collect()
+    }
+
     /// Per-label and aggregate metrics at threshold 0.5.
     ///
     /// # Errors
@@ -77,6 +86,7 @@ impl Evaluation {
         self.labels_per_sample = part.labels_per_sample;
         self.labels.extend(part.labels);
         self.scores.extend(part.scores);
+        self.logits.extend(part.logits);
         self.ids.extend(part.ids);
         self.groups.extend(part.groups);
     }
@@ -88,7 +98,36 @@ fn targets_f32(targets: &Tensor) -> Result<Tensor> {
     Ok(if t.rank() == 1 { t.unsqueeze(1)? } else { t })
 }
 
-fn loss_of(logits: &Tensor, targets: &Tensor, weights: Option<&[f32]>) -> Result<Tensor> {
+/// The training loss of a [`ClassifierStep`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    /// Binary cross-entropy on the logits (numerically stable form).
+    #[default]
+    Bce,
+    /// Squared error between the sigmoid probability and the 0/1 target (the DFDC report's L2
+    /// loss): bounded, so a confidently wrong sample cannot dominate a batch as it does under
+    /// cross-entropy.
+    L2,
+}
+
+impl std::str::FromStr for Loss {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Loss> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "bce" => Ok(Loss::Bce),
+            "l2" | "mse" => Ok(Loss::L2),
+            other => Err(Error::InvalidConfig(format!("unknown loss {other:?}: use bce or l2"))),
+        }
+    }
+}
+
+fn loss_of(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: Option<&[f32]>,
+    loss: Loss,
+) -> Result<Tensor> {
     if logits.dims() != targets.dims() {
         return Err(Error::InvalidConfig(format!(
             "the model outputs {:?} but the targets are {:?}",
@@ -96,16 +135,28 @@ fn loss_of(logits: &Tensor, targets: &Tensor, weights: Option<&[f32]>) -> Result
             targets.dims()
         )));
     }
-    match weights {
-        None => Ok(deeprecog_nn::loss::bce_with_logits(logits, targets)?),
-        Some([neg, pos]) => Ok(deeprecog_nn::loss::weighted_bce_with_logits(
-            logits,
-            targets,
-            f64::from(*neg),
-            f64::from(*pos),
-        )?),
+    let weights = match weights {
+        None => None,
+        Some([neg, pos]) => Some((f64::from(*neg), f64::from(*pos))),
         Some(w) => {
-            Err(Error::InvalidConfig(format!("class weights need [negative, positive], got {w:?}")))
+            return Err(Error::InvalidConfig(format!(
+                "class weights need [negative, positive], got {w:?}"
+            )))
+        }
+    };
+    match (loss, weights) {
+        (Loss::Bce, None) => Ok(deeprecog_nn::loss::bce_with_logits(logits, targets)?),
+        (Loss::Bce, Some((neg, pos))) => {
+            Ok(deeprecog_nn::loss::weighted_bce_with_logits(logits, targets, neg, pos)?)
+        }
+        (Loss::L2, weights) => {
+            let squared = candle_nn::ops::sigmoid(logits)?.sub(targets)?.sqr()?;
+            let squared = match weights {
+                None => squared,
+                // w = neg + (pos - neg) * y for 0/1 targets.
+                Some((neg, pos)) => squared.mul(&targets.affine(pos - neg, neg)?)?,
+            };
+            Ok(squared.mean_all()?)
         }
     }
 }
@@ -126,13 +177,15 @@ fn eval_batch<M: ModuleT>(
     let x = normalization.apply(&batch.images.to_device(device)?)?;
     let y = targets_f32(&batch.targets.to_device(device)?)?;
     let logits = model.forward_t(&x, false)?;
-    let loss = loss_of(&logits, &y, None)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let loss = loss_of(&logits, &y, None, Loss::Bce)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let probs = candle_nn::ops::sigmoid(&logits)?.to_dtype(DType::F64)?.flatten_all()?;
+    let raw = logits.to_dtype(DType::F64)?.flatten_all()?;
     let labels = y.flatten_all()?.to_vec1::<f32>()?;
     Ok(Evaluation {
         labels_per_sample: y.dim(1)?,
         labels: labels.iter().map(|&v| v >= 0.5).collect(),
         scores: probs.to_vec1::<f64>()?,
+        logits: raw.to_vec1::<f64>()?,
         ids: batch.ids.clone(),
         groups: batch.groups.clone(),
         loss,
@@ -178,6 +231,7 @@ pub struct ClassifierStep<'m, M> {
     optimizer: BoxedOptimizer,
     normalization: Normalization,
     class_weights: Option<Vec<f32>>,
+    loss: Loss,
     device: Device,
     config: serde_json::Value,
 }
@@ -206,6 +260,7 @@ impl<'m, M: ModuleT> ClassifierStep<'m, M> {
             optimizer: optimizer.build(trainable)?,
             normalization,
             class_weights: None,
+            loss: Loss::Bce,
             device: device.clone(),
             config: serde_json::Value::Null,
         })
@@ -215,6 +270,12 @@ impl<'m, M: ModuleT> ClassifierStep<'m, M> {
     /// [`deeprecog_dataset::balance::class_weights`]).
     pub fn class_weights(mut self, weights: Option<Vec<f32>>) -> Self {
         self.class_weights = weights;
+        self
+    }
+
+    /// The training loss ([`Loss::Bce`] unless set).
+    pub fn loss(mut self, loss: Loss) -> Self {
+        self.loss = loss;
         self
     }
 
@@ -247,7 +308,7 @@ impl<M: ModuleT> TrainStep<Batch> for ClassifierStep<'_, M> {
         let x = self.normalization.apply(&batch.images.to_device(&self.device)?)?;
         let y = targets_f32(&batch.targets.to_device(&self.device)?)?;
         let logits = self.model.forward_t(&x, true)?;
-        let loss = loss_of(&logits, &y, self.class_weights.as_deref())?;
+        let loss = loss_of(&logits, &y, self.class_weights.as_deref(), self.loss)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         // A NaN loss must not reach the weights: the engine stops on the reported value.
         if value.is_finite() {
@@ -308,6 +369,10 @@ pub struct TrainConfig {
     pub early_stopping: Option<EarlyStopping>,
     /// Loss weights `[negative, positive]` applied to every label.
     pub class_weights: Option<Vec<f32>>,
+    /// The training loss (the validation loss is always binary cross-entropy, so runs with
+    /// different losses compare on one scale).
+    #[serde(default)]
+    pub loss: Loss,
     /// The run's seed, saved with every checkpoint.
     pub seed: u64,
     /// Where checkpoints, history and curves go.
@@ -327,6 +392,7 @@ impl Default for TrainConfig {
             schedule: None,
             early_stopping: None,
             class_weights: None,
+            loss: Loss::Bce,
             seed: 0,
             out_dir: PathBuf::from("runs/train"),
             checkpoint_every_epoch: true,
@@ -383,6 +449,7 @@ where
     let mut step =
         ClassifierStep::new(model, varmap, trainable, &config.optimizer, normalization, device)?
             .class_weights(config.class_weights.clone())
+            .loss(config.loss)
             .config(model_config);
     let mut engine = Engine::new(config.engine())
         .device(device.clone())
@@ -395,4 +462,33 @@ where
         engine = engine.callback(Progress::new(label));
     }
     engine.fit_validated(&mut step, train, valid)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn scalar(t: Tensor) -> f64 {
+        t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    }
+
+    /// Reference values by hand: sigmoid(0) = 0.5, sigmoid(2) = 0.8807970779778823, so the
+    /// squared errors against targets 1 and 0 are 0.25 and 0.7758034940...; weights [2, 0.5]
+    /// (negative, positive) scale them to 0.125 and 1.5516069880....
+    #[test]
+    fn l2_loss_is_the_squared_probability_error() {
+        let dev = Device::Cpu;
+        let logits = Tensor::new(&[[0.0f32], [2.0]], &dev).unwrap();
+        let targets = Tensor::new(&[[1.0f32], [0.0]], &dev).unwrap();
+        let p2 = 0.880_797_077_977_882_3_f64;
+        let plain = scalar(loss_of(&logits, &targets, None, Loss::L2).unwrap());
+        assert!((plain - (0.25 + p2 * p2) / 2.0).abs() < 1e-6, "{plain}");
+        let weighted = scalar(loss_of(&logits, &targets, Some(&[2.0, 0.5]), Loss::L2).unwrap());
+        assert!((weighted - (0.5 * 0.25 + 2.0 * p2 * p2) / 2.0).abs() < 1e-6, "{weighted}");
+        let bce = scalar(loss_of(&logits, &targets, None, Loss::Bce).unwrap());
+        assert!(bce > plain, "cross-entropy punishes the confident error harder");
+        assert_eq!("L2".parse::<Loss>().unwrap(), Loss::L2);
+        assert!("hinge".parse::<Loss>().is_err());
+    }
 }

@@ -304,19 +304,45 @@ pub enum ZooModel {
     Vgg(TransferModel<Vgg, SeedHead>),
 }
 
+impl ZooModel {
+    /// The last spatial feature map `(N, C, H', W')`: the last conv stage's output, before
+    /// global pooling or flattening (timm's split, what Grad-CAM differentiates against).
+    /// `forward_t(x, train)` is exactly `forward_head(&forward_features(x, train)?, train)`.
+    pub fn forward_features(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            ZooModel::Scratch(m) => m.forward_features(xs, train),
+            ZooModel::LeNet(m) => m.forward_features(xs, train),
+            ZooModel::FakeApp(m) => m.forward_features(xs, train),
+            ZooModel::Meso4(m) => m.forward_features(xs, train),
+            ZooModel::MesoInception4(m) => m.forward_features(xs, train),
+            ZooModel::ResNet(m) => m.forward_features(xs, train),
+            ZooModel::MobileNetV2(m) => m.forward_features(xs, train),
+            ZooModel::Xception(m) => m.forward_features(xs, train),
+            ZooModel::Vgg(m) => m.forward_features(xs, train),
+        }
+    }
+
+    /// The logits `(N, outputs)` from [`ZooModel::forward_features`]' output: pooling or
+    /// flattening and the fully connected layers (a backbone's pooling and hidden layers, then
+    /// its [`SeedHead`]).
+    pub fn forward_head(&self, features: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            ZooModel::Scratch(m) => m.forward_head(features, train),
+            ZooModel::LeNet(m) => m.forward_head(features, train),
+            ZooModel::FakeApp(m) => m.forward_head(features, train),
+            ZooModel::Meso4(m) => m.forward_head(features, train),
+            ZooModel::MesoInception4(m) => m.forward_head(features, train),
+            ZooModel::ResNet(m) => m.forward_head(features, train),
+            ZooModel::MobileNetV2(m) => m.forward_head(features, train),
+            ZooModel::Xception(m) => m.forward_head(features, train),
+            ZooModel::Vgg(m) => m.forward_head(features, train),
+        }
+    }
+}
+
 impl ModuleT for ZooModel {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        match self {
-            ZooModel::Scratch(m) => m.forward_t(xs, train),
-            ZooModel::LeNet(m) => m.forward_t(xs, train),
-            ZooModel::FakeApp(m) => m.forward_t(xs, train),
-            ZooModel::Meso4(m) => m.forward_t(xs, train),
-            ZooModel::MesoInception4(m) => m.forward_t(xs, train),
-            ZooModel::ResNet(m) => m.forward_t(xs, train),
-            ZooModel::MobileNetV2(m) => m.forward_t(xs, train),
-            ZooModel::Xception(m) => m.forward_t(xs, train),
-            ZooModel::Vgg(m) => m.forward_t(xs, train),
-        }
+        self.forward_head(&self.forward_features(xs, train)?, train)
     }
 }
 
@@ -772,6 +798,69 @@ mod tests {
             // The backbones' SeedHead (the standalone models' own last layer may be `head`).
             let seed_head = data.keys().any(|k| k.starts_with("head.out."));
             assert_eq!(seed_head, name.is_backbone(), "{name}");
+        }
+    }
+
+    /// `forward_head(forward_features(x))` against `forward_t(x)` in eval mode, on one
+    /// `(1, 3, h, w)` input: exactly equal, features of rank 4.
+    fn check_split(name: &str, model: &ZooModel, (h, w): (usize, usize), outputs: usize) {
+        let x = randn(2, (1, 3, h, w));
+        let whole = model.forward_t(&x, false).unwrap();
+        let features = model.forward_features(&x, false).unwrap();
+        assert_eq!(features.rank(), 4, "{name}: {:?}", features.dims());
+        assert_eq!(features.dims()[0], 1, "{name}");
+        let split = model.forward_head(&features, false).unwrap();
+        assert_eq!(split.dims(), &[1, outputs], "{name}");
+        let diff = (whole - split).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+    }
+
+    /// timm's split reproduces the forward pass exactly for every architecture, on a small
+    /// non-square input (32x40, or the architecture's `min_side` and 8 more where larger).
+    ///
+    /// VGG-16 is checked through the same [`ZooModel::Vgg`] with narrow layers (base 8
+    /// channels, 32 hidden units): `zoo::build` gives it torchvision's 4096-unit hidden layers,
+    /// whose 120M seeded weights take ~5 s each to draw (`builds_every_model_by_name` builds
+    /// those); the split code is the same.
+    #[test]
+    fn forward_features_then_head_is_forward_t() {
+        let side = |name: ModelName| name.min_side().max(32);
+        for name in ModelName::ALL
+            .into_iter()
+            .filter(|n| !matches!(n, ModelName::Vgg16 | ModelName::Vgg16Bn))
+        {
+            let (h, w) = (side(name), side(name) + 8);
+            let cfg = ZooConfig {
+                task: Task::MultiClass(2),
+                input: (3, h, w),
+                head_hidden: vec![8],
+                seed: 3,
+                ..ZooConfig::new(name)
+            };
+            let built = build(&cfg, &VarMap::new(), &Device::Cpu).unwrap();
+            check_split(&name.to_string(), &built.model, (h, w), 2);
+        }
+        for batch_norm in [false, true] {
+            let varmap = VarMap::new();
+            let vb = seeded_var_builder(&varmap, 3, DType::F32, &Device::Cpu);
+            let cfg = VggConfig {
+                batch_norm,
+                base_channels: 8,
+                hidden: 32,
+                num_classes: 0,
+                seed: 3,
+                ..Default::default()
+            };
+            let backbone = Vgg::new(&cfg, vb.clone()).unwrap();
+            let hcfg = SeedHeadConfig {
+                in_features: 32,
+                hidden: vec![8],
+                task: Task::MultiClass(2),
+                ..Default::default()
+            };
+            let head = SeedHead::new(&hcfg, vb.pp("head")).unwrap();
+            let model = ZooModel::Vgg(TransferModel { backbone, head });
+            check_split(&format!("vgg16 (batch_norm {batch_norm})"), &model, (32, 40), 2);
         }
     }
 

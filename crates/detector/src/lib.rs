@@ -17,14 +17,21 @@
 
 use std::path::PathBuf;
 
+pub mod baseline;
 pub mod blazeface;
+pub mod blend;
 pub mod crop;
 pub mod dfdc;
 pub mod draw;
 pub mod face;
+pub mod gradcam;
 pub mod prepare;
+pub mod sbi;
 pub mod scan;
 pub mod seeta;
+pub mod swap;
+pub mod training;
+pub mod verdict;
 pub mod video;
 
 pub use face::{Detection, FaceDetector, WholeImage};
@@ -45,6 +52,12 @@ pub enum Error {
     /// An image could not be read or decoded, or a dataset file was malformed.
     #[error(transparent)]
     Dataset(#[from] deeprecog_dataset::Error),
+    /// A classifier could not be built, loaded or evaluated.
+    #[error(transparent)]
+    Classifiers(#[from] deeprecog_classifiers::Error),
+    /// Training failed (a loader, checkpoint or NaN-loss error naming its batch).
+    #[error(transparent)]
+    Train(#[from] deeprecog_train::Error),
     /// A file or folder could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

@@ -348,6 +348,74 @@ pub fn roc_curves(
     })
 }
 
+/// Draws a video's per-frame fake probabilities over time (points joined by a line), the
+/// decision threshold as a dashed line, and the video's aggregated probability in the title.
+/// Frames without a score (no face) are left out. The image is [`CURVE_SIZE`].
+///
+/// # Errors
+/// [`Error::LengthMismatch`], [`Error::Empty`] without a finite score, plotting or saving
+/// errors.
+pub fn frame_scores(
+    path: &Path,
+    times_s: &[f64],
+    scores: &[f64],
+    threshold: f64,
+    title: &str,
+) -> Result<()> {
+    check_curve(times_s, scores, "frame scores")?;
+    let points: Vec<(f64, f64)> = times_s
+        .iter()
+        .copied()
+        .zip(scores.iter().copied())
+        .filter(|(t, s)| t.is_finite() && s.is_finite())
+        .collect();
+    if points.is_empty() {
+        return Err(Error::Empty { what: "finite frame scores" });
+    }
+    let t_max = points.iter().map(|p| p.0).fold(0.0f64, f64::max).max(1e-3);
+    render(path, CURVE_SIZE, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, title_style(22))
+            .margin(20)
+            .x_label_area_size(55)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0f64..t_max * 1.02, 0.0f64..1.02f64)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .max_light_lines(1)
+            .x_desc("time (s)")
+            .y_desc("fake probability")
+            .label_style(text_style(15))
+            .axis_desc_style(text_style(18))
+            .draw()
+            .map_err(plot_err)?;
+        let grey = RGBColor(150, 150, 150);
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, threshold), (t_max * 1.02, threshold)],
+                6,
+                4,
+                grey.stroke_width(1),
+            ))
+            .map_err(plot_err)?
+            .label(format!("threshold {threshold:.3}"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
+        let color = series_color(0);
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(plot_err)?
+            .label("frame (most fake face)")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+            .map_err(plot_err)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
+    })
+}
+
 /// Draws one or more precision-recall curves (as steps, the way average precision integrates
 /// them) with their average precision in the legend; a dashed line marks each curve's
 /// positive rate, the precision of a random classifier.

@@ -121,6 +121,22 @@ impl FromStr for Aggregation {
     }
 }
 
+impl std::fmt::Display for Aggregation {
+    /// The spelling [`FromStr`] reads (`confident` with other thresholds spells them out).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Aggregation::Mean => f.write_str("mean"),
+            Aggregation::Median => f.write_str("median"),
+            Aggregation::Max => f.write_str("max"),
+            Aggregation::TopKMean(k) => write!(f, "topk:{k}"),
+            c if *c == Aggregation::confident() => f.write_str("confident"),
+            Aggregation::Confident { high, fake_share, low, real_share } => {
+                write!(f, "confident(high {high}, fake share {fake_share}, low {low}, real share {real_share})")
+            }
+        }
+    }
+}
+
 /// Per-video labels and scores, in order of each video's first frame.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VideoScores {
@@ -221,6 +237,15 @@ mod tests {
         assert!("topk:0".parse::<Aggregation>().is_err());
         let err = "vote".parse::<Aggregation>().unwrap_err().to_string();
         assert!(err.contains("vote") && err.contains("topk:K"), "{err}");
+        for rule in [
+            Aggregation::Mean,
+            Aggregation::Median,
+            Aggregation::Max,
+            Aggregation::TopKMean(5),
+            Aggregation::confident(),
+        ] {
+            assert_eq!(rule.to_string().parse::<Aggregation>().unwrap(), rule);
+        }
     }
 
     #[test]

@@ -87,6 +87,21 @@ fn confusion_and_reliability_render() {
 }
 
 #[test]
+fn frame_scores_render_and_reject_empty_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let times: Vec<f64> = (0..12).map(|i| f64::from(i) / 4.0).collect();
+    let mut scores: Vec<f64> = (0..12).map(|i| if i % 3 == 0 { 0.9 } else { 0.2 }).collect();
+    scores[5] = f64::NAN;
+    let path = dir.path().join("frames.png");
+    plot::frame_scores(&path, &times, &scores, 0.5, "video: 0.43").unwrap();
+    assert_eq!(decode(&path), plot::CURVE_SIZE);
+    keep(&path, "frames.png");
+    let nothing = plot::frame_scores(&path, &[0.0], &[f64::NAN], 0.5, "none");
+    assert!(nothing.is_err());
+    assert!(plot::frame_scores(&path, &[0.0, 1.0], &[0.5], 0.5, "short").is_err());
+}
+
+#[test]
 fn learning_curves_render() {
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str, rate: f64| LearningCurve {
