@@ -2,7 +2,7 @@
 //! [`DeepfakeModel`], and [`detect`] on an image or a video: faces found, cut as in training,
 //! classified, calibrated (`sigmoid(logit / T)`), and combined into one [`Verdict`] (an image
 //! is fake when any of its faces is; a video's frame probabilities go through the model's
-//! [`Aggregation`]), with a temporal score and the time spent in each part.
+//! [`Aggregation`](crate::Aggregation)), with a temporal score and the time spent in each part.
 //!
 //! ```no_run
 //! use deeprecog_detector::scan::open_detector;
