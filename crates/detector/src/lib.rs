@@ -30,6 +30,7 @@ pub mod sbi;
 pub mod scan;
 pub mod seeta;
 pub mod swap;
+pub mod swapset;
 pub mod training;
 pub mod verdict;
 pub mod video;

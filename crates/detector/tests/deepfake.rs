@@ -6,14 +6,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::Device;
 use deeprecog_classifiers::supervised::TrainConfig;
 use deeprecog_classifiers::zoo::ZooConfig;
 use deeprecog_dataset::split::Ratios;
-use deeprecog_dataset::Image;
+use deeprecog_dataset::{Image, InMemory, Sample, Target};
 use deeprecog_detector::scan::DetectorKind;
-use deeprecog_detector::training::{train_detector, DetectorTrainConfig, FaceSet, MODEL_CARD};
+use deeprecog_detector::training::{
+    evaluate_detector, train_detector, DetectorTrainConfig, FaceSet, MODEL_CARD,
+};
 use deeprecog_detector::verdict::{detect, DeepfakeModel, Label};
 use deeprecog_detector::{Detection, FaceDetector, WholeImage};
 use deeprecog_nn::optim::OptimizerConfig;
@@ -95,6 +98,35 @@ fn trains_calibrates_and_judges() {
     assert!(json["baselines"]["laplacian_variance"].is_object());
 
     let model = DeepfakeModel::load(&out, &Device::Cpu).unwrap();
+    let whole = evaluate_detector(&model, &set).unwrap();
+    assert_eq!(whole.frames.n, 48);
+    assert!(whole.frames.roc_auc.unwrap() > 0.9, "{:?}", whole.frames);
+    assert!(whole.videos.is_empty() && whole.skipped.is_empty());
+
+    // Crops from videos: 3 real and 3 fake clips of 4 frames; the fakes' frames differ more.
+    let mut samples = Vec::new();
+    let (mut labels, mut groups, mut videos) = (Vec::new(), Vec::new(), Vec::new());
+    for v in 0..6u32 {
+        let fake = v >= 3;
+        for f in 0..4u32 {
+            samples.push(Sample {
+                id: format!("v{v}/f{f}"),
+                image: image(v * 10 + if fake { f * 3 } else { 0 }, fake),
+                target: Target::Class(u32::from(fake)),
+                group: None,
+            });
+            labels.push(u32::from(fake));
+            groups.push(Some(format!("v{v}")));
+            videos.push(Some((format!("v{v}.mp4"), u64::from(f))));
+        }
+    }
+    let clips = FaceSet::from_parts(Arc::new(InMemory(samples)), labels, groups, videos).unwrap();
+    let e = evaluate_detector(&model, &clips).unwrap();
+    assert_eq!(e.frames.n, 24);
+    assert_eq!(e.videos.len(), 5, "{:?}", e.videos);
+    assert_eq!(e.videos[0].aggregation, "mean");
+    assert_eq!(e.videos[0].test.n, 6);
+    assert_eq!(e.temporal_change_auc, Some(1.0));
     let fake_path = dir.path().join("fake.png");
     image(99, true).save(&fake_path).unwrap();
     let real_path = dir.path().join("real.png");
