@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example deepfake -- train --data data-fixtures/deepfakes/images --model meso4 --size 96 --epochs 8 --out runs/deepfake [--sbi] [--loss l2]
+//! cargo run --release --example deepfake -- swaps --out runs/swaps [--frames 24] [--seconds 8]
 //! cargo run --release --example deepfake -- evaluate --model runs/deepfake --data runs/swaps/crops [--json]
 //! cargo run --release --example deepfake -- detect clip.mp4 --model runs/deepfake [--json] [--frames 32] [--plot frames.png] [--explain DIR]
 //! cargo run --release --example deepfake -- faces assets/videos/carphone_pristine.mp4 [--json] [--frames 16] [--detector blazeface] [--draw faces.png]
@@ -27,6 +28,7 @@ use deeprecog::detector::blazeface;
 use deeprecog::detector::crop::Margin;
 use deeprecog::detector::prepare::CropFormat;
 use deeprecog::detector::scan::{scan, DetectorKind};
+use deeprecog::detector::swapset::SwapSetConfig;
 use deeprecog::metrics::Aggregation;
 use deeprecog::pipelines::deepfake;
 use deeprecog::pipelines::faces::{self, CropOptions, Input};
@@ -59,6 +61,19 @@ enum Cli {
     Train(TrainArgs),
     /// Real or fake, for an image or a video: a line per frame and the verdict, or JSON.
     Detect(DetectArgs),
+    /// A real-footage face-swap evaluation set from the assets' photos and talking heads:
+    /// videos/ (DFDC layout), images/ (real/, fake/, manifest.csv), summary.json.
+    Swaps {
+        #[arg(long, default_value = deeprecog::assets::DEFAULT_DIR, value_name = "DIR")]
+        assets: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Frames per clip, spread over its first --seconds.
+        #[arg(long, default_value_t = 24, value_name = "N")]
+        frames: usize,
+        #[arg(long, default_value_t = 8.0, value_name = "S")]
+        seconds: f64,
+    },
     /// A trained detector on another labelled set (prepare folder, manifest or real/ + fake/).
     Evaluate {
         /// A `train --out` folder.
@@ -258,6 +273,10 @@ fn run(cli: Cli) -> AnyResult<()> {
                 }
             }
             println!("{}", deepfake::detect_output(&detected, a.json)?);
+        }
+        Cli::Swaps { assets, out, frames, seconds } => {
+            let config = SwapSetConfig { frames, seconds, ..Default::default() };
+            println!("{}", deepfake::build_swaps(&assets, &out, &config)?);
         }
         Cli::Evaluate { model, data, json } => {
             let device = deeprecog::nn::device::select(deeprecog::nn::device::DeviceChoice::Auto)?;

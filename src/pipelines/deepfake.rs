@@ -12,6 +12,7 @@ use deeprecog_classifiers::Freeze;
 use deeprecog_detector::gradcam::{grad_cam, overlay};
 use deeprecog_detector::sbi::SbiConfig;
 use deeprecog_detector::scan::{open_detector, DetectorKind};
+use deeprecog_detector::swapset::{build_swap_set, SwapSetConfig};
 use deeprecog_detector::training::{
     evaluate_detector, train_detector, BinaryMetrics, DetectorTrainConfig, FaceSet, SetEvaluation,
     TrainOutcome, TrainReport,
@@ -147,7 +148,12 @@ pub fn report_markdown(report: &TrainReport) -> String {
          validation{}:\n",
         report.threshold,
         report.temperature,
-        if report.sbi { ", training on self-blended real faces only" } else { "" }
+        match (report.sbi, report.test_on_self_blends) {
+            (true, true) =>
+                ", training on self-blended real faces only; the test fakes are self-blends too",
+            (true, false) => ", training on self-blended real faces only",
+            _ => "",
+        }
     );
     out.push_str(&markdown_table(&header, &rows));
     let c = &report.calibration;
@@ -211,6 +217,46 @@ pub fn evaluation_markdown(e: &SetEvaluation) -> String {
     }
     out.push('.');
     out
+}
+
+/// The face photos and talking-head clips (inside the assets folder) that the real-footage
+/// face-swap set is made from. The 1927 group photo is left out: its copy has detection boxes
+/// drawn on it, which a swap would carry.
+pub const SWAP_PHOTOS: [&str; 6] = [
+    "faces/obama.jpg",
+    "faces/obama2.jpg",
+    "faces/obama3.jpg",
+    "faces/obama_partial_face.jpg",
+    "faces/obama_partial_face2.jpg",
+    "faces/biden.jpg",
+];
+/// See [`SWAP_PHOTOS`].
+pub const SWAP_VIDEOS: [&str; 2] = ["videos/franck.mp4", "videos/carphone_pristine.mp4"];
+
+/// Builds the real-footage face-swap evaluation set (`deepfake swaps`) from the assets with
+/// BlazeFace; returns a readable summary.
+///
+/// # Errors
+/// Missing BlazeFace weights or ffmpeg, I/O errors, a set without fakes.
+pub fn build_swaps(assets: &Path, out: &Path, config: &SwapSetConfig) -> Result<String> {
+    let detector = open_detector(DetectorKind::BlazeFace, assets, &Device::Cpu)?;
+    let photos: Vec<PathBuf> = SWAP_PHOTOS.iter().map(|p| assets.join(p)).collect();
+    let videos: Vec<PathBuf> = SWAP_VIDEOS.iter().map(|p| assets.join(p)).collect();
+    let s = build_swap_set(&photos, &videos, detector.as_ref(), out, config)?;
+    let mut text = format!(
+        "{}: {} real and {} fake videos ({} frames swapped, {} without a face), {} real and {} fake images",
+        out.display(),
+        s.real_videos,
+        s.fake_videos,
+        s.frames_swapped,
+        s.frames_without_face,
+        s.real_images,
+        s.fake_images
+    );
+    for skipped in &s.skipped {
+        let _ = write!(text, "\nskipped {}: {}", skipped.input.display(), skipped.reason);
+    }
+    Ok(text)
 }
 
 /// The settings of `deepfake detect`.

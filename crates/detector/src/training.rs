@@ -474,6 +474,8 @@ pub struct TrainReport {
     pub model: String,
     /// Whether training saw self-blended pseudo-fakes instead of the set's fakes.
     pub sbi: bool,
+    /// Whether the test side's fakes are self-blends too (the set had no fakes there).
+    pub test_on_self_blends: bool,
     /// Crops per side `[train, valid, test]` (before balancing or self-blending).
     pub split: [usize; 3],
     /// The epoch whose weights were kept (1-based), and the epochs run.
@@ -536,7 +538,9 @@ pub fn train_detector(
     let splits = set.split(config.ratios, seed)?;
     for (name, side) in [("train", &splits.train), ("valid", &splits.valid), ("test", &splits.test)]
     {
-        let needs_fakes = config.sbi.is_none() || name == "test";
+        // With self-blending, only real crops are needed: a test side without fakes is scored
+        // on its own self-blends (and the report says so).
+        let needs_fakes = config.sbi.is_none();
         let reals = indices_with_label(side, &set.labels, 0).len();
         if reals == 0 || (needs_fakes && reals == side.len()) {
             return Err(Error::InvalidConfig {
@@ -553,8 +557,13 @@ pub fn train_detector(
     let sbi = config.sbi.as_ref();
     let (train_set, train_labels) = side(set, &splits.train, sbi, seed)?;
     let (valid_set, _) = side(set, &splits.valid, sbi, seed.wrapping_add(1))?;
-    let test_set: Arc<dyn Dataset<Item = Sample>> =
-        Arc::new(set.dataset().subset(splits.test.clone())?);
+    let test_on_self_blends =
+        sbi.is_some() && indices_with_label(&splits.test, &set.labels, 1).is_empty();
+    let test_set: Arc<dyn Dataset<Item = Sample>> = if test_on_self_blends {
+        side(set, &splits.test, sbi, seed.wrapping_add(2))?.0
+    } else {
+        Arc::new(set.dataset().subset(splits.test.clone())?)
+    };
 
     let mut train_config = config.train.clone();
     let train_order: Vec<usize> = (0..train_labels.len()).collect();
@@ -707,6 +716,7 @@ pub fn train_detector(
         video: video.map(|v| v.report),
         model: best.config.name.to_string(),
         sbi: config.sbi.is_some(),
+        test_on_self_blends,
         split: [splits.train.len(), splits.valid.len(), splits.test.len()],
         best_epoch: history.best().map_or(0, |r| r.epoch + 1),
         epochs: history.epochs.len(),
@@ -776,6 +786,9 @@ fn fit_baseline(
     let test = BinaryMetrics::of_scores(test_y, &oriented(test_raw), threshold).ok()?;
     Some(BaselineResult { direction, threshold, test })
 }
+
+/// `(frame index, position)` of one video's crops.
+type FramePositions = Vec<(u64, usize)>;
 
 /// Per-video values of one side: label, mean sharpness and temporal change of the crops in
 /// frame order, and the video's id; only crops cut from videos count.
@@ -974,7 +987,7 @@ pub fn evaluate_detector(
                 test: BinaryMetrics::of_probabilities(&v.labels, &v.scores, threshold)?,
             });
         }
-        let mut per_video: BTreeMap<&str, (bool, Vec<(u64, usize)>)> = BTreeMap::new();
+        let mut per_video: BTreeMap<&str, (bool, FramePositions)> = BTreeMap::new();
         for &k in &from_videos {
             if let Some((video, frame)) = &set.videos[kept[k].0] {
                 per_video.entry(video.as_str()).or_insert((labels[k], vec![])).1.push((*frame, k));

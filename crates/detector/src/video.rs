@@ -283,11 +283,12 @@ fn read_frames_in_one_pass(info: &VideoInfo, indices: &[u64]) -> Result<Vec<Fram
         ));
     }
     let wanted: Vec<String> = indices.iter().map(|i| format!("eq(n\\,{i})")).collect();
+    let wanted = balanced_sum(&wanted);
     let mut cmd = Command::new(program("DEEPRECOG_FFMPEG", "ffmpeg"));
     cmd.args(["-nostdin", "-v", "error", "-threads", "1", "-i"])
         .arg(&info.path)
         .args(["-map", "0:v:0", "-an", "-sn", "-dn", "-vf"])
-        .arg(format!("select='{}'", wanted.join("+")))
+        .arg(format!("select='{wanted}'"))
         .args(["-fps_mode", "passthrough", "-frames:v"])
         .arg(indices.len().to_string())
         .args(["-f", "image2pipe", "-vcodec", "ppm", "-pix_fmt", "rgb24", "-"]);
@@ -327,6 +328,20 @@ fn ppm_size(bytes: &[u8]) -> std::result::Result<usize, String> {
         return Err(format!("{width}x{height} image cut short"));
     }
     Ok(total as usize)
+}
+
+/// `terms` joined by `+` as a balanced tree of parentheses: ffmpeg's expression parser
+/// recurses once per operator of a flat chain and gives up near 100 terms, while a balanced
+/// tree nests only log2(n) deep.
+fn balanced_sum(terms: &[String]) -> String {
+    match terms {
+        [] => "0".to_string(),
+        [one] => one.clone(),
+        _ => {
+            let (left, right) = terms.split_at(terms.len() / 2);
+            format!("({}+{})", balanced_sum(left), balanced_sum(right))
+        }
+    }
 }
 
 /// Decodes the whole video in one ffmpeg pass and keeps every `every`-th frame (0, `every`,
@@ -733,6 +748,47 @@ mod tests {
         assert_eq!(frame_indices(1, 1), [0]);
         assert_eq!(frame_indices(1, 7), [0]);
         assert!(frame_indices(30, 0).is_empty() && frame_indices(0, 5).is_empty());
+    }
+
+    #[test]
+    fn select_expressions_nest_logarithmically() {
+        let terms: Vec<String> = (0..5).map(|i| format!("t{i}")).collect();
+        assert_eq!(balanced_sum(&terms), "((t0+t1)+(t2+(t3+t4)))");
+        assert_eq!(balanced_sum(&terms[..1]), "t0");
+        assert_eq!(balanced_sum(&[]), "0");
+        let many: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
+        let e = balanced_sum(&many);
+        let mut depth = 0usize;
+        let mut deepest = 0;
+        for c in e.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            deepest = deepest.max(depth);
+        }
+        assert_eq!(deepest, 10, "ceil(log2(1000))");
+    }
+
+    /// More frames than ffmpeg's parser takes in a flat `eq(n,a)+eq(n,b)+...` chain.
+    #[test]
+    fn one_pass_sampling_takes_many_frames() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("long.mp4");
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=32x24:rate=50:duration=3",
+            "-pix_fmt",
+            "yuv420p",
+            path.to_str().unwrap(),
+        ]);
+        let (info, frames) = sample_frames_with(&path, 120, Sampling::OnePass).unwrap();
+        assert_eq!(info.frames, 150);
+        let got: Vec<u64> = frames.iter().map(|f| f.index).collect();
+        assert_eq!(got, frame_indices(150, 120));
     }
 
     #[test]

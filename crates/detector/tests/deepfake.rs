@@ -179,7 +179,22 @@ fn self_blended_training_never_sees_a_fake() {
     assert!(outcome.report.sbi && outcome.card.sbi);
     // The test side is the set's own crops, fakes included.
     assert_eq!(outcome.report.test.n, outcome.report.split[2]);
-    assert!(outcome.report.test.fakes > 0);
+    assert!(outcome.report.test.fakes > 0 && !outcome.report.test_on_self_blends);
+
+    // Real crops only: the test side is scored on its own self-blends, and says so.
+    std::fs::remove_dir_all(data.join("fake")).unwrap();
+    std::fs::create_dir_all(data.join("fake")).unwrap();
+    let reals = FaceSet::open(&data).unwrap();
+    assert_eq!(reals.len(), 24);
+    config.train.out_dir = dir.path().join("sbi-reals");
+    let outcome = train_detector(&reals, &config, &Device::Cpu).unwrap();
+    assert!(outcome.report.test_on_self_blends);
+    assert_eq!(outcome.report.test.n, 2 * outcome.report.split[2]);
+    assert_eq!(outcome.report.test.fakes, outcome.report.split[2]);
+    config.sbi = None;
+    config.train.out_dir = dir.path().join("no-fakes");
+    let err = train_detector(&reals, &config, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("both classes"), "{err}");
 }
 
 #[test]
