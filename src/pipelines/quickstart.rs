@@ -39,7 +39,7 @@ use deeprecog_dataset::folder::ImageFolder;
 use deeprecog_dataset::loader::Loader;
 use deeprecog_dataset::split::{self, Partition};
 use deeprecog_dataset::transforms::{Compose, Resize};
-use deeprecog_dataset::Dataset;
+use deeprecog_dataset::{Dataset, InMemory, Sample, Target};
 use deeprecog_detector::prepare::{self, MANIFEST_FILE};
 use deeprecog_detector::scan::{open_detector, DetectorKind, InputKind};
 use deeprecog_detector::training::{evaluate_detector, FaceSet};
@@ -286,6 +286,7 @@ fn deepfake_detection(
         .map_err(|e| Error::Io { path: videos_csv.clone(), reason: e.to_string() })?;
     let mut rows = Vec::new();
     let mut correct = 0;
+    let (mut clip_samples, mut clip_labels, mut clip_videos) = (Vec::new(), Vec::new(), Vec::new());
     for line in listing.lines().skip(1).filter(|l| !l.trim().is_empty()) {
         let mut fields = line.split(',');
         let (Some(video), Some(label)) = (fields.next(), fields.next()) else {
@@ -302,6 +303,19 @@ fn deepfake_detection(
             verdict::detect_frames(&frames, &detector, &WholeImage, InputKind::Video)?
         };
         let v = &detected.verdict;
+        for frame in
+            faces::frame_folder(&config.data.join("deepfakes/videos").join(video), FIXTURE_FPS)?
+        {
+            let fake = u32::from(label.trim() == "1");
+            clip_samples.push(Sample {
+                id: format!("{video}/{}", frame.index),
+                image: frame.image,
+                target: Target::Class(fake),
+                group: Some(video.to_string()),
+            });
+            clip_labels.push(fake);
+            clip_videos.push(Some((video.to_string(), frame.index)));
+        }
         let truth = if label.trim() == "1" { Label::Fake } else { Label::Real };
         correct += usize::from(v.label == truth);
         rows.push(vec![
@@ -320,6 +334,18 @@ fn deepfake_detection(
             rows.len()
         ))
         .table(&["video", "truth", "p(fake)", "verdict", "temporal change", "seconds"], &rows);
+    // Every frame of every fixture clip, framed as the training images are: the video level
+    // with the baselines beside the model.
+    let groups = clip_videos.iter().map(|v| v.as_ref().map(|(id, _)| id.clone())).collect();
+    let clips =
+        FaceSet::from_parts(Arc::new(InMemory(clip_samples)), clip_labels, groups, clip_videos)?;
+    let e = evaluate_detector(&detector, &clips)?;
+    report.text(&format!(
+        "Every frame of the fixture clips ({} frames of {} videos, the framing the model was trained on), each video aggregation rule against the no-fit baselines:\n\n{}",
+        e.frames.n,
+        rows.len(),
+        deepfake::evaluation_markdown(&e)
+    ));
     let crops = config.out.join("faces").join(MANIFEST_FILE);
     if crops.is_file() {
         let evaluated = FaceSet::open(&crops)

@@ -660,15 +660,20 @@ pub fn train_detector(
         ),
         temporal_change: None,
     };
-    let video = video_report(
-        set,
-        &splits,
-        config.aggregation,
-        threshold,
-        prevalence,
-        (&test_eval.ids, &test_p),
-        (&valid_side, &test_side),
-    )?;
+    // Self-blends have no video of their own: video rows would describe the real clips alone.
+    let video = if test_on_self_blends {
+        None
+    } else {
+        video_report(
+            set,
+            &splits,
+            config.aggregation,
+            threshold,
+            prevalence,
+            (&test_eval.ids, &test_p),
+            (&valid_side, &test_side),
+        )?
+    };
 
     // Plots: ROC of the model and the sharpness baseline, reliability after calibration.
     let mut curves: Vec<(String, RocCurve)> =
