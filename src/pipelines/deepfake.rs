@@ -9,13 +9,15 @@ use candle_core::Device;
 use deeprecog_classifiers::supervised::{Loss, TrainConfig};
 use deeprecog_classifiers::zoo::{ModelName, ZooConfig};
 use deeprecog_classifiers::Freeze;
+use deeprecog_detector::dlib::DlibFaceNet;
+use deeprecog_detector::facematch::{face_match_scores, FaceMatcher};
 use deeprecog_detector::gradcam::{grad_cam, overlay};
 use deeprecog_detector::sbi::SbiConfig;
 use deeprecog_detector::scan::{open_detector, DetectorKind};
 use deeprecog_detector::swapset::{build_swap_set, SwapSetConfig};
 use deeprecog_detector::training::{
-    evaluate_detector, train_detector, BinaryMetrics, DetectorTrainConfig, FaceSet, SetEvaluation,
-    TrainOutcome, TrainReport,
+    evaluate_detector, train_detector, train_detector_with, BinaryMetrics, DetectorTrainConfig,
+    FaceSet, SetEvaluation, TrainOutcome, TrainReport,
 };
 use deeprecog_detector::verdict::{self, DeepfakeModel, Detected, Label};
 use deeprecog_metrics::plot;
@@ -58,6 +60,9 @@ pub struct TrainOptions {
     pub detector: DetectorKind,
     /// Progress label (`None`: quiet).
     pub progress: Option<String>,
+    /// Also the face-match baseline on the test side, with BlazeFace and dlib's network from
+    /// this assets folder.
+    pub face_match_assets: Option<PathBuf>,
 }
 
 impl TrainOptions {
@@ -80,6 +85,7 @@ impl TrainOptions {
             aggregation: Aggregation::Mean,
             detector: DetectorKind::BlazeFace,
             progress: None,
+            face_match_assets: None,
         }
     }
 }
@@ -109,7 +115,15 @@ pub fn train(options: &TrainOptions, device: &Device) -> Result<TrainOutcome> {
     config.aggregation = options.aggregation;
     config.face_detector = options.detector;
     config.sbi = options.sbi.then(SbiConfig::default);
-    Ok(train_detector(&set, &config, device)?)
+    match &options.face_match_assets {
+        None => Ok(train_detector(&set, &config, device)?),
+        Some(assets) => {
+            let net = DlibFaceNet::load(&assets.join(DLIB_FACE_NET), device)?;
+            let faces = open_detector(DetectorKind::BlazeFace, assets, device)?;
+            let matcher = FaceMatcher::new(&net, faces.as_ref());
+            Ok(train_detector_with(&set, &config, Some(&matcher), device)?)
+        }
+    }
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -140,6 +154,9 @@ pub fn report_markdown(report: &TrainReport) -> String {
     ];
     if let Some(b) = &report.baselines.laplacian_variance {
         rows.push(metrics_row("Laplacian variance", &b.test));
+    }
+    if let Some(m) = &report.baselines.face_match {
+        rows.push(metrics_row("face-match distance", m));
     }
     let mut out = String::new();
     let _ = writeln!(
@@ -187,13 +204,31 @@ pub fn report_markdown(report: &TrainReport) -> String {
     out
 }
 
-/// Scores a trained detector on another labelled set (`deepfake evaluate`).
+/// dlib's face-embedding network inside the assets folder (`scripts/fetch-assets.sh`).
+pub const DLIB_FACE_NET: &str = "dlib/dlib_face_recognition_resnet_model_v1.dat";
+
+/// Scores a trained detector on another labelled set (`deepfake evaluate`); with
+/// `face_match_assets`, also the face-match baseline (BlazeFace + dlib's ResNet from that
+/// assets folder; groups are the identities).
 ///
 /// # Errors
-/// Data and model errors.
-pub fn evaluate(model_dir: &Path, data: &Path, device: &Device) -> Result<SetEvaluation> {
+/// Data and model errors; missing face-match weights.
+pub fn evaluate(
+    model_dir: &Path,
+    data: &Path,
+    face_match_assets: Option<&Path>,
+    device: &Device,
+) -> Result<SetEvaluation> {
     let model = DeepfakeModel::load(model_dir, device)?;
-    Ok(evaluate_detector(&model, &FaceSet::open(data)?)?)
+    let set = FaceSet::open(data)?;
+    let mut evaluation = evaluate_detector(&model, &set)?;
+    if let Some(assets) = face_match_assets {
+        let net = DlibFaceNet::load(&assets.join(DLIB_FACE_NET), device)?;
+        let faces = open_detector(DetectorKind::BlazeFace, assets, device)?;
+        let (_, auc) = face_match_scores(&set, &FaceMatcher::new(&net, faces.as_ref()))?;
+        evaluation.face_match_auc = auc;
+    }
+    Ok(evaluation)
 }
 
 /// An evaluation as Markdown: frame metrics, video rows, the no-fit baselines' ranking.
@@ -211,6 +246,9 @@ pub fn evaluation_markdown(e: &SetEvaluation) -> String {
     );
     if let Some(t) = e.temporal_change_auc {
         let _ = write!(out, ", temporal change (videos) ROC-AUC {t:.3}");
+    }
+    if let Some(f) = e.face_match_auc {
+        let _ = write!(out, ", face-match distance ROC-AUC {f:.3}");
     }
     if !e.skipped.is_empty() {
         let _ = write!(out, "; {} crops could not be read", e.skipped.len());

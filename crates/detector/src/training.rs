@@ -415,6 +415,10 @@ pub struct Baselines {
     /// Video level only: the mean frame-to-frame change of the face crop.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temporal_change: Option<BaselineResult>,
+    /// Frame level, when asked for: the face-match distance ([`crate::facematch`]) of the
+    /// crops whose group has other real crops, fake above dlib's 0.6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_match: Option<BinaryMetrics>,
 }
 
 /// Video-level results of one aggregation rule.
@@ -532,6 +536,21 @@ fn side(
 pub fn train_detector(
     set: &FaceSet,
     config: &DetectorTrainConfig,
+    device: &Device,
+) -> Result<TrainOutcome> {
+    train_detector_with(set, config, None, device)
+}
+
+/// [`train_detector`] with the face-match baseline on the test side as well: each test crop's
+/// identity-embedding distance to the other real test crops of its group, fake above dlib's
+/// same-person threshold ([`crate::dlib::MATCH_THRESHOLD`]).
+///
+/// # Errors
+/// As [`train_detector`]; face detector and embedding errors.
+pub fn train_detector_with(
+    set: &FaceSet,
+    config: &DetectorTrainConfig,
+    face_match: Option<&crate::facematch::FaceMatcher<'_>>,
     device: &Device,
 ) -> Result<TrainOutcome> {
     let seed = config.train.seed;
@@ -659,7 +678,25 @@ pub fn train_detector(
             &test_side.values,
         ),
         temporal_change: None,
+        face_match: None,
     };
+    let mut baselines = baselines;
+    if let (Some(matcher), false) = (face_match, test_on_self_blends) {
+        let test_part = FaceSet::from_parts(
+            Arc::clone(&test_set),
+            splits.test.iter().map(|&i| set.labels[i]).collect(),
+            splits.test.iter().map(|&i| set.groups[i].clone()).collect(),
+            splits.test.iter().map(|&i| set.videos[i].clone()).collect(),
+        )?;
+        let (scores, _) = crate::facematch::face_match_scores(&test_part, matcher)?;
+        let (y, d): (Vec<bool>, Vec<f64>) = scores
+            .iter()
+            .zip(test_part.labels())
+            .filter_map(|(s, &l)| Some((l == 1, (*s)?)))
+            .unzip();
+        baselines.face_match =
+            BinaryMetrics::of_scores(&y, &d, f64::from(crate::dlib::MATCH_THRESHOLD)).ok();
+    }
     // Self-blends have no video of their own: video rows would describe the real clips alone.
     let video = if test_on_self_blends {
         None
@@ -898,6 +935,7 @@ fn video_report(
             &test.sharpness,
         ),
         temporal_change: fit_baseline(&valid.labels, &valid.flicker, &test.labels, &test.flicker),
+        face_match: None,
     };
     Ok(Some(VideoOutcome { report: VideoReport { rows, baselines }, curve }))
 }
@@ -919,6 +957,9 @@ pub struct SetEvaluation {
     /// Video-level ROC-AUC of the temporal change of the crops (more change = fake).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temporal_change_auc: Option<f64>,
+    /// ROC-AUC of the face-match distance ([`crate::facematch`]) where it was computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_match_auc: Option<f64>,
     /// Crops that could not be read, with the error.
     pub skipped: Vec<SkippedSample>,
 }
@@ -1013,6 +1054,7 @@ pub fn evaluate_detector(
         videos,
         laplacian_variance_auc,
         temporal_change_auc,
+        face_match_auc: None,
         skipped,
     })
 }
