@@ -300,7 +300,7 @@ fn deepfake_detection(
                 &config.data.join("deepfakes/videos").join(video),
                 FIXTURE_FPS,
             )?;
-            verdict::detect_frames(&frames, &detector, &WholeImage, InputKind::Video)?
+            verdict::detect_frames(frames, &detector, &WholeImage, InputKind::Video)?
         };
         let v = &detected.verdict;
         for frame in

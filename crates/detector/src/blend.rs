@@ -583,15 +583,7 @@ pub fn warp_similarity(
         for x in 0..out_width {
             let [sx, sy] = inverse.apply([f64::from(x) + 0.5, f64::from(y) + 0.5]);
             // Pixel-index space: centres on integers.
-            let (sx, sy) = (sx - 0.5, sy - 0.5);
-            let (x0, y0) = (sx.floor(), sy.floor());
-            let (fx, fy) = (sx - x0, sy - y0);
-            let (x0, y0) = (x0 as i64, y0 as i64);
-            for c in 0..channels {
-                let top = texel(x0, y0, c) * (1.0 - fx) + texel(x0 + 1, y0, c) * fx;
-                let bottom = texel(x0, y0 + 1, c) * (1.0 - fx) + texel(x0 + 1, y0 + 1, c) * fx;
-                data.push((top * (1.0 - fy) + bottom * fy).round().clamp(0.0, 255.0) as u8);
-            }
+            crate::crop::bilinear_into(&texel, sx - 0.5, sy - 0.5, channels, &mut data);
         }
     }
     Ok(Image::from_raw(out_width, out_height, image.channels(), data)?)

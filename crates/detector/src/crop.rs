@@ -334,17 +334,29 @@ fn rotated_region(image: &Image, region: &FaceBox, angle: f64) -> Result<Image> 
             // Back to the source's pixel-index space (centres on integers).
             let sx = cx + du * cos - dv * sin - 0.5;
             let sy = cy + du * sin + dv * cos - 0.5;
-            let (x0, y0) = (sx.floor(), sy.floor());
-            let (fx, fy) = (sx - x0, sy - y0);
-            let (x0, y0) = (x0 as i64, y0 as i64);
-            for c in 0..channels {
-                let top = texel(x0, y0, c) * (1.0 - fx) + texel(x0 + 1, y0, c) * fx;
-                let bottom = texel(x0, y0 + 1, c) * (1.0 - fx) + texel(x0 + 1, y0 + 1, c) * fx;
-                data.push((top * (1.0 - fy) + bottom * fy).round().clamp(0.0, 255.0) as u8);
-            }
+            bilinear_into(&texel, sx, sy, channels, &mut data);
         }
     }
     Ok(Image::from_raw(width, height, image.channels(), data)?)
+}
+
+/// Appends the bilinear sample at `(sx, sy)` (pixel-index space: centres on integers) of every
+/// channel, rounded to `u8`; `texel(x, y, c)` says what lies at and beyond the borders.
+pub(crate) fn bilinear_into(
+    texel: &impl Fn(i64, i64, usize) -> f64,
+    sx: f64,
+    sy: f64,
+    channels: usize,
+    out: &mut Vec<u8>,
+) {
+    let (x0, y0) = (sx.floor(), sy.floor());
+    let (fx, fy) = (sx - x0, sy - y0);
+    let (x0, y0) = (x0 as i64, y0 as i64);
+    for c in 0..channels {
+        let top = texel(x0, y0, c) * (1.0 - fx) + texel(x0 + 1, y0, c) * fx;
+        let bottom = texel(x0, y0 + 1, c) * (1.0 - fx) + texel(x0 + 1, y0 + 1, c) * fx;
+        out.push((top * (1.0 - fy) + bottom * fy).round().clamp(0.0, 255.0) as u8);
+    }
 }
 
 #[cfg(test)]

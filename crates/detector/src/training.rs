@@ -865,6 +865,23 @@ fn video_values(set: &FaceSet, indices: &[usize], side: &SideValues) -> VideoVal
     out
 }
 
+/// The rules every video report lists: `first` (the model's), then the others once each.
+fn aggregation_rules(first: Aggregation) -> Vec<Aggregation> {
+    let mut rules = vec![first];
+    for rule in [
+        Aggregation::Mean,
+        Aggregation::Median,
+        Aggregation::Max,
+        Aggregation::TopKMean(3),
+        Aggregation::confident(),
+    ] {
+        if !rules.contains(&rule) {
+            rules.push(rule);
+        }
+    }
+    rules
+}
+
 struct VideoOutcome {
     report: VideoReport,
     curve: (Vec<bool>, Vec<f64>),
@@ -899,18 +916,7 @@ fn video_report(
     if ids.is_empty() {
         return Ok(None);
     }
-    let mut rules = vec![aggregation];
-    for rule in [
-        Aggregation::Mean,
-        Aggregation::Median,
-        Aggregation::Max,
-        Aggregation::TopKMean(3),
-        Aggregation::confident(),
-    ] {
-        if !rules.contains(&rule) {
-            rules.push(rule);
-        }
-    }
+    let rules = aggregation_rules(aggregation);
     let mut rows = Vec::new();
     let mut curve = None;
     for rule in rules {
@@ -995,9 +1001,9 @@ pub fn evaluate_detector(
             Err(s) => skipped.push(s),
         }
     }
-    let images: Vec<Image> = kept.iter().map(|(_, im)| im.clone()).collect();
+    let (kept, images): (Vec<usize>, Vec<Image>) = kept.into_iter().unzip();
     let probs = model.probabilities(&images)?;
-    let labels: Vec<bool> = kept.iter().map(|&(i, _)| set.labels[i] == 1).collect();
+    let labels: Vec<bool> = kept.iter().map(|&i| set.labels[i] == 1).collect();
     let threshold = model.card().threshold;
     let frames = BinaryMetrics::of_probabilities(&labels, &probs, threshold)?;
     let blur: Vec<f64> = images.iter().map(|im| -laplacian_variance(im)).collect();
@@ -1006,27 +1012,15 @@ pub fn evaluate_detector(
     let mut videos = Vec::new();
     let mut temporal_change_auc = None;
     let from_videos: Vec<usize> =
-        (0..kept.len()).filter(|&k| set.videos[kept[k].0].is_some()).collect();
+        (0..kept.len()).filter(|&k| set.videos[kept[k]].is_some()).collect();
     if !from_videos.is_empty() {
         let ids: Vec<&str> = from_videos
             .iter()
-            .filter_map(|&k| set.videos[kept[k].0].as_ref().map(|(v, _)| v.as_str()))
+            .filter_map(|&k| set.videos[kept[k]].as_ref().map(|(v, _)| v.as_str()))
             .collect();
         let y: Vec<bool> = from_videos.iter().map(|&k| labels[k]).collect();
         let p: Vec<f64> = from_videos.iter().map(|&k| probs[k]).collect();
-        let mut rules = vec![model.card().aggregation];
-        for rule in [
-            Aggregation::Mean,
-            Aggregation::Median,
-            Aggregation::Max,
-            Aggregation::TopKMean(3),
-            Aggregation::confident(),
-        ] {
-            if !rules.contains(&rule) {
-                rules.push(rule);
-            }
-        }
-        for rule in rules {
+        for rule in aggregation_rules(model.card().aggregation) {
             let v = aggregate_by_video(&ids, &y, &p, rule)?;
             videos.push(VideoRow {
                 aggregation: rule.to_string(),
@@ -1035,7 +1029,7 @@ pub fn evaluate_detector(
         }
         let mut per_video: BTreeMap<&str, (bool, FramePositions)> = BTreeMap::new();
         for &k in &from_videos {
-            if let Some((video, frame)) = &set.videos[kept[k].0] {
+            if let Some((video, frame)) = &set.videos[kept[k]] {
                 per_video.entry(video.as_str()).or_insert((labels[k], vec![])).1.push((*frame, k));
             }
         }

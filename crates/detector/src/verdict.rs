@@ -274,8 +274,7 @@ pub fn detect(
         (InputKind::Image, vec![Frame { index: 0, time_s: 0.0, image }])
     };
     timings.decode_s = start.elapsed().as_secs_f64();
-    let found = judge_frames(&decoded, model, faces, &mut timings)?;
-    let (mut verdict, crops) = found;
+    let (mut verdict, crops) = judge_frames(decoded, model, faces, &mut timings)?;
     verdict.input = path.display().to_string();
     verdict.kind = kind;
     verdict.timings = timings;
@@ -287,7 +286,7 @@ pub fn detect(
 /// # Errors
 /// Face detector and model errors.
 pub fn detect_frames(
-    decoded: &[Frame],
+    decoded: Vec<Frame>,
     model: &DeepfakeModel,
     faces: &dyn FaceDetector,
     kind: InputKind,
@@ -302,21 +301,24 @@ pub fn detect_frames(
 type Judged = (Verdict, Vec<(usize, usize, Image)>);
 
 fn judge_frames(
-    decoded: &[Frame],
+    decoded: Vec<Frame>,
     model: &DeepfakeModel,
     faces: &dyn FaceDetector,
     timings: &mut Timings,
 ) -> Result<Judged> {
     let start = Instant::now();
-    let images: Vec<Image> = decoded.iter().map(|f| f.image.clone()).collect();
+    let (stamps, images): (Vec<(u64, f64)>, Vec<Image>) =
+        decoded.into_iter().map(|f| ((f.index, f.time_s), f.image)).unzip();
     let detections = faces.detect_batch(&images)?;
     timings.faces_s = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
     let mut crops: Vec<(usize, usize, Image)> = Vec::new();
-    let mut frames_out: Vec<FrameVerdict> = Vec::with_capacity(decoded.len());
-    for (k, (frame, found)) in decoded.iter().zip(&detections).enumerate() {
-        let cut = crop_faces(&frame.image, found, FaceSelection::All, &model.card.crop)?;
+    let mut frames_out: Vec<FrameVerdict> = Vec::with_capacity(images.len());
+    for (k, ((image, &(index, time_s)), found)) in
+        images.iter().zip(&stamps).zip(&detections).enumerate()
+    {
+        let cut = crop_faces(image, found, FaceSelection::All, &model.card.crop)?;
         let mut faces_out = Vec::with_capacity(cut.len());
         for (j, c) in cut.into_iter().enumerate() {
             let b = c.detection.bbox;
@@ -327,14 +329,10 @@ fn judge_frames(
             });
             crops.push((k, j, c.image));
         }
-        frames_out.push(FrameVerdict {
-            index: frame.index,
-            time_s: frame.time_s,
-            faces: faces_out,
-        });
+        frames_out.push(FrameVerdict { index, time_s, faces: faces_out });
     }
-    let images: Vec<Image> = crops.iter().map(|(_, _, c)| c.clone()).collect();
-    let probs = model.probabilities(&images)?;
+    let crop_images: Vec<Image> = crops.iter().map(|(_, _, c)| c.clone()).collect();
+    let probs = model.probabilities(&crop_images)?;
     for ((k, j, _), p) in crops.iter().zip(&probs) {
         frames_out[*k].faces[*j].fake_probability = *p;
     }
@@ -350,7 +348,7 @@ fn judge_frames(
 
     let frame_probs: Vec<f64> =
         frames_out.iter().filter_map(FrameVerdict::fake_probability).collect();
-    let fake_probability = if decoded.len() == 1 {
+    let fake_probability = if images.len() == 1 {
         frame_probs.first().copied()
     } else {
         model.card.aggregation.aggregate(&frame_probs)
