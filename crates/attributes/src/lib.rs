@@ -3,7 +3,8 @@
 //! [`Attribute`] lists them in the order of the columns of `list_attr_celeba.txt`, with
 //! CelebA's own spelling for parsing and printing; [`AttributeSet`] stores which of them are
 //! positive for one image in a single `u64`; [`targets`] turns sets into multi-label target
-//! vectors for a chosen list of attributes.
+//! vectors for a chosen list of attributes; [`Filter`] selects images with a boolean expression
+//! such as `(Male | Smiling) & !Eyeglasses` (see [`filter`] for the syntax).
 //!
 //! ```
 //! use deeprecog_attributes::{Attribute, AttributeSet};
@@ -26,6 +27,10 @@
 
 use std::fmt;
 use std::str::FromStr;
+
+pub mod filter;
+
+pub use filter::{Filter, ParseFilterError};
 
 macro_rules! attributes {
     ($($variant:ident => $name:literal, $doc:literal;)*) => {

@@ -12,6 +12,15 @@
 //! # Ok::<(), deeprecog_gan::Error>(())
 //! ```
 
+pub mod models;
+pub mod plot;
+pub mod step;
+pub mod train;
+
+pub use models::{Arch, Discriminator, GanConfig, Generator};
+pub use step::{DiscriminatorStep, GanLoss, GanOptim, GanStep, IterationRecord};
+pub use train::{train_gan, GanModel, GanRun, GanTrainConfig};
+
 use candle_core::{DType, Tensor};
 
 /// Errors of the gan crate.
@@ -27,6 +36,26 @@ pub enum Error {
     /// A mosaic request that cannot be drawn.
     #[error("mosaic: {0}")]
     Mosaic(String),
+    /// A network configuration or input that does not fit.
+    #[error("GAN: {0}")]
+    Config(String),
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] deeprecog_train::Error),
+    /// Reading the data failed.
+    #[error(transparent)]
+    Dataset(#[from] deeprecog_dataset::Error),
+    /// A plot or metric failed.
+    #[error(transparent)]
+    Metrics(#[from] deeprecog_metrics::Error),
+    /// A file could not be read or written.
+    #[error("{}: {reason}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// The gan crate's result type.

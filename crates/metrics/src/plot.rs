@@ -716,3 +716,90 @@ pub fn learning_curves(path: &Path, runs: &[LearningCurve], title: &str) -> Resu
         Ok(())
     })
 }
+
+/// One panel of [`series_panels`]: a title, axis names and named lines of `(x, y)` points.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SeriesPanel {
+    /// The panel's caption.
+    pub title: String,
+    /// The x axis's name.
+    pub x_desc: String,
+    /// The y axis's name.
+    pub y_desc: String,
+    /// `(legend entry, points)` per line; non-finite points are skipped.
+    pub lines: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// Size of a [`series_panels`] image per panel.
+pub const SERIES_PANEL_SIZE: (u32, u32) = (700, 450);
+
+/// Draws panels of line series side by side (e.g. a GAN's losses on the left and `D(x)`,
+/// `D(G(z))` on the right), one colour per line.
+///
+/// # Errors
+/// [`Error::Empty`] without panels or without a finite point in a panel, plotting or saving
+/// errors.
+pub fn series_panels(path: &Path, panels: &[SeriesPanel], title: &str) -> Result<()> {
+    check_nonempty(panels, "series panels")?;
+    let mut ranges = Vec::with_capacity(panels.len());
+    for panel in panels {
+        let pts: Vec<(f64, f64)> = panel
+            .lines
+            .iter()
+            .flat_map(|(_, p)| p.iter().copied())
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        if pts.is_empty() {
+            return Err(Error::Empty { what: "finite series points" });
+        }
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for (x, y) in pts {
+            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+        }
+        if x1 <= x0 {
+            x1 = x0 + 1.0;
+        }
+        let pad = if y1 > y0 { (y1 - y0) * 0.05 } else { 0.5 };
+        ranges.push((x0, x1, y0 - pad, y1 + pad));
+    }
+    let width = SERIES_PANEL_SIZE.0 * panels.len() as u32;
+    render(path, (width, SERIES_PANEL_SIZE.1 + 40), |root| {
+        let root = root.titled(title, title_style(24)).map_err(plot_err)?;
+        let areas = root.split_evenly((1, panels.len()));
+        for ((panel, area), &(x0, x1, y0, y1)) in panels.iter().zip(&areas).zip(&ranges) {
+            let mut chart = ChartBuilder::on(area)
+                .caption(&panel.title, title_style(18))
+                .margin(15)
+                .x_label_area_size(45)
+                .y_label_area_size(60)
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(plot_err)?;
+            chart
+                .configure_mesh()
+                .max_light_lines(1)
+                .x_desc(panel.x_desc.as_str())
+                .y_desc(panel.y_desc.as_str())
+                .label_style(text_style(14))
+                .axis_desc_style(text_style(16))
+                .draw()
+                .map_err(plot_err)?;
+            for (i, (name, points)) in panel.lines.iter().enumerate() {
+                let color = series_color(i);
+                let finite: Vec<(f64, f64)> = points
+                    .iter()
+                    .copied()
+                    .filter(|(x, y)| x.is_finite() && y.is_finite())
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(finite, color.stroke_width(2)))
+                    .map_err(plot_err)?
+                    .label(name.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+            }
+            draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+        }
+        Ok(())
+    })
+}
