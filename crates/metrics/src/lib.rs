@@ -14,6 +14,7 @@
 //! - [`subgroup`]: any metric per group, with the gap between groups;
 //! - [`bootstrap`]: seeded confidence intervals for any scalar metric;
 //! - [`fid`]: feature statistics and the Frechet distance;
+//! - [`kid`]: the Kernel Inception Distance (unbiased polynomial-kernel MMD² over subsets);
 //! - [`report`]: everything binary in one serialisable struct;
 //! - [`predictions`]: the `id,label,score[,video][,group]` CSV format;
 //! - [`plot`]: ROC, precision-recall, confusion matrix, reliability, learning curves and
@@ -41,6 +42,7 @@ pub mod bootstrap;
 pub mod calibration;
 mod error;
 pub mod fid;
+pub mod kid;
 pub mod multilabel;
 pub mod plot;
 pub mod predictions;
@@ -54,7 +56,8 @@ pub use binary::{
 pub use bootstrap::{bootstrap_ci, BootstrapConfig, ConfidenceInterval};
 pub use calibration::{calibration, expected_calibration_error, Calibration, TemperatureScaling};
 pub use error::{Error, Result};
-pub use fid::{frechet_distance, FeatureAccumulator, FeatureStats};
+pub use fid::{frechet_distance, frechet_distance_from_rows, FeatureAccumulator, FeatureStats};
+pub use kid::{kernel_inception_distance, mmd2_unbiased, Kid, KidConfig};
 pub use multilabel::MultiLabelReport;
 pub use report::BinaryReport;
 pub use subgroup::{subgroup_breakdown, SubgroupReport};
