@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example gan -- train --celeba data-fixtures/celeba --filter Attractive --arch dcgan64 --iterations 1000 --out runs/gan [--resume]
 //! cargo run --release --example gan -- sample --checkpoint runs/gan --n 36 [--attributes Male,Smiling] --out faces.png
+//! cargo run --release --example gan -- sample --checkpoint runs/gan --n 6 --interpolate 8 --out walk.png
 //! cargo run --release --example gan -- fid --real DIR --fake DIR [--json]
 //! cargo run --release --example gan -- fid --checkpoint runs/gan --real DIR [--n 500] [--json]
 //! ```
@@ -74,13 +75,17 @@ enum Cli {
         #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
         resume: Option<PathBuf>,
     },
-    /// Generates faces into one grid PNG.
+    /// Generates faces into one grid PNG (or, with --interpolate, a latent interpolation grid).
     Sample {
         /// A run folder or generator export.
         #[arg(long, value_name = "DIR")]
         checkpoint: PathBuf,
+        /// Faces (with --interpolate: rows of the grid).
         #[arg(long, default_value_t = 36)]
         n: usize,
+        /// Interpolate between pairs of latents in this many steps per row.
+        #[arg(long, value_name = "STEPS")]
+        interpolate: Option<usize>,
         /// For a conditional model: the attributes to switch on (`!Name` or absent: off).
         #[arg(long, value_name = "A,B")]
         attributes: Option<String>,
@@ -166,8 +171,19 @@ fn run(cli: Cli) -> AnyResult<()> {
                 println!("warning: {w}");
             }
         }
-        Cli::Sample { checkpoint, n, attributes, seed, out } => {
-            let path = gan::sample(&checkpoint, n, seed, attributes.as_deref(), &out, &device)?;
+        Cli::Sample { checkpoint, n, interpolate, attributes, seed, out } => {
+            let path = match interpolate {
+                Some(steps) => gan::interpolation(
+                    &checkpoint,
+                    n,
+                    steps,
+                    seed,
+                    attributes.as_deref(),
+                    &out,
+                    &device,
+                )?,
+                None => gan::sample(&checkpoint, n, seed, attributes.as_deref(), &out, &device)?,
+            };
             println!("{}", path.display());
         }
         Cli::Fid { real, fake, checkpoint, n, json, assets } => {

