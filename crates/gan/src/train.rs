@@ -319,6 +319,18 @@ impl GanModel {
     /// [`Error::Io`] for missing or unreadable files, [`Error::Config`] for a configuration that
     /// does not match the weights.
     pub fn load(dir: &Path, device: &Device) -> Result<GanModel> {
+        if dir.join(deeprecog_nn::checkpoint::RUN_FILE).is_file()
+            && dir.join(GENERATOR_FILE).is_file()
+        {
+            // A training checkpoint (`last/`): the configuration is the run file's model.
+            let run = deeprecog_nn::checkpoint::read_run(dir)?;
+            let config: GanConfig =
+                serde_json::from_value(run.model["gan"].clone()).map_err(|e| Error::Io {
+                    path: dir.join(deeprecog_nn::checkpoint::RUN_FILE),
+                    reason: format!("not a GAN checkpoint: {e}"),
+                })?;
+            return GanModel::from_weights(&config, &dir.join(GENERATOR_FILE), device);
+        }
         let (config_path, weights) = if dir.join(GAN_CONFIG_FILE).is_file() {
             (dir.join(GAN_CONFIG_FILE), dir.join(GENERATOR_FILE))
         } else if dir.join(GENERATOR_DIR).join(GAN_CONFIG_FILE).is_file() {
@@ -338,14 +350,21 @@ impl GanModel {
             .map_err(|e| Error::Io { path: config_path.clone(), reason: e.to_string() })?;
         let config: GanConfig = serde_json::from_str(&text)
             .map_err(|e| Error::Io { path: config_path.clone(), reason: e.to_string() })?;
-        let vars = VarMap::new();
+        GanModel::from_weights(&config, &weights, device)
+    }
+
+    /// A generator of `config` with the weights of a safetensors file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file when it is missing or does not fit the configuration.
+    pub fn from_weights(config: &GanConfig, weights: &Path, device: &Device) -> Result<GanModel> {
+        let mut vars = VarMap::new();
         let generator = Generator::new(
-            &config,
+            config,
             deeprecog_nn::init::seeded_var_builder(&vars, 0, DType::F32, device),
         )?;
-        let mut vars = vars;
-        vars.load(&weights)
-            .map_err(|e| Error::Io { path: weights.clone(), reason: e.to_string() })?;
+        vars.load(weights)
+            .map_err(|e| Error::Io { path: weights.to_path_buf(), reason: e.to_string() })?;
         Ok(GanModel { generator, vars, device: device.clone() })
     }
 

@@ -250,6 +250,17 @@ fn resume_repeats_the_uninterrupted_run() {
         assert_eq!(mosaic.width(), 6 * side + 7 * 2);
         // The export samples what training's generator generates for the same latents.
         let model = GanModel::load(whole.path(), &dev()).unwrap();
+        // The training checkpoint holds the same generator.
+        let from_last = GanModel::load(&whole.path().join("last"), &dev()).unwrap();
+        let (x, y) = (
+            model.sample(2, 4, cond.then_some(&[true][..])).unwrap(),
+            from_last.sample(2, 4, cond.then_some(&[true][..])).unwrap(),
+        );
+        assert_eq!(
+            x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        assert!(GanModel::load(whole.path().join("nothing").as_path(), &dev()).is_err());
         let cond_values = cond.then_some(&[true][..]);
         let sampled = model.sample(4, 9, cond_values).unwrap();
         assert_eq!(sampled.dims(), &[4, 3, gan.image_size, gan.image_size]);
