@@ -230,6 +230,12 @@ fn io(path: &Path, e: impl std::fmt::Display) -> Error {
 /// # Errors
 /// Unknown names, or names the model is not conditioned on.
 pub fn parse_conditions(text: &str, model: &GanConfig) -> Result<Vec<bool>> {
+    if !model.is_conditional() {
+        return Err(Error::invalid(
+            "attributes",
+            "this generator is not conditional (attributes are for `cond` models)",
+        ));
+    }
     let mut values = vec![false; model.conditions.len()];
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, value) = match part.strip_prefix('!') {
