@@ -1,6 +1,7 @@
-//! The GAN networks against PyTorch (tests/golden/reference.py): pytorch/examples' DCGAN in
-//! evaluation and training mode (BatchNorm batch statistics and running-statistic updates), and
-//! the seed GAN's layers, with the same formula-filled weights on both sides.
+//! The GAN networks against their reference implementations, with the same formula-filled
+//! weights on both sides: pytorch/examples' DCGAN in evaluation and training mode (BatchNorm
+//! batch statistics and running-statistic updates; tests/golden/reference.py), and the seed GAN
+//! against its PyTorch transcription and against Keras itself (tests/golden/keras_reference.py).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -34,7 +35,11 @@ fn set_weights(vars: &VarMap) {
 }
 
 fn reference() -> serde_json::Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/reference.json");
+    load("reference.json")
+}
+
+fn load(name: &str) -> serde_json::Value {
+    let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -110,6 +115,12 @@ fn seed_gan_matches_its_pytorch_transcription() {
     set_weights(&dv);
     let z = Tensor::from_vec(wave(n * 16, 0.7, 1.0), (n, 16), &dev).unwrap();
     let x = Tensor::from_vec(wave(n * 3 * 32 * 32, 0.013, 0.9), (n, 3, 32, 32), &dev).unwrap();
-    check(&g.forward(&z, None, true).unwrap(), &r["seed_g"], "seed G");
-    check(&d.forward(&x, None, false).unwrap(), &r["seed_d"], "seed D");
+    let (gen, logits) = (g.forward(&z, None, true).unwrap(), d.forward(&x, None, false).unwrap());
+    check(&gen, &r["seed_g"], "seed G (PyTorch)");
+    check(&logits, &r["seed_d"], "seed D (PyTorch)");
+    // The report's own framework (golden/keras_reference.py, Keras 3 on TensorFlow): the same
+    // weights in Keras's layouts, channels-last order permuted to channels-first.
+    let keras = load("keras_reference.json");
+    check(&gen, &keras["seed_g"], "seed G (Keras)");
+    check(&logits, &keras["seed_d"], "seed D (Keras)");
 }
