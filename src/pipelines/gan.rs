@@ -258,6 +258,23 @@ pub fn parse_conditions(text: &str, model: &GanConfig) -> Result<Vec<bool>> {
     Ok(values)
 }
 
+/// The condition values for a `--attributes` list: parsed when given, all off for a
+/// conditional model without one, none for an unconditional model.
+fn requested_conditions(attributes: Option<&str>, model: &GanConfig) -> Result<Option<Vec<bool>>> {
+    match attributes {
+        Some(text) => Ok(Some(parse_conditions(text, model)?)),
+        None if model.is_conditional() => Ok(Some(vec![false; model.conditions.len()])),
+        None => Ok(None),
+    }
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+    }
+    Ok(())
+}
+
 /// Writes `n` generated faces as one grid PNG (`ceil(sqrt(n))` per row).
 ///
 /// # Errors
@@ -274,17 +291,9 @@ pub fn sample(
         return Err(Error::invalid("n", "at least one image"));
     }
     let model = GanModel::load(checkpoint, device)?;
-    let conditions = match attributes {
-        Some(text) => Some(parse_conditions(text, model.config())?),
-        None if model.config().is_conditional() => {
-            Some(vec![false; model.config().conditions.len()])
-        }
-        None => None,
-    };
+    let conditions = requested_conditions(attributes, model.config())?;
     let images = model.sample(n, seed, conditions.as_deref())?;
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
-    }
+    create_parent(out)?;
     let cols = (n as f64).sqrt().ceil() as usize;
     save_mosaic(&images, cols, out)?;
     Ok(out.to_path_buf())
@@ -305,17 +314,9 @@ pub fn interpolation(
     device: &Device,
 ) -> Result<PathBuf> {
     let model = GanModel::load(checkpoint, device)?;
-    let conditions = match attributes {
-        Some(text) => Some(parse_conditions(text, model.config())?),
-        None if model.config().is_conditional() => {
-            Some(vec![false; model.config().conditions.len()])
-        }
-        None => None,
-    };
+    let conditions = requested_conditions(attributes, model.config())?;
     let images = model.interpolate(rows.max(1), steps, seed, conditions.as_deref())?;
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
-    }
+    create_parent(out)?;
     save_mosaic(&images, steps, out)?;
     Ok(out.to_path_buf())
 }

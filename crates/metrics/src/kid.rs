@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::fid::dot;
 use crate::{Error, Result};
 
 /// How the subsets of [`kernel_inception_distance`] are drawn.
@@ -59,19 +60,6 @@ pub fn polynomial_kernel(x: &[f64], y: &[f64]) -> f64 {
     let d = x.len().max(1) as f64;
     let t = dot(x, y) / d + 1.0;
     t * t * t
-}
-
-/// A dot product with four partial sums, so that the compiler can vectorise it.
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 4];
-    let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = a4.remainder().iter().zip(b4.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a4.zip(b4) {
-        for l in 0..4 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// Checks one row-major feature set and widens it to f64; returns the row count.
