@@ -16,6 +16,7 @@
 
 pub mod assets;
 pub mod checkpoint;
+pub mod conv;
 pub mod depthwise;
 pub mod device;
 pub mod dropout;

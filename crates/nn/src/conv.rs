@@ -1,0 +1,335 @@
+//! 2-D convolution as `im2col` + matrix product, with a backward pass that is the same two
+//! pieces transposed.
+//!
+//! candle's CPU convolution computes its weight and input gradients with a generic transposed
+//! convolution, which makes training steps several times slower than PyTorch on the same cores.
+//! Here a convolution is three differentiable steps:
+//!
+//! 1. [`im2col`]: a custom op copying every receptive field of the NCHW input into a column,
+//!    `(N, C*kh*kw, OH*OW)` (skipped for 1x1 stride-1 unpadded convolutions, where the input
+//!    already is that matrix). Its backward is [`col2im`], which adds each column back to the
+//!    pixels it came from (and whose backward is `im2col` again).
+//! 2. A (batched, per group) matrix product with the weight viewed as `(O, C/g*kh*kw)`: candle's
+//!    `matmul`, i.e. the `gemm` crate's blocked kernels, and its backward is two more products.
+//! 3. A reshape to `(N, O, OH, OW)`, plus the bias.
+//!
+//! So the input gradient is `col2im(W^T dY)` and the weight gradient `dY col^T`, both products
+//! of the same cost as the forward, instead of transposed convolutions. Any stride, padding,
+//! dilation and group count; f32, f64, f16 and bf16 on the CPU. The custom ops have no CUDA
+//! kernel yet (candle reports "no cuda implementation"); [`conv2d`] falls back to candle's own
+//! convolution on other devices.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use deeprecog_nn::conv::{conv2d, Conv2dParams};
+//!
+//! let x = Tensor::arange(0f32, 32.0, &Device::Cpu)?.reshape((1, 2, 4, 4))?;
+//! let w = Tensor::ones((3, 2, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
+//! let ours = conv2d(&x, &w, None, Conv2dParams { padding: 1, ..Default::default() })?;
+//! let candle = x.conv2d(&w, 1, 1, 1, 1)?;
+//! assert_eq!(ours.flatten_all()?.to_vec1::<f32>()?, candle.flatten_all()?.to_vec1::<f32>()?);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+/// Stride, padding, dilation and groups of a 2-D convolution (PyTorch's `Conv2d` arguments;
+/// the same value along height and width).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dParams {
+    /// Step between receptive fields.
+    pub stride: usize,
+    /// Zeros added on every side.
+    pub padding: usize,
+    /// Spacing between kernel taps.
+    pub dilation: usize,
+    /// Channel groups (`C` and `O` divisible by it; `C` groups is a depthwise convolution).
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Conv2dParams { stride: 1, padding: 0, dilation: 1, groups: 1 }
+    }
+}
+
+/// The window geometry of [`im2col`] / [`col2im`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Kernel height and width.
+    pub kernel: (usize, usize),
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub padding: usize,
+    /// Dilation.
+    pub dilation: usize,
+}
+
+impl Window {
+    /// Output height and width for an `h x w` input.
+    ///
+    /// # Errors
+    /// A zero kernel, stride or dilation, or a window larger than the padded input.
+    pub fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        let (kh, kw) = self.kernel;
+        if kh == 0 || kw == 0 || self.stride == 0 || self.dilation == 0 {
+            bail!(
+                "conv2d: kernel {:?}, stride {} and dilation {} must be positive",
+                self.kernel,
+                self.stride,
+                self.dilation
+            );
+        }
+        let span_h = self.dilation * (kh - 1) + 1;
+        let span_w = self.dilation * (kw - 1) + 1;
+        let (ph, pw) = (h + 2 * self.padding, w + 2 * self.padding);
+        if span_h > ph || span_w > pw {
+            bail!("conv2d: a {kh}x{kw} kernel (dilation {}) does not fit a {h}x{w} input padded by {}", self.dilation, self.padding);
+        }
+        Ok(((ph - span_h) / self.stride + 1, (pw - span_w) / self.stride + 1))
+    }
+
+    /// For each output position along one axis and each kernel tap, the input index (or none
+    /// in the padding): `taps[o * k + i]`.
+    fn taps(&self, input: usize, output: usize, k: usize) -> Vec<Option<usize>> {
+        let mut taps = Vec::with_capacity(output * k);
+        for o in 0..output {
+            for i in 0..k {
+                let pos = (o * self.stride + i * self.dilation) as isize - self.padding as isize;
+                taps.push((pos >= 0 && (pos as usize) < input).then_some(pos as usize));
+            }
+        }
+        taps
+    }
+}
+
+fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((a, b)) => match data.get(a..b) {
+            Some(s) => Ok(s),
+            None => bail!("conv2d: layout out of the storage's bounds"),
+        },
+        None => bail!("conv2d: input must be contiguous"),
+    }
+}
+
+macro_rules! dispatch_float {
+    ($storage:expr, $layout:expr, $name:expr, |$s:ident| $body:expr) => {
+        match $storage {
+            CpuStorage::F32(d) => {
+                let $s = contiguous(d, $layout)?;
+                CpuStorage::F32($body)
+            }
+            CpuStorage::F64(d) => {
+                let $s = contiguous(d, $layout)?;
+                CpuStorage::F64($body)
+            }
+            CpuStorage::F16(d) => {
+                let $s = contiguous(d, $layout)?;
+                CpuStorage::F16($body)
+            }
+            CpuStorage::BF16(d) => {
+                let $s = contiguous(d, $layout)?;
+                CpuStorage::BF16($body)
+            }
+            other => bail!("{}: unsupported dtype {:?}", $name, other.dtype()),
+        }
+    };
+}
+
+/// `(N, C, H, W)` to `(N, C*kh*kw, OH*OW)`, one sample per task.
+fn im2col_cpu<T: WithDType>(
+    x: &[T],
+    (n, c, h, w): (usize, usize, usize, usize),
+    win: &Window,
+) -> Result<Vec<T>> {
+    let (oh, ow) = win.out_hw(h, w)?;
+    let (kh, kw) = win.kernel;
+    let (ty, tx) = (win.taps(h, oh, kh), win.taps(w, ow, kw));
+    let rows = c * kh * kw;
+    let cols = oh * ow;
+    let mut out = vec![T::zero(); n * rows * cols];
+    out.par_chunks_mut(rows * cols).zip(x.par_chunks(c * h * w)).for_each(|(dst, src)| {
+        for ch in 0..c {
+            let plane = &src[ch * h * w..(ch + 1) * h * w];
+            for i in 0..kh {
+                for j in 0..kw {
+                    let row = &mut dst[((ch * kh + i) * kw + j) * cols..][..cols];
+                    for y in 0..oh {
+                        let out_row = &mut row[y * ow..(y + 1) * ow];
+                        let Some(sy) = ty[y * kh + i] else { continue };
+                        let line = &plane[sy * w..(sy + 1) * w];
+                        for (x, o) in out_row.iter_mut().enumerate() {
+                            if let Some(sx) = tx[x * kw + j] {
+                                *o = line[sx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// The adjoint of [`im2col_cpu`]: `(N, C*kh*kw, OH*OW)` added back into `(N, C, H, W)`.
+fn col2im_cpu<T: WithDType>(
+    cols_data: &[T],
+    (n, c, h, w): (usize, usize, usize, usize),
+    win: &Window,
+) -> Result<Vec<T>> {
+    let (oh, ow) = win.out_hw(h, w)?;
+    let (kh, kw) = win.kernel;
+    let (ty, tx) = (win.taps(h, oh, kh), win.taps(w, ow, kw));
+    let cols = oh * ow;
+    let rows = c * kh * kw;
+    if cols_data.len() != n * rows * cols {
+        bail!("col2im: {} values for {n} x {rows} x {cols}", cols_data.len());
+    }
+    let mut out = vec![T::zero(); n * c * h * w];
+    out.par_chunks_mut(c * h * w).zip(cols_data.par_chunks(rows * cols)).for_each(|(dst, src)| {
+        for ch in 0..c {
+            let plane = &mut dst[ch * h * w..(ch + 1) * h * w];
+            for i in 0..kh {
+                for j in 0..kw {
+                    let row = &src[((ch * kh + i) * kw + j) * cols..][..cols];
+                    for y in 0..oh {
+                        let Some(sy) = ty[y * kh + i] else { continue };
+                        let line = &mut plane[sy * w..(sy + 1) * w];
+                        for (x, &v) in row[y * ow..(y + 1) * ow].iter().enumerate() {
+                            if let Some(sx) = tx[x * kw + j] {
+                                line[sx] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(out)
+}
+
+fn dims4(layout: &Layout) -> Result<(usize, usize, usize, usize)> {
+    match layout.shape().dims() {
+        &[n, c, h, w] => Ok((n, c, h, w)),
+        d => bail!("conv2d: expected an NCHW tensor, got shape {d:?}"),
+    }
+}
+
+struct Im2Col(Window);
+
+/// `col2im` knows the image it writes into.
+struct Col2Im {
+    win: Window,
+    dims: (usize, usize, usize, usize),
+}
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "deeprecog-im2col"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = dims4(layout)?;
+        let (oh, ow) = self.0.out_hw(dims.2, dims.3)?;
+        let out = dispatch_float!(storage, layout, "im2col", |s| im2col_cpu(s, dims, &self.0)?);
+        let rows = dims.1 * self.0.kernel.0 * self.0.kernel.1;
+        Ok((out, Shape::from((dims.0, rows, oh * ow))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let dims = arg.dims4()?;
+        Ok(Some(grad_res.contiguous()?.apply_op1(Col2Im { win: self.0, dims })?))
+    }
+}
+
+impl CustomOp1 for Col2Im {
+    fn name(&self) -> &'static str {
+        "deeprecog-col2im"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = self.dims;
+        let (oh, ow) = self.win.out_hw(h, w)?;
+        let rows = c * self.win.kernel.0 * self.win.kernel.1;
+        if layout.shape().dims() != [n, rows, oh * ow] {
+            bail!("col2im: columns {:?}, expected {:?}", layout.shape().dims(), [n, rows, oh * ow]);
+        }
+        let out =
+            dispatch_float!(storage, layout, "col2im", |s| col2im_cpu(s, self.dims, &self.win)?);
+        Ok((out, Shape::from(self.dims)))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad_res.contiguous()?.apply_op1(Im2Col(self.win))?))
+    }
+}
+
+/// Every receptive field of an NCHW tensor as a column: `(N, C*kh*kw, OH*OW)`, rows ordered
+/// channel-major then kernel row then column (the order of a `(O, C, kh, kw)` weight's
+/// flattening). Differentiable; padding reads as zeros.
+///
+/// # Errors
+/// A non-4-D input, a window that does not fit, a non-float dtype, a non-CPU tensor.
+pub fn im2col(x: &Tensor, win: Window) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Im2Col(win))
+}
+
+/// The adjoint of [`im2col`]: columns `(N, C*kh*kw, OH*OW)` added back into an `(N, C, H, W)`
+/// image (`dims`). Differentiable.
+///
+/// # Errors
+/// Columns that do not match `dims` and the window, a non-float dtype, a non-CPU tensor.
+pub fn col2im(cols: &Tensor, win: Window, dims: (usize, usize, usize, usize)) -> Result<Tensor> {
+    cols.contiguous()?.apply_op1(Col2Im { win, dims })
+}
+
+/// A 2-D convolution of `x (N, C, H, W)` with `weight (O, C/groups, kh, kw)` and an optional
+/// `bias (O)`, PyTorch's `F.conv2d`: `im2col`, a matrix product per group, a reshape. On the CPU
+/// its backward pass is two matrix products and a `col2im`; elsewhere it is candle's
+/// convolution.
+///
+/// # Errors
+/// Shapes that do not fit together, a window that does not fit the input.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (o, cg, kh, kw) = weight.dims4()?;
+    let g = p.groups;
+    if g == 0 || c % g != 0 || o % g != 0 || cg != c / g {
+        bail!("conv2d: input of {c} channels, weight {:?}, {g} groups", weight.dims());
+    }
+    let out = if !x.device().is_cpu() {
+        x.conv2d(weight, p.padding, p.stride, p.dilation, g)?
+    } else {
+        let win =
+            Window { kernel: (kh, kw), stride: p.stride, padding: p.padding, dilation: p.dilation };
+        let (oh, ow) = win.out_hw(h, w)?;
+        let cols = if (kh, kw, p.stride, p.padding) == (1, 1, 1, 0) {
+            x.reshape((n, c, h * w))?
+        } else {
+            im2col(x, win)?
+        };
+        let k = cg * kh * kw;
+        let og = o / g;
+        let y = if g == 1 {
+            weight.reshape((o, k))?.broadcast_matmul(&cols)?
+        } else {
+            // (N, G, K, P) against (G, O/G, K): one product per group.
+            let cols = cols.reshape((n, g, k, oh * ow))?;
+            weight.reshape((g, og, k))?.broadcast_matmul(&cols)?
+        };
+        y.reshape((n, o, oh, ow))?
+    };
+    match bias {
+        Some(b) => out.broadcast_add(&b.reshape((1, o, 1, 1))?),
+        None => Ok(out),
+    }
+}

@@ -1,0 +1,213 @@
+//! `conv::conv2d` against direct loops (forward and both gradients) and candle's forward on odd
+//! shapes, strides, padding, dilation, groups and batch 1; `im2col` /
+//! `col2im` as adjoints; a finite-difference check in f64.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::Init;
+use deeprecog_nn::conv::{col2im, conv2d, im2col, Conv2dParams, Window};
+use deeprecog_nn::init::init_tensor;
+
+fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
+    init_tensor(Init::Randn { mean: 0.0, stdev: 1.0 }, &shape.into(), 7, name, dtype, &Device::Cpu)
+        .unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+/// (n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)
+type Case = (usize, usize, usize, usize, usize, (usize, usize), usize, usize, usize, usize);
+
+const CASES: [Case; 9] = [
+    (2, 3, 7, 9, 4, (3, 3), 1, 1, 1, 1),
+    (1, 4, 8, 8, 6, (3, 3), 2, 1, 1, 2),
+    (3, 6, 5, 6, 6, (3, 3), 1, 1, 1, 6),
+    (2, 3, 9, 7, 5, (1, 1), 1, 0, 1, 1),
+    (2, 5, 9, 7, 4, (1, 1), 2, 0, 1, 1),
+    (2, 2, 11, 10, 3, (3, 3), 1, 2, 2, 1),
+    (2, 2, 8, 7, 3, (3, 2), 2, 0, 1, 1),
+    (1, 3, 13, 13, 8, (7, 7), 2, 3, 1, 1),
+    (4, 8, 6, 5, 8, (3, 3), 2, 1, 1, 8),
+];
+
+/// Direct loops in f64: the output, and the input / weight gradients of `sum(y * r)`.
+#[allow(clippy::type_complexity)]
+fn naive(x: &Tensor, w: &Tensor, r: &Tensor, p: Conv2dParams) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (n, c, h, wd) = x.dims4().unwrap();
+    let (o, cg, kh, kw) = w.dims4().unwrap();
+    let xv = x.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    let wv = w.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    let rv = r.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    let oh = (h + 2 * p.padding - p.dilation * (kh - 1) - 1) / p.stride + 1;
+    let ow = (wd + 2 * p.padding - p.dilation * (kw - 1) - 1) / p.stride + 1;
+    let og = o / p.groups;
+    let (mut y, mut dx, mut dw) =
+        (vec![0.0; n * o * oh * ow], vec![0.0; xv.len()], vec![0.0; wv.len()]);
+    for b in 0..n {
+        for oc in 0..o {
+            let g = oc / og;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let yi = ((b * o + oc) * oh + oy) * ow + ox;
+                    for ci in 0..cg {
+                        let ic = g * cg + ci;
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let sy =
+                                    (oy * p.stride + i * p.dilation) as isize - p.padding as isize;
+                                let sx =
+                                    (ox * p.stride + j * p.dilation) as isize - p.padding as isize;
+                                if sy < 0 || sx < 0 || sy as usize >= h || sx as usize >= wd {
+                                    continue;
+                                }
+                                let xi = ((b * c + ic) * h + sy as usize) * wd + sx as usize;
+                                let wi = ((oc * cg + ci) * kh + i) * kw + j;
+                                y[yi] += xv[xi] * wv[wi];
+                                dx[xi] += rv[yi] * wv[wi];
+                                dw[wi] += rv[yi] * xv[xi];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (y, dx, dw)
+}
+
+fn max_rel(a: &Tensor, b: &[f64]) -> f64 {
+    let a = a.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
+}
+
+#[test]
+fn forward_and_gradients_match_direct_loops() {
+    for (i, &(n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)) in
+        CASES.iter().enumerate()
+    {
+        let x = Var::from_tensor(&randn(&[n, c, h, w], &format!("x{i}"), DType::F32)).unwrap();
+        let wt = Var::from_tensor(&randn(&[o, c / groups, kh, kw], &format!("w{i}"), DType::F32))
+            .unwrap();
+        let b = Var::from_tensor(&randn(&[o], &format!("b{i}"), DType::F32)).unwrap();
+        let p = Conv2dParams { stride, padding, dilation, groups };
+        let ours = conv2d(x.as_tensor(), wt.as_tensor(), Some(b.as_tensor()), p).unwrap();
+        let nobias = conv2d(x.as_tensor(), wt.as_tensor(), None, p).unwrap();
+        // candle's forward is right (its backward is what is slow, and wrong for some grouped
+        // strided shapes: the input gradient of the last case comes back 6x6 for a 6x5 input).
+        let candle =
+            x.as_tensor().conv2d(wt.as_tensor(), padding, stride, dilation, groups).unwrap();
+        assert!(max_diff(&nobias, &candle) < 1e-4, "case {i}: forward differs from candle's");
+        // A loss that weights every output differently, so every gradient entry is tested.
+        let r = randn(ours.dims(), &format!("r{i}"), DType::F32);
+        let (y, dx, dw) = naive(x.as_tensor(), wt.as_tensor(), &r, p);
+        assert!(max_rel(&nobias, &y) < 1e-5, "case {i}: forward differs from the direct loops");
+        let grads = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gx = max_rel(grads.get(x.as_tensor()).unwrap(), &dx);
+        let gw = max_rel(grads.get(wt.as_tensor()).unwrap(), &dw);
+        assert!(
+            gx < 1e-5 && gw < 1e-5,
+            "case {i}: input gradient {gx:e}, weight gradient {gw:e} (relative)"
+        );
+        let db: Vec<f64> = (0..o)
+            .map(|oc| {
+                let rv = r
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap();
+                let per = rv.len() / (n * o);
+                (0..n).flat_map(|bb| rv[(bb * o + oc) * per..][..per].to_vec()).sum()
+            })
+            .collect();
+        assert!(max_rel(grads.get(b.as_tensor()).unwrap(), &db) < 1e-5, "case {i}: bias gradient");
+    }
+}
+
+#[test]
+fn im2col_and_col2im_are_adjoint() {
+    let win = Window { kernel: (3, 2), stride: 2, padding: 1, dilation: 1 };
+    let x = randn(&[2, 3, 7, 6], "adj.x", DType::F64);
+    let cols = im2col(&x, win).unwrap();
+    let (oh, ow) = win.out_hw(7, 6).unwrap();
+    assert_eq!(cols.dims(), &[2, 3 * 3 * 2, oh * ow]);
+    let c = randn(cols.dims(), "adj.c", DType::F64);
+    let back = col2im(&c, win, (2, 3, 7, 6)).unwrap();
+    let lhs = (&cols * &c).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+    let rhs = (&x * &back).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+    assert!(
+        (lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0),
+        "<im2col x, c> = {lhs}, <x, col2im c> = {rhs}"
+    );
+    // col2im's own gradient is im2col: differentiate through both.
+    let v = Var::from_tensor(&c).unwrap();
+    let g = col2im(v.as_tensor(), win, (2, 3, 7, 6))
+        .unwrap()
+        .mul(&x)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(max_diff(g.get(v.as_tensor()).unwrap(), &cols) < 1e-12);
+}
+
+#[test]
+fn finite_differences_in_f64() {
+    let p = Conv2dParams { stride: 2, padding: 1, dilation: 1, groups: 1 };
+    let x = randn(&[1, 2, 5, 4], "fd.x", DType::F64);
+    let w = Var::from_tensor(&randn(&[3, 2, 3, 3], "fd.w", DType::F64)).unwrap();
+    let loss = |wt: &Tensor| conv2d(&x, wt, None, p).unwrap().sqr().unwrap().sum_all().unwrap();
+    let grads = loss(w.as_tensor()).backward().unwrap();
+    let analytic =
+        grads.get(w.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let base = w.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let eps = 1e-6;
+    for k in [0, 7, 20, 53] {
+        let mut plus = base.clone();
+        plus[k] += eps;
+        let mut minus = base.clone();
+        minus[k] -= eps;
+        let t = |v: Vec<f64>| Tensor::from_vec(v, (3, 2, 3, 3), &Device::Cpu).unwrap();
+        let numeric = (loss(&t(plus)).to_scalar::<f64>().unwrap()
+            - loss(&t(minus)).to_scalar::<f64>().unwrap())
+            / (2.0 * eps);
+        assert!(
+            (numeric - analytic[k]).abs() < 1e-6 * numeric.abs().max(1.0),
+            "weight {k}: {numeric} vs {}",
+            analytic[k]
+        );
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let x = randn(&[1, 4, 5, 5], "bad.x", DType::F32);
+    let w = randn(&[6, 3, 3, 3], "bad.w", DType::F32);
+    assert!(
+        conv2d(&x, &w, None, Conv2dParams::default()).is_err(),
+        "3 weight channels for 4 input channels"
+    );
+    let w = randn(&[6, 4, 7, 7], "bad.w2", DType::F32);
+    assert!(conv2d(&x, &w, None, Conv2dParams::default()).is_err(), "a 7x7 kernel on a 5x5 input");
+    let w = randn(&[6, 2, 3, 3], "bad.w3", DType::F32);
+    assert!(conv2d(&x, &w, None, Conv2dParams { groups: 3, ..Default::default() }).is_err());
+}
