@@ -295,20 +295,10 @@ pub fn export_generator(config: &GanConfig, vars: &VarMap, dir: &Path) -> Result
 }
 
 /// A trained generator, for sampling.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct GanModel {
     generator: Generator,
-    vars: VarMap,
     device: Device,
-}
-
-impl std::fmt::Debug for GanModel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GanModel")
-            .field("config", self.config())
-            .field("device", &self.device)
-            .finish()
-    }
 }
 
 impl GanModel {
@@ -365,29 +355,12 @@ impl GanModel {
         )?;
         vars.load(weights)
             .map_err(|e| Error::Io { path: weights.to_path_buf(), reason: e.to_string() })?;
-        Ok(GanModel { generator, vars, device: device.clone() })
+        Ok(GanModel { generator, device: device.clone() })
     }
 
     /// The network configuration.
     pub fn config(&self) -> &GanConfig {
         self.generator.config()
-    }
-
-    fn running_statistics(&self) -> Result<Vec<(candle_core::Var, Tensor)>> {
-        let data =
-            self.vars.data().lock().map_err(|_| Error::Config("poisoned variable map".into()))?;
-        let mut saved = Vec::new();
-        for (_, var) in data.iter().filter(|(n, _)| n.contains("running_")) {
-            saved.push((var.clone(), var.as_tensor().copy()?));
-        }
-        Ok(saved)
-    }
-
-    fn restore_running_statistics(&self, saved: &[(candle_core::Var, Tensor)]) -> Result<()> {
-        for (var, value) in saved {
-            var.set(value)?;
-        }
-        Ok(())
     }
 
     /// `n` images in `[-1, 1]` from the latents of `seed`; `conditions` (`{0, 1}` or booleans
@@ -422,27 +395,6 @@ impl GanModel {
                 Ok(Some(Tensor::from_vec(rows, (n, v.len()), &self.device)?))
             }
         }
-    }
-
-    /// Like [`GanModel::sample`], with BatchNorm normalising by the generated batch's own
-    /// statistics (how pytorch/examples' DCGAN draws its fixed-noise grids, the generator being
-    /// in training mode there); the running statistics are left as they are.
-    ///
-    /// # Errors
-    /// As [`GanModel::sample`].
-    pub fn sample_batch_statistics(
-        &self,
-        n: usize,
-        seed: u64,
-        conditions: Option<&[bool]>,
-    ) -> Result<Tensor> {
-        let c = self.config();
-        let z = latents(n, c.latent_dim, seed, "sample", &self.device)?;
-        let y = self.conditions(n, conditions)?;
-        let saved = self.running_statistics()?;
-        let out = self.generator.forward(&z, y.as_ref(), true);
-        self.restore_running_statistics(&saved)?;
-        out
     }
 
     /// A latent interpolation grid: `rows` pairs of random latents, `cols` images from one to

@@ -35,6 +35,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use crate::cpu::{contiguous, dispatch_float};
+
 /// Stride, padding, dilation and groups of a 2-D convolution (PyTorch's `Conv2d` arguments;
 /// the same value along height and width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,40 +106,6 @@ impl Window {
         }
         taps
     }
-}
-
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => match data.get(a..b) {
-            Some(s) => Ok(s),
-            None => bail!("conv2d: layout out of the storage's bounds"),
-        },
-        None => bail!("conv2d: input must be contiguous"),
-    }
-}
-
-macro_rules! dispatch_float {
-    ($storage:expr, $layout:expr, $name:expr, |$s:ident| $body:expr) => {
-        match $storage {
-            CpuStorage::F32(d) => {
-                let $s = contiguous(d, $layout)?;
-                CpuStorage::F32($body)
-            }
-            CpuStorage::F64(d) => {
-                let $s = contiguous(d, $layout)?;
-                CpuStorage::F64($body)
-            }
-            CpuStorage::F16(d) => {
-                let $s = contiguous(d, $layout)?;
-                CpuStorage::F16($body)
-            }
-            CpuStorage::BF16(d) => {
-                let $s = contiguous(d, $layout)?;
-                CpuStorage::BF16($body)
-            }
-            other => bail!("{}: unsupported dtype {:?}", $name, other.dtype()),
-        }
-    };
 }
 
 /// `(N, C, H, W)` to `(N, C*kh*kw, OH*OW)`, one sample per task.

@@ -17,6 +17,7 @@
 pub mod assets;
 pub mod checkpoint;
 pub mod conv;
+mod cpu;
 pub mod depthwise;
 pub mod device;
 pub mod dropout;

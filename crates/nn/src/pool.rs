@@ -24,6 +24,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor, WithDType};
 
+use crate::cpu::{contiguous, dispatch_float};
+
 /// A height/width pair; a single `usize` means the same value for both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size2 {
@@ -93,42 +95,6 @@ fn dims4(layout: &Layout) -> Result<(usize, usize, usize, usize)> {
         &[n, c, h, w] => Ok((n, c, h, w)),
         d => bail!("pool2d: expected an NCHW tensor, got shape {d:?}"),
     }
-}
-
-/// The contiguous slice a layout covers; the public functions make inputs contiguous first.
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => match data.get(a..b) {
-            Some(s) => Ok(s),
-            None => bail!("pool2d: layout out of the storage's bounds"),
-        },
-        None => bail!("pool2d: input must be contiguous"),
-    }
-}
-
-/// Runs `$f::<T>(slice, ...)` for each float storage type, wrapping the result back.
-macro_rules! dispatch_float {
-    ($storage:expr, $layout:expr, $name:expr, |$s:ident| $body:expr) => {
-        match $storage {
-            CpuStorage::F32(d) => {
-                let $s = contiguous(d, $layout)?;
-                CpuStorage::F32($body)
-            }
-            CpuStorage::F64(d) => {
-                let $s = contiguous(d, $layout)?;
-                CpuStorage::F64($body)
-            }
-            CpuStorage::F16(d) => {
-                let $s = contiguous(d, $layout)?;
-                CpuStorage::F16($body)
-            }
-            CpuStorage::BF16(d) => {
-                let $s = contiguous(d, $layout)?;
-                CpuStorage::BF16($body)
-            }
-            other => bail!("{}: unsupported dtype {:?}", $name, other.dtype()),
-        }
-    };
 }
 
 /// Per output element, the flat `h * W + w` index of its (first) maximum inside its plane.
