@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ fn randn(shape: &[usize], name: &str) -> Tensor {
 }
 
 fn bench(c: &mut Criterion) {
+    deeprecog::alloc::keep_freed_memory();
     // (label, n, c, h, o, k, stride, padding)
     let cases = [
         ("b32_3x128x128_to_32_k3", 32, 3, 128, 32, 3, 1, 1),

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::path::PathBuf;
 
@@ -38,6 +38,7 @@ fn decode_resize(path: &std::path::Path, resize: &Resize) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
+    deeprecog::alloc::keep_freed_memory();
     let files = images();
     let resize = Resize::new(128, 128);
     let mut group = c.benchmark_group("decode_resize_178x218_to_128");

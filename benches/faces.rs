@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,6 +49,7 @@ fn ten_second_video(dir: &Path) -> PathBuf {
 }
 
 fn bench(c: &mut Criterion) {
+    deeprecog::alloc::keep_freed_memory();
     let device = Device::Cpu;
     let frame = frame();
     let mut group = c.benchmark_group("blazeface_640x360");

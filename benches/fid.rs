@@ -14,7 +14,7 @@
 //! timed).
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::time::Instant;
 
@@ -28,6 +28,7 @@ mod fid_stats;
 use fid_stats::xorshift_stats as stats;
 
 fn bench(c: &mut Criterion) {
+    deeprecog::alloc::keep_freed_memory();
     let mut group = c.benchmark_group("frechet_distance");
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);

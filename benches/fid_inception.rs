@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,6 +21,7 @@ use deeprecog::classifiers::fid::{preprocess_rgb8, FidInception, INPUT_SIZE};
 use deeprecog::dataset::Image;
 
 fn bench(c: &mut Criterion) {
+    deeprecog::alloc::keep_freed_memory();
     let assets = deeprecog::nn::assets::dir(Path::new(env!("CARGO_MANIFEST_DIR")));
     let (weights, photo) = (assets.join("fid/default_1.pt"), assets.join("faces/group_1927.png"));
     for needed in [&weights, &photo] {

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use deeprecog::gan::{GanConfig, GanOptim, GanStep};
 use deeprecog::train::StepContext;
 
 fn bench(c: &mut Criterion) {
+    deeprecog::alloc::keep_freed_memory();
     let device = Device::Cpu;
     let config = GanConfig::dcgan(64);
     let mut group = c.benchmark_group("dcgan64_iteration");

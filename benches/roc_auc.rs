@@ -7,7 +7,7 @@
 //! Also times 100k scores, to show the growth is close to linear.
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use deeprecog::metrics::binary::{average_precision, roc_auc};
@@ -34,6 +34,7 @@ fn data(n: usize) -> (Vec<bool>, Vec<f64>) {
 }
 
 fn bench(c: &mut Criterion) {
+    deeprecog::alloc::keep_freed_memory();
     let mut group = c.benchmark_group("roc_auc");
     group.sample_size(20);
     group.measurement_time(std::time::Duration::from_secs(10));

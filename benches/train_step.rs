@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::time::Duration;
 
@@ -49,6 +49,7 @@ fn bench_model(c: &mut Criterion, label: &str, cfg: &ZooConfig) {
 }
 
 fn bench(c: &mut Criterion) {
+    deeprecog::alloc::keep_freed_memory();
     let scratch = ZooConfig::new(ModelName::Scratch(3));
     bench_model(c, "scratch3", &scratch);
     let resnet = ZooConfig {

@@ -3,7 +3,7 @@
 //! [`deeprecog::pipelines::attractiveness`].
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -165,6 +165,7 @@ fn run(cli: Cli) -> AnyResult<()> {
 }
 
 fn main() -> ExitCode {
+    deeprecog::alloc::keep_freed_memory();
     let Err(e) = run(Cli::parse()) else { return ExitCode::SUCCESS };
     eprintln!("error: {e}");
     ExitCode::FAILURE

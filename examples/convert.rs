@@ -9,7 +9,7 @@
 //! automatically; tensor names stay exactly as in the state dict.
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +29,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    deeprecog::alloc::keep_freed_memory();
     let Cli { input, output } = Cli::parse();
     match convert(&input, &output) {
         Ok(s) => {

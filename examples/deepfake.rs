@@ -16,7 +16,7 @@
 //! line.
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -307,6 +307,7 @@ fn run(cli: Cli) -> AnyResult<()> {
 }
 
 fn main() -> ExitCode {
+    deeprecog::alloc::keep_freed_memory();
     let Err(e) = run(Cli::parse()) else { return ExitCode::SUCCESS };
     // One line, whatever the error's own text holds, so scripts can read it.
     let message = e.to_string().replace(['\r', '\n'], " ");

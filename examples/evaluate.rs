@@ -11,7 +11,7 @@
 //! [`deeprecog::pipelines::predictions::PredictionsReport`]; `--json` prints it serialised.
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +60,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
+    deeprecog::alloc::keep_freed_memory();
     let Err(e) = run(&Cli::parse()) else { return ExitCode::SUCCESS };
     eprintln!("error: {e}");
     ExitCode::FAILURE

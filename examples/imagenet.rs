@@ -14,7 +14,7 @@
 //! order); `--classes` reads another list instead.
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -98,6 +98,7 @@ fn run(args: Cli) -> AnyResult<()> {
 }
 
 fn main() -> ExitCode {
+    deeprecog::alloc::keep_freed_memory();
     let Err(e) = run(Cli::parse()) else { return ExitCode::SUCCESS };
     eprintln!("error: {e}");
     ExitCode::FAILURE

@@ -5,7 +5,7 @@
 //! ```
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +22,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    deeprecog::alloc::keep_freed_memory();
     let out = Cli::parse().out;
     let started = Instant::now();
     match deeprecog::fixtures::generate(&out) {

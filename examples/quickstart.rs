@@ -11,7 +11,7 @@
 //! The work is [`deeprecog::pipelines::quickstart::run`]; this is its command line.
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +40,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    deeprecog::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let config = QuickstartConfig {
         data: cli.data,

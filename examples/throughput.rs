@@ -9,7 +9,7 @@
 //! ```
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -101,6 +101,7 @@ fn run(cli: &Cli) -> AnyResult<f64> {
 }
 
 fn main() -> ExitCode {
+    deeprecog::alloc::keep_freed_memory();
     let cli = Cli::parse();
     if cli.iters == 0 || cli.batch == 0 {
         eprintln!("error: --iters and --batch must be positive");

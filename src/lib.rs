@@ -23,13 +23,17 @@
 //! (decoded images, batches, activations, gradients) from several threads. glibc's `malloc`
 //! returns such blocks to the kernel and maps them again on every batch (`mmap` / `munmap`,
 //! heap trimming): on a 2-core machine the quickstart spent 78 s of its 218 s of CPU time in
-//! the kernel that way. A library cannot choose the allocator, so put a global allocator such
-//! as [mimalloc](https://docs.rs/mimalloc) in your own binaries, as every example here does:
+//! the kernel that way. A library cannot choose the allocator, so put mimalloc in your own
+//! binaries and keep it from returning freed memory, as every example here does (see
+//! [`alloc`]):
 //!
 //! ```
 //! #[global_allocator]
-//! static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-//! # fn main() {}
+//! static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
+//!
+//! fn main() {
+//!     deeprecog::alloc::keep_freed_memory();
+//! }
 //! ```
 //!
 //! ```
@@ -37,6 +41,7 @@
 //! assert_eq!(Attribute::ALL.len(), 40);
 //! ```
 
+pub mod alloc;
 pub mod assets;
 pub mod fixtures;
 pub mod pipelines;

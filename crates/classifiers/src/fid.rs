@@ -33,6 +33,7 @@ use candle_nn::VarBuilder;
 use deeprecog_dataset::Image;
 use deeprecog_metrics::fid::frechet_distance_from_rows;
 use deeprecog_metrics::kid::{kernel_inception_distance, KidConfig};
+use deeprecog_nn::conv::{conv2d, Conv2dParams};
 use serde::Serialize;
 
 use crate::{Error, Result};
@@ -224,12 +225,13 @@ impl ConvBn {
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (ph, pw) = self.padding;
-        // candle's conv2d pads both axes alike; the 1xN / Nx1 layers pad one axis only.
+        // The convolution pads both axes alike; the 1xN / Nx1 layers pad one axis only.
+        let params = |padding| Conv2dParams { stride: self.stride, padding, ..Default::default() };
         let y = if ph == pw {
-            x.conv2d(&self.weight, ph, self.stride, 1, 1)?
+            conv2d(x, &self.weight, None, params(ph))?
         } else {
             let x = x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?;
-            x.conv2d(&self.weight, 0, self.stride, 1, 1)?
+            conv2d(&x, &self.weight, None, params(0))?
         };
         y.broadcast_add(&self.bias)?.relu()
     }

@@ -1,26 +1,19 @@
-//! Building blocks shared by the models of this crate: convolutions that work around candle
-//! 0.11's limits ([`Conv`], [`DepthwiseConv2d`]) and the pooling variants the architectures need
+//! Building blocks shared by the models of this crate: torchvision-initialised convolutions on
+//! the project's kernels ([`Conv`], [`DepthwiseConv2d`]) and the pooling variants the architectures need
 //! (torch-semantics max-pool with a correct backward, Keras' "same" max-pool, adaptive average
 //! pooling).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
-use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
+use candle_nn::{Init, VarBuilder};
+use deeprecog_nn::conv::Conv2dParams;
+use deeprecog_nn::layers::Conv2d;
 
 /// A bias-free 2-D convolution, initialised as torchvision does (Kaiming normal, fan-out, ReLU
 /// gain) so models trained from scratch start like their PyTorch counterparts.
-///
-/// candle 0.11's conv2d backward derives the transposed convolution's output padding from the
-/// height alone, so a strided conv on an input whose height and width leave different
-/// remainders (e.g. 3x4 at stride 2) fails in backward with a shape mismatch. For stride > 1 the
-/// padding is therefore applied here and the padded input cropped to exactly the rows and
-/// columns the windows read; the conv itself then runs unpadded with no remainder.
 #[derive(Debug, Clone)]
 pub(crate) struct Conv {
     conv: Conv2d,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
 }
 
 impl Conv {
@@ -33,10 +26,8 @@ impl Conv {
         vb: VarBuilder,
     ) -> Result<Conv> {
         let weight = vb.get_with_hints((cout, cin, kernel, kernel), "weight", kaiming_fan_out())?;
-        let stride = stride.max(1);
-        let inner_padding = if stride == 1 { padding } else { 0 };
-        let config = Conv2dConfig { padding: inner_padding, stride, ..Default::default() };
-        Ok(Conv { conv: Conv2d::new(weight, None, config), kernel, stride, padding })
+        let params = Conv2dParams { padding, stride: stride.max(1), ..Default::default() };
+        Ok(Conv { conv: Conv2d::new(weight, None, params) })
     }
 
     /// The `(out, in, k, k)` weight.
@@ -48,20 +39,7 @@ impl Conv {
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.stride == 1 {
-            return self.conv.forward(x);
-        }
-        let (k, s, p) = (self.kernel, self.stride, self.padding);
-        let mut x = x.clone();
-        for dim in [2, 3] {
-            let n = x.dim(dim)? + 2 * p;
-            if n < k {
-                candle_core::bail!("conv: input {:?} smaller than kernel {k}", x.dims());
-            }
-            let used = (n - k) / s * s + k;
-            x = x.pad_with_zeros(dim, p, p)?.narrow(dim, 0, used)?;
-        }
-        self.conv.forward(&x)
+        self.conv.forward(x)
     }
 }
 
@@ -74,17 +52,12 @@ pub(crate) fn kaiming_fan_out() -> Init {
 }
 
 /// A depthwise convolution (one 2-D filter per channel, torchvision's `groups = channels`) with
-/// the same weight layout `(C, 1, k, k)` as a grouped `Conv2d`.
-///
-/// candle runs a grouped convolution as one convolution per group, which means hundreds of tiny
-/// im2col calls in MobileNetV2; a sum of k*k shifted, per-channel scaled views of the input does
-/// the same arithmetic in a handful of large element-wise ops, forward and backward.
+/// the same weight layout `(C, 1, k, k)` as a grouped `Conv2d`: the project's direct depthwise
+/// kernel forward and backward (candle runs a grouped convolution as one convolution per
+/// group, hundreds of tiny im2col calls in MobileNetV2).
 #[derive(Debug, Clone)]
 pub(crate) struct DepthwiseConv2d {
-    weight: Tensor,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
+    conv: Conv2d,
 }
 
 impl DepthwiseConv2d {
@@ -98,52 +71,21 @@ impl DepthwiseConv2d {
     ) -> Result<DepthwiseConv2d> {
         let weight =
             vb.get_with_hints((channels, 1, kernel, kernel), "weight", kaiming_fan_out())?;
-        Ok(DepthwiseConv2d { weight, kernel, stride: stride.max(1), padding })
+        let params =
+            Conv2dParams { stride: stride.max(1), padding, groups: channels, ..Default::default() };
+        Ok(DepthwiseConv2d { conv: Conv2d::new(weight, None, params) })
     }
 
     /// The `(C, 1, k, k)` weight.
     #[cfg(test)]
     pub(crate) fn weight(&self) -> &Tensor {
-        &self.weight
+        self.conv.weight()
     }
-}
-
-/// `count` elements of `dim` starting at `start`, `stride` apart.
-fn strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
-    if stride == 1 {
-        return x.narrow(dim, start, count);
-    }
-    let idx: Vec<u32> = (0..count).map(|i| (start + i * stride) as u32).collect();
-    x.index_select(&Tensor::new(idx.as_slice(), x.device())?, dim)
 }
 
 impl Module for DepthwiseConv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, c, h, w) = x.dims4()?;
-        let (k, s, p) = (self.kernel, self.stride, self.padding);
-        if h + 2 * p < k || w + 2 * p < k {
-            candle_core::bail!("depthwise conv: input {h}x{w} smaller than kernel {k}");
-        }
-        let ho = (h + 2 * p - k) / s + 1;
-        let wo = (w + 2 * p - k) / s + 1;
-        let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
-        let mut acc: Option<Tensor> = None;
-        for di in 0..k {
-            let rows = strided(&xp, 2, di, ho, s)?;
-            for dj in 0..k {
-                let patch = strided(&rows, 3, dj, wo, s)?;
-                let w = self.weight.narrow(2, di, 1)?.narrow(3, dj, 1)?.reshape((1, c, 1, 1))?;
-                let term = patch.broadcast_mul(&w)?;
-                acc = Some(match acc {
-                    None => term,
-                    Some(a) => (a + term)?,
-                });
-            }
-        }
-        match acc {
-            Some(a) => Ok(a),
-            None => candle_core::bail!("depthwise conv with an empty kernel"),
-        }
+        self.conv.forward(x)
     }
 }
 
@@ -212,6 +154,15 @@ pub(crate) fn max_pool(x: &Tensor, kernel: usize, stride: usize, padding: usize)
         let x = replicated_pool_dim(x, 3, kernel, stride, padding)?;
         replicated_pool_dim(&x, 2, kernel, stride, padding)
     }
+}
+
+/// `count` elements of `dim` starting at `start`, `stride` apart.
+fn strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
+    if stride == 1 {
+        return x.narrow(dim, start, count);
+    }
+    let idx: Vec<u32> = (0..count).map(|i| (start + i * stride) as u32).collect();
+    x.index_select(&Tensor::new(idx.as_slice(), x.device())?, dim)
 }
 
 fn replicated_pool_dim(x: &Tensor, dim: usize, k: usize, s: usize, p: usize) -> Result<Tensor> {

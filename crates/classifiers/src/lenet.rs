@@ -16,8 +16,10 @@
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, ModuleT, VarBuilder};
+use candle_nn::{Linear, ModuleT, VarBuilder};
+use deeprecog_nn::conv::Conv2dParams;
 use deeprecog_nn::dropout::SeededDropout;
+use deeprecog_nn::layers::{conv2d, Conv2d};
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::batch_norm;
@@ -70,10 +72,10 @@ impl LeNetLike {
         if c == 0 {
             return Err(Error::config("LeNetLikeConfig", "the input needs at least one channel"));
         }
-        let cfg = Conv2dConfig::default();
+        let cfg = Conv2dParams::default();
         Ok(LeNetLike {
-            conv1: candle_nn::conv2d(c, 6, 5, cfg, vb.pp("conv1"))?,
-            conv2: candle_nn::conv2d(6, 16, 5, cfg, vb.pp("conv2"))?,
+            conv1: conv2d(c, 6, 5, cfg, vb.pp("conv1"))?,
+            conv2: conv2d(6, 16, 5, cfg, vb.pp("conv2"))?,
             fc1: candle_nn::linear(16 * h2 * w2, 120, vb.pp("fc1"))?,
             fc2: candle_nn::linear(120, 84, vb.pp("fc2"))?,
             fc3: candle_nn::linear(84, config.task.outputs(), vb.pp("fc3"))?,
@@ -165,11 +167,11 @@ impl FakeAppCnn {
         if n >= usize::BITS as usize || (h >> n) == 0 || (w >> n) == 0 {
             return Err(Error::too_small("FakeAppCnn", config.input, format!("{n} 2x2 poolings")));
         }
-        let conv_cfg = Conv2dConfig { padding: 1, ..Default::default() };
+        let conv_cfg = Conv2dParams { padding: 1, ..Default::default() };
         let mut blocks = Vec::with_capacity(config.filters.len());
         for (i, &out) in config.filters.iter().enumerate() {
             let vb = vb.pp(format!("features.{i}"));
-            let conv = candle_nn::conv2d(c, out, 3, conv_cfg, vb.pp("conv"))?;
+            let conv = conv2d(c, out, 3, conv_cfg, vb.pp("conv"))?;
             blocks.push((conv, batch_norm(out, vb.pp("bn"))?));
             c = out;
             h /= 2;

@@ -51,8 +51,10 @@ pub use vgg::{Vgg, VggConfig};
 pub use xception::{Xception, XceptionConfig};
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, ModuleT, VarBuilder};
+use candle_nn::{Linear, ModuleT, VarBuilder};
 use deeprecog_attributes::Attribute;
+use deeprecog_nn::conv::Conv2dParams;
+use deeprecog_nn::layers::Conv2d;
 use serde::{Deserialize, Serialize};
 
 /// What a classifier predicts.
@@ -134,11 +136,17 @@ impl ScratchCnn {
         if blocks >= usize::BITS as usize || (h >> blocks) == 0 || (w >> blocks) == 0 {
             return Err(too_small());
         }
-        let conv_cfg = Conv2dConfig { padding: 1, ..Default::default() };
+        let conv_cfg = Conv2dParams { padding: 1, ..Default::default() };
         let mut convs = Vec::with_capacity(blocks);
         for i in 0..blocks {
             let out = base.checked_shl(i as u32).ok_or_else(too_small)?;
-            convs.push(candle_nn::conv2d(c, out, 3, conv_cfg, vb.pp(format!("features.{i}")))?);
+            convs.push(deeprecog_nn::layers::conv2d(
+                c,
+                out,
+                3,
+                conv_cfg,
+                vb.pp(format!("features.{i}")),
+            )?);
             c = out;
             h /= 2;
             w /= 2;

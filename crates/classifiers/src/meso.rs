@@ -23,8 +23,10 @@
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, ModuleT, VarBuilder};
+use candle_nn::{Linear, ModuleT, VarBuilder};
+use deeprecog_nn::conv::Conv2dParams;
 use deeprecog_nn::dropout::SeededDropout;
+use deeprecog_nn::layers::{conv2d, Conv2d};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{keras_same_max_pool, keras_same_out, BatchNorm};
@@ -67,8 +69,8 @@ fn keras_batch_norm(channels: usize, vb: VarBuilder) -> crate::Result<BatchNorm>
 
 /// Keras' `Conv2D(cout, k, padding="same", dilation_rate=d)` with bias (odd `k`).
 fn same_conv(cin: usize, cout: usize, k: usize, d: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let config = Conv2dConfig { padding: d * (k - 1) / 2, dilation: d, ..Default::default() };
-    candle_nn::conv2d(cin, cout, k, config, vb)
+    let config = Conv2dParams { padding: d * (k - 1) / 2, dilation: d, ..Default::default() };
+    conv2d(cin, cout, k, config, vb)
 }
 
 /// The later "meso" stages shared by both models: conv (+ ReLU) + BatchNorm + same max-pool.

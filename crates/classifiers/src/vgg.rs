@@ -19,8 +19,10 @@
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Init, Linear, ModuleT, VarBuilder};
+use candle_nn::{Init, Linear, ModuleT, VarBuilder};
+use deeprecog_nn::conv::Conv2dParams;
 use deeprecog_nn::dropout::SeededDropout;
+use deeprecog_nn::layers::Conv2d;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::{batch_norm, Backbone, FrozenStages, PretrainedSpec};
@@ -126,7 +128,7 @@ impl Vgg {
             return Err(Error::config("VggConfig", "base_channels and hidden must be positive"));
         }
         let fvb = vb.pp("features");
-        let conv_cfg = Conv2dConfig { padding: 1, ..Default::default() };
+        let conv_cfg = Conv2dParams { padding: 1, ..Default::default() };
         let mut features = Vec::new();
         let mut cin = 3;
         for multiple in VGG16_LAYOUT {

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use deeprecog_dataset::Image;
+use deeprecog_nn::conv::{conv2d, Conv2dParams};
 
 use crate::{Error, Result};
 
@@ -508,7 +509,9 @@ impl DlibFaceNet {
         for op in &self.ops {
             x = match op {
                 Op::Conv { w, b, stride, pad } => {
-                    x.conv2d(w, *pad, *stride, 1, 1)?.broadcast_add(b)?
+                    let params =
+                        Conv2dParams { stride: *stride, padding: *pad, ..Default::default() };
+                    conv2d(&x, w, Some(b), params)?
                 }
                 Op::Affine { gamma, beta } => x.broadcast_mul(gamma)?.broadcast_add(beta)?,
                 Op::Relu => x.relu()?,

@@ -17,12 +17,11 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, IndexOp, Module, ModuleT, Tensor, D};
-use candle_nn::{
-    BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Init,
-    Linear, VarBuilder,
-};
+use candle_nn::{BatchNorm, BatchNormConfig, Init, Linear, VarBuilder};
 use deeprecog_attributes::Attribute;
+use deeprecog_nn::conv::{Conv2dParams, ConvTranspose2dParams};
 use deeprecog_nn::dropout::SeededDropout;
+use deeprecog_nn::layers::{Conv2d, ConvTranspose2d};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -237,7 +236,7 @@ fn deconv(
     vb: VarBuilder,
 ) -> Result<ConvTranspose2d> {
     let weight = vb.get_with_hints((cin, cout, 4, 4), "weight", DCGAN_INIT)?;
-    let cfg = ConvTranspose2dConfig { stride, padding, ..Default::default() };
+    let cfg = ConvTranspose2dParams { stride, padding, ..Default::default() };
     Ok(ConvTranspose2d::new(weight, None, cfg))
 }
 
@@ -251,7 +250,7 @@ fn keras_conv(
     cin: usize,
     cout: usize,
     k: usize,
-    cfg: Conv2dConfig,
+    cfg: Conv2dParams,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
     let weight =
@@ -260,8 +259,8 @@ fn keras_conv(
     Ok(Conv2d::new(weight, Some(bias), cfg))
 }
 
-fn same(k: usize) -> Conv2dConfig {
-    Conv2dConfig { padding: k / 2, ..Default::default() }
+fn same(k: usize) -> Conv2dParams {
+    Conv2dParams { padding: k / 2, ..Default::default() }
 }
 
 impl Generator {
@@ -297,7 +296,7 @@ impl Generator {
                         glorot(cout * 16, cin * 16),
                     )?;
                     let b = vb.get_with_hints(cout, "bias", Init::Const(0.0))?;
-                    let cfg = ConvTranspose2dConfig { stride: 2, padding: 1, ..Default::default() };
+                    let cfg = ConvTranspose2dParams { stride: 2, padding: 1, ..Default::default() };
                     ConvTranspose2d::new(w, Some(b), cfg)
                 };
                 let conv2 = keras_conv(c.g_width, c.g_width, 5, same(5), vb.pp("conv2"))?;
@@ -400,7 +399,7 @@ impl Generator {
 struct SnConv {
     weight: Tensor,
     bias: Option<Tensor>,
-    config: Conv2dConfig,
+    config: Conv2dParams,
     power: Option<Arc<Mutex<(Tensor, Tensor)>>>,
 }
 
@@ -409,7 +408,7 @@ impl SnConv {
         shape: (usize, usize, usize, usize),
         init: Init,
         bias: bool,
-        config: Conv2dConfig,
+        config: Conv2dParams,
         spectral: bool,
         vb: VarBuilder,
     ) -> Result<SnConv> {
@@ -510,8 +509,8 @@ impl Discriminator {
         match c.arch {
             Arch::Seed => {
                 let w = c.d_width;
-                let valid = Conv2dConfig::default();
-                let s2 = Conv2dConfig { stride: 2, ..Default::default() };
+                let valid = Conv2dParams::default();
+                let s2 = Conv2dParams { stride: 2, ..Default::default() };
                 let specs = [(c.channels, 3, valid), (w, 4, s2), (w, 4, s2), (w, 4, s2)];
                 let mut side = c.image_size;
                 for (i, (cin, k, cfg)) in specs.into_iter().enumerate() {
@@ -539,7 +538,7 @@ impl Discriminator {
             Arch::Dcgan => {
                 let stages = c.dcgan_stages();
                 let vbm = vb.pp("main");
-                let s2 = Conv2dConfig { stride: 2, padding: 1, ..Default::default() };
+                let s2 = Conv2dParams { stride: 2, padding: 1, ..Default::default() };
                 convs.push(SnConv::new(
                     (c.d_width, c.channels, 4, 4),
                     DCGAN_INIT,
@@ -564,7 +563,7 @@ impl Discriminator {
                     norms.push(if sn { None } else { Some(bn(cout, vbm.pp(3 * i))?) });
                     cin = cout;
                 }
-                let last = Conv2dConfig::default();
+                let last = Conv2dParams::default();
                 convs.push(SnConv::new(
                     (1, cin, 4, 4),
                     DCGAN_INIT,

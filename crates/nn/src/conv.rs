@@ -32,10 +32,11 @@
 //! ```
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 use crate::cpu::{contiguous, dispatch_float};
+use crate::depthwise::Padding;
 
 /// Stride, padding, dilation and groups of a 2-D convolution (PyTorch's `Conv2d` arguments;
 /// the same value along height and width).
@@ -276,6 +277,9 @@ pub fn conv2d(
     }
     let out = if !x.device().is_cpu() {
         x.conv2d(weight, p.padding, p.stride, p.dilation, g)?
+    } else if g == c && o == c && p.dilation == 1 && kh == kw && x.dtype() == DType::F32 {
+        // Depthwise: one k*k dot product per output, a direct loop beats c tiny GEMMs.
+        crate::depthwise::depthwise_conv2d(x, weight, p.stride, Padding::same(p.padding))?
     } else {
         let win =
             Window { kernel: (kh, kw), stride: p.stride, padding: p.padding, dilation: p.dilation };
@@ -295,6 +299,91 @@ pub fn conv2d(
             weight.reshape((g, og, k))?.broadcast_matmul(&cols)?
         };
         y.reshape((n, o, oh, ow))?
+    };
+    match bias {
+        Some(b) => out.broadcast_add(&b.reshape((1, o, 1, 1))?),
+        None => Ok(out),
+    }
+}
+
+/// Stride, padding, output padding, dilation and groups of a transposed 2-D convolution
+/// (PyTorch's `ConvTranspose2d` arguments; the same value along height and width).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvTranspose2dParams {
+    /// Step between the input pixels' footprints in the output.
+    pub stride: usize,
+    /// Rows and columns cropped from every side of the full output.
+    pub padding: usize,
+    /// Extra rows and columns at the bottom and right (below `stride`), to pick among the
+    /// output sizes that a strided convolution maps to the same input size.
+    pub output_padding: usize,
+    /// Spacing between kernel taps.
+    pub dilation: usize,
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl Default for ConvTranspose2dParams {
+    fn default() -> Self {
+        ConvTranspose2dParams { stride: 1, padding: 0, output_padding: 0, dilation: 1, groups: 1 }
+    }
+}
+
+/// A transposed 2-D convolution (the gradient of [`conv2d`] with respect to its input) of
+/// `x (N, C, H, W)` with `weight (C, O/groups, kh, kw)` and an optional `bias (O)`: PyTorch's
+/// `F.conv_transpose2d`, output `(H - 1) * stride - 2 * padding + dilation * (kh - 1) +
+/// output_padding + 1` high. On the CPU it is a matrix product per group followed by
+/// [`col2im`], so its backward is an `im2col` and two products; elsewhere candle's.
+///
+/// # Errors
+/// Shapes that do not fit together, an output padding not below the stride (or the
+/// dilation), an empty output.
+pub fn conv_transpose2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    p: ConvTranspose2dParams,
+) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (wc, og, kh, kw) = weight.dims4()?;
+    let g = p.groups;
+    if g == 0 || wc != c || c % g != 0 || p.stride == 0 || p.dilation == 0 {
+        bail!("conv_transpose2d: input of {c} channels, weight {:?}, {p:?}", weight.dims());
+    }
+    if p.output_padding >= p.stride.max(p.dilation) {
+        bail!(
+            "conv_transpose2d: output padding {} must be below the stride or dilation",
+            p.output_padding
+        );
+    }
+    let o = og * g;
+    let full =
+        |i: usize, k: usize| (i - 1) * p.stride + p.dilation * (k - 1) + p.output_padding + 1;
+    let (fh, fw) = (full(h, kh), full(w, kw));
+    if fh <= 2 * p.padding || fw <= 2 * p.padding {
+        bail!("conv_transpose2d: padding {} leaves no output of a {h}x{w} input", p.padding);
+    }
+    let (oh, ow) = (fh - 2 * p.padding, fw - 2 * p.padding);
+    let out = if !x.device().is_cpu() {
+        if g != 1 {
+            bail!("conv_transpose2d: groups need the CPU path");
+        }
+        let cfg = (p.padding, p.output_padding, p.stride, p.dilation);
+        x.conv_transpose2d(weight, cfg.0, cfg.1, cfg.2, cfg.3)?
+    } else {
+        let cg = c / g;
+        let k = og * kh * kw;
+        // (G, C/G, O/G*kh*kw) transposed against (N, G, C/G, H*W): the columns of every output
+        // window, which col2im adds into place.
+        let wt = weight.reshape((g, cg, k))?.transpose(1, 2)?;
+        let cols = wt.broadcast_matmul(&x.reshape((n, g, cg, h * w))?)?;
+        let cols = cols.reshape((n, o * kh * kw, h * w))?;
+        let win =
+            Window { kernel: (kh, kw), stride: p.stride, padding: p.padding, dilation: p.dilation };
+        if win.out_hw(oh, ow)? != (h, w) {
+            bail!("conv_transpose2d: {oh}x{ow} output does not map back to {h}x{w}");
+        }
+        col2im(&cols, win, (n, o, oh, ow))?
     };
     match bias {
         Some(b) => out.broadcast_add(&b.reshape((1, o, 1, 1))?),

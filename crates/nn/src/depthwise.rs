@@ -12,8 +12,9 @@
 //! [`im2col`], the patch gathering of a dense convolution, is here for the same reason: for a
 //! stem with few input channels candle's own gathering costs more than the GEMM after it.
 //!
-//! Both are forward-only: the result carries no gradient (training layers keep candle's
-//! convolution until the project's own backward kernels land).
+//! [`depthwise_conv2d`] is differentiable: its input and weight gradients are direct loops of
+//! the same shape (a scatter over the taps, and a per-channel sum of products). [`im2col`] is
+//! forward-only.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -152,6 +153,180 @@ impl CustomOp2 for Depthwise {
         );
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let x = x.contiguous()?;
+        let weight = weight.contiguous()?;
+        let (_, _, h, w) = x.dims4()?;
+        let dx = grad.apply_op2_no_bwd(&weight, &DepthwiseGradInput { op: *self, h, w })?;
+        let dw =
+            x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { op: *self, k: weight.dim(2)? })?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// The contiguous f32 slices of two CPU storages.
+fn f32_pair<'a>(
+    a: &'a CpuStorage,
+    al: &Layout,
+    b: &'a CpuStorage,
+    bl: &Layout,
+    name: &str,
+) -> Result<(&'a [f32], &'a [f32])> {
+    let (CpuStorage::F32(a), CpuStorage::F32(b)) = (a, b) else {
+        bail!("{name}: the CPU kernel takes f32");
+    };
+    let (Some((a0, a1)), Some((b0, b1))) = (al.contiguous_offsets(), bl.contiguous_offsets())
+    else {
+        bail!("{name}: inputs must be contiguous");
+    };
+    match (a.get(a0..a1), b.get(b0..b1)) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => bail!("{name}: layout out of the storage's bounds"),
+    }
+}
+
+/// The input gradient: every output gradient spread back over the taps that produced it, into
+/// a zero-bordered plane whose interior is then the gradient. Parallel over (image, channel).
+struct DepthwiseGradInput {
+    op: Depthwise,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp2 for DepthwiseGradInput {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, w) = f32_pair(gs, gl, ws, wl, self.name())?;
+        let (n, c, oh, ow) = gl.shape().dims4()?;
+        let k = wl.shape().dims4()?.2;
+        let (h, wd) = (self.h, self.w);
+        if self.op.out_size(h, wd, k)? != (oh, ow) {
+            bail!("depthwise_conv2d backward: gradient {oh}x{ow} does not fit a {h}x{wd} input");
+        }
+        let (s, p) = (self.op.stride, self.op.padding);
+        let (ph, pw) = (h + p.top + p.bottom, wd + p.left + p.right);
+        let mut out = vec![0f32; n * c * h * wd];
+        out.par_chunks_mut(h * wd).enumerate().for_each_init(
+            || vec![0f32; ph * pw],
+            |padded, (plane, dst)| {
+                padded.fill(0.0);
+                let ch = plane % c;
+                let taps = &w[ch * k * k..(ch + 1) * k * k];
+                let src = &g[plane * oh * ow..(plane + 1) * oh * ow];
+                for (oy, grow) in src.chunks_exact(ow).enumerate() {
+                    for ky in 0..k {
+                        let line = &mut padded[(oy * s + ky) * pw..(oy * s + ky + 1) * pw];
+                        for kx in 0..k {
+                            let tap = taps[ky * k + kx];
+                            if s == 1 {
+                                for (l, &v) in line[kx..kx + ow].iter_mut().zip(grow) {
+                                    *l += tap * v;
+                                }
+                            } else {
+                                for (ox, &v) in grow.iter().enumerate() {
+                                    line[ox * s + kx] += tap * v;
+                                }
+                            }
+                        }
+                    }
+                }
+                for (row, line) in dst.chunks_exact_mut(wd).enumerate() {
+                    let at = (row + p.top) * pw + p.left;
+                    line.copy_from_slice(&padded[at..at + wd]);
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((n, c, h, wd))))
+    }
+}
+
+/// The weight gradient: per channel, the sum over images and output positions of the output
+/// gradient times the input under each tap. Parallel over channels.
+struct DepthwiseGradWeight {
+    op: Depthwise,
+    k: usize,
+}
+
+impl CustomOp2 for DepthwiseGradWeight {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = f32_pair(xs, xl, gs, gl, self.name())?;
+        let (n, c, h, wd) = xl.shape().dims4()?;
+        let k = self.k;
+        let (oh, ow) = self.op.out_size(h, wd, k)?;
+        if gl.shape().dims4()? != (n, c, oh, ow) {
+            bail!(
+                "depthwise_conv2d backward: gradient {:?} does not fit {:?}",
+                gl.shape(),
+                xl.shape()
+            );
+        }
+        let (s, p) = (self.op.stride, self.op.padding);
+        let (ph, pw) = (h + p.top + p.bottom, wd + p.left + p.right);
+        let mut out = vec![0f32; c * k * k];
+        out.par_chunks_mut(k * k).enumerate().for_each_init(
+            || vec![0f32; ph * pw],
+            |padded, (ch, taps)| {
+                // f64 sums: a tap's gradient adds up batch x height x width products.
+                let mut acc = vec![0f64; k * k];
+                for img in 0..n {
+                    let plane = img * c + ch;
+                    let src = &x[plane * h * wd..(plane + 1) * h * wd];
+                    for (row, line) in src.chunks_exact(wd).enumerate() {
+                        let at = (row + p.top) * pw + p.left;
+                        padded[at..at + wd].copy_from_slice(line);
+                    }
+                    let grad = &g[plane * oh * ow..(plane + 1) * oh * ow];
+                    for (oy, grow) in grad.chunks_exact(ow).enumerate() {
+                        for ky in 0..k {
+                            let line = &padded[(oy * s + ky) * pw..(oy * s + ky + 1) * pw];
+                            for kx in 0..k {
+                                let dot: f32 = if s == 1 {
+                                    line[kx..kx + ow].iter().zip(grow).map(|(a, b)| a * b).sum()
+                                } else {
+                                    grow.iter()
+                                        .enumerate()
+                                        .map(|(ox, &v)| v * line[ox * s + kx])
+                                        .sum()
+                                };
+                                acc[ky * k + kx] += f64::from(dot);
+                            }
+                        }
+                    }
+                }
+                for (t, a) in taps.iter_mut().zip(acc) {
+                    *t = a as f32;
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((c, 1, k, k))))
+    }
 }
 
 /// Depthwise convolution of `x` (`[n, c, h, w]`) with `weight` (`[c, 1, k, k]`), no bias.
@@ -173,7 +348,7 @@ pub fn depthwise_conv2d(
     let op = Depthwise { stride, padding };
     if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && weight.dtype() == DType::F32
     {
-        return x.contiguous()?.apply_op2_no_bwd(&weight.contiguous()?, &op);
+        return x.contiguous()?.apply_op2(&weight.contiguous()?, op);
     }
     let padded = x.pad_with_zeros(2, padding.top, padding.bottom)?.pad_with_zeros(
         3,

@@ -23,6 +23,7 @@ pub mod device;
 pub mod dropout;
 pub mod import;
 pub mod init;
+pub mod layers;
 pub mod loss;
 pub mod optim;
 pub mod pool;

@@ -6,7 +6,9 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Init;
-use deeprecog_nn::conv::{col2im, conv2d, im2col, Conv2dParams, Window};
+use deeprecog_nn::conv::{
+    col2im, conv2d, conv_transpose2d, im2col, Conv2dParams, ConvTranspose2dParams, Window,
+};
 use deeprecog_nn::init::init_tensor;
 
 fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
@@ -33,7 +35,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 /// (n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)
 type Case = (usize, usize, usize, usize, usize, (usize, usize), usize, usize, usize, usize);
 
-const CASES: [Case; 9] = [
+const CASES: [Case; 11] = [
     (2, 3, 7, 9, 4, (3, 3), 1, 1, 1, 1),
     (1, 4, 8, 8, 6, (3, 3), 2, 1, 1, 2),
     (3, 6, 5, 6, 6, (3, 3), 1, 1, 1, 6),
@@ -43,6 +45,8 @@ const CASES: [Case; 9] = [
     (2, 2, 8, 7, 3, (3, 2), 2, 0, 1, 1),
     (1, 3, 13, 13, 8, (7, 7), 2, 3, 1, 1),
     (4, 8, 6, 5, 8, (3, 3), 2, 1, 1, 8),
+    (2, 4, 10, 9, 4, (5, 5), 2, 2, 1, 4),
+    (1, 3, 7, 4, 3, (3, 3), 1, 0, 1, 3),
 ];
 
 /// Direct loops in f64: the output, and the input / weight gradients of `sum(y * r)`.
@@ -210,4 +214,101 @@ fn bad_shapes_are_errors() {
     assert!(conv2d(&x, &w, None, Conv2dParams::default()).is_err(), "a 7x7 kernel on a 5x5 input");
     let w = randn(&[6, 2, 3, 3], "bad.w3", DType::F32);
     assert!(conv2d(&x, &w, None, Conv2dParams { groups: 3, ..Default::default() }).is_err());
+}
+
+/// Direct loops for the transposed convolution in f64: every input pixel scatters its
+/// weighted kernel into the output; the output and the gradients of `sum(y * r)`.
+#[allow(clippy::type_complexity)]
+fn naive_transpose(
+    x: &Tensor,
+    w: &Tensor,
+    r: &Tensor,
+    p: ConvTranspose2dParams,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (n, c, h, wd) = x.dims4().unwrap();
+    let (_, og, kh, kw) = w.dims4().unwrap();
+    let (_, o, oh, ow) = r.dims4().unwrap();
+    let cg = c / p.groups;
+    let xv = x.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    let wv = w.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    let rv = r.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    let (mut y, mut dx, mut dw) =
+        (vec![0.0; n * o * oh * ow], vec![0.0; xv.len()], vec![0.0; wv.len()]);
+    for b in 0..n {
+        for ic in 0..c {
+            let g = ic / cg;
+            for iy in 0..h {
+                for ix in 0..wd {
+                    let xi = ((b * c + ic) * h + iy) * wd + ix;
+                    for oc in 0..og {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let yy =
+                                    (iy * p.stride + i * p.dilation) as isize - p.padding as isize;
+                                let yx =
+                                    (ix * p.stride + j * p.dilation) as isize - p.padding as isize;
+                                if yy < 0 || yx < 0 || yy as usize >= oh || yx as usize >= ow {
+                                    continue;
+                                }
+                                let yi =
+                                    ((b * o + g * og + oc) * oh + yy as usize) * ow + yx as usize;
+                                let wi = ((ic * og + oc) * kh + i) * kw + j;
+                                y[yi] += xv[xi] * wv[wi];
+                                dx[xi] += rv[yi] * wv[wi];
+                                dw[wi] += rv[yi] * xv[xi];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (y, dx, dw)
+}
+
+#[test]
+fn transposed_convolution_matches_direct_loops() {
+    // (n, c, h, w, o, (kh, kw), stride, padding, output_padding, dilation, groups)
+    let cases = [
+        (2, 3, 4, 5, 4, (4, 4), 2, 1, 0, 1, 1),
+        (1, 6, 1, 1, 5, (4, 4), 1, 0, 0, 1, 1),
+        (2, 4, 3, 3, 6, (3, 3), 2, 1, 1, 1, 2),
+        (2, 2, 5, 4, 3, (3, 2), 1, 1, 0, 2, 1),
+        (3, 2, 3, 4, 2, (5, 5), 3, 2, 2, 1, 1),
+    ];
+    for (i, &(n, c, h, w, o, (kh, kw), stride, padding, output_padding, dilation, groups)) in
+        cases.iter().enumerate()
+    {
+        let x = Var::from_tensor(&randn(&[n, c, h, w], &format!("tx{i}"), DType::F32)).unwrap();
+        let wt = Var::from_tensor(&randn(&[c, o / groups, kh, kw], &format!("tw{i}"), DType::F32))
+            .unwrap();
+        let p = ConvTranspose2dParams { stride, padding, output_padding, dilation, groups };
+        let y = conv_transpose2d(x.as_tensor(), wt.as_tensor(), None, p).unwrap();
+        let full = |s: usize, k: usize| (s - 1) * stride + dilation * (k - 1) + output_padding + 1;
+        assert_eq!(
+            y.dims(),
+            [n, o, full(h, kh) - 2 * padding, full(w, kw) - 2 * padding],
+            "case {i}: PyTorch's output size"
+        );
+        if groups == 1 {
+            let candle = x
+                .as_tensor()
+                .conv_transpose2d(wt.as_tensor(), padding, output_padding, stride, dilation)
+                .unwrap();
+            assert!(max_diff(&y, &candle) < 1e-4, "case {i}: forward differs from candle's");
+        }
+        let r = randn(y.dims(), &format!("tr{i}"), DType::F32);
+        let (want, dx, dw) = naive_transpose(x.as_tensor(), wt.as_tensor(), &r, p);
+        assert!(max_rel(&y, &want) < 1e-5, "case {i}: forward differs from the direct loops");
+        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gx = max_rel(grads.get(x.as_tensor()).unwrap(), &dx);
+        let gw = max_rel(grads.get(wt.as_tensor()).unwrap(), &dw);
+        assert!(gx < 1e-5 && gw < 1e-5, "case {i}: input gradient {gx:e}, weight {gw:e}");
+    }
+    let x = randn(&[1, 2, 3, 3], "bad", DType::F32);
+    let w = randn(&[2, 2, 3, 3], "badw", DType::F32);
+    let bad = ConvTranspose2dParams { stride: 2, output_padding: 2, ..Default::default() };
+    assert!(conv_transpose2d(&x, &w, None, bad).is_err(), "output padding >= stride");
+    let w3 = randn(&[3, 2, 3, 3], "badw3", DType::F32);
+    assert!(conv_transpose2d(&x, &w3, None, Default::default()).is_err(), "channel mismatch");
 }

@@ -1,0 +1,181 @@
+//! Convolution layers on the project's own kernels ([`crate::conv`]): drop-in replacements for
+//! candle-nn's `Conv2d` / `ConvTranspose2d` with the same parameter names (`weight`, `bias`),
+//! the same shapes and, through the `conv2d*` / `conv_transpose2d*` builders, the same
+//! initialisation, so a model switches by changing its imports. Every model of the workspace
+//! builds its convolutions from here.
+//!
+//! ```
+//! use candle_core::{DType, Device, Module, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! use deeprecog_nn::conv::Conv2dParams;
+//! use deeprecog_nn::layers::conv2d;
+//!
+//! let vars = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+//! let conv = conv2d(3, 8, 3, Conv2dParams { stride: 2, padding: 1, ..Default::default() }, vb.pp("c"))?;
+//! let y = conv.forward(&Tensor::zeros((2, 3, 9, 7), DType::F32, &Device::Cpu)?)?;
+//! assert_eq!(y.dims(), [2, 8, 5, 4]);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use crate::conv::{conv2d as conv2d_op, conv_transpose2d as conv_transpose2d_op};
+use crate::conv::{Conv2dParams, ConvTranspose2dParams};
+
+/// A 2-D convolution layer: `weight (O, C/groups, kh, kw)`, optional `bias (O)`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    params: Conv2dParams,
+}
+
+impl Conv2d {
+    /// A layer over existing tensors.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, params: Conv2dParams) -> Conv2d {
+        Conv2d { weight, bias, params }
+    }
+
+    /// The `(O, C/groups, kh, kw)` weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// Stride, padding, dilation, groups.
+    pub fn params(&self) -> Conv2dParams {
+        self.params
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        conv2d_op(x, &self.weight, self.bias.as_ref(), self.params)
+    }
+}
+
+/// A transposed 2-D convolution layer: `weight (C, O/groups, kh, kw)`, optional `bias (O)`.
+#[derive(Debug, Clone)]
+pub struct ConvTranspose2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    params: ConvTranspose2dParams,
+}
+
+impl ConvTranspose2d {
+    /// A layer over existing tensors.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, params: ConvTranspose2dParams) -> Self {
+        ConvTranspose2d { weight, bias, params }
+    }
+
+    /// The `(C, O/groups, kh, kw)` weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// Stride, padding, output padding, dilation, groups.
+    pub fn params(&self) -> ConvTranspose2dParams {
+        self.params
+    }
+}
+
+impl Module for ConvTranspose2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        conv_transpose2d_op(x, &self.weight, self.bias.as_ref(), self.params)
+    }
+}
+
+/// A `k x k` convolution with bias, initialised as candle-nn's `conv2d` (Kaiming normal
+/// weight, bias uniform in `+-1/sqrt(in_channels)`).
+///
+/// # Errors
+/// A variable of the same name with another shape.
+pub fn conv2d(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    params: Conv2dParams,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let mut conv = conv2d_no_bias(in_channels, out_channels, kernel, params, vb.clone())?;
+    let bound = 1. / (in_channels as f64).sqrt();
+    conv.bias =
+        Some(vb.get_with_hints(out_channels, "bias", Init::Uniform { lo: -bound, up: bound })?);
+    Ok(conv)
+}
+
+/// A `k x k` convolution without bias, weight initialised as candle-nn's `conv2d_no_bias`.
+///
+/// # Errors
+/// A variable of the same name with another shape; channels not divisible by the groups.
+pub fn conv2d_no_bias(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    params: Conv2dParams,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    if params.groups == 0 || in_channels % params.groups != 0 {
+        candle_core::bail!("conv2d: {in_channels} input channels in {} groups", params.groups);
+    }
+    let shape = (out_channels, in_channels / params.groups, kernel, kernel);
+    let weight = vb.get_with_hints(shape, "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
+    Ok(Conv2d::new(weight, None, params))
+}
+
+/// A `k x k` transposed convolution with bias, initialised as candle-nn's `conv_transpose2d`
+/// (weight and bias uniform in `+-1/(sqrt(out_channels) k)`).
+///
+/// # Errors
+/// A variable of the same name with another shape.
+pub fn conv_transpose2d(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    params: ConvTranspose2dParams,
+    vb: VarBuilder,
+) -> Result<ConvTranspose2d> {
+    let mut conv = conv_transpose2d_no_bias(in_channels, out_channels, kernel, params, vb.clone())?;
+    conv.bias =
+        Some(vb.get_with_hints(out_channels, "bias", transpose_init(out_channels, kernel))?);
+    Ok(conv)
+}
+
+/// A `k x k` transposed convolution without bias, weight initialised as candle-nn's
+/// `conv_transpose2d_no_bias`.
+///
+/// # Errors
+/// A variable of the same name with another shape; channels not divisible by the groups.
+pub fn conv_transpose2d_no_bias(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    params: ConvTranspose2dParams,
+    vb: VarBuilder,
+) -> Result<ConvTranspose2d> {
+    if params.groups == 0 || out_channels % params.groups != 0 {
+        candle_core::bail!(
+            "conv_transpose2d: {out_channels} output channels in {} groups",
+            params.groups
+        );
+    }
+    let shape = (in_channels, out_channels / params.groups, kernel, kernel);
+    let weight = vb.get_with_hints(shape, "weight", transpose_init(out_channels, kernel))?;
+    Ok(ConvTranspose2d::new(weight, None, params))
+}
+
+fn transpose_init(out_channels: usize, kernel: usize) -> Init {
+    let bound = 1. / (out_channels as f64).sqrt() / kernel as f64;
+    Init::Uniform { lo: -bound, up: bound }
+}
