@@ -94,7 +94,7 @@ impl ModuleT for SeedHead {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut x = xs.clone();
         for (linear, bn) in &self.blocks {
-            x = bn.forward_t(&linear.forward(&x)?, train)?.relu()?;
+            x = bn.forward_relu_t(&linear.forward(&x)?, train)?;
             x = self.dropout.forward_t(&x, train)?;
         }
         self.out.forward(&x)

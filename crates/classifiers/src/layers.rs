@@ -89,15 +89,15 @@ impl Module for DepthwiseConv2d {
     }
 }
 
-/// candle's `BatchNorm`, refusing to train on one value per channel, as PyTorch does.
+/// The project's fused BatchNorm (`deeprecog_nn::norm`), refusing to train on one value per
+/// channel as PyTorch does, with a hint at the usual cause.
 ///
-/// In training candle updates the running variance with the batch variance times
-/// `n / (n - 1)`, `n` the values per channel (batch x height x width): for `n = 1` that is
-/// `0 * inf = NaN`, and every evaluation after it is NaN. A `SeedHead` (BatchNorm1d) meets it
-/// when an epoch ends on a batch of one sample (`Loader::drop_last(true)` avoids it), a
-/// backbone when a batch of one image reaches a 1x1 feature map.
+/// With one value per channel the batch variance is 0 and the unbiased running variance
+/// `0 * n / (n - 1)` undefined. A `SeedHead` (BatchNorm1d) meets it when an epoch ends on a
+/// batch of one sample (`Loader::drop_last(true)` avoids it), a backbone when a batch of one
+/// image reaches a 1x1 feature map.
 #[derive(Debug, Clone)]
-pub(crate) struct BatchNorm(candle_nn::BatchNorm);
+pub(crate) struct BatchNorm(deeprecog_nn::norm::BatchNorm);
 
 impl BatchNorm {
     pub(crate) fn new(
@@ -106,13 +106,11 @@ impl BatchNorm {
         momentum: f64,
         vb: VarBuilder,
     ) -> crate::Result<BatchNorm> {
-        let config = candle_nn::BatchNormConfig { eps, momentum, ..Default::default() };
-        Ok(BatchNorm(candle_nn::batch_norm(channels, config, vb)?))
+        let config = deeprecog_nn::norm::BatchNormConfig { eps, momentum };
+        Ok(BatchNorm(deeprecog_nn::norm::batch_norm(channels, config, vb)?))
     }
-}
 
-impl candle_nn::ModuleT for BatchNorm {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn check(x: &Tensor, train: bool) -> Result<()> {
         if train && x.rank() >= 2 && x.elem_count() <= x.dim(1)? {
             candle_core::bail!(
                 "BatchNorm: training needs more than one value per channel, got input {:?} \
@@ -120,6 +118,19 @@ impl candle_nn::ModuleT for BatchNorm {
                 x.dims()
             );
         }
+        Ok(())
+    }
+
+    /// BatchNorm then ReLU, fused into one pass when training on the CPU.
+    pub(crate) fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Self::check(x, train)?;
+        self.0.forward_relu_t(x, train)
+    }
+}
+
+impl candle_nn::ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Self::check(x, train)?;
         self.0.forward_t(x, train)
     }
 }

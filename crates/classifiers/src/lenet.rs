@@ -196,7 +196,7 @@ impl FakeAppCnn {
     pub fn forward_features(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = xs.clone();
         for (conv, bn) in &self.blocks {
-            x = max_pool(&bn.forward_t(&conv.forward(&x)?, train)?.relu()?, 2, 2, 0)?;
+            x = max_pool(&bn.forward_relu_t(&conv.forward(&x)?, train)?, 2, 2, 0)?;
         }
         Ok(x)
     }

@@ -146,10 +146,8 @@ impl ModuleT for Block {
         let mut y = x.clone();
         let last = self.convs.len() - 1;
         for (i, (c, bn)) in self.convs.iter().enumerate() {
-            y = bn.forward_t(&c.forward(&y)?, train)?;
-            if i < last {
-                y = y.relu()?;
-            }
+            let z = c.forward(&y)?;
+            y = if i < last { bn.forward_relu_t(&z, train)? } else { bn.forward_t(&z, train)? };
         }
         let shortcut = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
@@ -213,7 +211,7 @@ impl ModuleT for Stage {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {
             Stage::Stem(c) => c.forward(x),
-            Stage::StemBn(bn) => stem_max_pool(&bn.forward_t(x, train)?.relu()?),
+            Stage::StemBn(bn) => stem_max_pool(&bn.forward_relu_t(x, train)?),
             Stage::Layer(blocks) => {
                 let mut x = x.clone();
                 for block in blocks {

@@ -186,7 +186,7 @@ impl ModuleT for Stage {
         match self {
             Stage::Conv(c) => c.forward(x),
             Stage::Sep(s) => s.forward(x),
-            Stage::BnRelu(bn) => bn.forward_t(x, train)?.relu(),
+            Stage::BnRelu(bn) => bn.forward_relu_t(x, train),
             Stage::Block(b) => b.forward_t(x, train),
         }
     }

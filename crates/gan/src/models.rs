@@ -17,11 +17,12 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, IndexOp, Module, ModuleT, Tensor, D};
-use candle_nn::{BatchNorm, BatchNormConfig, Init, Linear, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
 use deeprecog_attributes::Attribute;
 use deeprecog_nn::conv::{Conv2dParams, ConvTranspose2dParams};
 use deeprecog_nn::dropout::SeededDropout;
 use deeprecog_nn::layers::{Conv2d, ConvTranspose2d};
+use deeprecog_nn::norm::{BatchNorm, BatchNormConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -222,8 +223,7 @@ fn bn(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
     let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
     let mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?;
     let var = vb.get_with_hints(channels, "running_var", Init::Const(1.0))?;
-    let config = BatchNormConfig { eps: 1e-5, momentum: 0.1, ..Default::default() };
-    Ok(BatchNorm::new(channels, mean, var, weight, bias, config.eps)?)
+    Ok(BatchNorm::new(weight, bias, mean, var, BatchNormConfig::default())?)
 }
 
 const DCGAN_INIT: Init = Init::Randn { mean: 0.0, stdev: 0.02 };
@@ -383,7 +383,7 @@ impl Generator {
             GeneratorBody::Dcgan { deconvs, norms } => {
                 let mut x = input.reshape((n, input.dim(1)?, 1, 1))?;
                 for (dc, norm) in deconvs.iter().zip(norms) {
-                    x = norm.forward_t(&dc.forward(&x)?, train)?.relu()?;
+                    x = norm.forward_relu_t(&dc.forward(&x)?, train)?;
                 }
                 let last = deconvs.last().ok_or_else(|| Error::Config("empty generator".into()))?;
                 Ok(last.forward(&x)?.tanh()?)

@@ -25,6 +25,7 @@ pub mod import;
 pub mod init;
 pub mod layers;
 pub mod loss;
+pub mod norm;
 pub mod optim;
 pub mod pool;
 pub mod schedule;

@@ -24,6 +24,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor, WithDType};
 
+use rayon::prelude::*;
+
 use crate::cpu::{contiguous, dispatch_float};
 
 /// A height/width pair; a single `usize` means the same value for both.
@@ -97,42 +99,96 @@ fn dims4(layout: &Layout) -> Result<(usize, usize, usize, usize)> {
     }
 }
 
-/// Per output element, the flat `h * W + w` index of its (first) maximum inside its plane.
+/// Per output element, the flat `h * W + w` index of its (first) maximum inside its plane and
+/// (when `values` is given) the maximum itself; parallel over planes.
 fn argmax<T: WithDType>(
     x: &[T],
     (n, c, h, w): (usize, usize, usize, usize),
     g: &Geometry,
+    values: Option<&mut Vec<T>>,
 ) -> Result<Vec<u32>> {
     let (oh, ow) = g.out_hw(h, w)?;
     if h * w > u32::MAX as usize {
         bail!("max_pool2d: a {h}x{w} plane is too large for u32 indices");
     }
-    let mut out = Vec::with_capacity(n * c * oh * ow);
-    for plane in x.chunks_exact(h * w).take(n * c) {
-        for oy in 0..oh {
-            let (y0, y1) = Geometry::window(oy, g.kernel.h, g.stride.h, g.padding.h, h);
-            for ox in 0..ow {
-                let (x0, x1) = Geometry::window(ox, g.kernel.w, g.stride.w, g.padding.w, w);
-                let mut best: Option<(usize, f64)> = None;
-                for yy in y0..y1 {
-                    for xx in x0..x1 {
-                        let i = yy * w + xx;
-                        let v = plane.get(i).map_or(f64::NAN, |v| v.to_f64());
-                        // Strict `>` keeps the first of equal maxima; NaN propagates like PyTorch.
-                        let better = match best {
-                            None => true,
-                            Some((_, b)) => !b.is_nan() && (v > b || v.is_nan()),
-                        };
-                        if better {
-                            best = Some((i, v));
+    if x.len() < n * c * h * w {
+        bail!("max_pool2d: {} values for a {n}x{c}x{h}x{w} input", x.len());
+    }
+    let cols: Vec<(usize, usize)> =
+        (0..ow).map(|ox| Geometry::window(ox, g.kernel.w, g.stride.w, g.padding.w, w)).collect();
+    let rows: Vec<(usize, usize)> =
+        (0..oh).map(|oy| Geometry::window(oy, g.kernel.h, g.stride.h, g.padding.h, h)).collect();
+    let mut idx = vec![0u32; n * c * oh * ow];
+    let mut scratch = Vec::new();
+    let vals = match values {
+        Some(v) => {
+            v.resize(n * c * oh * ow, T::zero());
+            v
+        }
+        // Unused: one value per plane keeps the zip below uniform.
+        None => {
+            scratch.resize(n * c * oh * ow, T::zero());
+            &mut scratch
+        }
+    };
+    let out_plane = (oh * ow).max(1);
+    let pair = (g.kernel.h, g.kernel.w, g.stride.h, g.stride.w, g.padding.h, g.padding.w)
+        == (2, 2, 2, 2, 0, 0);
+    idx.par_chunks_mut(out_plane)
+        .zip(vals.par_chunks_mut(out_plane))
+        .zip(x.par_chunks_exact(h * w))
+        .for_each(|((dst, val), plane)| {
+            if pair {
+                // 2x2 windows at stride 2: two rows at a time, the four candidates compared in
+                // PyTorch's order; a NaN anywhere takes the general loop below.
+                for (oy, (d_row, v_row)) in
+                    dst.chunks_exact_mut(ow).zip(val.chunks_exact_mut(ow)).enumerate()
+                {
+                    let top = &plane[2 * oy * w..2 * oy * w + 2 * ow];
+                    let bottom = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+                    for (ox, (d, o)) in d_row.iter_mut().zip(v_row).enumerate() {
+                        let cand =
+                            [top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]];
+                        let mut k = 0;
+                        for j in 1..4 {
+                            if cand[j] > cand[k] {
+                                k = j;
+                            }
                         }
+                        #[allow(clippy::eq_op)]
+                        if let Some(j) = cand.iter().position(|v| v != v) {
+                            k = j;
+                        }
+                        *o = cand[k];
+                        *d = ((2 * oy + k / 2) * w + 2 * ox + k % 2) as u32;
                     }
                 }
-                out.push(best.map_or(0, |(i, _)| i as u32));
+                return;
             }
-        }
-    }
-    Ok(out)
+            for (oy, &(y0, y1)) in rows.iter().enumerate() {
+                let dst_row = &mut dst[oy * ow..(oy + 1) * ow];
+                let val_row = &mut val[oy * ow..(oy + 1) * ow];
+                for ((d, o), &(x0, x1)) in dst_row.iter_mut().zip(val_row).zip(&cols) {
+                    let mut best_i = y0 * w + x0;
+                    let mut best = plane[best_i];
+                    // Strict `>` keeps the first of equal maxima; a NaN wins and stays, as in
+                    // PyTorch (`v != v` is the NaN test for any float type).
+                    #[allow(clippy::eq_op)]
+                    for yy in y0..y1 {
+                        let line = &plane[yy * w + x0..yy * w + x1];
+                        for (xx, &v) in line.iter().enumerate() {
+                            if (v > best || v != v) && best == best {
+                                best = v;
+                                best_i = yy * w + x0 + xx;
+                            }
+                        }
+                    }
+                    *d = best_i as u32;
+                    *o = best;
+                }
+            }
+        });
+    Ok(idx)
 }
 
 /// The indices op (u32, shape `[N, C, OH*OW]`) that the backward scatters to. It has no
@@ -148,10 +204,10 @@ impl CustomOp1 for MaxPoolArgmax {
         let dims = dims4(layout)?;
         let (oh, ow) = self.0.out_hw(dims.2, dims.3)?;
         let idx = match storage {
-            CpuStorage::F32(d) => argmax(contiguous(d, layout)?, dims, &self.0)?,
-            CpuStorage::F64(d) => argmax(contiguous(d, layout)?, dims, &self.0)?,
-            CpuStorage::F16(d) => argmax(contiguous(d, layout)?, dims, &self.0)?,
-            CpuStorage::BF16(d) => argmax(contiguous(d, layout)?, dims, &self.0)?,
+            CpuStorage::F32(d) => argmax(contiguous(d, layout)?, dims, &self.0, None)?,
+            CpuStorage::F64(d) => argmax(contiguous(d, layout)?, dims, &self.0, None)?,
+            CpuStorage::F16(d) => argmax(contiguous(d, layout)?, dims, &self.0, None)?,
+            CpuStorage::BF16(d) => argmax(contiguous(d, layout)?, dims, &self.0, None)?,
             other => bail!("max_pool2d: unsupported dtype {:?}", other.dtype()),
         };
         Ok((CpuStorage::U32(idx), Shape::from((dims.0, dims.1, oh * ow))))
@@ -160,20 +216,12 @@ impl CustomOp1 for MaxPoolArgmax {
 
 /// Max pooling forward: the values at the argmax positions; its backward scatters the
 /// gradient to those positions with `scatter_add`, itself differentiable w.r.t. the gradient.
-#[derive(Debug, Clone, Copy)]
-struct MaxPool(Geometry);
-
-fn gather_max<T: WithDType>(x: &[T], idx: &[u32], plane: usize, out_plane: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(idx.len());
-    if out_plane == 0 {
-        return out;
-    }
-    for (p, ids) in idx.chunks_exact(out_plane).enumerate() {
-        for &i in ids {
-            out.push(x.get(p * plane + i as usize).copied().unwrap_or_else(T::zero));
-        }
-    }
-    out
+/// The forward keeps its indices for the backward (as PyTorch saves them), so the windows are
+/// searched once per step.
+#[derive(Debug)]
+struct MaxPool {
+    geometry: Geometry,
+    indices: std::sync::Mutex<Option<Vec<u32>>>,
 }
 
 impl CustomOp1 for MaxPool {
@@ -184,17 +232,29 @@ impl CustomOp1 for MaxPool {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let dims = dims4(layout)?;
         let (n, c, h, w) = dims;
-        let (oh, ow) = self.0.out_hw(h, w)?;
+        let (oh, ow) = self.geometry.out_hw(h, w)?;
+        let indices;
         let out = dispatch_float!(storage, layout, "max_pool2d", |s| {
-            let idx = argmax(s, dims, &self.0)?;
-            gather_max(s, &idx, h * w, oh * ow)
+            let mut values = Vec::new();
+            indices = argmax(s, dims, &self.geometry, Some(&mut values))?;
+            values
         });
+        if let Ok(mut slot) = self.indices.lock() {
+            *slot = Some(indices);
+        }
         Ok((out, Shape::from((n, c, oh, ow))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let (n, c, h, w) = arg.dims4()?;
-        let idx = arg.detach().contiguous()?.apply_op1_no_bwd(&MaxPoolArgmax(self.0))?;
+        let (oh, ow) = self.geometry.out_hw(h, w)?;
+        let saved = self.indices.lock().ok().and_then(|slot| slot.clone());
+        let idx = match saved {
+            Some(v) if v.len() == n * c * oh * ow => {
+                Tensor::from_vec(v, (n, c, oh * ow), arg.device())?
+            }
+            _ => arg.detach().contiguous()?.apply_op1_no_bwd(&MaxPoolArgmax(self.geometry))?,
+        };
         let src = grad_res.contiguous()?.reshape(idx.shape())?;
         let zeros = Tensor::zeros((n, c, h * w), grad_res.dtype(), grad_res.device())?;
         Ok(Some(zeros.scatter_add(&idx, &src, 2)?.reshape((n, c, h, w))?))
@@ -210,7 +270,7 @@ pub fn max_pool2d(
 ) -> Result<Tensor> {
     let g = Geometry::new(kernel.into(), stride.into(), padding.into())?;
     x.dims4()?;
-    x.contiguous()?.apply_op1(MaxPool(g))
+    x.contiguous()?.apply_op1(MaxPool { geometry: g, indices: Default::default() })
 }
 
 fn avg_forward<T: WithDType>(

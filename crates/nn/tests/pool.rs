@@ -165,6 +165,23 @@ fn ties_go_to_the_first_maximum() {
     assert_eq!(dx, want);
 }
 
+/// A NaN in a window is its maximum and takes the gradient, as in PyTorch; on the 2x2 fast
+/// path and the general one.
+#[test]
+fn nan_wins_its_window() {
+    let mut v: Vec<f32> = (0..16).map(|i| i as f32).collect();
+    v[5] = f32::NAN; // window (0, 0) of 2x2 / 2; windows (0..2, 0..2) of 3x3 / 2 padded
+    for (k, s, p) in [(2, 2, 0), (3, 2, 1)] {
+        let x = Var::from_vec(v.clone(), (1, 1, 4, 4), &Device::Cpu).unwrap();
+        let y = max_pool2d(x.as_tensor(), k, s, p).unwrap();
+        let first = y.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+        assert!(first.is_nan(), "kernel {k}: {first}");
+        let dx = y.sum_all().unwrap().backward().unwrap();
+        let dx = dx.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(dx[5] >= 1.0, "kernel {k}: the NaN gets the gradient, {dx:?}");
+    }
+}
+
 #[test]
 fn f32_layers_and_errors() {
     let x =

@@ -1,0 +1,458 @@
+//! Batch normalisation as one fused op per pass: PyTorch's `BatchNorm1d/2d` semantics (batch
+//! statistics in training with the biased variance, running statistics updated with the unbiased
+//! one and PyTorch's momentum convention, running statistics in evaluation), optionally fused
+//! with the ReLU that follows it.
+//!
+//! candle-nn's `BatchNorm` builds the training pass from generic ops: a transpose to channels
+//! first, a contiguous copy, two strided reductions, four broadcast element-wise ops, a
+//! transpose back, and as many again in the backward pass, each a full pass over the
+//! activations. Here training on the CPU (f32) is one statistics pass and one normalisation
+//! pass forward, and one reduction pass plus one gradient pass backward, parallel over
+//! channels; the ReLU, when fused, costs nothing extra (its mask is the output's sign).
+//! Other dtypes and devices compute the same formulas from candle ops.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{ModuleT, VarBuilder, VarMap};
+//! use deeprecog_nn::norm::{batch_norm, BatchNormConfig};
+//!
+//! let vars = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+//! let bn = batch_norm(2, BatchNormConfig::default(), vb.pp("bn"))?;
+//! let x = Tensor::arange(0f32, 16.0, &Device::Cpu)?.reshape((2, 2, 2, 2))?;
+//! let y = bn.forward_t(&x, true)?;
+//! // Each channel of the output has mean 0 in training.
+//! let mean = y.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?.flatten_all()?;
+//! assert!(mean.abs()?.max(0)?.to_scalar::<f32>()? < 1e-6);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, ModuleT, Result, Shape, Tensor, Var,
+};
+use candle_nn::{Init, VarBuilder};
+use rayon::prelude::*;
+
+/// `eps` and `momentum` of a batch normalisation (PyTorch's defaults: 1e-5 and 0.1, the weight
+/// of the new batch in the running statistics).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormConfig {
+    /// Added to the variance before the square root.
+    pub eps: f64,
+    /// Weight of each batch's statistics in the running ones.
+    pub momentum: f64,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        BatchNormConfig { eps: 1e-5, momentum: 0.1 }
+    }
+}
+
+/// A batch normalisation layer over dimension 1 of an `(N, C, ...)` input, with PyTorch's
+/// parameter names (`weight`, `bias`, `running_mean`, `running_var`).
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    config: BatchNormConfig,
+}
+
+/// A [`BatchNorm`] over `channels` channels: weight 1, bias 0, running mean 0 and variance 1
+/// (or the values the builder already holds).
+///
+/// # Errors
+/// A negative `eps`, a `momentum` outside `[0, 1]`, variables of the wrong shape.
+pub fn batch_norm(channels: usize, config: BatchNormConfig, vb: VarBuilder) -> Result<BatchNorm> {
+    if config.eps < 0.0 || !(0.0..=1.0).contains(&config.momentum) {
+        bail!(
+            "batch norm: eps {} must be >= 0 and momentum {} in [0, 1]",
+            config.eps,
+            config.momentum
+        );
+    }
+    let running_mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.))?;
+    let running_var = vb.get_with_hints(channels, "running_var", Init::Const(1.))?;
+    let weight = vb.get_with_hints(channels, "weight", Init::Const(1.))?;
+    let bias = vb.get_with_hints(channels, "bias", Init::Const(0.))?;
+    BatchNorm::new(weight, bias, running_mean, running_var, config)
+}
+
+impl BatchNorm {
+    /// A layer over existing tensors; the running statistics are updated in place when they
+    /// are variables (as a `VarMap`'s are).
+    ///
+    /// # Errors
+    /// Tensors that are not all of the same length.
+    pub fn new(
+        weight: Tensor,
+        bias: Tensor,
+        running_mean: Tensor,
+        running_var: Tensor,
+        config: BatchNormConfig,
+    ) -> Result<BatchNorm> {
+        let c = weight.elem_count();
+        for (name, t) in
+            [("bias", &bias), ("running_mean", &running_mean), ("running_var", &running_var)]
+        {
+            if t.dims() != [c] {
+                bail!("batch norm: {name} has shape {:?}, expected [{c}]", t.dims());
+            }
+        }
+        Ok(BatchNorm {
+            weight: weight.reshape(c)?,
+            bias,
+            running_mean: Var::from_tensor(&running_mean)?,
+            running_var: Var::from_tensor(&running_var)?,
+            config,
+        })
+    }
+
+    /// The per-channel scale.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The per-channel shift.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// The running mean.
+    pub fn running_mean(&self) -> &Tensor {
+        self.running_mean.as_tensor()
+    }
+
+    /// The running (unbiased) variance.
+    pub fn running_var(&self) -> &Tensor {
+        self.running_var.as_tensor()
+    }
+
+    /// `eps` and `momentum`.
+    pub fn config(&self) -> BatchNormConfig {
+        self.config
+    }
+
+    /// The evaluation-mode affine map as `(scale, shift)`, each `(C)`: `y = x * scale + shift`.
+    /// What an inference path folds into the preceding convolution.
+    ///
+    /// # Errors
+    /// Tensor errors.
+    pub fn eval_scale_shift(&self) -> Result<(Tensor, Tensor)> {
+        let scale = (self.running_var() + self.config.eps)?.sqrt()?.recip()?.mul(&self.weight)?;
+        let shift = (&self.bias - self.running_mean().mul(&scale)?)?;
+        Ok((scale, shift))
+    }
+
+    /// Batch normalisation followed by a ReLU, in one pass when training on the CPU.
+    ///
+    /// # Errors
+    /// An input whose dimension 1 is not the channel count; a training batch with one value
+    /// per channel (its variance is undefined).
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_impl(x, train, true)
+    }
+
+    fn forward_impl(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let c = self.weight.elem_count();
+        if x.rank() < 2 || x.dim(1)? != c {
+            bail!("batch norm over {c} channels: input of shape {:?}", x.dims());
+        }
+        let mut bshape = vec![1usize; x.rank()];
+        bshape[1] = c;
+        if !train {
+            let (scale, shift) = self.eval_scale_shift()?;
+            let y = x
+                .broadcast_mul(&scale.reshape(bshape.as_slice())?.to_dtype(x.dtype())?)?
+                .broadcast_add(&shift.reshape(bshape.as_slice())?.to_dtype(x.dtype())?)?;
+            return if relu { y.relu() } else { Ok(y) };
+        }
+        let m = x.elem_count() / c;
+        if m < 2 {
+            bail!(
+                "batch norm: training needs more than one value per channel, got input {:?}",
+                x.dims()
+            );
+        }
+        let fused = x.device().is_cpu() && x.dtype() == DType::F32;
+        let (y, mean, var) = if fused {
+            let x3 = x.contiguous()?;
+            let stats = x3.apply_op1_no_bwd(&ChannelStats)?;
+            let affine = Tensor::stack(&[&self.weight, &self.bias], 0)?.to_dtype(DType::F32)?;
+            let op = Normalize { eps: self.config.eps, relu };
+            let y = x3.apply_op3(&stats, &affine, op)?;
+            (y, stats.get(0)?, stats.get(1)?)
+        } else {
+            let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+            // Half precisions are normalised in f32, as PyTorch does.
+            let inner = match x.dtype() {
+                DType::F16 | DType::BF16 => DType::F32,
+                d => d,
+            };
+            let xf = x.to_dtype(inner)?;
+            let mean = xf.mean_keepdim(dims.as_slice())?;
+            let centred = xf.broadcast_sub(&mean)?;
+            let var = centred.sqr()?.mean_keepdim(dims.as_slice())?;
+            let inv = (&var + self.config.eps)?.sqrt()?.recip()?;
+            let y = centred
+                .broadcast_mul(&inv)?
+                .broadcast_mul(&self.weight.reshape(bshape.as_slice())?.to_dtype(inner)?)?
+                .broadcast_add(&self.bias.reshape(bshape.as_slice())?.to_dtype(inner)?)?;
+            let y = if relu { y.relu()? } else { y };
+            (y.to_dtype(x.dtype())?, mean.flatten_all()?.detach(), var.flatten_all()?.detach())
+        };
+        let mom = self.config.momentum;
+        let dtype = self.running_mean.dtype();
+        let new_mean =
+            ((self.running_mean.as_tensor() * (1.0 - mom))? + (mean.to_dtype(dtype)? * mom)?)?;
+        let unbiased = (var.to_dtype(dtype)? * (m as f64 / (m as f64 - 1.0)))?;
+        let new_var = ((self.running_var.as_tensor() * (1.0 - mom))? + (unbiased * mom)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)?;
+        Ok(y)
+    }
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_impl(x, train, false)
+    }
+}
+
+/// `(N, C, S...)` as `(n, c, s)`.
+fn ncs(layout: &Layout) -> Result<(usize, usize, usize)> {
+    let dims = layout.shape().dims();
+    if dims.len() < 2 {
+        bail!("batch norm: input of shape {dims:?}");
+    }
+    Ok((dims[0], dims[1], dims[2..].iter().product()))
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, name: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(d) = s else { bail!("{name}: the CPU kernel takes f32") };
+    match l.contiguous_offsets().and_then(|(a, b)| d.get(a..b)) {
+        Some(d) => Ok(d),
+        None => bail!("{name}: input must be contiguous"),
+    }
+}
+
+/// Per-channel mean and biased variance, `(2, C)`, accumulated in f64 (two passes: the mean,
+/// then the squared deviations, as PyTorch's CPU kernel).
+struct ChannelStats;
+
+impl CustomOp1 for ChannelStats {
+    fn name(&self) -> &'static str {
+        "deeprecog-bn-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let (n, c, sp) = ncs(l)?;
+        let m = (n * sp) as f64;
+        let stats: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let planes = (0..n).map(|i| &x[(i * c + ch) * sp..(i * c + ch + 1) * sp]);
+                let sum: f64 = planes.clone().map(|p| f64::from(p.iter().sum::<f32>())).sum();
+                let mean = sum / m;
+                let mf = mean as f32;
+                let sq: f64 = planes
+                    .map(|p| f64::from(p.iter().map(|&v| (v - mf) * (v - mf)).sum::<f32>()))
+                    .sum();
+                (mean as f32, (sq / m) as f32)
+            })
+            .collect();
+        let mut out: Vec<f32> = stats.iter().map(|s| s.0).collect();
+        out.extend(stats.iter().map(|s| s.1));
+        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
+}
+
+/// `y = (x - mean) / sqrt(var + eps) * weight + bias`, optionally ReLU'd; inputs
+/// `(x, stats (2, C), affine (2, C))`. Its backward treats the statistics as functions of `x`
+/// (the batch-statistics gradient), so `stats` itself gets none.
+#[derive(Debug, Clone, Copy)]
+struct Normalize {
+    eps: f64,
+    relu: bool,
+}
+
+impl CustomOp3 for Normalize {
+    fn name(&self) -> &'static str {
+        "deeprecog-bn-normalize"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+        as_: &CpuStorage,
+        al: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, self.name())?;
+        let stats = f32_slice(ss, sl, self.name())?;
+        let affine = f32_slice(as_, al, self.name())?;
+        let (_, c, sp) = ncs(xl)?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(sp).zip(x.par_chunks(sp)).enumerate().for_each(|(plane, (dst, src))| {
+            let ch = plane % c;
+            let inv = 1.0 / (f64::from(stats[c + ch]) + self.eps).sqrt();
+            let scale = (inv * f64::from(affine[ch])) as f32;
+            let shift = affine[c + ch] - stats[ch] * scale;
+            if self.relu {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = (v * scale + shift).max(0.0);
+                }
+            } else {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = v * scale + shift;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        stats: &Tensor,
+        affine: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = stats.dim(1)?;
+        let stats = stats.flatten_all()?.to_vec1::<f32>()?;
+        let affine = affine.flatten_all()?.to_vec1::<f32>()?;
+        let inv_std: Vec<f32> =
+            (0..c).map(|ch| (1.0 / (f64::from(stats[c + ch]) + self.eps).sqrt()) as f32).collect();
+        let channel = Channel { mean: stats[..c].to_vec(), inv_std, relu: self.relu };
+        let grad = grad.contiguous()?;
+        let res = res.contiguous()?;
+        // sums[0] = sum(dy * xhat) = d weight, sums[1] = sum(dy) = d bias.
+        let sums = x.apply_op3_no_bwd(&grad, &res, &GradSums(channel.clone()))?;
+        let sv = sums.flatten_all()?.to_vec1::<f32>()?;
+        let m = (x.elem_count() / c) as f32;
+        let coef: Vec<[f32; 3]> = (0..c)
+            .map(|ch| [affine[ch] * channel.inv_std[ch], sv[c + ch] / m, sv[ch] / m])
+            .collect();
+        let dx = x.apply_op3_no_bwd(&grad, &res, &GradInput { channel, coef })?;
+        Ok((Some(dx), None, Some(sums)))
+    }
+}
+
+/// What the backward kernels need per channel.
+#[derive(Debug, Clone)]
+struct Channel {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    relu: bool,
+}
+
+impl Channel {
+    /// The gradient reaching the normalisation: `dy`, zeroed where a fused ReLU clipped.
+    #[inline]
+    fn grad(&self, g: f32, y: f32) -> f32 {
+        if self.relu && y <= 0.0 {
+            0.0
+        } else {
+            g
+        }
+    }
+}
+
+/// `(x, dy, y)` to `(2, C)`: `sum(dy * xhat)` and `sum(dy)` per channel, in f64 across planes.
+struct GradSums(Channel);
+
+impl CustomOp3 for GradSums {
+    fn name(&self) -> &'static str {
+        "deeprecog-bn-grad-sums"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, self.name())?;
+        let g = f32_slice(gs, gl, self.name())?;
+        let y = f32_slice(ys, yl, self.name())?;
+        let (n, c, sp) = ncs(xl)?;
+        if g.len() != x.len() || y.len() != x.len() {
+            bail!("batch norm backward: gradient {:?} for input {:?}", gl.shape(), xl.shape());
+        }
+        let ch = &self.0;
+        let sums: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|k| {
+                let (mut sg, mut sgx) = (0f64, 0f64);
+                for i in 0..n {
+                    let at = (i * c + k) * sp;
+                    let (xp, gp, yp) = (&x[at..at + sp], &g[at..at + sp], &y[at..at + sp]);
+                    let (mut a, mut b) = (0f32, 0f32);
+                    for ((&xv, &gv), &yv) in xp.iter().zip(gp).zip(yp) {
+                        let gv = ch.grad(gv, yv);
+                        a += gv;
+                        b += gv * (xv - ch.mean[k]);
+                    }
+                    sg += f64::from(a);
+                    sgx += f64::from(b);
+                }
+                ((sgx * f64::from(ch.inv_std[k])) as f32, sg as f32)
+            })
+            .collect();
+        let mut out: Vec<f32> = sums.iter().map(|s| s.0).collect();
+        out.extend(sums.iter().map(|s| s.1));
+        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
+}
+
+/// `(x, dy, y)` to `dx = weight * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat))`,
+/// parallel over planes. `coef[c] = [weight * inv_std, mean(dy), mean(dy * xhat)]`.
+struct GradInput {
+    channel: Channel,
+    coef: Vec<[f32; 3]>,
+}
+
+impl CustomOp3 for GradInput {
+    fn name(&self) -> &'static str {
+        "deeprecog-bn-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, self.name())?;
+        let g = f32_slice(gs, gl, self.name())?;
+        let y = f32_slice(ys, yl, self.name())?;
+        let (_, c, sp) = ncs(xl)?;
+        let ch = &self.channel;
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(sp).enumerate().for_each(|(plane, dst)| {
+            let k = plane % c;
+            let at = plane * sp;
+            let [scale, mean_g, mean_gx] = self.coef[k];
+            let (mean, inv) = (ch.mean[k], ch.inv_std[k]);
+            for (((d, &xv), &gv), &yv) in
+                dst.iter_mut().zip(&x[at..at + sp]).zip(&g[at..at + sp]).zip(&y[at..at + sp])
+            {
+                let xhat = (xv - mean) * inv;
+                *d = scale * (ch.grad(gv, yv) - mean_g - xhat * mean_gx);
+            }
+        });
+        Ok((CpuStorage::F32(dx), xl.shape().clone()))
+    }
+}

@@ -1,0 +1,165 @@
+//! `norm::BatchNorm` against candle-nn's `BatchNorm` (an independent implementation of
+//! PyTorch's formulas, built from generic ops): training output, running statistics, and the
+//! input / weight / bias gradients, with and without the fused ReLU, on odd shapes, batch 1 and
+//! 1-D inputs; evaluation mode; the f64 (composed-op) path against the f32 kernels.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use candle_core::{DType, Device, ModuleT, Tensor, Var};
+use candle_nn::Init;
+use deeprecog_nn::init::init_tensor;
+use deeprecog_nn::norm::{BatchNorm, BatchNormConfig};
+
+fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
+    init_tensor(Init::Randn { mean: 0.0, stdev: 1.0 }, &shape.into(), 11, name, dtype, &Device::Cpu)
+        .unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+struct Run {
+    y: Tensor,
+    dx: Tensor,
+    dw: Tensor,
+    db: Tensor,
+    mean: Tensor,
+    var: Tensor,
+}
+
+/// One training forward + backward of `sum(y * r)` with weight / bias / statistics from `tag`.
+fn ours(x: &Tensor, r: &Tensor, relu: bool, dtype: DType, tag: &str) -> Run {
+    let c = x.dim(1).unwrap();
+    let x = Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap();
+    let w = Var::from_tensor(&(randn(&[c], &format!("{tag}w"), dtype) + 1.0).unwrap()).unwrap();
+    let b = Var::from_tensor(&randn(&[c], &format!("{tag}b"), dtype)).unwrap();
+    let rm = randn(&[c], &format!("{tag}m"), dtype);
+    let rv = (randn(&[c], &format!("{tag}v"), dtype).abs().unwrap() + 0.5).unwrap();
+    let cfg = BatchNormConfig { eps: 1e-3, momentum: 0.3 };
+    let bn = BatchNorm::new(w.as_tensor().clone(), b.as_tensor().clone(), rm, rv, cfg).unwrap();
+    let y = if relu {
+        bn.forward_relu_t(x.as_tensor(), true).unwrap()
+    } else {
+        bn.forward_t(x.as_tensor(), true).unwrap()
+    };
+    let grads = (&y * r.to_dtype(dtype).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+    Run {
+        dx: grads.get(x.as_tensor()).unwrap().clone(),
+        dw: grads.get(w.as_tensor()).unwrap().clone(),
+        db: grads.get(b.as_tensor()).unwrap().clone(),
+        y,
+        mean: bn.running_mean().clone(),
+        var: bn.running_var().clone(),
+    }
+}
+
+fn candle(x: &Tensor, r: &Tensor, relu: bool, tag: &str) -> Run {
+    let c = x.dim(1).unwrap();
+    let dtype = DType::F64;
+    let x = Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap();
+    let w = Var::from_tensor(&(randn(&[c], &format!("{tag}w"), dtype) + 1.0).unwrap()).unwrap();
+    let b = Var::from_tensor(&randn(&[c], &format!("{tag}b"), dtype)).unwrap();
+    let rm = randn(&[c], &format!("{tag}m"), dtype);
+    let rv = (randn(&[c], &format!("{tag}v"), dtype).abs().unwrap() + 0.5).unwrap();
+    let cfg = candle_nn::BatchNormConfig { eps: 1e-3, momentum: 0.3, ..Default::default() };
+    let bn = candle_nn::BatchNorm::new_with_momentum(
+        c,
+        rm,
+        rv,
+        w.as_tensor().clone(),
+        b.as_tensor().clone(),
+        cfg.eps,
+        cfg.momentum,
+    )
+    .unwrap();
+    let y = bn.forward_t(x.as_tensor(), true).unwrap();
+    let y = if relu { y.relu().unwrap() } else { y };
+    let grads = (&y * r.to_dtype(dtype).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+    Run {
+        dx: grads.get(x.as_tensor()).unwrap().clone(),
+        dw: grads.get(w.as_tensor()).unwrap().clone(),
+        db: grads.get(b.as_tensor()).unwrap().clone(),
+        y,
+        mean: bn.running_mean().clone(),
+        var: bn.running_var().clone(),
+    }
+}
+
+#[test]
+fn training_matches_candle_nn_forward_backward_and_statistics() {
+    let shapes: [&[usize]; 5] = [&[2, 3, 5, 4], &[1, 4, 3, 3], &[5, 3], &[3, 2, 7], &[4, 6, 2, 3]];
+    for (i, shape) in shapes.iter().enumerate() {
+        // Shifted and scaled so the statistics are far from 0 / 1.
+        let x = ((randn(shape, &format!("x{i}"), DType::F32) * 3.0).unwrap() + 2.0).unwrap();
+        for relu in [false, true] {
+            let r = randn(shape, &format!("r{i}"), DType::F32);
+            let tag = format!("p{i}");
+            let want = candle(&x, &r, relu, &tag);
+            for (dtype, tol) in [(DType::F32, 2e-4), (DType::F64, 1e-9)] {
+                let got = ours(&x, &r, relu, dtype, &tag);
+                let case = format!("shape {shape:?} relu {relu} {dtype:?}");
+                for (what, a, b) in [
+                    ("output", &got.y, &want.y),
+                    ("input gradient", &got.dx, &want.dx),
+                    ("weight gradient", &got.dw, &want.dw),
+                    ("bias gradient", &got.db, &want.db),
+                    ("running mean", &got.mean, &want.mean),
+                    ("running variance", &got.var, &want.var),
+                ] {
+                    let scale = b.abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap();
+                    let scale = scale.to_scalar::<f64>().unwrap().max(1.0);
+                    let d = max_diff(a, b) / scale;
+                    assert!(d < tol, "{case}: {what} differs by {d:e}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn evaluation_uses_running_statistics_and_scale_shift() {
+    let x = randn(&[2, 3, 4, 5], "ex", DType::F32);
+    let w = (randn(&[3], "ew", DType::F32) + 1.0).unwrap();
+    let b = randn(&[3], "eb", DType::F32);
+    let rm = randn(&[3], "em", DType::F32);
+    let rv = (randn(&[3], "ev", DType::F32).abs().unwrap() + 0.5).unwrap();
+    let cfg = BatchNormConfig::default();
+    let bn = BatchNorm::new(w.clone(), b.clone(), rm.clone(), rv.clone(), cfg).unwrap();
+    let theirs = candle_nn::BatchNorm::new(3, rm.clone(), rv.clone(), w, b, cfg.eps).unwrap();
+    let got = bn.forward_t(&x, false).unwrap();
+    let want = theirs.forward_t(&x, false).unwrap();
+    assert!(max_diff(&got, &want) < 1e-5);
+    let relu = bn.forward_relu_t(&x, false).unwrap();
+    assert!(max_diff(&relu, &want.relu().unwrap()) < 1e-5);
+    // Evaluation leaves the running statistics alone.
+    assert_eq!(max_diff(bn.running_mean(), &rm), 0.0);
+    assert_eq!(max_diff(bn.running_var(), &rv), 0.0);
+}
+
+#[test]
+fn one_value_per_channel_and_wrong_channels_are_errors() {
+    let bn = BatchNorm::new(
+        Tensor::ones(3, DType::F32, &Device::Cpu).unwrap(),
+        Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        Tensor::ones(3, DType::F32, &Device::Cpu).unwrap(),
+        BatchNormConfig::default(),
+    )
+    .unwrap();
+    let one = Tensor::ones((1, 3, 1, 1), DType::F32, &Device::Cpu).unwrap();
+    assert!(bn.forward_t(&one, true).is_err());
+    assert!(bn.forward_t(&one, false).is_ok());
+    let four = Tensor::ones((2, 4, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    assert!(bn.forward_t(&four, true).is_err());
+}
