@@ -6,7 +6,11 @@
 //! ```text
 //! cargo run --release --example throughput -- --model scratch3 --input 128 --batch 32 --train [--iters 10] [--freeze layer1]
 //! cargo run --release --example throughput -- --model mobilenetv2 --input 224 --batch 1
+//! cargo run --release --example throughput -- --gan dcgan64 --batch 64
 //! ```
+//!
+//! With `--gan ARCH` (`dcgan64`, `seed`, ...) a step is one GAN iteration: a discriminator step
+//! on real and generated images, then a generator step.
 
 #[global_allocator]
 static GLOBAL: deeprecog::alloc::MiMalloc = deeprecog::alloc::MiMalloc;
@@ -19,9 +23,12 @@ use candle_nn::{Init, Optimizer, VarMap};
 use clap::Parser;
 use deeprecog::classifiers::zoo::{self, ModelName, ZooConfig};
 use deeprecog::classifiers::Freeze;
+use deeprecog::gan::models::latents;
+use deeprecog::gan::{GanConfig, GanOptim, GanStep};
 use deeprecog::nn::init::init_tensor;
 use deeprecog::nn::loss::bce_with_logits;
 use deeprecog::nn::optim::{Adam, AdamConfig};
+use deeprecog::train::StepContext;
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -29,8 +36,11 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 #[derive(Parser)]
 struct Cli {
     /// A zoo model (scratch3, lenet, meso4, resnet18/34/50, mobilenetv2, xception, vgg16, ...).
-    #[arg(long)]
-    model: ModelName,
+    #[arg(long, required_unless_present = "gan")]
+    model: Option<ModelName>,
+    /// Time GAN iterations of this architecture (dcgan64, dcgan128, seed, ...) instead.
+    #[arg(long, conflicts_with_all = ["model", "freeze"])]
+    gan: Option<String>,
     /// Input side (square, 3 channels).
     #[arg(long, default_value_t = 128)]
     input: usize,
@@ -48,12 +58,48 @@ struct Cli {
     iters: usize,
 }
 
-fn run(cli: &Cli) -> AnyResult<f64> {
+/// The median of the timed iterations (after two warm-up ones) of `step`.
+fn median_seconds(iters: usize, mut step: impl FnMut(u64) -> AnyResult<()>) -> AnyResult<f64> {
+    let mut times = Vec::with_capacity(iters);
+    for i in 0..iters + 2 {
+        let started = Instant::now();
+        step(i as u64)?;
+        if i >= 2 {
+            times.push(started.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn run_gan(cli: &Cli, arch: &str) -> AnyResult<f64> {
+    let device = Device::Cpu;
+    let config = GanConfig::from_arch_name(arch)?;
+    let mut step = GanStep::new(&config, &GanOptim::recipe(config.arch), 0, &device)?;
+    let s = config.image_size;
+    // Stand-in real images in [-1, 1]: the cost does not depend on pixel values.
+    let real =
+        latents(cli.batch, 3 * s * s, 1, "real", &device)?.tanh()?.reshape((cli.batch, 3, s, s))?;
+    let median = median_seconds(cli.iters, |i| {
+        let ctx = StepContext { epoch: 0, batch: 0, step: i, seed: 0 };
+        step.iterate(&real, None, &ctx)?;
+        Ok(())
+    })?;
+    println!(
+        "{arch} {s}x{s} batch {} GAN iteration: median {:.1} ms over {} iterations",
+        cli.batch,
+        median * 1e3,
+        cli.iters
+    );
+    Ok(cli.batch as f64 / median)
+}
+
+fn run(cli: &Cli, model: &ModelName) -> AnyResult<f64> {
     let device = Device::Cpu;
     let config = ZooConfig {
         input: (3, cli.input, cli.input),
         freeze: cli.freeze.clone().map_or(Freeze::None, Freeze::UpToStage),
-        ..ZooConfig::new(cli.model.clone())
+        ..ZooConfig::new(model.clone())
     };
     let varmap = VarMap::new();
     let built = zoo::build(&config, &varmap, &device)?;
@@ -69,9 +115,7 @@ fn run(cli: &Cli) -> AnyResult<f64> {
     let outputs = config.task.outputs();
     let y = Tensor::ones((cli.batch, outputs), DType::F32, &device)?;
     let mut adam = Adam::new(built.trainable.clone(), AdamConfig::default())?;
-    let mut times = Vec::with_capacity(cli.iters);
-    for i in 0..cli.iters + 2 {
-        let started = Instant::now();
+    let median = median_seconds(cli.iters, |_| {
         if cli.train {
             let logits = built.model.forward_t(&x, true)?;
             let loss = bce_with_logits(&logits.reshape((cli.batch, outputs))?, &y)?;
@@ -81,21 +125,17 @@ fn run(cli: &Cli) -> AnyResult<f64> {
             // Materialise the result so lazily scheduled work is inside the timing.
             logits.flatten_all()?.to_vec1::<f32>()?;
         }
-        if i >= 2 {
-            times.push(started.elapsed().as_secs_f64());
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+        Ok(())
+    })?;
     println!(
         "{} {}x{} batch {} {}: median {:.1} ms over {} iterations",
-        cli.model,
+        model,
         cli.input,
         cli.input,
         cli.batch,
         if cli.train { "training step" } else { "inference" },
         median * 1e3,
-        times.len()
+        cli.iters
     );
     Ok(cli.batch as f64 / median)
 }
@@ -107,7 +147,12 @@ fn main() -> ExitCode {
         eprintln!("error: --iters and --batch must be positive");
         return ExitCode::FAILURE;
     }
-    match run(&cli) {
+    let result = match (&cli.gan, &cli.model) {
+        (Some(arch), _) => run_gan(&cli, arch),
+        (None, Some(model)) => run(&cli, model),
+        (None, None) => Err("--model or --gan is required".into()),
+    };
+    match result {
         Ok(rate) => {
             println!("images/s: {rate:.2}");
             ExitCode::SUCCESS

@@ -6,12 +6,14 @@
 //! Here a convolution is three differentiable steps:
 //!
 //! 1. [`im2col`]: a custom op copying every receptive field of the NCHW input into a column,
-//!    `(N, C*kh*kw, OH*OW)` (skipped for 1x1 stride-1 unpadded convolutions, where the input
-//!    already is that matrix). Its backward is [`col2im`], which adds each column back to the
-//!    pixels it came from (and whose backward is `im2col` again).
-//! 2. A (batched, per group) matrix product with the weight viewed as `(O, C/g*kh*kw)`: candle's
-//!    `matmul`, i.e. the `gemm` crate's blocked kernels, and its backward is two more products.
-//! 3. A reshape to `(N, O, OH, OW)`, plus the bias.
+//!    `(C*kh*kw, N*OH*OW)`, the whole batch side by side (a 1x1 stride-1 unpadded convolution
+//!    only moves the channels first). Its backward is [`col2im`], which adds each column back to
+//!    the pixels it came from (and whose backward is `im2col` again).
+//! 2. One matrix product per group for the whole batch, the weight viewed as
+//!    `(O, C/g*kh*kw)`: candle's `matmul`, i.e. the `gemm` crate's blocked kernels. Its
+//!    backward is two more products, and the weight gradient needs no sum over the batch
+//!    (a per-image product broadcast over the batch would leave one).
+//! 3. `(O, N, OH, OW)` transposed to `(N, O, OH, OW)`, plus the bias ([`add_channel_bias`]).
 //!
 //! So the input gradient is `col2im(W^T dY)` and the weight gradient `dY col^T`, both products
 //! of the same cost as the forward, instead of transposed convolutions. Any stride, padding,
@@ -109,7 +111,8 @@ impl Window {
     }
 }
 
-/// `(N, C, H, W)` to `(N, C*kh*kw, OH*OW)`, one sample per task.
+/// `(N, C, H, W)` to `(C*kh*kw, N*OH*OW)`: every row is one (channel, tap) pair across the
+/// whole batch, so a convolution is one GEMM. Parallel over rows.
 fn im2col_cpu<T: WithDType>(
     x: &[T],
     (n, c, h, w): (usize, usize, usize, usize),
@@ -118,23 +121,33 @@ fn im2col_cpu<T: WithDType>(
     let (oh, ow) = win.out_hw(h, w)?;
     let (kh, kw) = win.kernel;
     let (ty, tx) = (win.taps(h, oh, kh), win.taps(w, ow, kw));
-    let rows = c * kh * kw;
-    let cols = oh * ow;
-    let mut out = vec![T::zero(); n * rows * cols];
-    out.par_chunks_mut(rows * cols).zip(x.par_chunks(c * h * w)).for_each(|(dst, src)| {
-        for ch in 0..c {
-            let plane = &src[ch * h * w..(ch + 1) * h * w];
-            for i in 0..kh {
-                for j in 0..kw {
-                    let row = &mut dst[((ch * kh + i) * kw + j) * cols..][..cols];
-                    for y in 0..oh {
-                        let out_row = &mut row[y * ow..(y + 1) * ow];
-                        let Some(sy) = ty[y * kh + i] else { continue };
-                        let line = &plane[sy * w..(sy + 1) * w];
-                        for (x, o) in out_row.iter_mut().enumerate() {
-                            if let Some(sx) = tx[x * kw + j] {
-                                *o = line[sx];
-                            }
+    let p = oh * ow;
+    let mut out = vec![T::zero(); c * kh * kw * n * p];
+    if out.is_empty() {
+        return Ok(out);
+    }
+    out.par_chunks_mut(n * p).enumerate().for_each(|(row, dst)| {
+        let (ch, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
+        // The column range of this tap whose source lies inside the image, and its offset.
+        let xs: Vec<Option<usize>> = (0..ow).map(|x| tx[x * kw + j]).collect();
+        let first = xs.iter().position(Option::is_some);
+        let last = xs.iter().rposition(Option::is_some);
+        let contiguous_run = win.stride == 1;
+        for (img, block) in dst.chunks_exact_mut(p).enumerate() {
+            let plane = &x[(img * c + ch) * h * w..(img * c + ch + 1) * h * w];
+            for (y, out_row) in block.chunks_exact_mut(ow).enumerate() {
+                let Some(sy) = ty[y * kh + i] else { continue };
+                let line = &plane[sy * w..(sy + 1) * w];
+                let (Some(a), Some(b)) = (first, last) else { continue };
+                if contiguous_run {
+                    // Stride 1: the in-image columns map to one contiguous run of the line.
+                    if let Some(sx) = xs[a] {
+                        out_row[a..=b].copy_from_slice(&line[sx..sx + (b - a + 1)]);
+                    }
+                } else {
+                    for (o, sx) in out_row[a..=b].iter_mut().zip(&xs[a..=b]) {
+                        if let Some(sx) = sx {
+                            *o = line[*sx];
                         }
                     }
                 }
@@ -144,7 +157,8 @@ fn im2col_cpu<T: WithDType>(
     Ok(out)
 }
 
-/// The adjoint of [`im2col_cpu`]: `(N, C*kh*kw, OH*OW)` added back into `(N, C, H, W)`.
+/// The adjoint of [`im2col_cpu`]: `(C*kh*kw, N*OH*OW)` added back into `(N, C, H, W)`.
+/// Parallel over (image, channel) planes.
 fn col2im_cpu<T: WithDType>(
     cols_data: &[T],
     (n, c, h, w): (usize, usize, usize, usize),
@@ -153,25 +167,27 @@ fn col2im_cpu<T: WithDType>(
     let (oh, ow) = win.out_hw(h, w)?;
     let (kh, kw) = win.kernel;
     let (ty, tx) = (win.taps(h, oh, kh), win.taps(w, ow, kw));
-    let cols = oh * ow;
+    let p = oh * ow;
     let rows = c * kh * kw;
-    if cols_data.len() != n * rows * cols {
-        bail!("col2im: {} values for {n} x {rows} x {cols}", cols_data.len());
+    if cols_data.len() != rows * n * p {
+        bail!("col2im: {} values for {rows} x {n} x {p}", cols_data.len());
     }
     let mut out = vec![T::zero(); n * c * h * w];
-    out.par_chunks_mut(c * h * w).zip(cols_data.par_chunks(rows * cols)).for_each(|(dst, src)| {
-        for ch in 0..c {
-            let plane = &mut dst[ch * h * w..(ch + 1) * h * w];
-            for i in 0..kh {
-                for j in 0..kw {
-                    let row = &src[((ch * kh + i) * kw + j) * cols..][..cols];
-                    for y in 0..oh {
-                        let Some(sy) = ty[y * kh + i] else { continue };
-                        let line = &mut plane[sy * w..(sy + 1) * w];
-                        for (x, &v) in row[y * ow..(y + 1) * ow].iter().enumerate() {
-                            if let Some(sx) = tx[x * kw + j] {
-                                line[sx] += v;
-                            }
+    if out.is_empty() {
+        return Ok(out);
+    }
+    out.par_chunks_mut(h * w).enumerate().for_each(|(plane_idx, plane)| {
+        let (img, ch) = (plane_idx / c, plane_idx % c);
+        for i in 0..kh {
+            for j in 0..kw {
+                let row = (ch * kh + i) * kw + j;
+                let src = &cols_data[row * n * p + img * p..][..p];
+                for y in 0..oh {
+                    let Some(sy) = ty[y * kh + i] else { continue };
+                    let line = &mut plane[sy * w..(sy + 1) * w];
+                    for (x, &v) in src[y * ow..(y + 1) * ow].iter().enumerate() {
+                        if let Some(sx) = tx[x * kw + j] {
+                            line[sx] += v;
                         }
                     }
                 }
@@ -206,7 +222,7 @@ impl CustomOp1 for Im2Col {
         let (oh, ow) = self.0.out_hw(dims.2, dims.3)?;
         let out = dispatch_float!(storage, layout, "im2col", |s| im2col_cpu(s, dims, &self.0)?);
         let rows = dims.1 * self.0.kernel.0 * self.0.kernel.1;
-        Ok((out, Shape::from((dims.0, rows, oh * ow))))
+        Ok((out, Shape::from((rows, dims.0 * oh * ow))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -224,8 +240,12 @@ impl CustomOp1 for Col2Im {
         let (n, c, h, w) = self.dims;
         let (oh, ow) = self.win.out_hw(h, w)?;
         let rows = c * self.win.kernel.0 * self.win.kernel.1;
-        if layout.shape().dims() != [n, rows, oh * ow] {
-            bail!("col2im: columns {:?}, expected {:?}", layout.shape().dims(), [n, rows, oh * ow]);
+        if layout.shape().dims() != [rows, n * oh * ow] {
+            bail!(
+                "col2im: columns {:?}, expected {:?}",
+                layout.shape().dims(),
+                [rows, n * oh * ow]
+            );
         }
         let out =
             dispatch_float!(storage, layout, "col2im", |s| col2im_cpu(s, self.dims, &self.win)?);
@@ -237,9 +257,10 @@ impl CustomOp1 for Col2Im {
     }
 }
 
-/// Every receptive field of an NCHW tensor as a column: `(N, C*kh*kw, OH*OW)`, rows ordered
+/// Every receptive field of an NCHW tensor as a column: `(C*kh*kw, N*OH*OW)`, rows ordered
 /// channel-major then kernel row then column (the order of a `(O, C, kh, kw)` weight's
-/// flattening). Differentiable; padding reads as zeros.
+/// flattening), columns image-major then output row then column, so that a whole batch's
+/// convolution is one matrix product. Differentiable; padding reads as zeros.
 ///
 /// # Errors
 /// A non-4-D input, a window that does not fit, a non-float dtype, a non-CPU tensor.
@@ -247,7 +268,7 @@ pub fn im2col(x: &Tensor, win: Window) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Im2Col(win))
 }
 
-/// The adjoint of [`im2col`]: columns `(N, C*kh*kw, OH*OW)` added back into an `(N, C, H, W)`
+/// The adjoint of [`im2col`]: columns `(C*kh*kw, N*OH*OW)` added back into an `(N, C, H, W)`
 /// image (`dims`). Differentiable.
 ///
 /// # Errors
@@ -285,20 +306,20 @@ pub fn conv2d(
             Window { kernel: (kh, kw), stride: p.stride, padding: p.padding, dilation: p.dilation };
         let (oh, ow) = win.out_hw(h, w)?;
         let cols = if (kh, kw, p.stride, p.padding) == (1, 1, 1, 0) {
-            x.reshape((n, c, h * w))?
+            // A 1x1 convolution's columns are the input with channels first.
+            x.reshape((n, c, h * w))?.transpose(0, 1)?.contiguous()?.reshape((c, n * h * w))?
         } else {
             im2col(x, win)?
         };
         let k = cg * kh * kw;
         let og = o / g;
+        // One GEMM for the whole batch (per group): (O/G, K) x (K, N*P).
         let y = if g == 1 {
-            weight.reshape((o, k))?.broadcast_matmul(&cols)?
+            weight.reshape((o, k))?.matmul(&cols)?
         } else {
-            // (N, G, K, P) against (G, O/G, K): one product per group.
-            let cols = cols.reshape((n, g, k, oh * ow))?;
-            weight.reshape((g, og, k))?.broadcast_matmul(&cols)?
+            weight.reshape((g, og, k))?.matmul(&cols.reshape((g, k, n * oh * ow))?)?
         };
-        y.reshape((n, o, oh, ow))?
+        y.reshape((o, n, oh, ow))?.transpose(0, 1)?.contiguous()?
     };
     match bias {
         Some(b) => add_channel_bias(&out, b),
@@ -373,11 +394,12 @@ pub fn conv_transpose2d(
     } else {
         let cg = c / g;
         let k = og * kh * kw;
-        // (G, C/G, O/G*kh*kw) transposed against (N, G, C/G, H*W): the columns of every output
-        // window, which col2im adds into place.
+        // (G, O/G*kh*kw, C/G) x (G, C/G, N*H*W): every output window's columns for the whole
+        // batch in one GEMM per group, which col2im adds into place.
+        let xc = x.reshape((n, c, h * w))?.transpose(0, 1)?.contiguous()?;
         let wt = weight.reshape((g, cg, k))?.transpose(1, 2)?;
-        let cols = wt.broadcast_matmul(&x.reshape((n, g, cg, h * w))?)?;
-        let cols = cols.reshape((n, o * kh * kw, h * w))?;
+        let cols =
+            wt.matmul(&xc.reshape((g, cg, n * h * w))?)?.reshape((o * kh * kw, n * h * w))?;
         let win =
             Window { kernel: (kh, kw), stride: p.stride, padding: p.padding, dilation: p.dilation };
         if win.out_hw(oh, ow)? != (h, w) {

@@ -152,7 +152,7 @@ fn im2col_and_col2im_are_adjoint() {
     let x = randn(&[2, 3, 7, 6], "adj.x", DType::F64);
     let cols = im2col(&x, win).unwrap();
     let (oh, ow) = win.out_hw(7, 6).unwrap();
-    assert_eq!(cols.dims(), &[2, 3 * 3 * 2, oh * ow]);
+    assert_eq!(cols.dims(), &[3 * 3 * 2, 2 * oh * ow]);
     let c = randn(cols.dims(), "adj.c", DType::F64);
     let back = col2im(&c, win, (2, 3, 7, 6)).unwrap();
     let lhs = (&cols * &c).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
