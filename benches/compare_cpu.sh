@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The CPU-kernel comparison: deeprecog (`examples/throughput`) against PyTorch CPU (training
+# steps) and onnxruntime (inference) on the same networks, batch sizes and cores, back to back,
+# one row at a time. Prints each row's images/s and ratio and writes
+# benches/results/cpu-<cpu>-<date>.json:
+#   {"cpu": "...", "cores": n, "date": "YYYY-MM-DD", "torch": "...", "onnxruntime": "...",
+#    "rows": [{"workload", "batch", "mode", "anchor", "ours", "anchor_images_s", "ratio"}]}
+# The anchors run in a scratch venv under target/ (torch, torchvision, onnx, onnxruntime);
+# nothing is added to the project. ITERS (default 5) timed iterations per row.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=target/bench-venv-torch
+ITERS=${ITERS:-5}
+[[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
+"$VENV/bin/python" -c 'import torch, torchvision, onnx, onnxruntime' 2>/dev/null ||
+    "$VENV/bin/pip" install --quiet torch torchvision onnx onnxruntime numpy
+cargo build --release --example throughput
+OURS=target/release/examples/throughput
+rate() { "$@" | tail -n 1 | sed -n 's/^images\/s: //p'; }
+
+# workload batch mode | our arguments | anchor arguments
+ROWS=(
+    "scratch3 32 train|--model scratch3 --input 128 --batch 32 --train|scratch3 32 torch-train"
+    "resnet50-frozen 32 train|--model resnet50 --input 128 --batch 32 --train --freeze layer1|resnet50-frozen 32 torch-train"
+    "dcgan64 64 train|--gan dcgan64 --batch 64|dcgan64 64 torch-train"
+    "mobilenetv2 16 train|--model mobilenetv2 --input 224 --batch 16 --train|mobilenetv2 16 torch-train"
+    "scratch3 1 infer|--model scratch3 --input 128 --batch 1|scratch3 1 ort-infer"
+    "scratch3 32 infer|--model scratch3 --input 128 --batch 32|scratch3 32 ort-infer"
+    "resnet50 8 infer|--model resnet50 --input 224 --batch 8|resnet50 8 ort-infer"
+    "mobilenetv2 1 infer|--model mobilenetv2 --input 224 --batch 1|mobilenetv2 1 ort-infer"
+)
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+DATE=$(date +%F)
+OUT=benches/results/cpu-$(echo "$CPU" | tr -cs 'A-Za-z0-9' '-' | sed 's/-$//')-$DATE.json
+JSON_ROWS=()
+for row in "${ROWS[@]}"; do
+    IFS='|' read -r label ours_args anchor_args <<<"$row"
+    read -r workload batch mode <<<"$label"
+    # shellcheck disable=SC2086
+    ours=$(rate "$OURS" $ours_args --iters "$ITERS")
+    read -r a_work a_batch engine <<<"$anchor_args"
+    anchor=$(rate "$VENV/bin/python" benches/torch_cpu_anchors.py "$a_work" "$a_batch" "$engine" "$ITERS" 2)
+    ratio=$(python3 -c "print(f'{$ours / $anchor:.3f}')")
+    printf '%-16s %3s %-5s  ours %8s images/s  %-11s %8s images/s  ratio %s\n' \
+        "$workload" "$batch" "$mode" "$ours" "$engine" "$anchor" "$ratio"
+    JSON_ROWS+=("{\"workload\": \"$workload\", \"batch\": $batch, \"mode\": \"$mode\", \"anchor\": \"$engine\", \"ours\": $ours, \"anchor_images_s\": $anchor, \"ratio\": $ratio}")
+done
+VERSIONS=$("$VENV/bin/python" -c 'import torch, onnxruntime; print(torch.__version__, onnxruntime.__version__)')
+read -r TORCH ORT <<<"$VERSIONS"
+mkdir -p benches/results
+{
+    printf '{"cpu": "%s", "cores": %s, "date": "%s", "torch": "%s", "onnxruntime": "%s", "rows": [\n' \
+        "$CPU" "$(nproc)" "$DATE" "$TORCH" "$ORT"
+    for i in "${!JSON_ROWS[@]}"; do
+        sep=$([[ $i -lt $((${#JSON_ROWS[@]} - 1)) ]] && echo "," || true)
+        printf '  %s%s\n' "${JSON_ROWS[$i]}" "$sep"
+    done
+    printf ']}\n'
+} >"$OUT"
+echo "wrote $OUT"
