@@ -88,8 +88,8 @@ impl LeNetLike {
     /// `forward_t(x) == forward_head(forward_features(x))`). No BatchNorm or Dropout, so
     /// `train` changes nothing.
     pub fn forward_features(&self, xs: &Tensor, _train: bool) -> Result<Tensor> {
-        let x = max_pool(&self.conv1.forward(xs)?.relu()?, 2, 2, 0)?;
-        max_pool(&self.conv2.forward(&x)?.relu()?, 2, 2, 0)
+        let x = max_pool(&self.conv1.forward_relu(xs)?, 2, 2, 0)?;
+        max_pool(&self.conv2.forward_relu(&x)?, 2, 2, 0)
     }
 
     /// The logits from [`LeNetLike::forward_features`]' output: flatten, fc1, fc2, fc3.

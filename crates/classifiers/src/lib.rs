@@ -165,7 +165,7 @@ impl ScratchCnn {
         let mut x = xs.clone();
         for conv in &self.convs {
             // candle's own max_pool2d backward scales the gradient by 1/k² (see layers::max_pool).
-            x = crate::layers::max_pool(&conv.forward(&x)?.relu()?, 2, 2, 0)?;
+            x = crate::layers::max_pool(&conv.forward_relu(&x)?, 2, 2, 0)?;
         }
         Ok(x)
     }

@@ -100,7 +100,7 @@ impl ConvStage {
 
 impl ModuleT for ConvStage {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn.forward_t(&self.conv.forward(x)?.relu()?, train)?;
+        let y = self.bn.forward_t(&self.conv.forward_relu(x)?, train)?;
         keras_same_max_pool(&y, self.pool)
     }
 }
@@ -218,7 +218,7 @@ impl Module for Inception {
         for branch in &self.branches {
             let mut y = x.clone();
             for conv in branch {
-                y = conv.forward(&y)?.relu()?;
+                y = conv.forward_relu(&y)?;
             }
             outs.push(y);
         }

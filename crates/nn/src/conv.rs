@@ -425,15 +425,40 @@ pub fn add_channel_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     if bias.elem_count() != c {
         bail!("bias of shape {:?} for {c} channels", bias.dims());
     }
+    channel_bias(x, bias, false)
+}
+
+/// `relu(x + bias)`, [`add_channel_bias`] and a ReLU in one pass forward and one backward (the
+/// mask is the output's sign) on the CPU in f32.
+///
+/// # Errors
+/// A bias whose length is not `x`'s dimension 1.
+pub fn add_channel_bias_relu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    channel_bias(x, bias, true)
+}
+
+fn channel_bias(x: &Tensor, bias: &Tensor, relu: bool) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    if bias.elem_count() != c {
+        bail!("bias of shape {:?} for {c} channels", bias.dims());
+    }
     if x.device().is_cpu() && x.dtype() == DType::F32 && bias.dtype() == DType::F32 {
-        return x.contiguous()?.apply_op2(&bias.flatten_all()?.contiguous()?, ChannelBias);
+        let op = ChannelBias { relu };
+        return x.contiguous()?.apply_op2(&bias.flatten_all()?.contiguous()?, op);
     }
     let mut shape = vec![1usize; x.rank()];
     shape[1] = c;
-    x.broadcast_add(&bias.reshape(shape)?)
+    let y = x.broadcast_add(&bias.reshape(shape)?)?;
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
 }
 
-struct ChannelBias;
+struct ChannelBias {
+    relu: bool,
+}
 
 /// `(N, C, S...)` as `(n, c, s)`.
 fn ncs(layout: &Layout) -> Result<(usize, usize, usize)> {
@@ -464,7 +489,11 @@ impl candle_core::CustomOp2 for ChannelBias {
         let mut out = x.to_vec();
         out.par_chunks_mut(sp.max(1)).enumerate().for_each(|(plane, dst)| {
             let v = b[plane % c];
-            dst.iter_mut().for_each(|d| *d += v);
+            if self.relu {
+                dst.iter_mut().for_each(|d| *d = (*d + v).max(0.0));
+            } else {
+                dst.iter_mut().for_each(|d| *d += v);
+            }
         });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
@@ -473,11 +502,16 @@ impl candle_core::CustomOp2 for ChannelBias {
         &self,
         _x: &Tensor,
         _bias: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = if self.relu {
+            grad.contiguous()?.apply_op2_no_bwd(&res.contiguous()?, &ReluMask)?
+        } else {
+            grad.clone()
+        };
         let db = grad.contiguous()?.apply_op1_no_bwd(&ChannelSum)?;
-        Ok((Some(grad.clone()), Some(db)))
+        Ok((Some(grad), Some(db)))
     }
 }
 
@@ -504,5 +538,39 @@ impl CustomOp1 for ChannelSum {
             })
             .collect();
         Ok((CpuStorage::F32(sums), Shape::from(c)))
+    }
+}
+
+/// The gradient where the ReLU's output is positive, zero elsewhere: `(grad, output)`.
+struct ReluMask;
+
+impl candle_core::CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "deeprecog-relu-mask"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(gd), CpuStorage::F32(yd)) = (gs, ys) else {
+            bail!("relu mask: the CPU kernel takes f32");
+        };
+        let (g, y) = (contiguous(gd, gl)?, contiguous(yd, yl)?);
+        if g.len() != y.len() {
+            bail!("relu mask: gradient {:?} for output {:?}", gl.shape(), yl.shape());
+        }
+        let mut out = vec![0f32; g.len()];
+        out.par_chunks_mut(1 << 14).zip(g.par_chunks(1 << 14)).zip(y.par_chunks(1 << 14)).for_each(
+            |((o, g), y)| {
+                for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+                    *o = if y > 0.0 { g } else { 0.0 };
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
 }

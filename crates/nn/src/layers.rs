@@ -21,7 +21,9 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::conv::{conv2d as conv2d_op, conv_transpose2d as conv_transpose2d_op};
+use crate::conv::{
+    add_channel_bias_relu, conv2d as conv2d_op, conv_transpose2d as conv_transpose2d_op,
+};
 use crate::conv::{Conv2dParams, ConvTranspose2dParams};
 
 /// A 2-D convolution layer: `weight (O, C/groups, kh, kw)`, optional `bias (O)`.
@@ -51,6 +53,21 @@ impl Conv2d {
     /// Stride, padding, dilation, groups.
     pub fn params(&self) -> Conv2dParams {
         self.params
+    }
+}
+
+impl Conv2d {
+    /// The convolution followed by a ReLU, the bias and the ReLU fused into one pass (forward
+    /// and backward) on the CPU.
+    ///
+    /// # Errors
+    /// As [`Module::forward`].
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        let y = conv2d_op(x, &self.weight, None, self.params)?;
+        match &self.bias {
+            Some(b) => add_channel_bias_relu(&y, b),
+            None => y.relu(),
+        }
     }
 }
 

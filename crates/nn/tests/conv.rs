@@ -312,3 +312,26 @@ fn transposed_convolution_matches_direct_loops() {
     let w3 = randn(&[3, 2, 3, 3], "badw3", DType::F32);
     assert!(conv_transpose2d(&x, &w3, None, Default::default()).is_err(), "channel mismatch");
 }
+
+/// `Conv2d::forward_relu` (bias and ReLU fused) against the convolution then candle's ReLU:
+/// output and all three gradients.
+#[test]
+fn fused_bias_relu_matches_separate_ops() {
+    use candle_core::Module;
+    use deeprecog_nn::layers::Conv2d;
+    let x = Var::from_tensor(&randn(&[2, 3, 6, 7], "fx", DType::F32)).unwrap();
+    let w = Var::from_tensor(&randn(&[4, 3, 3, 3], "fw", DType::F32)).unwrap();
+    let b = Var::from_tensor(&randn(&[4], "fb", DType::F32)).unwrap();
+    let p = Conv2dParams { padding: 1, ..Default::default() };
+    let layer = Conv2d::new(w.as_tensor().clone(), Some(b.as_tensor().clone()), p);
+    let fused = layer.forward_relu(x.as_tensor()).unwrap();
+    let separate = layer.forward(x.as_tensor()).unwrap().relu().unwrap();
+    assert!(max_diff(&fused, &separate) < 1e-6);
+    let r = randn(fused.dims(), "fr", DType::F32);
+    let g1 = (&fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (&separate * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    for v in [&x, &w, &b] {
+        let d = max_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+        assert!(d < 1e-5, "gradient differs by {d}");
+    }
+}
