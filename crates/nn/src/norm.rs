@@ -164,6 +164,10 @@ impl BatchNorm {
         bshape[1] = c;
         if !train {
             let (scale, shift) = self.eval_scale_shift()?;
+            if x.device().is_cpu() && x.dtype() == DType::F32 && scale.dtype() == DType::F32 {
+                let x = x.contiguous()?;
+                return x.apply_op3(&scale, &shift, ChannelAffine { relu });
+            }
             let y = x
                 .broadcast_mul(&scale.reshape(bshape.as_slice())?.to_dtype(x.dtype())?)?
                 .broadcast_add(&shift.reshape(bshape.as_slice())?.to_dtype(x.dtype())?)?;
@@ -454,5 +458,68 @@ impl CustomOp3 for GradInput {
             }
         });
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
+    }
+}
+
+/// Evaluation-mode normalisation, `y = x * scale + shift` per channel (optionally ReLU'd), one
+/// pass; inputs `(x, scale (C), shift (C))`, all three differentiable.
+#[derive(Debug, Clone, Copy)]
+struct ChannelAffine {
+    relu: bool,
+}
+
+impl CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "deeprecog-channel-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+        ts: &CpuStorage,
+        tl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, self.name())?;
+        let scale = f32_slice(ss, sl, self.name())?;
+        let shift = f32_slice(ts, tl, self.name())?;
+        let (_, c, sp) = ncs(xl)?;
+        if scale.len() != c || shift.len() != c {
+            bail!("batch norm: {} scales for {c} channels", scale.len());
+        }
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(sp.max(1)).zip(x.par_chunks(sp.max(1))).enumerate().for_each(
+            |(plane, (dst, src))| {
+                let (a, b) = (scale[plane % c], shift[plane % c]);
+                if self.relu {
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * a + b).max(0.0));
+                } else {
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * a + b);
+                }
+            },
+        );
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        _shift: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = scale.elem_count();
+        let mut bshape = vec![1usize; x.rank()];
+        bshape[1] = c;
+        let grad =
+            if self.relu { grad.mul(&res.gt(0.0)?.to_dtype(grad.dtype())?)? } else { grad.clone() };
+        let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+        let dx = grad.broadcast_mul(&scale.reshape(bshape.as_slice())?)?;
+        let dscale = (&grad * x)?.sum(dims.as_slice())?;
+        let dshift = grad.sum(dims.as_slice())?;
+        Ok((Some(dx), Some(dscale), Some(dshift)))
     }
 }

@@ -142,6 +142,48 @@ fn evaluation_uses_running_statistics_and_scale_shift() {
     assert!(max_diff(&got, &want) < 1e-5);
     let relu = bn.forward_relu_t(&x, false).unwrap();
     assert!(max_diff(&relu, &want.relu().unwrap()) < 1e-5);
+    // Gradients in evaluation mode (a frozen-statistics fine-tune) against the same formula
+    // from candle ops in f64.
+    for relu in [false, true] {
+        let xv = Var::from_tensor(&x).unwrap();
+        let wv = Var::from_tensor(bn.weight()).unwrap();
+        let bv = Var::from_tensor(bn.bias()).unwrap();
+        let layer = BatchNorm::new(
+            wv.as_tensor().clone(),
+            bv.as_tensor().clone(),
+            rm.clone(),
+            rv.clone(),
+            cfg,
+        )
+        .unwrap();
+        let y = if relu {
+            layer.forward_relu_t(xv.as_tensor(), false).unwrap()
+        } else {
+            layer.forward_t(xv.as_tensor(), false).unwrap()
+        };
+        let r = randn(y.dims(), "er", DType::F32);
+        let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let f64v = |t: &Tensor| Var::from_tensor(&t.to_dtype(DType::F64).unwrap()).unwrap();
+        let (x64, w64, b64) = (f64v(&x), f64v(bn.weight()), f64v(bn.bias()));
+        let inv =
+            (rv.to_dtype(DType::F64).unwrap() + cfg.eps).unwrap().sqrt().unwrap().recip().unwrap();
+        let scale = (w64.as_tensor() * &inv).unwrap();
+        let shift =
+            (b64.as_tensor() - (rm.to_dtype(DType::F64).unwrap() * &scale).unwrap()).unwrap();
+        let want = x64
+            .as_tensor()
+            .broadcast_mul(&scale.reshape((1, 3, 1, 1)).unwrap())
+            .unwrap()
+            .broadcast_add(&shift.reshape((1, 3, 1, 1)).unwrap())
+            .unwrap();
+        let want = if relu { want.relu().unwrap() } else { want };
+        let r64 = r.to_dtype(DType::F64).unwrap();
+        let g64 = (&want * &r64).unwrap().sum_all().unwrap().backward().unwrap();
+        for (a, b) in [(&xv, &x64), (&wv, &w64), (&bv, &b64)] {
+            let d = max_diff(g.get(a.as_tensor()).unwrap(), g64.get(b.as_tensor()).unwrap());
+            assert!(d < 1e-4, "relu {relu}: evaluation-mode gradient differs by {d}");
+        }
+    }
     // Evaluation leaves the running statistics alone.
     assert_eq!(max_diff(bn.running_mean(), &rm), 0.0);
     assert_eq!(max_diff(bn.running_var(), &rv), 0.0);
