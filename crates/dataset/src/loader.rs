@@ -1,6 +1,7 @@
 //! Batches for training: `u8` image tensors `(N, C, H, W)`, targets and sample ids.
 //!
-//! Samples of a batch are read and transformed in parallel on a rayon pool; a producer thread
+//! Samples of a batch are read and transformed in parallel on rayon's global pool (the one the
+//! tensor kernels use, so the two share the cores) or a dedicated one; a producer thread
 //! prepares up to `prefetch` batches ahead so decoding overlaps compute. The order of an epoch
 //! depends only on the seed and the epoch number, and each sample's random augmentation only on
 //! (seed, epoch, index), so results do not depend on thread scheduling. A sample that fails to
@@ -133,7 +134,8 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// Drop a final batch smaller than `batch_size`.
     pub drop_last: bool,
-    /// Decoding threads (`None`: rayon's default, one per core).
+    /// Decoding threads in a pool of their own (`None`: rayon's global pool, shared with the
+    /// tensor kernels, so decoding and compute never oversubscribe the cores).
     pub workers: Option<usize>,
     /// Batches prepared ahead of the consumer.
     pub prefetch: usize,
@@ -222,7 +224,7 @@ impl<D: Dataset<Item = Sample> + 'static> Loader<D> {
         self
     }
 
-    /// Decoding threads.
+    /// Decoding threads in a pool of their own, beside rayon's global pool.
     pub fn workers(mut self, n: usize) -> Self {
         self.config.workers = Some(n);
         self
@@ -279,12 +281,18 @@ impl<D: Dataset<Item = Sample> + 'static> Loader<D> {
         if self.config.batch_size == 0 {
             return Err(Error::Config("batch size must be at least 1".into()));
         }
-        let mut pool =
-            rayon::ThreadPoolBuilder::new().thread_name(|i| format!("deeprecog-decode-{i}"));
-        if let Some(n) = self.config.workers {
-            pool = pool.num_threads(n);
-        }
-        let pool = pool.build().map_err(|e| Error::Config(format!("decode thread pool: {e}")))?;
+        // By default decoding shares rayon's global pool with the tensor kernels, so the two
+        // never run more threads than there are cores; `workers` asks for a dedicated pool.
+        let pool = match self.config.workers {
+            Some(n) => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .thread_name(|i| format!("deeprecog-decode-{i}"))
+                    .num_threads(n)
+                    .build()
+                    .map_err(|e| Error::Config(format!("decode thread pool: {e}")))?,
+            ),
+            None => None,
+        };
         let (tx, rx) = sync_channel(self.config.prefetch.max(1));
         let report = Arc::new(Mutex::new(EpochReport::default()));
         let job = Job {
@@ -304,7 +312,10 @@ impl<D: Dataset<Item = Sample> + 'static> Loader<D> {
                     .filter(|c| !job.config.drop_last || c.len() == job.config.batch_size)
                     .collect();
                 for chunk in chunks {
-                    let batch = pool.install(|| job.batch(chunk));
+                    let batch = match &pool {
+                        Some(pool) => pool.install(|| job.batch(chunk)),
+                        None => job.batch(chunk),
+                    };
                     let stop = batch.is_err();
                     match batch {
                         Ok(None) => continue,
