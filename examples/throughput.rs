@@ -99,7 +99,7 @@ fn run(cli: &Cli, model: &ModelName) -> AnyResult<f64> {
     let config = ZooConfig {
         input: (3, cli.input, cli.input),
         freeze: cli.freeze.clone().map_or(Freeze::None, Freeze::UpToStage),
-        ..ZooConfig::new(model.clone())
+        ..ZooConfig::new(*model)
     };
     let varmap = VarMap::new();
     let built = zoo::build(&config, &varmap, &device)?;

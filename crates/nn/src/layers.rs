@@ -143,7 +143,7 @@ pub fn conv2d_no_bias(
     params: Conv2dParams,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    if params.groups == 0 || in_channels % params.groups != 0 {
+    if params.groups == 0 || !in_channels.is_multiple_of(params.groups) {
         candle_core::bail!("conv2d: {in_channels} input channels in {} groups", params.groups);
     }
     let shape = (out_channels, in_channels / params.groups, kernel, kernel);
@@ -181,7 +181,7 @@ pub fn conv_transpose2d_no_bias(
     params: ConvTranspose2dParams,
     vb: VarBuilder,
 ) -> Result<ConvTranspose2d> {
-    if params.groups == 0 || out_channels % params.groups != 0 {
+    if params.groups == 0 || !out_channels.is_multiple_of(params.groups) {
         candle_core::bail!(
             "conv_transpose2d: {out_channels} output channels in {} groups",
             params.groups
