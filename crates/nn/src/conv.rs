@@ -37,7 +37,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::cpu::{contiguous, dispatch_float};
+use crate::cpu::{contiguous, dispatch_float, ncs};
 use crate::depthwise::Padding;
 
 /// Stride, padding, dilation and groups of a 2-D convolution (PyTorch's `Conv2d` arguments;
@@ -458,15 +458,6 @@ fn channel_bias(x: &Tensor, bias: &Tensor, relu: bool) -> Result<Tensor> {
 
 struct ChannelBias {
     relu: bool,
-}
-
-/// `(N, C, S...)` as `(n, c, s)`.
-fn ncs(layout: &Layout) -> Result<(usize, usize, usize)> {
-    let dims = layout.shape().dims();
-    if dims.len() < 2 {
-        bail!("channel bias: input of shape {dims:?}");
-    }
-    Ok((dims[0], dims[1], dims[2..].iter().product()))
 }
 
 impl candle_core::CustomOp2 for ChannelBias {

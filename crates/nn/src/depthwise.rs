@@ -180,17 +180,7 @@ fn f32_pair<'a>(
     bl: &Layout,
     name: &str,
 ) -> Result<(&'a [f32], &'a [f32])> {
-    let (CpuStorage::F32(a), CpuStorage::F32(b)) = (a, b) else {
-        bail!("{name}: the CPU kernel takes f32");
-    };
-    let (Some((a0, a1)), Some((b0, b1))) = (al.contiguous_offsets(), bl.contiguous_offsets())
-    else {
-        bail!("{name}: inputs must be contiguous");
-    };
-    match (a.get(a0..a1), b.get(b0..b1)) {
-        (Some(a), Some(b)) => Ok((a, b)),
-        _ => bail!("{name}: layout out of the storage's bounds"),
-    }
+    Ok((crate::cpu::f32_slice(a, al, name)?, crate::cpu::f32_slice(b, bl, name)?))
 }
 
 /// The input gradient: every output gradient spread back over the taps that produced it, into

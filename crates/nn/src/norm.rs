@@ -33,6 +33,8 @@ use candle_core::{
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
+use crate::cpu::{f32_slice, ncs};
+
 /// `eps` and `momentum` of a batch normalisation (PyTorch's defaults: 1e-5 and 0.1, the weight
 /// of the new batch in the running statistics).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -222,23 +224,6 @@ impl BatchNorm {
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.forward_impl(x, train, false)
-    }
-}
-
-/// `(N, C, S...)` as `(n, c, s)`.
-fn ncs(layout: &Layout) -> Result<(usize, usize, usize)> {
-    let dims = layout.shape().dims();
-    if dims.len() < 2 {
-        bail!("batch norm: input of shape {dims:?}");
-    }
-    Ok((dims[0], dims[1], dims[2..].iter().product()))
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, name: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(d) = s else { bail!("{name}: the CPU kernel takes f32") };
-    match l.contiguous_offsets().and_then(|(a, b)| d.get(a..b)) {
-        Some(d) => Ok(d),
-        None => bail!("{name}: input must be contiguous"),
     }
 }
 
