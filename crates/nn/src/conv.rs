@@ -112,71 +112,108 @@ impl Window {
 }
 
 /// `(N, C, H, W)` to `(C*kh*kw, N*OH*OW)`: every row is one (channel, tap) pair across the
-/// whole batch, so a convolution is one GEMM. Parallel over rows.
+/// whole batch, so a convolution is one GEMM.
 fn im2col_cpu<T: WithDType>(
+    x: &[T],
+    dims: (usize, usize, usize, usize),
+    win: &Window,
+) -> Result<Vec<T>> {
+    let (n, c, h, w) = dims;
+    let (oh, ow) = win.out_hw(h, w)?;
+    let mut out = vec![T::zero(); c * win.kernel.0 * win.kernel.1 * n * oh * ow];
+    im2col_into(x, dims, win, &mut out, true)?;
+    Ok(out)
+}
+
+/// [`im2col_cpu`] into a caller's buffer of `C*kh*kw*N*OH*OW` values, every one of them
+/// written (padding as zeros), so a reused buffer needs no clearing. Parallel over rows when
+/// `parallel`.
+pub(crate) fn im2col_into<T: WithDType>(
     x: &[T],
     (n, c, h, w): (usize, usize, usize, usize),
     win: &Window,
-) -> Result<Vec<T>> {
+    out: &mut [T],
+    parallel: bool,
+) -> Result<()> {
     let (oh, ow) = win.out_hw(h, w)?;
     let (kh, kw) = win.kernel;
     let (ty, tx) = (win.taps(h, oh, kh), win.taps(w, ow, kw));
     let p = oh * ow;
-    let mut out = vec![T::zero(); c * kh * kw * n * p];
-    if out.is_empty() {
-        return Ok(out);
+    if out.len() != c * kh * kw * n * p || x.len() != n * c * h * w {
+        bail!("im2col: buffers of {} and {} values for {n}x{c}x{h}x{w}", x.len(), out.len());
     }
-    out.par_chunks_mut(n * p).enumerate().for_each(|(row, dst)| {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let fill_row = |(row, dst): (usize, &mut [T])| {
         let (ch, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
         // The column range of this tap whose source lies inside the image, and its offset.
         let xs: Vec<Option<usize>> = (0..ow).map(|x| tx[x * kw + j]).collect();
         let first = xs.iter().position(Option::is_some);
         let last = xs.iter().rposition(Option::is_some);
-        let contiguous_run = win.stride == 1;
         for (img, block) in dst.chunks_exact_mut(p).enumerate() {
             let plane = &x[(img * c + ch) * h * w..(img * c + ch + 1) * h * w];
             for (y, out_row) in block.chunks_exact_mut(ow).enumerate() {
-                let Some(sy) = ty[y * kh + i] else { continue };
+                let (Some(sy), Some(a), Some(b)) = (ty[y * kh + i], first, last) else {
+                    out_row.fill(T::zero());
+                    continue;
+                };
                 let line = &plane[sy * w..(sy + 1) * w];
-                let (Some(a), Some(b)) = (first, last) else { continue };
-                if contiguous_run {
+                out_row[..a].fill(T::zero());
+                out_row[b + 1..].fill(T::zero());
+                match (win.stride, xs[a]) {
                     // Stride 1: the in-image columns map to one contiguous run of the line.
-                    if let Some(sx) = xs[a] {
-                        out_row[a..=b].copy_from_slice(&line[sx..sx + (b - a + 1)]);
-                    }
-                } else {
-                    for (o, sx) in out_row[a..=b].iter_mut().zip(&xs[a..=b]) {
-                        if let Some(sx) = sx {
-                            *o = line[*sx];
+                    (1, Some(sx)) => out_row[a..=b].copy_from_slice(&line[sx..sx + (b - a + 1)]),
+                    _ => {
+                        for (o, sx) in out_row[a..=b].iter_mut().zip(&xs[a..=b]) {
+                            *o = sx.map_or(T::zero(), |sx| line[sx]);
                         }
                     }
                 }
             }
         }
-    });
-    Ok(out)
+    };
+    if parallel {
+        out.par_chunks_mut(n * p).enumerate().for_each(fill_row);
+    } else {
+        out.chunks_mut(n * p).enumerate().for_each(fill_row);
+    }
+    Ok(())
 }
 
 /// The adjoint of [`im2col_cpu`]: `(C*kh*kw, N*OH*OW)` added back into `(N, C, H, W)`.
-/// Parallel over (image, channel) planes.
 fn col2im_cpu<T: WithDType>(
+    cols_data: &[T],
+    dims: (usize, usize, usize, usize),
+    win: &Window,
+) -> Result<Vec<T>> {
+    let (n, c, h, w) = dims;
+    let mut out = vec![T::zero(); n * c * h * w];
+    col2im_into(cols_data, dims, win, &mut out, true)?;
+    Ok(out)
+}
+
+/// [`col2im_cpu`] adding into a caller's `(N, C, H, W)` buffer. Parallel over (image,
+/// channel) planes when `parallel`.
+pub(crate) fn col2im_into<T: WithDType>(
     cols_data: &[T],
     (n, c, h, w): (usize, usize, usize, usize),
     win: &Window,
-) -> Result<Vec<T>> {
+    out: &mut [T],
+    parallel: bool,
+) -> Result<()> {
     let (oh, ow) = win.out_hw(h, w)?;
     let (kh, kw) = win.kernel;
     let (ty, tx) = (win.taps(h, oh, kh), win.taps(w, ow, kw));
     let p = oh * ow;
     let rows = c * kh * kw;
-    if cols_data.len() != rows * n * p {
+    if cols_data.len() != rows * n * p || out.len() != n * c * h * w {
         bail!("col2im: {} values for {rows} x {n} x {p}", cols_data.len());
     }
-    let mut out = vec![T::zero(); n * c * h * w];
     if out.is_empty() {
-        return Ok(out);
+        return Ok(());
     }
-    out.par_chunks_mut(h * w).enumerate().for_each(|(plane_idx, plane)| {
+    let add_plane = |(plane_idx, plane): (usize, &mut [T])| {
         let (img, ch) = (plane_idx / c, plane_idx % c);
         for i in 0..kh {
             for j in 0..kw {
@@ -193,8 +230,13 @@ fn col2im_cpu<T: WithDType>(
                 }
             }
         }
-    });
-    Ok(out)
+    };
+    if parallel {
+        out.par_chunks_mut(h * w).enumerate().for_each(add_plane);
+    } else {
+        out.chunks_mut(h * w).enumerate().for_each(add_plane);
+    }
+    Ok(())
 }
 
 fn dims4(layout: &Layout) -> Result<(usize, usize, usize, usize)> {
@@ -290,15 +332,49 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     p: Conv2dParams,
 ) -> Result<Tensor> {
+    conv2d_maybe_relu(x, weight, bias, p, false)
+}
+
+/// [`conv2d`] followed by a ReLU; on the CPU in f32 the bias and the ReLU are applied to each
+/// output block as the product writes it, and the backward pass masks the gradient first.
+///
+/// # Errors
+/// As [`conv2d`].
+pub fn conv2d_relu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+) -> Result<Tensor> {
+    conv2d_maybe_relu(x, weight, bias, p, true)
+}
+
+fn conv2d_maybe_relu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    relu: bool,
+) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (o, cg, kh, kw) = weight.dims4()?;
     let g = p.groups;
     if g == 0 || c % g != 0 || o % g != 0 || cg != c / g {
         bail!("conv2d: input of {c} channels, weight {:?}, {g} groups", weight.dims());
     }
+    let depthwise = g == c && o == c && p.dilation == 1 && kh == kw;
+    let all_f32 = [Some(x), Some(weight), bias].iter().flatten().all(|t| t.dtype() == DType::F32);
+    if x.device().is_cpu() && all_f32 && !depthwise {
+        let op = crate::gemm_conv::GemmConv { params: p, relu };
+        let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+        return match bias {
+            Some(b) => x.apply_op3(&weight, &b.flatten_all()?.contiguous()?, op),
+            None => x.apply_op2(&weight, op),
+        };
+    }
     let out = if !x.device().is_cpu() {
         x.conv2d(weight, p.padding, p.stride, p.dilation, g)?
-    } else if g == c && o == c && p.dilation == 1 && kh == kw && x.dtype() == DType::F32 {
+    } else if depthwise && x.dtype() == DType::F32 {
         // Depthwise: one k*k dot product per output, a direct loop beats c tiny GEMMs.
         crate::depthwise::depthwise_conv2d(x, weight, p.stride, Padding::same(p.padding))?
     } else {
@@ -321,9 +397,11 @@ pub fn conv2d(
         };
         y.reshape((o, n, oh, ow))?.transpose(0, 1)?.contiguous()?
     };
-    match bias {
-        Some(b) => add_channel_bias(&out, b),
-        None => Ok(out),
+    match (bias, relu) {
+        (Some(b), false) => add_channel_bias(&out, b),
+        (Some(b), true) => add_channel_bias_relu(&out, b),
+        (None, false) => Ok(out),
+        (None, true) => out.relu(),
     }
 }
 
@@ -507,7 +585,7 @@ impl candle_core::CustomOp2 for ChannelBias {
 }
 
 /// Per-channel sums of an `(N, C, S...)` f32 tensor, accumulated in f64 across planes.
-struct ChannelSum;
+pub(crate) struct ChannelSum;
 
 impl CustomOp1 for ChannelSum {
     fn name(&self) -> &'static str {
@@ -533,7 +611,7 @@ impl CustomOp1 for ChannelSum {
 }
 
 /// The gradient where the ReLU's output is positive, zero elsewhere: `(grad, output)`.
-struct ReluMask;
+pub(crate) struct ReluMask;
 
 impl candle_core::CustomOp2 for ReluMask {
     fn name(&self) -> &'static str {

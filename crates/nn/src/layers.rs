@@ -21,9 +21,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::conv::{
-    add_channel_bias_relu, conv2d as conv2d_op, conv_transpose2d as conv_transpose2d_op,
-};
+use crate::conv::{conv2d as conv2d_op, conv2d_relu, conv_transpose2d as conv_transpose2d_op};
 use crate::conv::{Conv2dParams, ConvTranspose2dParams};
 
 /// A 2-D convolution layer: `weight (O, C/groups, kh, kw)`, optional `bias (O)`.
@@ -63,11 +61,7 @@ impl Conv2d {
     /// # Errors
     /// As [`Module::forward`].
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        let y = conv2d_op(x, &self.weight, None, self.params)?;
-        match &self.bias {
-            Some(b) => add_channel_bias_relu(&y, b),
-            None => y.relu(),
-        }
+        conv2d_relu(x, &self.weight, self.bias.as_ref(), self.params)
     }
 }
 

@@ -21,6 +21,7 @@ mod cpu;
 pub mod depthwise;
 pub mod device;
 pub mod dropout;
+mod gemm_conv;
 pub mod import;
 pub mod init;
 pub mod layers;
@@ -29,6 +30,7 @@ pub mod norm;
 pub mod optim;
 pub mod pool;
 pub mod schedule;
+mod sgemm;
 
 /// Errors of the nn crate.
 #[derive(Debug, thiserror::Error)]

@@ -35,7 +35,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 /// (n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)
 type Case = (usize, usize, usize, usize, usize, (usize, usize), usize, usize, usize, usize);
 
-const CASES: [Case; 11] = [
+const CASES: [Case; 15] = [
     (2, 3, 7, 9, 4, (3, 3), 1, 1, 1, 1),
     (1, 4, 8, 8, 6, (3, 3), 2, 1, 1, 2),
     (3, 6, 5, 6, 6, (3, 3), 1, 1, 1, 6),
@@ -47,6 +47,12 @@ const CASES: [Case; 11] = [
     (4, 8, 6, 5, 8, (3, 3), 2, 1, 1, 8),
     (2, 4, 10, 9, 4, (5, 5), 2, 2, 1, 4),
     (1, 3, 7, 4, 3, (3, 3), 1, 0, 1, 3),
+    // Batches whose small outputs put several images in one GEMM chunk, a short last chunk,
+    // pointwise and grouped chunks.
+    (8, 3, 5, 4, 5, (3, 3), 1, 1, 1, 1),
+    (7, 4, 3, 3, 6, (1, 1), 1, 0, 1, 2),
+    (5, 6, 6, 7, 4, (3, 3), 2, 1, 1, 2),
+    (9, 5, 2, 3, 3, (1, 1), 1, 0, 1, 1),
 ];
 
 /// Direct loops in f64: the output, and the input / weight gradients of `sum(y * r)`.
@@ -319,19 +325,24 @@ fn transposed_convolution_matches_direct_loops() {
 fn fused_bias_relu_matches_separate_ops() {
     use candle_core::Module;
     use deeprecog_nn::layers::Conv2d;
-    let x = Var::from_tensor(&randn(&[2, 3, 6, 7], "fx", DType::F32)).unwrap();
-    let w = Var::from_tensor(&randn(&[4, 3, 3, 3], "fw", DType::F32)).unwrap();
-    let b = Var::from_tensor(&randn(&[4], "fb", DType::F32)).unwrap();
-    let p = Conv2dParams { padding: 1, ..Default::default() };
-    let layer = Conv2d::new(w.as_tensor().clone(), Some(b.as_tensor().clone()), p);
-    let fused = layer.forward_relu(x.as_tensor()).unwrap();
-    let separate = layer.forward(x.as_tensor()).unwrap().relu().unwrap();
-    assert!(max_diff(&fused, &separate) < 1e-6);
-    let r = randn(fused.dims(), "fr", DType::F32);
-    let g1 = (&fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    let g2 = (&separate * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    for v in [&x, &w, &b] {
-        let d = max_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
-        assert!(d < 1e-5, "gradient differs by {d}");
+    for (i, (dims, with_bias)) in
+        [([2, 3, 6, 7], true), ([6, 3, 4, 5], true), ([3, 3, 5, 5], false)].into_iter().enumerate()
+    {
+        let x = Var::from_tensor(&randn(&dims, &format!("fx{i}"), DType::F32)).unwrap();
+        let w = Var::from_tensor(&randn(&[4, 3, 3, 3], &format!("fw{i}"), DType::F32)).unwrap();
+        let b = Var::from_tensor(&randn(&[4], &format!("fb{i}"), DType::F32)).unwrap();
+        let p = Conv2dParams { padding: 1, ..Default::default() };
+        let layer = Conv2d::new(w.as_tensor().clone(), with_bias.then(|| b.as_tensor().clone()), p);
+        let fused = layer.forward_relu(x.as_tensor()).unwrap();
+        let separate = layer.forward(x.as_tensor()).unwrap().relu().unwrap();
+        assert!(max_diff(&fused, &separate) < 1e-6);
+        let r = randn(fused.dims(), &format!("fr{i}"), DType::F32);
+        let g1 = (&fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&separate * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let vars = if with_bias { vec![&x, &w, &b] } else { vec![&x, &w] };
+        for v in vars {
+            let d = max_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+            assert!(d < 1e-5, "case {i}: gradient differs by {d}");
+        }
     }
 }

@@ -1,0 +1,468 @@
+//! The f32 CPU convolution as one custom op: forward, and its input and weight gradients, each
+//! an `im2col` (or `col2im`) and a GEMM per chunk of images, reading and writing NCHW buffers
+//! in place.
+//!
+//! [`crate::conv::im2col`] + `matmul` + transpose as separate candle ops cost, per
+//! convolution, the whole batch's columns in memory, a transpose of the output (and of its
+//! gradient) between `(O, N*P)` and NCHW, and one autograd node per step, each of which candle's
+//! backward pass accumulates into a fresh zeroed gradient. Here the batch is cut into chunks
+//! of images whose columns (`C*kh*kw x B*OH*OW`) fit a per-thread scratch buffer; with one image
+//! per chunk the GEMM writes the image's `(O, OH*OW)` output plane block directly, with several
+//! (small feature maps, where one image's columns would starve the micro-kernel) the chunk's
+//! output is scattered back. Chunks run in parallel (one single-threaded GEMM each) when there
+//! are at least as many as threads, else one after the other with a parallel GEMM. The weight
+//! gradient sums over chunks in a fixed partition and order, so results do not depend on
+//! scheduling. The bias and a following ReLU are applied to each output plane while it is in
+//! cache.
+
+use std::cell::RefCell;
+
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::conv::{col2im_into, im2col_into, Conv2dParams, Window};
+use crate::cpu::f32_slice;
+use crate::sgemm::{matmul, Mat, MatMut};
+
+/// Columns per GEMM below which images are grouped into one chunk: the AVX-512 micro-kernel
+/// covers 48 x 6 (or 6 x 48) outputs at a time, and packing costs are paid per product.
+const MIN_CHUNK_COLUMNS: usize = 256;
+
+/// The shapes of one convolution and how its batch is cut.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    groups: usize,
+    win: Window,
+    oh: usize,
+    ow: usize,
+    /// Images per chunk.
+    per_chunk: usize,
+    chunks: usize,
+    /// Chunks in parallel (single-threaded GEMMs) rather than parallel GEMMs.
+    parallel_chunks: bool,
+}
+
+impl Geometry {
+    fn new(x: &[usize], wt: &[usize], p: Conv2dParams) -> Result<Geometry> {
+        let (&[n, c, h, w], &[o, cg, kh, kw]) = (x, wt) else {
+            bail!("conv2d: input {x:?} and weight {wt:?} must be 4-D");
+        };
+        let g = p.groups;
+        if g == 0 || c % g != 0 || o % g != 0 || cg != c / g {
+            bail!("conv2d: input of {c} channels, weight {wt:?}, {g} groups");
+        }
+        let win =
+            Window { kernel: (kh, kw), stride: p.stride, padding: p.padding, dilation: p.dilation };
+        let (oh, ow) = win.out_hw(h, w)?;
+        let threads = rayon::current_num_threads().max(1);
+        let plane = (oh * ow).max(1);
+        let per_chunk = MIN_CHUNK_COLUMNS.div_ceil(plane).clamp(1, (n / threads).max(1));
+        let chunks = n.div_ceil(per_chunk);
+        Ok(Geometry {
+            n,
+            c,
+            h,
+            w,
+            o,
+            groups: g,
+            win,
+            oh,
+            ow,
+            per_chunk,
+            chunks,
+            parallel_chunks: chunks >= threads && threads > 1,
+        })
+    }
+
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Rows of one group's columns: `C/G * kh * kw`.
+    fn k(&self) -> usize {
+        self.c / self.groups * self.win.kernel.0 * self.win.kernel.1
+    }
+
+    /// Output channels per group.
+    fn og(&self) -> usize {
+        self.o / self.groups
+    }
+
+    /// A 1x1 stride-1 unpadded window: an image's columns are its own `(C, H*W)` block.
+    fn pointwise(&self) -> bool {
+        (self.win.kernel, self.win.stride, self.win.padding) == ((1, 1), 1, 0)
+    }
+
+    /// The images of chunk `i`.
+    fn images(&self, i: usize) -> std::ops::Range<usize> {
+        i * self.per_chunk..((i + 1) * self.per_chunk).min(self.n)
+    }
+
+    fn chunk_dims(&self, b: usize) -> (usize, usize, usize, usize) {
+        (b, self.c, self.h, self.w)
+    }
+}
+
+thread_local! {
+    /// Per-thread buffers (columns, gathered output) reused across calls, so that the hot loop
+    /// neither allocates nor clears memory it is about to overwrite.
+    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` with two scratch buffers of the given lengths (contents unspecified). A nested call
+/// on the same thread gets fresh buffers instead of the borrowed ones.
+fn with_scratch<R>(len_a: usize, len_b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    let [mut a, mut b] = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    a.resize(len_a.max(a.len()), 0.0);
+    b.resize(len_b.max(b.len()), 0.0);
+    let out = f(&mut a[..len_a], &mut b[..len_b]);
+    SCRATCH.with(|s| *s.borrow_mut() = [a, b]);
+    out
+}
+
+/// Runs `f(chunk index, chunk's slice of out, parallel GEMM?)` over the geometry's chunks, in
+/// parallel when the geometry says so. `per_image` is the length of one image's block in `out`.
+fn for_chunks(
+    geo: &Geometry,
+    out: &mut [f32],
+    per_image: usize,
+    f: impl Fn(usize, &mut [f32], bool) -> Result<()> + Sync,
+) -> Result<()> {
+    let chunk_len = (geo.per_chunk * per_image).max(1);
+    if geo.parallel_chunks {
+        out.par_chunks_mut(chunk_len).enumerate().try_for_each(|(i, o)| f(i, o, false))
+    } else {
+        out.chunks_mut(chunk_len).enumerate().try_for_each(|(i, o)| f(i, o, true))
+    }
+}
+
+/// `(B, O, P)` (NCHW) into `(O, B*P)` (the GEMM's layout for a chunk), or back with `to_nchw`.
+fn regroup(src: &[f32], dst: &mut [f32], (b, o, p): (usize, usize, usize), to_nchw: bool) {
+    for img in 0..b {
+        for ch in 0..o {
+            let (nchw, gemm) = ((img * o + ch) * p, ch * b * p + img * p);
+            if to_nchw {
+                dst[nchw..nchw + p].copy_from_slice(&src[gemm..gemm + p]);
+            } else {
+                dst[gemm..gemm + p].copy_from_slice(&src[nchw..nchw + p]);
+            }
+        }
+    }
+}
+
+/// The forward pass: `(N, C, H, W) * (O, C/G, kh, kw) (+ bias) (-> ReLU)`.
+fn forward(
+    geo: &Geometry,
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Result<Vec<f32>> {
+    let (p, k, og, o) = (geo.p(), geo.k(), geo.og(), geo.o);
+    let chw = geo.c * geo.h * geo.w;
+    let mut out = vec![0f32; geo.n * o * p];
+    for_chunks(geo, &mut out, o * p, |ci, out, parallel| {
+        let imgs = geo.images(ci);
+        let (b, cols_n) = (imgs.len(), imgs.len() * p);
+        let xs = &x[imgs.start * chw..imgs.end * chw];
+        let direct_cols = geo.pointwise() && b == 1;
+        let cols_len = if direct_cols { 0 } else { k * geo.groups * cols_n };
+        let tmp_len = if b == 1 { 0 } else { o * cols_n };
+        with_scratch(cols_len, tmp_len, |cols_buf, tmp| {
+            let cols: &[f32] = if direct_cols {
+                xs
+            } else {
+                im2col_into(xs, geo.chunk_dims(b), &geo.win, cols_buf, parallel)?;
+                cols_buf
+            };
+            // With one image the product's (O, P) rows are the output block itself.
+            let dst: &mut [f32] = if b == 1 { out } else { tmp };
+            for g in 0..geo.groups {
+                matmul(
+                    MatMut::rows(&mut dst[g * og * cols_n..], og, cols_n),
+                    Mat::rows(&wt[g * og * k..], og, k),
+                    Mat::rows(&cols[g * k * cols_n..], k, cols_n),
+                    false,
+                    parallel,
+                )?;
+            }
+            if b > 1 {
+                regroup(tmp, out, (b, o, p), true);
+            }
+            Ok::<_, candle_core::Error>(())
+        })?;
+        if bias.is_some() || relu {
+            for (plane, values) in out.chunks_mut(p.max(1)).enumerate() {
+                let shift = bias.map_or(0.0, |b| b[plane % o]);
+                if relu {
+                    values.iter_mut().for_each(|v| *v = (*v + shift).max(0.0));
+                } else {
+                    values.iter_mut().for_each(|v| *v += shift);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// The input gradient: per chunk `dcols = W^T dY` and `col2im` (for a single-image pointwise
+/// chunk the product writes the gradient block directly).
+fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
+    let (p, k, og, o) = (geo.p(), geo.k(), geo.og(), geo.o);
+    let chw = geo.c * geo.h * geo.w;
+    let mut dx = vec![0f32; geo.n * chw];
+    for_chunks(geo, &mut dx, chw, |ci, dx, parallel| {
+        let imgs = geo.images(ci);
+        let (b, cols_n) = (imgs.len(), imgs.len() * p);
+        let gys = &gy[imgs.start * o * p..imgs.end * o * p];
+        let direct = geo.pointwise() && b == 1;
+        let cols_len = if direct { 0 } else { k * geo.groups * cols_n };
+        let tmp_len = if b == 1 { 0 } else { o * cols_n };
+        with_scratch(cols_len, tmp_len, |dcols, tmp| {
+            let g_cols: &[f32] = if b == 1 {
+                gys
+            } else {
+                regroup(gys, tmp, (b, o, p), false);
+                tmp
+            };
+            let dst: &mut [f32] = if direct { dx } else { dcols };
+            for g in 0..geo.groups {
+                matmul(
+                    MatMut::rows(&mut dst[g * k * cols_n..], k, cols_n),
+                    Mat::rows(&wt[g * og * k..], og, k).t(),
+                    Mat::rows(&g_cols[g * og * cols_n..], og, cols_n),
+                    false,
+                    parallel,
+                )?;
+            }
+            if !direct {
+                col2im_into(dcols, geo.chunk_dims(b), &geo.win, dx, parallel)?;
+            }
+            Ok(())
+        })
+    })?;
+    Ok(dx)
+}
+
+/// The weight gradient: `sum over chunks of dY_chunk cols_chunk^T`, the chunks split into one
+/// fixed contiguous run per thread, each run summed in order, the runs added in order.
+fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
+    let (p, k, og, o) = (geo.p(), geo.k(), geo.og(), geo.o);
+    let chw = geo.c * geo.h * geo.w;
+    let runs = if geo.parallel_chunks { rayon::current_num_threads().min(geo.chunks) } else { 1 };
+    let run = |r: usize| -> Result<Vec<f32>> {
+        let mut acc = vec![0f32; o * k];
+        let span = geo.chunks.div_ceil(runs);
+        for ci in (r * span)..((r + 1) * span).min(geo.chunks) {
+            let imgs = geo.images(ci);
+            let (b, cols_n) = (imgs.len(), imgs.len() * p);
+            let xs = &x[imgs.start * chw..imgs.end * chw];
+            let gys = &gy[imgs.start * o * p..imgs.end * o * p];
+            let direct_cols = geo.pointwise() && b == 1;
+            let cols_len = if direct_cols { 0 } else { k * geo.groups * cols_n };
+            let tmp_len = if b == 1 { 0 } else { o * cols_n };
+            let parallel = !geo.parallel_chunks;
+            with_scratch(cols_len, tmp_len, |cols_buf, tmp| {
+                let cols: &[f32] = if direct_cols {
+                    xs
+                } else {
+                    im2col_into(xs, geo.chunk_dims(b), &geo.win, cols_buf, parallel)?;
+                    cols_buf
+                };
+                let g_cols: &[f32] = if b == 1 {
+                    gys
+                } else {
+                    regroup(gys, tmp, (b, o, p), false);
+                    tmp
+                };
+                for g in 0..geo.groups {
+                    matmul(
+                        MatMut::rows(&mut acc[g * og * k..], og, k),
+                        Mat::rows(&g_cols[g * og * cols_n..], og, cols_n),
+                        Mat::rows(&cols[g * k * cols_n..], k, cols_n).t(),
+                        true,
+                        parallel,
+                    )?;
+                }
+                Ok::<_, candle_core::Error>(())
+            })?;
+        }
+        Ok(acc)
+    };
+    let partial: Vec<Vec<f32>> = if runs > 1 {
+        (0..runs).into_par_iter().map(run).collect::<Result<_>>()?
+    } else {
+        vec![run(0)?]
+    };
+    let mut parts = partial.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![0f32; o * k]);
+    for part in parts {
+        total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
+    }
+    Ok(total)
+}
+
+/// The convolution op: `(x, weight)` or `(x, weight, bias)`, with an optional ReLU after.
+pub(crate) struct GemmConv {
+    pub params: Conv2dParams,
+    pub relu: bool,
+}
+
+impl GemmConv {
+    fn fwd(
+        &self,
+        (xs, xl): (&CpuStorage, &Layout),
+        (ws, wl): (&CpuStorage, &Layout),
+        bias: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let geo = Geometry::new(xl.dims(), wl.dims(), self.params)?;
+        let x = f32_slice(xs, xl, "conv2d")?;
+        let wt = f32_slice(ws, wl, "conv2d")?;
+        let b = match bias {
+            Some((bs, bl)) if bl.shape().elem_count() == geo.o => {
+                Some(f32_slice(bs, bl, "conv2d")?)
+            }
+            Some((_, bl)) => bail!("conv2d: bias {:?} for {} channels", bl.dims(), geo.o),
+            None => None,
+        };
+        let out = forward(&geo, x, wt, b, self.relu)?;
+        Ok((CpuStorage::F32(out), Shape::from((geo.n, geo.o, geo.oh, geo.ow))))
+    }
+
+    /// The output gradient through the ReLU (where the output is positive), and the input
+    /// and weight gradients.
+    fn grads(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<[Tensor; 3]> {
+        let grad = grad.contiguous()?;
+        let grad = if self.relu {
+            grad.apply_op2_no_bwd(&res.contiguous()?, &crate::conv::ReluMask)?
+        } else {
+            grad
+        };
+        let dx = grad.apply_op2_no_bwd(w, &InputGrad { params: self.params, dims: x.dims4()? })?;
+        let dw =
+            x.apply_op2_no_bwd(&grad, &WeightGrad { params: self.params, dims: w.dims4()? })?;
+        Ok([grad, dx, dw])
+    }
+}
+
+impl CustomOp2 for GemmConv {
+    fn name(&self) -> &'static str {
+        "deeprecog-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.fwd((xs, xl), (ws, wl), None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let [_, dx, dw] = self.grads(x, w, res, grad)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for GemmConv {
+    fn name(&self) -> &'static str {
+        "deeprecog-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.fwd((xs, xl), (ws, wl), Some((bs, bl)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [grad, dx, dw] = self.grads(x, w, res, grad)?;
+        let db = grad.apply_op1_no_bwd(&crate::conv::ChannelSum)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// `(dY, weight)` to the input gradient of an input of `dims`.
+struct InputGrad {
+    params: Conv2dParams,
+    dims: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "deeprecog-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = self.dims;
+        let geo = Geometry::new(&[n, c, h, w], wl.dims(), self.params)?;
+        if gl.dims() != [n, geo.o, geo.oh, geo.ow] {
+            bail!("conv2d backward: gradient {:?} for input {:?}", gl.dims(), self.dims);
+        }
+        let gy = f32_slice(gs, gl, "conv2d backward")?;
+        let wt = f32_slice(ws, wl, "conv2d backward")?;
+        Ok((CpuStorage::F32(input_grad(&geo, gy, wt)?), Shape::from(self.dims)))
+    }
+}
+
+/// `(x, dY)` to the gradient of a weight of `dims`.
+struct WeightGrad {
+    params: Conv2dParams,
+    dims: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "deeprecog-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (o, cg, kh, kw) = self.dims;
+        let geo = Geometry::new(xl.dims(), &[o, cg, kh, kw], self.params)?;
+        if gl.dims() != [geo.n, o, geo.oh, geo.ow] {
+            bail!("conv2d backward: gradient {:?} for input {:?}", gl.dims(), xl.dims());
+        }
+        let x = f32_slice(xs, xl, "conv2d backward")?;
+        let gy = f32_slice(gs, gl, "conv2d backward")?;
+        Ok((CpuStorage::F32(weight_grad(&geo, x, gy)?), Shape::from(self.dims)))
+    }
+}
