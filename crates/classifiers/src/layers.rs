@@ -126,6 +126,12 @@ impl BatchNorm {
         Self::check(x, train)?;
         self.0.forward_relu_t(x, train)
     }
+
+    /// BatchNorm then ReLU6, fused into one pass when training on the CPU.
+    pub(crate) fn forward_relu6_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Self::check(x, train)?;
+        self.0.forward_relu6_t(x, train)
+    }
 }
 
 impl candle_nn::ModuleT for BatchNorm {

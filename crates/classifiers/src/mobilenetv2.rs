@@ -112,7 +112,7 @@ impl ModuleT for ConvBnRelu6 {
             ConvKind::Dense(c) => c.forward(x)?,
             ConvKind::Depthwise(c) => c.forward(x)?,
         };
-        self.bn.forward_t(&y, train)?.clamp(0f32, 6f32)
+        self.bn.forward_relu6_t(&y, train)
     }
 }
 

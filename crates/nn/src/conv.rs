@@ -109,6 +109,24 @@ impl Window {
         }
         taps
     }
+
+    /// For each kernel tap along one axis, the output positions `a..b` whose source lies inside
+    /// the input (an interval, since sources grow with the position) and the source of the
+    /// first, `a`'s; later ones follow `stride` apart.
+    fn runs(&self, input: usize, output: usize, k: usize) -> Vec<(usize, usize, usize)> {
+        let taps = self.taps(input, output, k);
+        (0..k)
+            .map(|i| {
+                let src = |o: usize| taps[o * k + i];
+                let a = (0..output).find(|&o| src(o).is_some());
+                let b = (0..output).rev().find(|&o| src(o).is_some());
+                match (a, b) {
+                    (Some(a), Some(b)) => (a, b + 1, src(a).unwrap_or(0)),
+                    _ => (0, 0, 0),
+                }
+            })
+            .collect()
+    }
 }
 
 /// `(N, C, H, W)` to `(C*kh*kw, N*OH*OW)`: every row is one (channel, tap) pair across the
@@ -137,7 +155,7 @@ pub(crate) fn im2col_into<T: WithDType>(
 ) -> Result<()> {
     let (oh, ow) = win.out_hw(h, w)?;
     let (kh, kw) = win.kernel;
-    let (ty, tx) = (win.taps(h, oh, kh), win.taps(w, ow, kw));
+    let ty = win.taps(h, oh, kh);
     let p = oh * ow;
     if out.len() != c * kh * kw * n * p || x.len() != n * c * h * w {
         bail!("im2col: buffers of {} and {} values for {n}x{c}x{h}x{w}", x.len(), out.len());
@@ -145,29 +163,28 @@ pub(crate) fn im2col_into<T: WithDType>(
     if out.is_empty() {
         return Ok(());
     }
+    let runs = win.runs(w, ow, kw);
     let fill_row = |(row, dst): (usize, &mut [T])| {
         let (ch, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
-        // The column range of this tap whose source lies inside the image, and its offset.
-        let xs: Vec<Option<usize>> = (0..ow).map(|x| tx[x * kw + j]).collect();
-        let first = xs.iter().position(Option::is_some);
-        let last = xs.iter().rposition(Option::is_some);
+        // The output columns of this tap whose source lies inside the image.
+        let (a, b, sx) = runs[j];
         for (img, block) in dst.chunks_exact_mut(p).enumerate() {
             let plane = &x[(img * c + ch) * h * w..(img * c + ch + 1) * h * w];
             for (y, out_row) in block.chunks_exact_mut(ow).enumerate() {
-                let (Some(sy), Some(a), Some(b)) = (ty[y * kh + i], first, last) else {
+                let Some(sy) = ty[y * kh + i].filter(|_| a < b) else {
                     out_row.fill(T::zero());
                     continue;
                 };
-                let line = &plane[sy * w..(sy + 1) * w];
+                let line = &plane[sy * w + sx..(sy + 1) * w];
                 out_row[..a].fill(T::zero());
-                out_row[b + 1..].fill(T::zero());
-                match (win.stride, xs[a]) {
-                    // Stride 1: the in-image columns map to one contiguous run of the line.
-                    (1, Some(sx)) => out_row[a..=b].copy_from_slice(&line[sx..sx + (b - a + 1)]),
-                    _ => {
-                        for (o, sx) in out_row[a..=b].iter_mut().zip(&xs[a..=b]) {
-                            *o = sx.map_or(T::zero(), |sx| line[sx]);
-                        }
+                out_row[b..].fill(T::zero());
+                if win.stride == 1 {
+                    out_row[a..b].copy_from_slice(&line[..b - a]);
+                } else {
+                    let (run, st) = (&mut out_row[a..b], win.stride);
+                    let line = &line[..(run.len() - 1) * st + 1];
+                    for (t, o) in run.iter_mut().enumerate() {
+                        *o = line[t * st];
                     }
                 }
             }
@@ -204,7 +221,7 @@ pub(crate) fn col2im_into<T: WithDType>(
 ) -> Result<()> {
     let (oh, ow) = win.out_hw(h, w)?;
     let (kh, kw) = win.kernel;
-    let (ty, tx) = (win.taps(h, oh, kh), win.taps(w, ow, kw));
+    let ty = win.taps(h, oh, kh);
     let p = oh * ow;
     let rows = c * kh * kw;
     if cols_data.len() != rows * n * p || out.len() != n * c * h * w {
@@ -213,19 +230,19 @@ pub(crate) fn col2im_into<T: WithDType>(
     if out.is_empty() {
         return Ok(());
     }
+    let runs = win.runs(w, ow, kw);
     let add_plane = |(plane_idx, plane): (usize, &mut [T])| {
         let (img, ch) = (plane_idx / c, plane_idx % c);
         for i in 0..kh {
-            for j in 0..kw {
+            for (j, &(a, b, sx)) in runs.iter().enumerate() {
                 let row = (ch * kh + i) * kw + j;
                 let src = &cols_data[row * n * p + img * p..][..p];
                 for y in 0..oh {
-                    let Some(sy) = ty[y * kh + i] else { continue };
-                    let line = &mut plane[sy * w..(sy + 1) * w];
-                    for (x, &v) in src[y * ow..(y + 1) * ow].iter().enumerate() {
-                        if let Some(sx) = tx[x * kw + j] {
-                            line[sx] += v;
-                        }
+                    let Some(sy) = ty[y * kh + i].filter(|_| a < b) else { continue };
+                    let line = &mut plane[sy * w + sx..(sy + 1) * w];
+                    let vals = &src[y * ow + a..y * ow + b];
+                    for (d, &v) in line.iter_mut().step_by(win.stride).zip(vals) {
+                        *d += v;
                     }
                 }
             }
@@ -463,7 +480,12 @@ pub fn conv_transpose2d(
         bail!("conv_transpose2d: padding {} leaves no output of a {h}x{w} input", p.padding);
     }
     let (oh, ow) = (fh - 2 * p.padding, fw - 2 * p.padding);
-    let out = if !x.device().is_cpu() {
+    let out = if x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
+        let params =
+            Conv2dParams { stride: p.stride, padding: p.padding, dilation: p.dilation, groups: g };
+        let op = crate::gemm_conv::GemmConvTranspose { params, out: (n, o, oh, ow) };
+        x.contiguous()?.apply_op2(&weight.contiguous()?, op)?
+    } else if !x.device().is_cpu() {
         if g != 1 {
             bail!("conv_transpose2d: groups need the CPU path");
         }
@@ -575,7 +597,7 @@ impl candle_core::CustomOp2 for ChannelBias {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = if self.relu {
-            grad.contiguous()?.apply_op2_no_bwd(&res.contiguous()?, &ReluMask)?
+            grad.contiguous()?.apply_op2_no_bwd(&res.contiguous()?, &RELU_MASK)?
         } else {
             grad.clone()
         };
@@ -610,12 +632,19 @@ impl CustomOp1 for ChannelSum {
     }
 }
 
-/// The gradient where the ReLU's output is positive, zero elsewhere: `(grad, output)`.
-pub(crate) struct ReluMask;
+/// The gradient of a clipping activation from its output: kept where `0 < y < max` (a ReLU
+/// is `max = inf`, ReLU6 `max = 6`), zero elsewhere, as PyTorch's `threshold_backward` and
+/// `hardtanh_backward`. Inputs `(grad, output)`, f32.
+pub(crate) struct ClipMask {
+    pub max: f32,
+}
 
-impl candle_core::CustomOp2 for ReluMask {
+/// The ReLU's mask.
+pub(crate) const RELU_MASK: ClipMask = ClipMask { max: f32::INFINITY };
+
+impl candle_core::CustomOp2 for ClipMask {
     fn name(&self) -> &'static str {
-        "deeprecog-relu-mask"
+        "deeprecog-clip-mask"
     }
 
     fn cpu_fwd(
@@ -626,20 +655,19 @@ impl candle_core::CustomOp2 for ReluMask {
         yl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (CpuStorage::F32(gd), CpuStorage::F32(yd)) = (gs, ys) else {
-            bail!("relu mask: the CPU kernel takes f32");
+            bail!("clip mask: the CPU kernel takes f32");
         };
         let (g, y) = (contiguous(gd, gl)?, contiguous(yd, yl)?);
         if g.len() != y.len() {
-            bail!("relu mask: gradient {:?} for output {:?}", gl.shape(), yl.shape());
+            bail!("clip mask: gradient {:?} for output {:?}", gl.shape(), yl.shape());
         }
-        let mut out = vec![0f32; g.len()];
-        out.par_chunks_mut(1 << 14).zip(g.par_chunks(1 << 14)).zip(y.par_chunks(1 << 14)).for_each(
-            |((o, g), y)| {
-                for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
-                    *o = if y > 0.0 { g } else { 0.0 };
-                }
-            },
-        );
+        let max = self.max;
+        let out: Vec<f32> = g
+            .par_iter()
+            .zip(y)
+            .with_min_len(1 << 14)
+            .map(|(&g, &y)| if y > 0.0 && y < max { g } else { 0.0 })
+            .collect();
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
 }

@@ -340,7 +340,7 @@ impl GemmConv {
     fn grads(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<[Tensor; 3]> {
         let grad = grad.contiguous()?;
         let grad = if self.relu {
-            grad.apply_op2_no_bwd(&res.contiguous()?, &crate::conv::ReluMask)?
+            grad.apply_op2_no_bwd(&res.contiguous()?, &crate::conv::RELU_MASK)?
         } else {
             grad
         };
@@ -464,5 +464,53 @@ impl CustomOp2 for WeightGrad {
         let x = f32_slice(xs, xl, "conv2d backward")?;
         let gy = f32_slice(gs, gl, "conv2d backward")?;
         Ok((CpuStorage::F32(weight_grad(&geo, x, gy)?), Shape::from(self.dims)))
+    }
+}
+
+/// The transposed convolution of `x (N, C, H, W)` with `weight (C, O/G, kh, kw)` into an
+/// `(N, O, OH, OW)` output: the input gradient of the convolution from `O` to `C` channels with
+/// the same weight and window, so forward and backward are the three kernels above with roles
+/// swapped (its input gradient is that convolution's forward, its weight gradient that
+/// convolution's weight gradient with `x` as the output gradient).
+pub(crate) struct GemmConvTranspose {
+    /// The window of the convolution it is the adjoint of.
+    pub params: Conv2dParams,
+    /// The output `(N, O, OH, OW)`.
+    pub out: (usize, usize, usize, usize),
+}
+
+impl CustomOp2 for GemmConvTranspose {
+    fn name(&self) -> &'static str {
+        "deeprecog-conv-transpose2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, o, oh, ow) = self.out;
+        let geo = Geometry::new(&[n, o, oh, ow], wl.dims(), self.params)?;
+        if xl.dims() != [n, geo.o, geo.oh, geo.ow] {
+            bail!("conv_transpose2d: input {:?} does not map to output {:?}", xl.dims(), self.out);
+        }
+        let x = f32_slice(xs, xl, "conv_transpose2d")?;
+        let wt = f32_slice(ws, wl, "conv_transpose2d")?;
+        Ok((CpuStorage::F32(input_grad(&geo, x, wt)?), Shape::from(self.out)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = grad.apply_op2_no_bwd(w, &GemmConv { params: self.params, relu: false })?;
+        let dw = grad.apply_op2_no_bwd(x, &WeightGrad { params: self.params, dims: w.dims4()? })?;
+        Ok((Some(dx), Some(dw)))
     }
 }

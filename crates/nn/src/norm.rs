@@ -1,7 +1,7 @@
 //! Batch normalisation as one fused op per pass: PyTorch's `BatchNorm1d/2d` semantics (batch
 //! statistics in training with the biased variance, running statistics updated with the unbiased
 //! one and PyTorch's momentum convention, running statistics in evaluation), optionally fused
-//! with the ReLU that follows it.
+//! with the ReLU (or ReLU6) that follows it.
 //!
 //! candle-nn's `BatchNorm` builds the training pass from generic ops: a transpose to channels
 //! first, a contiguous copy, two strided reductions, four broadcast element-wise ops, a
@@ -154,10 +154,20 @@ impl BatchNorm {
     /// An input whose dimension 1 is not the channel count; a training batch with one value
     /// per channel (its variance is undefined).
     pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward_impl(x, train, true)
+        self.forward_impl(x, train, Clip::Relu)
     }
 
-    fn forward_impl(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+    /// Batch normalisation followed by a ReLU6 (`min(max(y, 0), 6)`, MobileNetV2's activation),
+    /// in one pass when training on the CPU; candle's `clamp` is two broadcast ops forward and
+    /// a dozen backward.
+    ///
+    /// # Errors
+    /// As [`BatchNorm::forward_relu_t`].
+    pub fn forward_relu6_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_impl(x, train, Clip::Relu6)
+    }
+
+    fn forward_impl(&self, x: &Tensor, train: bool, clip: Clip) -> Result<Tensor> {
         let c = self.weight.elem_count();
         if x.rank() < 2 || x.dim(1)? != c {
             bail!("batch norm over {c} channels: input of shape {:?}", x.dims());
@@ -168,12 +178,12 @@ impl BatchNorm {
             let (scale, shift) = self.eval_scale_shift()?;
             if x.device().is_cpu() && x.dtype() == DType::F32 && scale.dtype() == DType::F32 {
                 let x = x.contiguous()?;
-                return x.apply_op3(&scale, &shift, ChannelAffine { relu });
+                return x.apply_op3(&scale, &shift, ChannelAffine { clip });
             }
             let y = x
                 .broadcast_mul(&scale.reshape(bshape.as_slice())?.to_dtype(x.dtype())?)?
                 .broadcast_add(&shift.reshape(bshape.as_slice())?.to_dtype(x.dtype())?)?;
-            return if relu { y.relu() } else { Ok(y) };
+            return clip.tensor(y);
         }
         let m = x.elem_count() / c;
         if m < 2 {
@@ -187,7 +197,7 @@ impl BatchNorm {
             let x3 = x.contiguous()?;
             let stats = x3.apply_op1_no_bwd(&ChannelStats)?;
             let affine = Tensor::stack(&[&self.weight, &self.bias], 0)?.to_dtype(DType::F32)?;
-            let op = Normalize { eps: self.config.eps, relu };
+            let op = Normalize { eps: self.config.eps, clip };
             let y = x3.apply_op3(&stats, &affine, op)?;
             (y, stats.get(0)?, stats.get(1)?)
         } else {
@@ -206,7 +216,7 @@ impl BatchNorm {
                 .broadcast_mul(&inv)?
                 .broadcast_mul(&self.weight.reshape(bshape.as_slice())?.to_dtype(inner)?)?
                 .broadcast_add(&self.bias.reshape(bshape.as_slice())?.to_dtype(inner)?)?;
-            let y = if relu { y.relu()? } else { y };
+            let y = clip.tensor(y)?;
             (y.to_dtype(x.dtype())?, mean.flatten_all()?.detach(), var.flatten_all()?.detach())
         };
         let mom = self.config.momentum;
@@ -223,7 +233,59 @@ impl BatchNorm {
 
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward_impl(x, train, false)
+        self.forward_impl(x, train, Clip::None)
+    }
+}
+
+/// The activation fused after the normalisation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Clip {
+    None,
+    Relu,
+    Relu6,
+}
+
+impl Clip {
+    /// The upper bound of the clipping (the lower is 0), `None` for no activation.
+    fn max(self) -> Option<f32> {
+        match self {
+            Clip::None => None,
+            Clip::Relu => Some(f32::INFINITY),
+            Clip::Relu6 => Some(6.0),
+        }
+    }
+
+    #[inline]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Clip::None => v,
+            Clip::Relu => v.max(0.0),
+            Clip::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// Whether the gradient passes, from the output (`0 < y < max`).
+    #[inline]
+    fn passes(self, y: f32) -> bool {
+        self.max().is_none_or(|max| y > 0.0 && y < max)
+    }
+
+    fn tensor(self, y: Tensor) -> Result<Tensor> {
+        match self {
+            Clip::None => Ok(y),
+            Clip::Relu => y.relu(),
+            Clip::Relu6 => y.clamp(0f32, 6f32),
+        }
+    }
+
+    /// The gradient through the activation, from the output (CPU f32).
+    fn mask(self, grad: &Tensor, res: &Tensor) -> Result<Tensor> {
+        match self.max() {
+            None => Ok(grad.clone()),
+            Some(max) => grad
+                .contiguous()?
+                .apply_op2_no_bwd(&res.contiguous()?, &crate::conv::ClipMask { max }),
+        }
     }
 }
 
@@ -265,7 +327,7 @@ impl CustomOp1 for ChannelStats {
 #[derive(Debug, Clone, Copy)]
 struct Normalize {
     eps: f64,
-    relu: bool,
+    clip: Clip,
 }
 
 impl CustomOp3 for Normalize {
@@ -292,14 +354,9 @@ impl CustomOp3 for Normalize {
             let inv = 1.0 / (f64::from(stats[c + ch]) + self.eps).sqrt();
             let scale = (inv * f64::from(affine[ch])) as f32;
             let shift = affine[c + ch] - stats[ch] * scale;
-            if self.relu {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = (v * scale + shift).max(0.0);
-                }
-            } else {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = v * scale + shift;
-                }
+            match self.clip {
+                Clip::None => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift),
+                clip => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = clip.apply(v * scale + shift)),
             }
         });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
@@ -318,7 +375,7 @@ impl CustomOp3 for Normalize {
         let affine = affine.flatten_all()?.to_vec1::<f32>()?;
         let inv_std: Vec<f32> =
             (0..c).map(|ch| (1.0 / (f64::from(stats[c + ch]) + self.eps).sqrt()) as f32).collect();
-        let channel = Channel { mean: stats[..c].to_vec(), inv_std, relu: self.relu };
+        let channel = Channel { mean: stats[..c].to_vec(), inv_std, clip: self.clip };
         let grad = grad.contiguous()?;
         let res = res.contiguous()?;
         // sums[0] = sum(dy * xhat) = d weight, sums[1] = sum(dy) = d bias.
@@ -338,17 +395,17 @@ impl CustomOp3 for Normalize {
 struct Channel {
     mean: Vec<f32>,
     inv_std: Vec<f32>,
-    relu: bool,
+    clip: Clip,
 }
 
 impl Channel {
-    /// The gradient reaching the normalisation: `dy`, zeroed where a fused ReLU clipped.
+    /// The gradient reaching the normalisation: `dy`, zeroed where a fused activation clipped.
     #[inline]
     fn grad(&self, g: f32, y: f32) -> f32 {
-        if self.relu && y <= 0.0 {
-            0.0
-        } else {
+        if self.clip.passes(y) {
             g
+        } else {
+            0.0
         }
     }
 }
@@ -446,11 +503,11 @@ impl CustomOp3 for GradInput {
     }
 }
 
-/// Evaluation-mode normalisation, `y = x * scale + shift` per channel (optionally ReLU'd), one
+/// Evaluation-mode normalisation, `y = x * scale + shift` per channel (optionally clipped), one
 /// pass; inputs `(x, scale (C), shift (C))`, all three differentiable.
 #[derive(Debug, Clone, Copy)]
 struct ChannelAffine {
-    relu: bool,
+    clip: Clip,
 }
 
 impl CustomOp3 for ChannelAffine {
@@ -478,10 +535,9 @@ impl CustomOp3 for ChannelAffine {
         y.par_chunks_mut(sp.max(1)).zip(x.par_chunks(sp.max(1))).enumerate().for_each(
             |(plane, (dst, src))| {
                 let (a, b) = (scale[plane % c], shift[plane % c]);
-                if self.relu {
-                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * a + b).max(0.0));
-                } else {
-                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * a + b);
+                match self.clip {
+                    Clip::None => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * a + b),
+                    clip => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = clip.apply(v * a + b)),
                 }
             },
         );
@@ -499,8 +555,7 @@ impl CustomOp3 for ChannelAffine {
         let c = scale.elem_count();
         let mut bshape = vec![1usize; x.rank()];
         bshape[1] = c;
-        let grad =
-            if self.relu { grad.mul(&res.gt(0.0)?.to_dtype(grad.dtype())?)? } else { grad.clone() };
+        let grad = self.clip.mask(grad, res)?;
         let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
         let dx = grad.broadcast_mul(&scale.reshape(bshape.as_slice())?)?;
         let dscale = (&grad * x)?.sum(dims.as_slice())?;

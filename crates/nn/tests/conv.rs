@@ -281,6 +281,9 @@ fn transposed_convolution_matches_direct_loops() {
         (2, 4, 3, 3, 6, (3, 3), 2, 1, 1, 1, 2),
         (2, 2, 5, 4, 3, (3, 2), 1, 1, 0, 2, 1),
         (3, 2, 3, 4, 2, (5, 5), 3, 2, 2, 1, 1),
+        // Several images per GEMM chunk (small inputs), a short last chunk.
+        (6, 4, 2, 3, 5, (4, 4), 2, 1, 0, 1, 1),
+        (7, 4, 3, 3, 6, (3, 3), 2, 1, 1, 1, 2),
     ];
     for (i, &(n, c, h, w, o, (kh, kw), stride, padding, output_padding, dilation, groups)) in
         cases.iter().enumerate()

@@ -205,3 +205,51 @@ fn one_value_per_channel_and_wrong_channels_are_errors() {
     let four = Tensor::ones((2, 4, 3, 3), DType::F32, &Device::Cpu).unwrap();
     assert!(bn.forward_t(&four, true).is_err());
 }
+
+/// `forward_relu6_t` (the clip fused into the normalisation) against the plain layer followed
+/// by candle's `clamp(0, 6)`, in training and evaluation mode: output and the input, weight and
+/// bias gradients. A weight of about 4 puts a good share of the outputs above 6.
+#[test]
+fn fused_relu6_matches_a_separate_clamp() {
+    let cfg = BatchNormConfig { eps: 1e-5, momentum: 0.1 };
+    for train in [true, false] {
+        let x = randn(&[3, 5, 4, 3], "r6x", DType::F32);
+        let w = (randn(&[5], "r6w", DType::F32) + 4.0).unwrap();
+        let b = (randn(&[5], "r6b", DType::F32) + 1.0).unwrap();
+        let rm = randn(&[5], "r6m", DType::F32);
+        let rv = (randn(&[5], "r6v", DType::F32).abs().unwrap() + 0.5).unwrap();
+        let run = |fused: bool| {
+            let (xv, wv, bv) = (
+                Var::from_tensor(&x).unwrap(),
+                Var::from_tensor(&w).unwrap(),
+                Var::from_tensor(&b).unwrap(),
+            );
+            let bn = BatchNorm::new(
+                wv.as_tensor().clone(),
+                bv.as_tensor().clone(),
+                rm.clone(),
+                rv.clone(),
+                cfg,
+            )
+            .unwrap();
+            let y = if fused {
+                bn.forward_relu6_t(xv.as_tensor(), train).unwrap()
+            } else {
+                bn.forward_t(xv.as_tensor(), train).unwrap().clamp(0f32, 6f32).unwrap()
+            };
+            let r = randn(y.dims(), "r6r", DType::F32);
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let grads: Vec<Tensor> =
+                [&xv, &wv, &bv].iter().map(|v| g.get(v.as_tensor()).unwrap().clone()).collect();
+            (y, grads)
+        };
+        let ((y1, g1), (y2, g2)) = (run(true), run(false));
+        let clipped = y2.ge(6f32).unwrap().to_dtype(DType::F32).unwrap().sum_all().unwrap();
+        assert!(clipped.to_scalar::<f32>().unwrap() > 5.0, "some outputs reach the ceiling");
+        assert!(max_diff(&y1, &y2) < 1e-5, "train {train}: outputs differ");
+        for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+            let d = max_diff(a, b);
+            assert!(d < 1e-4, "train {train}: gradient {i} differs by {d}");
+        }
+    }
+}
