@@ -70,6 +70,84 @@ impl Depthwise {
     }
 }
 
+/// A zero-bordered plane with its columns split by phase modulo the stride: row `y` of phase
+/// `r` holds padded columns `r, r + s, r + 2s, ...`, so that the input under tap `kx` for
+/// outputs `0..ow` is the contiguous run `[kx / s, kx / s + ow)` of phase `kx % s`, and every
+/// inner loop below is a plain vectorisable pass whatever the stride.
+#[derive(Debug, Clone, Copy)]
+struct Phased {
+    s: usize,
+    ph: usize,
+    /// Columns per phase row.
+    pws: usize,
+    pad: Padding,
+    w: usize,
+}
+
+impl Phased {
+    fn new(h: usize, w: usize, pad: Padding, s: usize) -> Phased {
+        let (ph, pw) = (h + pad.top + pad.bottom, w + pad.left + pad.right);
+        Phased { s, ph, pws: pw.div_ceil(s), pad, w }
+    }
+
+    fn len(&self) -> usize {
+        self.s * self.ph * self.pws
+    }
+
+    fn at(&self, phase: usize, y: usize) -> usize {
+        (phase * self.ph + y) * self.pws
+    }
+
+    /// The row of `phase` at padded row `y`, from column `from` on.
+    fn row<'a>(&self, buf: &'a [f32], phase: usize, y: usize, from: usize) -> &'a [f32] {
+        &buf[self.at(phase, y) + from..self.at(phase, y) + self.pws]
+    }
+
+    fn row_mut<'a>(
+        &self,
+        buf: &'a mut [f32],
+        phase: usize,
+        y: usize,
+        from: usize,
+    ) -> &'a mut [f32] {
+        let a = self.at(phase, y);
+        &mut buf[a + from..a + self.pws]
+    }
+
+    /// `buf` = the `h x w` plane `src`, zero-bordered and phase-split.
+    fn fill(&self, src: &[f32], buf: &mut [f32]) {
+        buf.fill(0.0);
+        for (row, line) in src.chunks_exact(self.w).enumerate() {
+            let y = row + self.pad.top;
+            if self.s == 1 {
+                let at = self.at(0, y) + self.pad.left;
+                buf[at..at + self.w].copy_from_slice(line);
+                continue;
+            }
+            for (col, &v) in line.iter().enumerate() {
+                let pc = col + self.pad.left;
+                buf[self.at(pc % self.s, y) + pc / self.s] = v;
+            }
+        }
+    }
+
+    /// The interior of a phase-split `buf` back into an `h x w` plane.
+    fn interior(&self, buf: &[f32], dst: &mut [f32]) {
+        for (row, line) in dst.chunks_exact_mut(self.w).enumerate() {
+            let y = row + self.pad.top;
+            if self.s == 1 {
+                let at = self.at(0, y) + self.pad.left;
+                line.copy_from_slice(&buf[at..at + self.w]);
+                continue;
+            }
+            for (col, d) in line.iter_mut().enumerate() {
+                let pc = col + self.pad.left;
+                *d = buf[self.at(pc % self.s, y) + pc / self.s];
+            }
+        }
+    }
+}
+
 impl CustomOp2 for Depthwise {
     fn name(&self) -> &'static str {
         "depthwise-conv2d"
@@ -95,30 +173,23 @@ impl CustomOp2 for Depthwise {
         let (oh, ow) = self.out_size(h, wd, k)?;
         let s = self.stride;
         let p = self.padding;
-        // Each plane is copied once into a zero-bordered scratch, so that every output is a
-        // dense k x k dot product without bounds checks: for 3x3 stride 1 the row loop below
-        // compiles to vector FMAs over whole rows.
-        let (ph, pw) = (h + p.top + p.bottom, wd + p.left + p.right);
+        // Each plane is copied once into a zero-bordered, phase-split scratch, so that every
+        // tap is a dense pass over an output row without bounds checks; 3x3 stride 1, the
+        // common case, is one fused pass per row.
+        let layout = Phased::new(h, wd, p, s);
         let mut out = vec![0f32; n * c * oh * ow];
-        out.par_chunks_mut(oh * ow).enumerate().for_each_init(
-            || vec![0f32; ph * pw],
+        out.par_chunks_mut((oh * ow).max(1)).enumerate().for_each_init(
+            || vec![0f32; layout.len()],
             |padded, (plane, dst)| {
                 let ch = plane % c;
-                let src = &x[plane * h * wd..(plane + 1) * h * wd];
-                for (row, line) in src.chunks_exact(wd).enumerate() {
-                    let at = (row + p.top) * pw + p.left;
-                    padded[at..at + wd].copy_from_slice(line);
-                }
+                layout.fill(&x[plane * h * wd..(plane + 1) * h * wd], padded);
                 let taps = &w[ch * k * k..(ch + 1) * k * k];
                 for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
                     if k == 3 && s == 1 {
                         // Nine equally long shifted views: with the lengths known equal the
                         // bounds checks go and the loop vectorises.
                         let n = out_row.len();
-                        let view = |ky: usize, kx: usize| {
-                            let at = (oy + ky) * pw + kx;
-                            &padded[at..at + n]
-                        };
+                        let view = |ky: usize, kx: usize| &layout.row(padded, 0, oy + ky, kx)[..n];
                         let (a0, a1, a2) = (view(0, 0), view(0, 1), view(0, 2));
                         let (b0, b1, b2) = (view(1, 0), view(1, 1), view(1, 2));
                         let (c0, c1, c2) = (view(2, 0), view(2, 1), view(2, 2));
@@ -140,11 +211,11 @@ impl CustomOp2 for Depthwise {
                         continue;
                     }
                     for ky in 0..k {
-                        let line = &padded[(oy * s + ky) * pw..(oy * s + ky + 1) * pw];
                         for kx in 0..k {
                             let tap = taps[ky * k + kx];
-                            for (ox, o) in out_row.iter_mut().enumerate() {
-                                *o += tap * line[ox * s + kx];
+                            let line = layout.row(padded, kx % s, oy * s + ky, kx / s);
+                            for (o, &v) in out_row.iter_mut().zip(&line[..ow]) {
+                                *o += tap * v;
                             }
                         }
                     }
@@ -211,10 +282,10 @@ impl CustomOp2 for DepthwiseGradInput {
             bail!("depthwise_conv2d backward: gradient {oh}x{ow} does not fit a {h}x{wd} input");
         }
         let (s, p) = (self.op.stride, self.op.padding);
-        let (ph, pw) = (h + p.top + p.bottom, wd + p.left + p.right);
+        let layout = Phased::new(h, wd, p, s);
         let mut out = vec![0f32; n * c * h * wd];
-        out.par_chunks_mut(h * wd).enumerate().for_each_init(
-            || vec![0f32; ph * pw],
+        out.par_chunks_mut((h * wd).max(1)).enumerate().for_each_init(
+            || vec![0f32; layout.len()],
             |padded, (plane, dst)| {
                 padded.fill(0.0);
                 let ch = plane % c;
@@ -222,25 +293,16 @@ impl CustomOp2 for DepthwiseGradInput {
                 let src = &g[plane * oh * ow..(plane + 1) * oh * ow];
                 for (oy, grow) in src.chunks_exact(ow).enumerate() {
                     for ky in 0..k {
-                        let line = &mut padded[(oy * s + ky) * pw..(oy * s + ky + 1) * pw];
                         for kx in 0..k {
                             let tap = taps[ky * k + kx];
-                            if s == 1 {
-                                for (l, &v) in line[kx..kx + ow].iter_mut().zip(grow) {
-                                    *l += tap * v;
-                                }
-                            } else {
-                                for (ox, &v) in grow.iter().enumerate() {
-                                    line[ox * s + kx] += tap * v;
-                                }
+                            let line = layout.row_mut(padded, kx % s, oy * s + ky, kx / s);
+                            for (l, &v) in line[..ow].iter_mut().zip(grow) {
+                                *l += tap * v;
                             }
                         }
                     }
                 }
-                for (row, line) in dst.chunks_exact_mut(wd).enumerate() {
-                    let at = (row + p.top) * pw + p.left;
-                    line.copy_from_slice(&padded[at..at + wd]);
-                }
+                layout.interior(padded, dst);
             },
         );
         Ok((CpuStorage::F32(out), Shape::from((n, c, h, wd))))
@@ -278,36 +340,37 @@ impl CustomOp2 for DepthwiseGradWeight {
             );
         }
         let (s, p) = (self.op.stride, self.op.padding);
-        let (ph, pw) = (h + p.top + p.bottom, wd + p.left + p.right);
+        let layout = Phased::new(h, wd, p, s);
         let mut out = vec![0f32; c * k * k];
         out.par_chunks_mut(k * k).enumerate().for_each_init(
-            || vec![0f32; ph * pw],
-            |padded, (ch, taps)| {
-                // f64 sums: a tap's gradient adds up batch x height x width products.
+            || (vec![0f32; layout.len()], vec![0f32; k * k * ow]),
+            |(padded, lanes), (ch, taps)| {
+                // Per tap, one running sum per output column (element-wise, so it vectorises),
+                // reduced once per image into f64: a tap's gradient adds up batch x height x
+                // width products.
                 let mut acc = vec![0f64; k * k];
                 for img in 0..n {
                     let plane = img * c + ch;
-                    let src = &x[plane * h * wd..(plane + 1) * h * wd];
-                    for (row, line) in src.chunks_exact(wd).enumerate() {
-                        let at = (row + p.top) * pw + p.left;
-                        padded[at..at + wd].copy_from_slice(line);
-                    }
+                    layout.fill(&x[plane * h * wd..(plane + 1) * h * wd], padded);
+                    lanes.fill(0.0);
                     let grad = &g[plane * oh * ow..(plane + 1) * oh * ow];
                     for (oy, grow) in grad.chunks_exact(ow).enumerate() {
                         for ky in 0..k {
-                            let line = &padded[(oy * s + ky) * pw..(oy * s + ky + 1) * pw];
                             for kx in 0..k {
-                                let dot: f32 = if s == 1 {
-                                    line[kx..kx + ow].iter().zip(grow).map(|(a, b)| a * b).sum()
-                                } else {
-                                    grow.iter()
-                                        .enumerate()
-                                        .map(|(ox, &v)| v * line[ox * s + kx])
-                                        .sum()
-                                };
-                                acc[ky * k + kx] += f64::from(dot);
+                                let t = ky * k + kx;
+                                let line = layout.row(padded, kx % s, oy * s + ky, kx / s);
+                                for ((l, &a), &b) in lanes[t * ow..(t + 1) * ow]
+                                    .iter_mut()
+                                    .zip(&line[..ow])
+                                    .zip(grow)
+                                {
+                                    *l += a * b;
+                                }
                             }
                         }
+                    }
+                    for (a, lane) in acc.iter_mut().zip(lanes.chunks_exact(ow.max(1))) {
+                        *a += lane.iter().map(|&v| f64::from(v)).sum::<f64>();
                     }
                 }
                 for (t, a) in taps.iter_mut().zip(acc) {

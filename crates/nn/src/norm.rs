@@ -356,7 +356,9 @@ impl CustomOp3 for Normalize {
             let shift = affine[c + ch] - stats[ch] * scale;
             match self.clip {
                 Clip::None => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift),
-                clip => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = clip.apply(v * scale + shift)),
+                clip => {
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = clip.apply(v * scale + shift))
+                }
             }
         });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
