@@ -6,7 +6,8 @@
 #   {"cpu": "...", "cores": n, "date": "YYYY-MM-DD", "torch": "...", "onnxruntime": "...",
 #    "rows": [{"workload", "batch", "mode", "anchor", "ours", "anchor_images_s", "ratio"}]}
 # The anchors run in a scratch venv under target/ (torch, torchvision, onnx, onnxruntime);
-# nothing is added to the project. ITERS (default 5) timed iterations per row.
+# nothing is added to the project. ITERS (default 5) timed iterations per training row, ten
+# times as many per inference row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=target/bench-venv-torch
@@ -36,10 +37,13 @@ JSON_ROWS=()
 for row in "${ROWS[@]}"; do
     IFS='|' read -r label ours_args anchor_args <<<"$row"
     read -r workload batch mode <<<"$label"
+    # Inference iterations last milliseconds: ten times as many keep the median steady.
+    iters=$ITERS
+    [[ $mode == infer ]] && iters=$((ITERS * 10))
     # shellcheck disable=SC2086
-    ours=$(rate "$OURS" $ours_args --iters "$ITERS")
+    ours=$(rate "$OURS" $ours_args --iters "$iters")
     read -r a_work a_batch engine <<<"$anchor_args"
-    anchor=$(rate "$VENV/bin/python" benches/torch_cpu_anchors.py "$a_work" "$a_batch" "$engine" "$ITERS" 2)
+    anchor=$(rate "$VENV/bin/python" benches/torch_cpu_anchors.py "$a_work" "$a_batch" "$engine" "$iters" 2)
     ratio=$(python3 -c "print(f'{$ours / $anchor:.3f}')")
     printf '%-16s %3s %-5s  ours %8s images/s  %-11s %8s images/s  ratio %s\n' \
         "$workload" "$batch" "$mode" "$ours" "$engine" "$anchor" "$ratio"

@@ -140,7 +140,7 @@ fn argmax<T: WithDType>(
         .for_each(|((dst, val), plane)| {
             if pair {
                 // 2x2 windows at stride 2: two rows at a time, the four candidates compared in
-                // PyTorch's order; a NaN anywhere takes the general loop below.
+                // PyTorch's order.
                 for (oy, (d_row, v_row)) in
                     dst.chunks_exact_mut(ow).zip(val.chunks_exact_mut(ow)).enumerate()
                 {
@@ -149,17 +149,16 @@ fn argmax<T: WithDType>(
                     for (ox, (d, o)) in d_row.iter_mut().zip(v_row).enumerate() {
                         let cand =
                             [top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]];
-                        let mut k = 0;
-                        for j in 1..4 {
-                            if cand[j] > cand[k] {
-                                k = j;
-                            }
+                        // Sequential strict `>` keeps the first maximum; a NaN is taken and
+                        // then kept. Branch-free selects, so the row loop vectorises.
+                        let (mut best, mut k) = (cand[0], 0usize);
+                        for (j, &v) in cand.iter().enumerate().skip(1) {
+                            #[allow(clippy::eq_op)]
+                            let take = (v > best || v != v) && best == best;
+                            best = if take { v } else { best };
+                            k = if take { j } else { k };
                         }
-                        #[allow(clippy::eq_op)]
-                        if let Some(j) = cand.iter().position(|v| v != v) {
-                            k = j;
-                        }
-                        *o = cand[k];
+                        *o = best;
                         *d = ((2 * oy + k / 2) * w + 2 * ox + k % 2) as u32;
                     }
                 }
@@ -256,12 +255,144 @@ impl CustomOp1 for MaxPool {
             _ => arg.detach().contiguous()?.apply_op1_no_bwd(&MaxPoolArgmax(self.geometry))?,
         };
         let src = grad_res.contiguous()?.reshape(idx.shape())?;
-        let zeros = Tensor::zeros((n, c, h * w), grad_res.dtype(), grad_res.device())?;
-        Ok(Some(zeros.scatter_add(&idx, &src, 2)?.reshape((n, c, h, w))?))
+        if !src.device().is_cpu() {
+            let zeros = Tensor::zeros((n, c, h * w), grad_res.dtype(), grad_res.device())?;
+            return Ok(Some(zeros.scatter_add(&idx, &src, 2)?.reshape((n, c, h, w))?));
+        }
+        Ok(Some(src.apply_op2(&idx, ScatterPlanes { hw: (h, w) })?))
+    }
+}
+
+/// `(grad (N, C, P), indices (N, C, P))` to `(N, C, H, W)`: each gradient added at its index
+/// within its plane, parallel over planes (candle's `scatter_add` runs on one thread). Its own
+/// gradient is the gather at the same indices.
+struct ScatterPlanes {
+    hw: (usize, usize),
+}
+
+fn scatter_planes<T: WithDType>(
+    g: &[T],
+    idx: &[u32],
+    (h, w): (usize, usize),
+    p: usize,
+) -> Result<Vec<T>> {
+    let planes = g.len() / p.max(1);
+    if idx.len() != g.len() || idx.iter().any(|&i| i as usize >= h * w) {
+        bail!("max_pool2d backward: indices do not fit {h}x{w} planes");
+    }
+    let mut out = vec![T::zero(); planes * h * w];
+    out.par_chunks_mut((h * w).max(1))
+        .zip(g.par_chunks(p.max(1)))
+        .zip(idx.par_chunks(p.max(1)))
+        .for_each(|((dst, g), idx)| {
+            for (&v, &i) in g.iter().zip(idx) {
+                dst[i as usize] += v;
+            }
+        });
+    Ok(out)
+}
+
+impl candle_core::CustomOp2 for ScatterPlanes {
+    fn name(&self) -> &'static str {
+        "deeprecog-max-pool2d-scatter"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        is: &CpuStorage,
+        il: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let &[n, c, p] = gl.shape().dims() else {
+            bail!("max_pool2d backward: gradient {:?}", gl.shape())
+        };
+        let CpuStorage::U32(id) = is else { bail!("max_pool2d backward: u32 indices expected") };
+        let idx = contiguous(id, il)?;
+        let out =
+            dispatch_float!(gs, gl, "max_pool2d backward", |s| scatter_planes(s, idx, self.hw, p)?);
+        Ok((out, Shape::from((n, c, self.hw.0, self.hw.1))))
+    }
+
+    fn bwd(
+        &self,
+        _grad: &Tensor,
+        idx: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, c, h, w) = grad_res.dims4()?;
+        let gathered = grad_res.contiguous()?.reshape((n, c, h * w))?.gather(idx, 2)?;
+        Ok((Some(gathered), None))
+    }
+}
+
+/// The window maxima alone, for inputs that no gradient will reach: no indices to find, keep
+/// or write (NaN wins, as in the tracked op).
+struct MaxPoolValues(Geometry);
+
+fn max_values<T: WithDType>(
+    x: &[T],
+    (n, c, h, w): (usize, usize, usize, usize),
+    g: &Geometry,
+) -> Result<Vec<T>> {
+    let (oh, ow) = g.out_hw(h, w)?;
+    if x.len() < n * c * h * w {
+        bail!("max_pool2d: {} values for a {n}x{c}x{h}x{w} input", x.len());
+    }
+    #[allow(clippy::eq_op)]
+    let max = |a: T, b: T| if a > b || a != a { a } else { b };
+    let rows: Vec<(usize, usize)> =
+        (0..oh).map(|oy| Geometry::window(oy, g.kernel.h, g.stride.h, g.padding.h, h)).collect();
+    let cols: Vec<(usize, usize)> =
+        (0..ow).map(|ox| Geometry::window(ox, g.kernel.w, g.stride.w, g.padding.w, w)).collect();
+    let pair = (g.kernel.h, g.kernel.w, g.stride.h, g.stride.w, g.padding.h, g.padding.w)
+        == (2, 2, 2, 2, 0, 0);
+    let mut out = vec![T::zero(); n * c * oh * ow];
+    out.par_chunks_mut((oh * ow).max(1)).zip(x.par_chunks_exact((h * w).max(1))).for_each(
+        |(dst, plane)| {
+            for (oy, row) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
+                if pair {
+                    let top = &plane[2 * oy * w..2 * oy * w + 2 * ow];
+                    let bottom = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+                    for ((o, t), b) in
+                        row.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2))
+                    {
+                        *o = max(max(t[0], t[1]), max(b[0], b[1]));
+                    }
+                    continue;
+                }
+                let (y0, y1) = rows[oy];
+                for (o, &(x0, x1)) in row.iter_mut().zip(&cols) {
+                    let mut best = plane[y0 * w + x0];
+                    for yy in y0..y1 {
+                        for &v in &plane[yy * w + x0..yy * w + x1] {
+                            best = max(best, v);
+                        }
+                    }
+                    *o = best;
+                }
+            }
+        },
+    );
+    Ok(out)
+}
+
+impl CustomOp1 for MaxPoolValues {
+    fn name(&self) -> &'static str {
+        "deeprecog-max-pool2d-values"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = dims4(layout)?;
+        let (oh, ow) = self.0.out_hw(dims.2, dims.3)?;
+        let out = dispatch_float!(storage, layout, "max_pool2d", |s| max_values(s, dims, &self.0)?);
+        Ok((out, Shape::from((dims.0, dims.1, oh, ow))))
     }
 }
 
 /// Max pooling over an NCHW tensor with PyTorch's semantics (`-inf` padding, first maximum).
+/// An input that tracks no gradient (no variable behind it) takes a maxima-only kernel.
 pub fn max_pool2d(
     x: &Tensor,
     kernel: impl Into<Size2>,
@@ -270,6 +401,9 @@ pub fn max_pool2d(
 ) -> Result<Tensor> {
     let g = Geometry::new(kernel.into(), stride.into(), padding.into())?;
     x.dims4()?;
+    if !x.track_op() && x.device().is_cpu() {
+        return x.contiguous()?.apply_op1_no_bwd(&MaxPoolValues(g));
+    }
     x.contiguous()?.apply_op1(MaxPool { geometry: g, indices: Default::default() })
 }
 
