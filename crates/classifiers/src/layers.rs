@@ -6,7 +6,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{Init, VarBuilder};
-use deeprecog_nn::conv::Conv2dParams;
+use deeprecog_nn::conv::{Activation, Conv2dParams};
 use deeprecog_nn::layers::Conv2d;
 
 /// A bias-free 2-D convolution, initialised as torchvision does (Kaiming normal, fan-out, ReLU
@@ -43,6 +43,35 @@ impl Module for Conv {
     }
 }
 
+impl Conv {
+    /// The convolution, `bn` and `act`; in evaluation mode `bn` folded into the convolution
+    /// ([`Conv2d::forward_bn_t`]).
+    pub(crate) fn forward_bn_t(
+        &self,
+        x: &Tensor,
+        bn: &BatchNorm,
+        train: bool,
+        act: Activation,
+    ) -> Result<Tensor> {
+        conv_bn(&self.conv, x, bn, train, act)
+    }
+}
+
+fn conv_bn(
+    conv: &Conv2d,
+    x: &Tensor,
+    bn: &BatchNorm,
+    train: bool,
+    act: Activation,
+) -> Result<Tensor> {
+    if train {
+        let y = conv.forward(x)?;
+        BatchNorm::check(&y, train)?;
+        return bn.0.forward_act_t(&y, train, act);
+    }
+    conv.forward_bn_t(x, &bn.0, train, act)
+}
+
 pub(crate) fn kaiming_fan_out() -> Init {
     Init::Kaiming {
         dist: NormalOrUniform::Normal,
@@ -74,6 +103,17 @@ impl DepthwiseConv2d {
         let params =
             Conv2dParams { stride: stride.max(1), padding, groups: channels, ..Default::default() };
         Ok(DepthwiseConv2d { conv: Conv2d::new(weight, None, params) })
+    }
+
+    /// The convolution, `bn` and `act`, as [`Conv::forward_bn_t`].
+    pub(crate) fn forward_bn_t(
+        &self,
+        x: &Tensor,
+        bn: &BatchNorm,
+        train: bool,
+        act: Activation,
+    ) -> Result<Tensor> {
+        conv_bn(&self.conv, x, bn, train, act)
     }
 
     /// The `(C, 1, k, k)` weight.
@@ -125,12 +165,6 @@ impl BatchNorm {
     pub(crate) fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         Self::check(x, train)?;
         self.0.forward_relu_t(x, train)
-    }
-
-    /// BatchNorm then ReLU6, fused into one pass when training on the CPU.
-    pub(crate) fn forward_relu6_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        Self::check(x, train)?;
-        self.0.forward_relu6_t(x, train)
     }
 }
 

@@ -21,6 +21,8 @@ use candle_nn::{Init, Linear, ModuleT, VarBuilder};
 use deeprecog_nn::dropout::SeededDropout;
 use serde::{Deserialize, Serialize};
 
+use deeprecog_nn::conv::Activation;
+
 use crate::backbone::{batch_norm, global_avg_pool, Backbone, FrozenStages, PretrainedSpec};
 use crate::layers::{dropout_key, BatchNorm, Conv, DepthwiseConv2d};
 use crate::Error;
@@ -108,11 +110,10 @@ impl ConvBnRelu6 {
 
 impl ModuleT for ConvBnRelu6 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = match &self.conv {
-            ConvKind::Dense(c) => c.forward(x)?,
-            ConvKind::Depthwise(c) => c.forward(x)?,
-        };
-        self.bn.forward_relu6_t(&y, train)
+        match &self.conv {
+            ConvKind::Dense(c) => c.forward_bn_t(x, &self.bn, train, Activation::Relu6),
+            ConvKind::Depthwise(c) => c.forward_bn_t(x, &self.bn, train, Activation::Relu6),
+        }
     }
 }
 
@@ -158,7 +159,7 @@ impl ModuleT for InvertedResidual {
             None => x.clone(),
         };
         y = self.depthwise.forward_t(&y, train)?;
-        y = self.project_bn.forward_t(&self.project.forward(&y)?, train)?;
+        y = self.project.forward_bn_t(&y, &self.project_bn, train, Activation::Identity)?;
         if self.residual {
             y = (y + x)?;
         }

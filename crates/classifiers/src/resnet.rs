@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::backbone::{batch_norm, global_avg_pool, Backbone, FrozenStages, PretrainedSpec};
 use crate::layers::{BatchNorm, Conv};
 use crate::Error;
+use deeprecog_nn::conv::Activation;
 
 /// Which ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,7 +94,7 @@ struct Downsample {
 
 impl ModuleT for Downsample {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+        self.conv.forward_bn_t(x, &self.bn, train, Activation::Identity)
     }
 }
 
@@ -146,8 +147,8 @@ impl ModuleT for Block {
         let mut y = x.clone();
         let last = self.convs.len() - 1;
         for (i, (c, bn)) in self.convs.iter().enumerate() {
-            let z = c.forward(&y)?;
-            y = if i < last { bn.forward_relu_t(&z, train)? } else { bn.forward_t(&z, train)? };
+            let act = if i < last { Activation::Relu } else { Activation::Identity };
+            y = c.forward_bn_t(&y, bn, train, act)?;
         }
         let shortcut = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,

@@ -40,6 +40,67 @@ use rayon::prelude::*;
 use crate::cpu::{contiguous, dispatch_float, ncs};
 use crate::depthwise::Padding;
 
+/// A clipping activation fused into the op before it (the output's sign and ceiling are all
+/// its backward needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// None.
+    #[default]
+    Identity,
+    /// `max(y, 0)`.
+    Relu,
+    /// `min(max(y, 0), 6)` (MobileNetV2's).
+    Relu6,
+}
+
+impl Activation {
+    /// The upper bound of the clipping (the lower is 0), `None` for no activation.
+    pub fn ceiling(self) -> Option<f32> {
+        match self {
+            Activation::Identity => None,
+            Activation::Relu => Some(f32::INFINITY),
+            Activation::Relu6 => Some(6.0),
+        }
+    }
+
+    /// The activation of one value.
+    #[inline]
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::Identity => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// Whether the gradient passes, from the output (`0 < y < ceiling`, as PyTorch's
+    /// `threshold_backward` and `hardtanh_backward`).
+    #[inline]
+    pub(crate) fn passes(self, y: f32) -> bool {
+        self.ceiling().is_none_or(|max| y > 0.0 && y < max)
+    }
+
+    /// The activation as candle ops (any dtype, any device).
+    ///
+    /// # Errors
+    /// Tensor errors.
+    pub fn tensor(self, y: Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Identity => Ok(y),
+            Activation::Relu => y.relu(),
+            Activation::Relu6 => y.clamp(0f32, 6f32),
+        }
+    }
+
+    /// The gradient through the activation, from the output (CPU f32).
+    pub(crate) fn mask(self, grad: &Tensor, res: &Tensor) -> Result<Tensor> {
+        match self.ceiling() {
+            None => Ok(grad.clone()),
+            Some(max) => grad.contiguous()?.apply_op2_no_bwd(&res.contiguous()?, &ClipMask { max }),
+        }
+    }
+}
+
 /// Stride, padding, dilation and groups of a 2-D convolution (PyTorch's `Conv2d` arguments;
 /// the same value along height and width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,7 +410,7 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     p: Conv2dParams,
 ) -> Result<Tensor> {
-    conv2d_maybe_relu(x, weight, bias, p, false)
+    conv2d_act(x, weight, bias, p, Activation::Identity)
 }
 
 /// [`conv2d`] followed by a ReLU; on the CPU in f32 the bias and the ReLU are applied to each
@@ -363,15 +424,19 @@ pub fn conv2d_relu(
     bias: Option<&Tensor>,
     p: Conv2dParams,
 ) -> Result<Tensor> {
-    conv2d_maybe_relu(x, weight, bias, p, true)
+    conv2d_act(x, weight, bias, p, Activation::Relu)
 }
 
-fn conv2d_maybe_relu(
+/// [`conv2d`] followed by `act`, fused as in [`conv2d_relu`].
+///
+/// # Errors
+/// As [`conv2d`].
+pub fn conv2d_act(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     p: Conv2dParams,
-    relu: bool,
+    act: Activation,
 ) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (o, cg, kh, kw) = weight.dims4()?;
@@ -382,7 +447,7 @@ fn conv2d_maybe_relu(
     let depthwise = g == c && o == c && p.dilation == 1 && kh == kw;
     let all_f32 = [Some(x), Some(weight), bias].iter().flatten().all(|t| t.dtype() == DType::F32);
     if x.device().is_cpu() && all_f32 && !depthwise {
-        let op = crate::gemm_conv::GemmConv { params: p, relu };
+        let op = crate::gemm_conv::GemmConv { params: p, act };
         let (x, weight) = (x.contiguous()?, weight.contiguous()?);
         return match bias {
             Some(b) => x.apply_op3(&weight, &b.flatten_all()?.contiguous()?, op),
@@ -414,11 +479,9 @@ fn conv2d_maybe_relu(
         };
         y.reshape((o, n, oh, ow))?.transpose(0, 1)?.contiguous()?
     };
-    match (bias, relu) {
-        (Some(b), false) => add_channel_bias(&out, b),
-        (Some(b), true) => add_channel_bias_relu(&out, b),
-        (None, false) => Ok(out),
-        (None, true) => out.relu(),
+    match bias {
+        Some(b) => channel_bias(&out, b, act),
+        None => act.tensor(out),
     }
 }
 
@@ -525,7 +588,7 @@ pub fn add_channel_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     if bias.elem_count() != c {
         bail!("bias of shape {:?} for {c} channels", bias.dims());
     }
-    channel_bias(x, bias, false)
+    channel_bias(x, bias, Activation::Identity)
 }
 
 /// `relu(x + bias)`, [`add_channel_bias`] and a ReLU in one pass forward and one backward (the
@@ -534,30 +597,25 @@ pub fn add_channel_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 /// # Errors
 /// A bias whose length is not `x`'s dimension 1.
 pub fn add_channel_bias_relu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    channel_bias(x, bias, true)
+    channel_bias(x, bias, Activation::Relu)
 }
 
-fn channel_bias(x: &Tensor, bias: &Tensor, relu: bool) -> Result<Tensor> {
+fn channel_bias(x: &Tensor, bias: &Tensor, act: Activation) -> Result<Tensor> {
     let c = x.dim(1)?;
     if bias.elem_count() != c {
         bail!("bias of shape {:?} for {c} channels", bias.dims());
     }
     if x.device().is_cpu() && x.dtype() == DType::F32 && bias.dtype() == DType::F32 {
-        let op = ChannelBias { relu };
+        let op = ChannelBias { act };
         return x.contiguous()?.apply_op2(&bias.flatten_all()?.contiguous()?, op);
     }
     let mut shape = vec![1usize; x.rank()];
     shape[1] = c;
-    let y = x.broadcast_add(&bias.reshape(shape)?)?;
-    if relu {
-        y.relu()
-    } else {
-        Ok(y)
-    }
+    act.tensor(x.broadcast_add(&bias.reshape(shape)?)?)
 }
 
 struct ChannelBias {
-    relu: bool,
+    act: Activation,
 }
 
 impl candle_core::CustomOp2 for ChannelBias {
@@ -580,10 +638,9 @@ impl candle_core::CustomOp2 for ChannelBias {
         let mut out = x.to_vec();
         out.par_chunks_mut(sp.max(1)).enumerate().for_each(|(plane, dst)| {
             let v = b[plane % c];
-            if self.relu {
-                dst.iter_mut().for_each(|d| *d = (*d + v).max(0.0));
-            } else {
-                dst.iter_mut().for_each(|d| *d += v);
+            match self.act {
+                Activation::Identity => dst.iter_mut().for_each(|d| *d += v),
+                act => dst.iter_mut().for_each(|d| *d = act.apply(*d + v)),
             }
         });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
@@ -596,11 +653,7 @@ impl candle_core::CustomOp2 for ChannelBias {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = if self.relu {
-            grad.contiguous()?.apply_op2_no_bwd(&res.contiguous()?, &RELU_MASK)?
-        } else {
-            grad.clone()
-        };
+        let grad = self.act.mask(grad, res)?;
         let db = grad.contiguous()?.apply_op1_no_bwd(&ChannelSum)?;
         Ok((Some(grad), Some(db)))
     }
@@ -638,9 +691,6 @@ impl CustomOp1 for ChannelSum {
 pub(crate) struct ClipMask {
     pub max: f32,
 }
-
-/// The ReLU's mask.
-pub(crate) const RELU_MASK: ClipMask = ClipMask { max: f32::INFINITY };
 
 impl candle_core::CustomOp2 for ClipMask {
     fn name(&self) -> &'static str {

@@ -114,19 +114,30 @@ impl Phased {
         &mut buf[a + from..a + self.pws]
     }
 
-    /// `buf` = the `h x w` plane `src`, zero-bordered and phase-split.
+    /// `buf` = the `h x w` plane `src`, zero-bordered and phase-split. Every element is written
+    /// once (the borders as zeros), so a reused buffer needs no clearing first.
     fn fill(&self, src: &[f32], buf: &mut [f32]) {
-        buf.fill(0.0);
-        for (row, line) in src.chunks_exact(self.w).enumerate() {
-            let y = row + self.pad.top;
-            if self.s == 1 {
-                let at = self.at(0, y) + self.pad.left;
-                buf[at..at + self.w].copy_from_slice(line);
-                continue;
-            }
-            for (col, &v) in line.iter().enumerate() {
-                let pc = col + self.pad.left;
-                buf[self.at(pc % self.s, y) + pc / self.s] = v;
+        let (top, left, w) = (self.pad.top, self.pad.left, self.w);
+        let h = src.len() / w.max(1);
+        for phase in 0..self.s {
+            for y in 0..self.ph {
+                let row = &mut buf[self.at(phase, y)..self.at(phase, y) + self.pws];
+                let Some(line) = y.checked_sub(top).filter(|&r| r < h).map(|r| &src[r * w..][..w])
+                else {
+                    row.fill(0.0);
+                    continue;
+                };
+                if self.s == 1 {
+                    let end = (left + w).min(row.len());
+                    row[..left].fill(0.0);
+                    row[left..end].copy_from_slice(&line[..end - left]);
+                    row[end..].fill(0.0);
+                    continue;
+                }
+                for (j, d) in row.iter_mut().enumerate() {
+                    let pc = j * self.s + phase;
+                    *d = pc.checked_sub(left).and_then(|c| line.get(c)).copied().unwrap_or(0.0);
+                }
             }
         }
     }

@@ -20,7 +20,7 @@ use std::cell::RefCell;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::conv::{col2im_into, im2col_into, Conv2dParams, Window};
+use crate::conv::{col2im_into, im2col_into, Activation, Conv2dParams, Window};
 use crate::cpu::f32_slice;
 use crate::sgemm::{matmul, Mat, MatMut};
 
@@ -161,7 +161,7 @@ fn forward(
     x: &[f32],
     wt: &[f32],
     bias: Option<&[f32]>,
-    relu: bool,
+    act: Activation,
 ) -> Result<Vec<f32>> {
     let (p, k, og, o) = (geo.p(), geo.k(), geo.og(), geo.o);
     let chw = geo.c * geo.h * geo.w;
@@ -196,13 +196,12 @@ fn forward(
             }
             Ok::<_, candle_core::Error>(())
         })?;
-        if bias.is_some() || relu {
+        if bias.is_some() || act != Activation::Identity {
             for (plane, values) in out.chunks_mut(p.max(1)).enumerate() {
                 let shift = bias.map_or(0.0, |b| b[plane % o]);
-                if relu {
-                    values.iter_mut().for_each(|v| *v = (*v + shift).max(0.0));
-                } else {
-                    values.iter_mut().for_each(|v| *v += shift);
+                match act {
+                    Activation::Identity => values.iter_mut().for_each(|v| *v += shift),
+                    act => values.iter_mut().for_each(|v| *v = act.apply(*v + shift)),
                 }
             }
         }
@@ -308,10 +307,11 @@ fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
     Ok(total)
 }
 
-/// The convolution op: `(x, weight)` or `(x, weight, bias)`, with an optional ReLU after.
+/// The convolution op: `(x, weight)` or `(x, weight, bias)`, with an optional clipping
+/// activation after.
 pub(crate) struct GemmConv {
     pub params: Conv2dParams,
-    pub relu: bool,
+    pub act: Activation,
 }
 
 impl GemmConv {
@@ -331,19 +331,13 @@ impl GemmConv {
             Some((_, bl)) => bail!("conv2d: bias {:?} for {} channels", bl.dims(), geo.o),
             None => None,
         };
-        let out = forward(&geo, x, wt, b, self.relu)?;
+        let out = forward(&geo, x, wt, b, self.act)?;
         Ok((CpuStorage::F32(out), Shape::from((geo.n, geo.o, geo.oh, geo.ow))))
     }
 
-    /// The output gradient through the ReLU (where the output is positive), and the input
-    /// and weight gradients.
+    /// The output gradient through the activation, and the input and weight gradients.
     fn grads(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<[Tensor; 3]> {
-        let grad = grad.contiguous()?;
-        let grad = if self.relu {
-            grad.apply_op2_no_bwd(&res.contiguous()?, &crate::conv::RELU_MASK)?
-        } else {
-            grad
-        };
+        let grad = self.act.mask(&grad.contiguous()?, res)?;
         let dx = grad.apply_op2_no_bwd(w, &InputGrad { params: self.params, dims: x.dims4()? })?;
         let dw =
             x.apply_op2_no_bwd(&grad, &WeightGrad { params: self.params, dims: w.dims4()? })?;
@@ -509,7 +503,8 @@ impl CustomOp2 for GemmConvTranspose {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let dx = grad.apply_op2_no_bwd(w, &GemmConv { params: self.params, relu: false })?;
+        let dx =
+            grad.apply_op2_no_bwd(w, &GemmConv { params: self.params, act: Activation::Identity })?;
         let dw = grad.apply_op2_no_bwd(x, &WeightGrad { params: self.params, dims: w.dims4()? })?;
         Ok((Some(dx), Some(dw)))
     }

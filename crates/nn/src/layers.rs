@@ -21,8 +21,12 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::conv::{conv2d as conv2d_op, conv2d_relu, conv_transpose2d as conv_transpose2d_op};
+use crate::conv::{
+    conv2d as conv2d_op, conv2d_act, conv2d_relu, conv_transpose2d as conv_transpose2d_op,
+    Activation,
+};
 use crate::conv::{Conv2dParams, ConvTranspose2dParams};
+use crate::norm::BatchNorm;
 
 /// A 2-D convolution layer: `weight (O, C/groups, kh, kw)`, optional `bias (O)`.
 #[derive(Debug, Clone)]
@@ -62,6 +66,52 @@ impl Conv2d {
     /// As [`Module::forward`].
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         conv2d_relu(x, &self.weight, self.bias.as_ref(), self.params)
+    }
+
+    /// The convolution followed by `act`, fused as in [`Conv2d::forward_relu`].
+    ///
+    /// # Errors
+    /// As [`Module::forward`].
+    pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        conv2d_act(x, &self.weight, self.bias.as_ref(), self.params, act)
+    }
+
+    /// The convolution, then `bn`, then `act`. In training the two layers run as they are
+    /// (batch statistics, fused normalisation passes); in evaluation `bn`'s affine map is folded
+    /// into the convolution (weight scaled per output channel, bias `bias * scale + shift`) and
+    /// applied with the activation as the output is written: one pass over the activations
+    /// instead of three. The folding is computed from candle ops on every call, so gradients
+    /// still reach the weight and the BatchNorm's parameters (a frozen-statistics fine-tune)
+    /// and an optimizer step is never missed.
+    ///
+    /// # Errors
+    /// As [`Module::forward`], and a BatchNorm whose channel count is not this layer's output.
+    pub fn forward_bn_t(
+        &self,
+        x: &Tensor,
+        bn: &BatchNorm,
+        train: bool,
+        act: Activation,
+    ) -> Result<Tensor> {
+        let o = self.weight.dim(0)?;
+        if bn.weight().elem_count() != o {
+            candle_core::bail!(
+                "batch norm over {} channels after a convolution with {o} outputs",
+                bn.weight().elem_count()
+            );
+        }
+        if train {
+            return bn.forward_act_t(&self.forward(x)?, true, act);
+        }
+        let (scale, shift) = bn.eval_scale_shift()?;
+        let (scale, shift) =
+            (scale.to_dtype(self.weight.dtype())?, shift.to_dtype(self.weight.dtype())?);
+        let weight = self.weight.broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?;
+        let bias = match &self.bias {
+            Some(b) => ((b * &scale)? + &shift)?,
+            None => shift,
+        };
+        conv2d_act(x, &weight, Some(&bias), self.params, act)
     }
 }
 

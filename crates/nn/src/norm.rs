@@ -33,6 +33,8 @@ use candle_core::{
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
+use crate::conv::Activation;
+
 use crate::cpu::{f32_slice, ncs};
 
 /// `eps` and `momentum` of a batch normalisation (PyTorch's defaults: 1e-5 and 0.1, the weight
@@ -154,7 +156,7 @@ impl BatchNorm {
     /// An input whose dimension 1 is not the channel count; a training batch with one value
     /// per channel (its variance is undefined).
     pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward_impl(x, train, Clip::Relu)
+        self.forward_impl(x, train, Activation::Relu)
     }
 
     /// Batch normalisation followed by a ReLU6 (`min(max(y, 0), 6)`, MobileNetV2's activation),
@@ -164,10 +166,18 @@ impl BatchNorm {
     /// # Errors
     /// As [`BatchNorm::forward_relu_t`].
     pub fn forward_relu6_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward_impl(x, train, Clip::Relu6)
+        self.forward_impl(x, train, Activation::Relu6)
     }
 
-    fn forward_impl(&self, x: &Tensor, train: bool, clip: Clip) -> Result<Tensor> {
+    /// Batch normalisation followed by `act`, fused as above.
+    ///
+    /// # Errors
+    /// As [`BatchNorm::forward_relu_t`].
+    pub fn forward_act_t(&self, x: &Tensor, train: bool, act: Activation) -> Result<Tensor> {
+        self.forward_impl(x, train, act)
+    }
+
+    fn forward_impl(&self, x: &Tensor, train: bool, clip: Activation) -> Result<Tensor> {
         let c = self.weight.elem_count();
         if x.rank() < 2 || x.dim(1)? != c {
             bail!("batch norm over {c} channels: input of shape {:?}", x.dims());
@@ -233,59 +243,7 @@ impl BatchNorm {
 
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward_impl(x, train, Clip::None)
-    }
-}
-
-/// The activation fused after the normalisation.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Clip {
-    None,
-    Relu,
-    Relu6,
-}
-
-impl Clip {
-    /// The upper bound of the clipping (the lower is 0), `None` for no activation.
-    fn max(self) -> Option<f32> {
-        match self {
-            Clip::None => None,
-            Clip::Relu => Some(f32::INFINITY),
-            Clip::Relu6 => Some(6.0),
-        }
-    }
-
-    #[inline]
-    fn apply(self, v: f32) -> f32 {
-        match self {
-            Clip::None => v,
-            Clip::Relu => v.max(0.0),
-            Clip::Relu6 => v.clamp(0.0, 6.0),
-        }
-    }
-
-    /// Whether the gradient passes, from the output (`0 < y < max`).
-    #[inline]
-    fn passes(self, y: f32) -> bool {
-        self.max().is_none_or(|max| y > 0.0 && y < max)
-    }
-
-    fn tensor(self, y: Tensor) -> Result<Tensor> {
-        match self {
-            Clip::None => Ok(y),
-            Clip::Relu => y.relu(),
-            Clip::Relu6 => y.clamp(0f32, 6f32),
-        }
-    }
-
-    /// The gradient through the activation, from the output (CPU f32).
-    fn mask(self, grad: &Tensor, res: &Tensor) -> Result<Tensor> {
-        match self.max() {
-            None => Ok(grad.clone()),
-            Some(max) => grad
-                .contiguous()?
-                .apply_op2_no_bwd(&res.contiguous()?, &crate::conv::ClipMask { max }),
-        }
+        self.forward_impl(x, train, Activation::Identity)
     }
 }
 
@@ -327,7 +285,7 @@ impl CustomOp1 for ChannelStats {
 #[derive(Debug, Clone, Copy)]
 struct Normalize {
     eps: f64,
-    clip: Clip,
+    clip: Activation,
 }
 
 impl CustomOp3 for Normalize {
@@ -355,7 +313,9 @@ impl CustomOp3 for Normalize {
             let scale = (inv * f64::from(affine[ch])) as f32;
             let shift = affine[c + ch] - stats[ch] * scale;
             match self.clip {
-                Clip::None => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift),
+                Activation::Identity => {
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift)
+                }
                 clip => {
                     dst.iter_mut().zip(src).for_each(|(d, &v)| *d = clip.apply(v * scale + shift))
                 }
@@ -397,7 +357,7 @@ impl CustomOp3 for Normalize {
 struct Channel {
     mean: Vec<f32>,
     inv_std: Vec<f32>,
-    clip: Clip,
+    clip: Activation,
 }
 
 impl Channel {
@@ -509,7 +469,7 @@ impl CustomOp3 for GradInput {
 /// pass; inputs `(x, scale (C), shift (C))`, all three differentiable.
 #[derive(Debug, Clone, Copy)]
 struct ChannelAffine {
-    clip: Clip,
+    clip: Activation,
 }
 
 impl CustomOp3 for ChannelAffine {
@@ -538,7 +498,9 @@ impl CustomOp3 for ChannelAffine {
             |(plane, (dst, src))| {
                 let (a, b) = (scale[plane % c], shift[plane % c]);
                 match self.clip {
-                    Clip::None => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * a + b),
+                    Activation::Identity => {
+                        dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * a + b)
+                    }
                     clip => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = clip.apply(v * a + b)),
                 }
             },

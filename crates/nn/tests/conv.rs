@@ -349,3 +349,53 @@ fn fused_bias_relu_matches_separate_ops() {
         }
     }
 }
+
+/// `Conv2d::forward_bn_t` in evaluation mode (the BatchNorm folded into the convolution, the
+/// activation in its epilogue) against the convolution, then the BatchNorm, then candle's
+/// activation: outputs and the gradients of the input, the convolution's weight and bias and
+/// the BatchNorm's weight and bias; dense, strided and depthwise, each activation.
+#[test]
+fn folded_batch_norm_matches_separate_layers() {
+    use candle_core::{Module, ModuleT};
+    use deeprecog_nn::conv::Activation;
+    use deeprecog_nn::layers::Conv2d;
+    use deeprecog_nn::norm::{BatchNorm, BatchNormConfig};
+    let cases = [
+        ([2, 3, 6, 7], 4, 1, Activation::Relu, true),
+        ([3, 4, 5, 5], 4, 4, Activation::Relu6, false),
+        ([1, 3, 9, 8], 5, 1, Activation::Identity, true),
+    ];
+    for (i, (dims, o, groups, act, with_bias)) in cases.into_iter().enumerate() {
+        let c = dims[1];
+        let v = |shape: &[usize], name: &str| {
+            Var::from_tensor(&randn(shape, &format!("bn{i}{name}"), DType::F32)).unwrap()
+        };
+        let (x, w, b) = (v(&dims, "x"), v(&[o, c / groups, 3, 3], "w"), v(&[o], "b"));
+        let bw = Var::from_tensor(&(randn(&[o], &format!("bn{i}bw"), DType::F32) + 2.0).unwrap())
+            .unwrap();
+        let bb = v(&[o], "bb");
+        let rm = randn(&[o], &format!("bn{i}rm"), DType::F32);
+        let rv = (randn(&[o], &format!("bn{i}rv"), DType::F32).abs().unwrap() + 0.5).unwrap();
+        let cfg = BatchNormConfig { eps: 1e-5, momentum: 0.1 };
+        let bn = BatchNorm::new(bw.as_tensor().clone(), bb.as_tensor().clone(), rm, rv, cfg)
+            .unwrap();
+        let p = Conv2dParams { stride: 1 + i % 2, padding: 1, groups, ..Default::default() };
+        let conv = Conv2d::new(w.as_tensor().clone(), with_bias.then(|| b.as_tensor().clone()), p);
+        let folded = conv.forward_bn_t(x.as_tensor(), &bn, false, act).unwrap();
+        let separate =
+            act.tensor(bn.forward_t(&conv.forward(x.as_tensor()).unwrap(), false).unwrap()).unwrap();
+        let d = max_diff(&folded, &separate);
+        assert!(d < 1e-4, "case {i}: outputs differ by {d}");
+        let r = randn(folded.dims(), &format!("bn{i}r"), DType::F32);
+        let g1 = (&folded * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&separate * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut vars = vec![&x, &w, &bw, &bb];
+        if with_bias {
+            vars.push(&b);
+        }
+        for (j, var) in vars.into_iter().enumerate() {
+            let d = max_diff(g1.get(var.as_tensor()).unwrap(), g2.get(var.as_tensor()).unwrap());
+            assert!(d < 1e-3, "case {i}: gradient {j} differs by {d}");
+        }
+    }
+}
