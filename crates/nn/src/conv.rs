@@ -712,12 +712,14 @@ impl candle_core::CustomOp2 for ClipMask {
             bail!("clip mask: gradient {:?} for output {:?}", gl.shape(), yl.shape());
         }
         let max = self.max;
-        let out: Vec<f32> = g
-            .par_iter()
-            .zip(y)
-            .with_min_len(1 << 14)
-            .map(|(&g, &y)| if y > 0.0 && y < max { g } else { 0.0 })
-            .collect();
+        let mut out = vec![0f32; g.len()];
+        out.par_chunks_mut(1 << 14).zip(g.par_chunks(1 << 14)).zip(y.par_chunks(1 << 14)).for_each(
+            |((o, g), y)| {
+                for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+                    *o = if y > 0.0 && y < max { g } else { 0.0 };
+                }
+            },
+        );
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
 }
