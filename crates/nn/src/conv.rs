@@ -17,7 +17,10 @@
 //!
 //! So the input gradient is `col2im(W^T dY)` and the weight gradient `dY col^T`, both products
 //! of the same cost as the forward, instead of transposed convolutions. Any stride, padding,
-//! dilation and group count; f32, f64, f16 and bf16 on the CPU. The custom ops have no CUDA
+//! dilation and group count; f32, f64, f16 and bf16 on the CPU. In f32 the three steps run as
+//! one custom op (forward, input gradient, weight gradient), on chunks of images with reused
+//! per-thread buffers and products written straight into NCHW, with the bias and an
+//! [`Activation`] applied as each output block is written ([`conv2d_act`]). The custom ops have no CUDA
 //! kernel yet (candle reports "no cuda implementation"); [`conv2d`] falls back to candle's own
 //! convolution on other devices.
 //!

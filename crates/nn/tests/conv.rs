@@ -377,13 +377,14 @@ fn folded_batch_norm_matches_separate_layers() {
         let rm = randn(&[o], &format!("bn{i}rm"), DType::F32);
         let rv = (randn(&[o], &format!("bn{i}rv"), DType::F32).abs().unwrap() + 0.5).unwrap();
         let cfg = BatchNormConfig { eps: 1e-5, momentum: 0.1 };
-        let bn = BatchNorm::new(bw.as_tensor().clone(), bb.as_tensor().clone(), rm, rv, cfg)
-            .unwrap();
+        let bn =
+            BatchNorm::new(bw.as_tensor().clone(), bb.as_tensor().clone(), rm, rv, cfg).unwrap();
         let p = Conv2dParams { stride: 1 + i % 2, padding: 1, groups, ..Default::default() };
         let conv = Conv2d::new(w.as_tensor().clone(), with_bias.then(|| b.as_tensor().clone()), p);
         let folded = conv.forward_bn_t(x.as_tensor(), &bn, false, act).unwrap();
-        let separate =
-            act.tensor(bn.forward_t(&conv.forward(x.as_tensor()).unwrap(), false).unwrap()).unwrap();
+        let separate = act
+            .tensor(bn.forward_t(&conv.forward(x.as_tensor()).unwrap(), false).unwrap())
+            .unwrap();
         let d = max_diff(&folded, &separate);
         assert!(d < 1e-4, "case {i}: outputs differ by {d}");
         let r = randn(folded.dims(), &format!("bn{i}r"), DType::F32);
