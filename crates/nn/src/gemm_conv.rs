@@ -338,9 +338,14 @@ impl GemmConv {
     /// The output gradient through the activation, and the input and weight gradients.
     fn grads(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<[Tensor; 3]> {
         let grad = self.act.mask(&grad.contiguous()?, res)?;
-        let dx = grad.apply_op2_no_bwd(w, &InputGrad { params: self.params, dims: x.dims4()? })?;
-        let dw =
-            x.apply_op2_no_bwd(&grad, &WeightGrad { params: self.params, dims: w.dims4()? })?;
+        let dx = grad.apply_op2_no_bwd(
+            w,
+            &Grad { params: self.params, dims: x.dims4()?, wrt: Wrt::Input },
+        )?;
+        let dw = x.apply_op2_no_bwd(
+            &grad,
+            &Grad { params: self.params, dims: w.dims4()?, wrt: Wrt::Weight },
+        )?;
         Ok([grad, dx, dw])
     }
 }
@@ -403,61 +408,53 @@ impl CustomOp3 for GemmConv {
     }
 }
 
-/// `(dY, weight)` to the input gradient of an input of `dims`.
-struct InputGrad {
-    params: Conv2dParams,
-    dims: (usize, usize, usize, usize),
+/// Which gradient a [`Grad`] op computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrt {
+    /// `(dY, weight)` to the input gradient.
+    Input,
+    /// `(x, dY)` to the weight gradient.
+    Weight,
 }
 
-impl CustomOp2 for InputGrad {
+/// A convolution's input or weight gradient; `dims` is the shape of what it returns.
+struct Grad {
+    params: Conv2dParams,
+    dims: (usize, usize, usize, usize),
+    wrt: Wrt,
+}
+
+impl CustomOp2 for Grad {
     fn name(&self) -> &'static str {
-        "deeprecog-conv2d-input-grad"
+        match self.wrt {
+            Wrt::Input => "deeprecog-conv2d-input-grad",
+            Wrt::Weight => "deeprecog-conv2d-weight-grad",
+        }
     }
 
     fn cpu_fwd(
         &self,
-        gs: &CpuStorage,
-        gl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = self.dims;
-        let geo = Geometry::new(&[n, c, h, w], wl.dims(), self.params)?;
-        if gl.dims() != [n, geo.o, geo.oh, geo.ow] {
-            bail!("conv2d backward: gradient {:?} for input {:?}", gl.dims(), self.dims);
+        let d = [self.dims.0, self.dims.1, self.dims.2, self.dims.3];
+        // The input and weight shapes, and the output gradient's layout among the operands.
+        let (geo, gl) = match self.wrt {
+            Wrt::Input => (Geometry::new(&d, bl.dims(), self.params)?, al),
+            Wrt::Weight => (Geometry::new(al.dims(), &d, self.params)?, bl),
+        };
+        if gl.dims() != [geo.n, geo.o, geo.oh, geo.ow] {
+            bail!("conv2d backward: gradient {:?} for a {:?} result", gl.dims(), self.dims);
         }
-        let gy = f32_slice(gs, gl, "conv2d backward")?;
-        let wt = f32_slice(ws, wl, "conv2d backward")?;
-        Ok((CpuStorage::F32(input_grad(&geo, gy, wt)?), Shape::from(self.dims)))
-    }
-}
-
-/// `(x, dY)` to the gradient of a weight of `dims`.
-struct WeightGrad {
-    params: Conv2dParams,
-    dims: (usize, usize, usize, usize),
-}
-
-impl CustomOp2 for WeightGrad {
-    fn name(&self) -> &'static str {
-        "deeprecog-conv2d-weight-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        gs: &CpuStorage,
-        gl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (o, cg, kh, kw) = self.dims;
-        let geo = Geometry::new(xl.dims(), &[o, cg, kh, kw], self.params)?;
-        if gl.dims() != [geo.n, o, geo.oh, geo.ow] {
-            bail!("conv2d backward: gradient {:?} for input {:?}", gl.dims(), xl.dims());
-        }
-        let x = f32_slice(xs, xl, "conv2d backward")?;
-        let gy = f32_slice(gs, gl, "conv2d backward")?;
-        Ok((CpuStorage::F32(weight_grad(&geo, x, gy)?), Shape::from(self.dims)))
+        let a = f32_slice(a, al, "conv2d backward")?;
+        let b = f32_slice(b, bl, "conv2d backward")?;
+        let out = match self.wrt {
+            Wrt::Input => input_grad(&geo, a, b)?,
+            Wrt::Weight => weight_grad(&geo, a, b)?,
+        };
+        Ok((CpuStorage::F32(out), Shape::from(self.dims)))
     }
 }
 
@@ -505,7 +502,10 @@ impl CustomOp2 for GemmConvTranspose {
         let grad = grad.contiguous()?;
         let dx =
             grad.apply_op2_no_bwd(w, &GemmConv { params: self.params, act: Activation::Identity })?;
-        let dw = grad.apply_op2_no_bwd(x, &WeightGrad { params: self.params, dims: w.dims4()? })?;
+        let dw = grad.apply_op2_no_bwd(
+            x,
+            &Grad { params: self.params, dims: w.dims4()?, wrt: Wrt::Weight },
+        )?;
         Ok((Some(dx), Some(dw)))
     }
 }

@@ -5,31 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::Init;
 use deeprecog_nn::conv::{
     col2im, conv2d, conv_transpose2d, im2col, Conv2dParams, ConvTranspose2dParams, Window,
 };
-use deeprecog_nn::init::init_tensor;
+
+mod common;
+use common::max_diff;
 
 fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
-    init_tensor(Init::Randn { mean: 0.0, stdev: 1.0 }, &shape.into(), 7, name, dtype, &Device::Cpu)
-        .unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
+    common::randn(7, shape, name, dtype)
 }
 
 /// (n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)

@@ -6,27 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
-use candle_nn::Init;
-use deeprecog_nn::init::init_tensor;
 use deeprecog_nn::norm::{BatchNorm, BatchNormConfig};
 
-fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
-    init_tensor(Init::Randn { mean: 0.0, stdev: 1.0 }, &shape.into(), 11, name, dtype, &Device::Cpu)
-        .unwrap()
-}
+mod common;
+use common::max_diff;
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
+fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
+    common::randn(11, shape, name, dtype)
 }
 
 struct Run {

@@ -1,10 +1,41 @@
 #![allow(dead_code)]
-//! Helpers shared by the importer's tests: where the goldens live and an independent decoding
-//! of the bytes the importer returns.
+//! Helpers shared by the tests: where the goldens live, an independent decoding of the bytes
+//! the importer returns, seeded random tensors and their largest difference.
 
 use std::path::{Path, PathBuf};
 
+use candle_core::{DType, Device, Tensor};
+use candle_nn::Init;
 use deeprecog_nn::import::{ImportedTensor, TorchDType};
+use deeprecog_nn::init::init_tensor;
+
+/// A standard normal tensor drawn from the seeded initialiser (`seed`, `name` pick the stream).
+pub fn randn(seed: u64, shape: &[usize], name: &str, dtype: DType) -> Tensor {
+    init_tensor(
+        Init::Randn { mean: 0.0, stdev: 1.0 },
+        &shape.into(),
+        seed,
+        name,
+        dtype,
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+/// The largest absolute element-wise difference of two tensors of the same shape, in f64.
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
 
 /// A file of `tests/golden/`.
 pub fn golden(name: &str) -> PathBuf {
