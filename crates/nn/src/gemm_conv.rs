@@ -103,9 +103,58 @@ impl Geometry {
         i * self.per_chunk..((i + 1) * self.per_chunk).min(self.n)
     }
 
-    fn chunk_dims(&self, b: usize) -> (usize, usize, usize, usize) {
-        (b, self.c, self.h, self.w)
+    /// Chunk `i`: its images and what its products need.
+    fn chunk(&self, i: usize) -> Chunk {
+        let imgs = self.images(i);
+        let b = imgs.len();
+        let direct = self.pointwise() && b == 1;
+        let cols_n = b * self.p();
+        // Scratch: columns (none when they are the input itself), and the output gradient or
+        // product gathered as (O, B*P) (none for one image, whose NCHW block already is).
+        let cols_len = if direct { 0 } else { self.k() * self.groups * cols_n };
+        let tmp_len = if b == 1 { 0 } else { self.o * cols_n };
+        Chunk { dims: (b, self.c, self.h, self.w), imgs, b, cols_n, direct, cols_len, tmp_len }
     }
+
+    /// The chunk's `(C*kh*kw, B*P)` columns of its input images `xs`: `xs` itself for a
+    /// single-image pointwise chunk, else `im2col` into `buf`.
+    fn columns<'a>(
+        &self,
+        ch: &Chunk,
+        xs: &'a [f32],
+        buf: &'a mut [f32],
+        parallel: bool,
+    ) -> Result<&'a [f32]> {
+        if ch.direct {
+            return Ok(xs);
+        }
+        im2col_into(xs, ch.dims, &self.win, buf, parallel)?;
+        Ok(buf)
+    }
+
+    /// The chunk's output gradient `gys` (NCHW) as `(O, B*P)`: itself for one image, else
+    /// regrouped into `tmp`.
+    fn gathered<'a>(&self, ch: &Chunk, gys: &'a [f32], tmp: &'a mut [f32]) -> &'a [f32] {
+        if ch.b == 1 {
+            return gys;
+        }
+        regroup(gys, tmp, (ch.b, self.o, self.p()), false);
+        tmp
+    }
+}
+
+/// One chunk of images, from [`Geometry::chunk`].
+struct Chunk {
+    /// `(B, C, H, W)` of its input.
+    dims: (usize, usize, usize, usize),
+    imgs: std::ops::Range<usize>,
+    b: usize,
+    /// Columns of its products: `B * OH * OW`.
+    cols_n: usize,
+    /// A single-image pointwise chunk: the input block is its columns.
+    direct: bool,
+    cols_len: usize,
+    tmp_len: usize,
 }
 
 thread_local! {
@@ -167,19 +216,11 @@ fn forward(
     let chw = geo.c * geo.h * geo.w;
     let mut out = vec![0f32; geo.n * o * p];
     for_chunks(geo, &mut out, o * p, |ci, out, parallel| {
-        let imgs = geo.images(ci);
-        let (b, cols_n) = (imgs.len(), imgs.len() * p);
-        let xs = &x[imgs.start * chw..imgs.end * chw];
-        let direct_cols = geo.pointwise() && b == 1;
-        let cols_len = if direct_cols { 0 } else { k * geo.groups * cols_n };
-        let tmp_len = if b == 1 { 0 } else { o * cols_n };
-        with_scratch(cols_len, tmp_len, |cols_buf, tmp| {
-            let cols: &[f32] = if direct_cols {
-                xs
-            } else {
-                im2col_into(xs, geo.chunk_dims(b), &geo.win, cols_buf, parallel)?;
-                cols_buf
-            };
+        let ch = geo.chunk(ci);
+        let (b, cols_n) = (ch.b, ch.cols_n);
+        let xs = &x[ch.imgs.start * chw..ch.imgs.end * chw];
+        with_scratch(ch.cols_len, ch.tmp_len, |cols_buf, tmp| {
+            let cols = geo.columns(&ch, xs, cols_buf, parallel)?;
             // With one image the product's (O, P) rows are the output block itself.
             let dst: &mut [f32] = if b == 1 { out } else { tmp };
             for g in 0..geo.groups {
@@ -217,19 +258,11 @@ fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
     let chw = geo.c * geo.h * geo.w;
     let mut dx = vec![0f32; geo.n * chw];
     for_chunks(geo, &mut dx, chw, |ci, dx, parallel| {
-        let imgs = geo.images(ci);
-        let (b, cols_n) = (imgs.len(), imgs.len() * p);
-        let gys = &gy[imgs.start * o * p..imgs.end * o * p];
-        let direct = geo.pointwise() && b == 1;
-        let cols_len = if direct { 0 } else { k * geo.groups * cols_n };
-        let tmp_len = if b == 1 { 0 } else { o * cols_n };
-        with_scratch(cols_len, tmp_len, |dcols, tmp| {
-            let g_cols: &[f32] = if b == 1 {
-                gys
-            } else {
-                regroup(gys, tmp, (b, o, p), false);
-                tmp
-            };
+        let ch = geo.chunk(ci);
+        let (direct, cols_n) = (ch.direct, ch.cols_n);
+        let gys = &gy[ch.imgs.start * o * p..ch.imgs.end * o * p];
+        with_scratch(ch.cols_len, ch.tmp_len, |dcols, tmp| {
+            let g_cols = geo.gathered(&ch, gys, tmp);
             let dst: &mut [f32] = if direct { dx } else { dcols };
             for g in 0..geo.groups {
                 matmul(
@@ -241,7 +274,7 @@ fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
                 )?;
             }
             if !direct {
-                col2im_into(dcols, geo.chunk_dims(b), &geo.win, dx, parallel)?;
+                col2im_into(dcols, ch.dims, &geo.win, dx, parallel)?;
             }
             Ok(())
         })
@@ -259,27 +292,14 @@ fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
         let mut acc = vec![0f32; o * k];
         let span = geo.chunks.div_ceil(runs);
         for ci in (r * span)..((r + 1) * span).min(geo.chunks) {
-            let imgs = geo.images(ci);
-            let (b, cols_n) = (imgs.len(), imgs.len() * p);
-            let xs = &x[imgs.start * chw..imgs.end * chw];
-            let gys = &gy[imgs.start * o * p..imgs.end * o * p];
-            let direct_cols = geo.pointwise() && b == 1;
-            let cols_len = if direct_cols { 0 } else { k * geo.groups * cols_n };
-            let tmp_len = if b == 1 { 0 } else { o * cols_n };
+            let ch = geo.chunk(ci);
+            let cols_n = ch.cols_n;
+            let xs = &x[ch.imgs.start * chw..ch.imgs.end * chw];
+            let gys = &gy[ch.imgs.start * o * p..ch.imgs.end * o * p];
             let parallel = !geo.parallel_chunks;
-            with_scratch(cols_len, tmp_len, |cols_buf, tmp| {
-                let cols: &[f32] = if direct_cols {
-                    xs
-                } else {
-                    im2col_into(xs, geo.chunk_dims(b), &geo.win, cols_buf, parallel)?;
-                    cols_buf
-                };
-                let g_cols: &[f32] = if b == 1 {
-                    gys
-                } else {
-                    regroup(gys, tmp, (b, o, p), false);
-                    tmp
-                };
+            with_scratch(ch.cols_len, ch.tmp_len, |cols_buf, tmp| {
+                let cols = geo.columns(&ch, xs, cols_buf, parallel)?;
+                let g_cols = geo.gathered(&ch, gys, tmp);
                 for g in 0..geo.groups {
                     matmul(
                         MatMut::rows(&mut acc[g * og * k..], og, k),
