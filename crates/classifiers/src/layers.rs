@@ -1,5 +1,5 @@
 //! Building blocks shared by the models of this crate: torchvision-initialised convolutions on
-//! the project's kernels ([`Conv`], [`DepthwiseConv2d`]) and the pooling variants the architectures need
+//! the project's kernels ([`Conv`], dense or depthwise) and the pooling variants the architectures need
 //! (torch-semantics max-pool with a correct backward, Keras' "same" max-pool, adaptive average
 //! pooling).
 
@@ -53,23 +53,13 @@ impl Conv {
         train: bool,
         act: Activation,
     ) -> Result<Tensor> {
-        conv_bn(&self.conv, x, bn, train, act)
+        if train {
+            let y = self.conv.forward(x)?;
+            BatchNorm::check(&y, train)?;
+            return bn.0.forward_act_t(&y, train, act);
+        }
+        self.conv.forward_bn_t(x, &bn.0, train, act)
     }
-}
-
-fn conv_bn(
-    conv: &Conv2d,
-    x: &Tensor,
-    bn: &BatchNorm,
-    train: bool,
-    act: Activation,
-) -> Result<Tensor> {
-    if train {
-        let y = conv.forward(x)?;
-        BatchNorm::check(&y, train)?;
-        return bn.0.forward_act_t(&y, train, act);
-    }
-    conv.forward_bn_t(x, &bn.0, train, act)
 }
 
 pub(crate) fn kaiming_fan_out() -> Init {
@@ -80,52 +70,23 @@ pub(crate) fn kaiming_fan_out() -> Init {
     }
 }
 
-/// A depthwise convolution (one 2-D filter per channel, torchvision's `groups = channels`) with
-/// the same weight layout `(C, 1, k, k)` as a grouped `Conv2d`: the project's direct depthwise
-/// kernel forward and backward (candle runs a grouped convolution as one convolution per
-/// group, hundreds of tiny im2col calls in MobileNetV2).
-#[derive(Debug, Clone)]
-pub(crate) struct DepthwiseConv2d {
-    conv: Conv2d,
-}
-
-impl DepthwiseConv2d {
-    /// A `kernel` x `kernel` depthwise convolution over `channels` channels, without bias.
-    pub(crate) fn new(
+impl Conv {
+    /// A depthwise convolution (one 2-D filter per channel, torchvision's `groups = channels`)
+    /// with the weight layout `(C, 1, k, k)` of a grouped `Conv2d`, without bias: the project's
+    /// direct depthwise kernel forward and backward (candle runs a grouped convolution as one
+    /// convolution per group, hundreds of tiny im2col calls in MobileNetV2).
+    pub(crate) fn depthwise(
         channels: usize,
         kernel: usize,
         stride: usize,
         padding: usize,
         vb: VarBuilder,
-    ) -> Result<DepthwiseConv2d> {
+    ) -> Result<Conv> {
         let weight =
             vb.get_with_hints((channels, 1, kernel, kernel), "weight", kaiming_fan_out())?;
         let params =
             Conv2dParams { stride: stride.max(1), padding, groups: channels, ..Default::default() };
-        Ok(DepthwiseConv2d { conv: Conv2d::new(weight, None, params) })
-    }
-
-    /// The convolution, `bn` and `act`, as [`Conv::forward_bn_t`].
-    pub(crate) fn forward_bn_t(
-        &self,
-        x: &Tensor,
-        bn: &BatchNorm,
-        train: bool,
-        act: Activation,
-    ) -> Result<Tensor> {
-        conv_bn(&self.conv, x, bn, train, act)
-    }
-
-    /// The `(C, 1, k, k)` weight.
-    #[cfg(test)]
-    pub(crate) fn weight(&self) -> &Tensor {
-        self.conv.weight()
-    }
-}
-
-impl Module for DepthwiseConv2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.conv.forward(x)
+        Ok(Conv { conv: Conv2d::new(weight, None, params) })
     }
 }
 
@@ -291,7 +252,7 @@ mod tests {
         let varmap = VarMap::new();
         let vb = vb(&varmap, 0);
         for (stride, (h, w)) in [(1, (7, 9)), (2, (7, 9)), (2, (8, 6))] {
-            let dw = DepthwiseConv2d::new(5, 3, stride, 1, vb.pp(format!("s{stride}{h}"))).unwrap();
+            let dw = Conv::depthwise(5, 3, stride, 1, vb.pp(format!("s{stride}{h}"))).unwrap();
             let x = randn(stride as u64, (2, 5, h, w));
             let ours = dw.forward(&x).unwrap();
             let theirs = x.conv2d(dw.weight(), 1, stride, 1, 5).unwrap();

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use deeprecog_nn::conv::Activation;
 
 use crate::backbone::{batch_norm, global_avg_pool, Backbone, FrozenStages, PretrainedSpec};
-use crate::layers::{dropout_key, BatchNorm, Conv, DepthwiseConv2d};
+use crate::layers::{dropout_key, BatchNorm, Conv};
 use crate::Error;
 
 /// torchvision's ImageNet weights for `mobilenet_v2()` (IMAGENET1K_V1).
@@ -83,37 +83,28 @@ fn make_divisible(v: f64, divisor: usize) -> usize {
     new_v as usize
 }
 
-#[derive(Debug, Clone)]
-enum ConvKind {
-    Dense(Conv),
-    Depthwise(DepthwiseConv2d),
-}
-
 /// torchvision's `Conv2dNormActivation` with ReLU6: names `{prefix}.0.weight`, `{prefix}.1.*`.
 #[derive(Debug, Clone)]
 struct ConvBnRelu6 {
-    conv: ConvKind,
+    conv: Conv,
     bn: BatchNorm,
 }
 
 impl ConvBnRelu6 {
     fn dense(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
-        let conv = ConvKind::Dense(Conv::new(cin, cout, k, stride, (k - 1) / 2, vb.pp("0"))?);
+        let conv = Conv::new(cin, cout, k, stride, (k - 1) / 2, vb.pp("0"))?;
         Ok(ConvBnRelu6 { conv, bn: batch_norm(cout, vb.pp("1"))? })
     }
 
     fn depthwise(channels: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
-        let conv = ConvKind::Depthwise(DepthwiseConv2d::new(channels, 3, stride, 1, vb.pp("0"))?);
+        let conv = Conv::depthwise(channels, 3, stride, 1, vb.pp("0"))?;
         Ok(ConvBnRelu6 { conv, bn: batch_norm(channels, vb.pp("1"))? })
     }
 }
 
 impl ModuleT for ConvBnRelu6 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        match &self.conv {
-            ConvKind::Dense(c) => c.forward_bn_t(x, &self.bn, train, Activation::Relu6),
-            ConvKind::Depthwise(c) => c.forward_bn_t(x, &self.bn, train, Activation::Relu6),
-        }
+        self.conv.forward_bn_t(x, &self.bn, train, Activation::Relu6)
     }
 }
 

@@ -40,7 +40,7 @@ use deeprecog_nn::dropout::SeededDropout;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::{batch_norm, global_avg_pool, Backbone, FrozenStages, PretrainedSpec};
-use crate::layers::{dropout_key, max_pool, BatchNorm, Conv, DepthwiseConv2d};
+use crate::layers::{dropout_key, max_pool, BatchNorm, Conv};
 
 /// Where the weights of timm's legacy `xception` come from (the Keras ImageNet weights).
 pub const XCEPTION_SOURCE: &str = "https://huggingface.co/timm/legacy_xception.tf_in1k";
@@ -77,14 +77,14 @@ impl Default for XceptionConfig {
 /// (`pointwise`), neither with bias.
 #[derive(Debug, Clone)]
 struct SeparableConv2d {
-    depthwise: DepthwiseConv2d,
+    depthwise: Conv,
     pointwise: Conv,
 }
 
 impl SeparableConv2d {
     fn new(cin: usize, cout: usize, vb: VarBuilder) -> Result<SeparableConv2d> {
         Ok(SeparableConv2d {
-            depthwise: DepthwiseConv2d::new(cin, 3, 1, 1, vb.pp("conv1"))?,
+            depthwise: Conv::depthwise(cin, 3, 1, 1, vb.pp("conv1"))?,
             pointwise: Conv::new(cin, cout, 1, 1, 0, vb.pp("pointwise"))?,
         })
     }
