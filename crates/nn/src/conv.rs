@@ -39,6 +39,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
+use std::ops::Range;
 
 use crate::cpu::{contiguous, dispatch_float, ncs};
 use crate::depthwise::Padding;
@@ -203,24 +204,28 @@ fn im2col_cpu<T: WithDType>(
     let (n, c, h, w) = dims;
     let (oh, ow) = win.out_hw(h, w)?;
     let mut out = vec![T::zero(); c * win.kernel.0 * win.kernel.1 * n * oh * ow];
-    im2col_into(x, dims, win, &mut out, true)?;
+    im2col_into(x, dims, win, 0..oh, &mut out, true)?;
     Ok(out)
 }
 
-/// [`im2col_cpu`] into a caller's buffer of `C*kh*kw*N*OH*OW` values, every one of them
-/// written (padding as zeros), so a reused buffer needs no clearing. Parallel over rows when
-/// `parallel`.
+/// [`im2col_cpu`] for the output rows `ys` into a caller's buffer of
+/// `C*kh*kw * N*ys.len()*OW` values, every one of them written (padding as zeros), so a reused
+/// buffer needs no clearing. Parallel over rows when `parallel`.
 pub(crate) fn im2col_into<T: WithDType>(
     x: &[T],
     (n, c, h, w): (usize, usize, usize, usize),
     win: &Window,
+    ys: Range<usize>,
     out: &mut [T],
     parallel: bool,
 ) -> Result<()> {
     let (oh, ow) = win.out_hw(h, w)?;
     let (kh, kw) = win.kernel;
     let ty = win.taps(h, oh, kh);
-    let p = oh * ow;
+    if ys.start > ys.end || ys.end > oh {
+        bail!("im2col: output rows {ys:?} of {oh}");
+    }
+    let p = ys.len() * ow;
     if out.len() != c * kh * kw * n * p || x.len() != n * c * h * w {
         bail!("im2col: buffers of {} and {} values for {n}x{c}x{h}x{w}", x.len(), out.len());
     }
@@ -234,7 +239,7 @@ pub(crate) fn im2col_into<T: WithDType>(
         let (a, b, sx) = runs[j];
         for (img, block) in dst.chunks_exact_mut(p).enumerate() {
             let plane = &x[(img * c + ch) * h * w..(img * c + ch + 1) * h * w];
-            for (y, out_row) in block.chunks_exact_mut(ow).enumerate() {
+            for (y, out_row) in (ys.start..).zip(block.chunks_exact_mut(ow)) {
                 let Some(sy) = ty[y * kh + i].filter(|_| a < b) else {
                     out_row.fill(T::zero());
                     continue;
@@ -269,24 +274,30 @@ fn col2im_cpu<T: WithDType>(
     win: &Window,
 ) -> Result<Vec<T>> {
     let (n, c, h, w) = dims;
+    let (oh, _) = win.out_hw(h, w)?;
     let mut out = vec![T::zero(); n * c * h * w];
-    col2im_into(cols_data, dims, win, &mut out, true)?;
+    col2im_into(cols_data, dims, win, 0..oh, &mut out, true)?;
     Ok(out)
 }
 
-/// [`col2im_cpu`] adding into a caller's `(N, C, H, W)` buffer. Parallel over (image,
-/// channel) planes when `parallel`.
+/// [`col2im_cpu`] of the columns of output rows `ys` (`C*kh*kw * N*ys.len()*OW` values),
+/// adding into a caller's `(N, C, H, W)` buffer. Parallel over (image, channel) planes when
+/// `parallel`.
 pub(crate) fn col2im_into<T: WithDType>(
     cols_data: &[T],
     (n, c, h, w): (usize, usize, usize, usize),
     win: &Window,
+    ys: Range<usize>,
     out: &mut [T],
     parallel: bool,
 ) -> Result<()> {
     let (oh, ow) = win.out_hw(h, w)?;
     let (kh, kw) = win.kernel;
     let ty = win.taps(h, oh, kh);
-    let p = oh * ow;
+    if ys.start > ys.end || ys.end > oh {
+        bail!("col2im: output rows {ys:?} of {oh}");
+    }
+    let p = ys.len() * ow;
     let rows = c * kh * kw;
     if cols_data.len() != rows * n * p || out.len() != n * c * h * w {
         bail!("col2im: {} values for {rows} x {n} x {p}", cols_data.len());
@@ -301,10 +312,10 @@ pub(crate) fn col2im_into<T: WithDType>(
             for (j, &(a, b, sx)) in runs.iter().enumerate() {
                 let row = (ch * kh + i) * kw + j;
                 let src = &cols_data[row * n * p + img * p..][..p];
-                for y in 0..oh {
+                for (y, row) in ys.clone().zip((0..).step_by(ow)) {
                     let Some(sy) = ty[y * kh + i].filter(|_| a < b) else { continue };
                     let line = &mut plane[sy * w + sx..(sy + 1) * w];
-                    let vals = &src[y * ow + a..y * ow + b];
+                    let vals = &src[row + a..row + b];
                     for (d, &v) in line.iter_mut().step_by(win.stride).zip(vals) {
                         *d += v;
                     }

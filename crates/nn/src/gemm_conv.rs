@@ -17,6 +17,8 @@
 
 use std::cell::RefCell;
 
+use std::ops::Range;
+
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -27,6 +29,16 @@ use crate::sgemm::{matmul, Mat, MatMut};
 /// Columns per GEMM below which images are grouped into one chunk: the AVX-512 micro-kernel
 /// covers 48 x 6 (or 6 x 48) outputs at a time, and packing costs are paid per product.
 const MIN_CHUNK_COLUMNS: usize = 256;
+
+/// Values in one band's columns (256 KiB): a single image whose columns are larger is cut into
+/// bands of output rows, each band's `im2col` written and multiplied while it sits in the
+/// core's L2 cache. Measured on AVX-512 (`benches/NOTES.md`), a 3x3 convolution's product over
+/// a whole 64x64 image ran at 41-61 GFLOP/s on one core, over 256-column bands at 76-91.
+const BAND_VALUES: usize = 64 * 1024;
+
+/// Fewest columns in a band: the weight is packed once per product, so a band must be wide
+/// enough for that to stay a small fraction of its work.
+const MIN_BAND_COLUMNS: usize = 128;
 
 /// The shapes of one convolution and how its batch is cut.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +57,8 @@ struct Geometry {
     chunks: usize,
     /// Chunks in parallel (single-threaded GEMMs) rather than parallel GEMMs.
     parallel_chunks: bool,
+    /// Output rows per band of a single-image chunk (`oh` when not banded).
+    band_rows: usize,
 }
 
 impl Geometry {
@@ -63,6 +77,13 @@ impl Geometry {
         let plane = (oh * ow).max(1);
         let per_chunk = MIN_CHUNK_COLUMNS.div_ceil(plane).clamp(1, (n / threads).max(1));
         let chunks = n.div_ceil(per_chunk);
+        let pointwise = (win.kernel, win.stride, win.padding) == ((1, 1), 1, 0);
+        let band_rows = if per_chunk == 1 && !pointwise {
+            let k = c * kh * kw;
+            (BAND_VALUES / (k * ow).max(1)).max(MIN_BAND_COLUMNS.div_ceil(ow.max(1))).clamp(1, oh)
+        } else {
+            oh
+        };
         Ok(Geometry {
             n,
             c,
@@ -76,6 +97,7 @@ impl Geometry {
             per_chunk,
             chunks,
             parallel_chunks: chunks >= threads && threads > 1,
+            band_rows,
         })
     }
 
@@ -109,26 +131,42 @@ impl Geometry {
         let b = imgs.len();
         let direct = self.pointwise() && b == 1;
         let cols_n = b * self.p();
-        // Scratch: columns (none when they are the input itself), and the output gradient or
-        // product gathered as (O, B*P) (none for one image, whose NCHW block already is).
-        let cols_len = if direct { 0 } else { self.k() * self.groups * cols_n };
+        // Scratch for the output gradient or product gathered as (O, B*P) (none for one image,
+        // whose NCHW block already is).
         let tmp_len = if b == 1 { 0 } else { self.o * cols_n };
-        Chunk { dims: (b, self.c, self.h, self.w), imgs, b, cols_n, direct, cols_len, tmp_len }
+        Chunk { dims: (b, self.c, self.h, self.w), imgs, b, cols_n, direct, tmp_len }
     }
 
-    /// The chunk's `(C*kh*kw, B*P)` columns of its input images `xs`: `xs` itself for a
-    /// single-image pointwise chunk, else `im2col` into `buf`.
+    /// The bands of output rows a single-image chunk is computed in (one for other chunks).
+    fn bands(&self, ch: &Chunk) -> Vec<Range<usize>> {
+        let step = if ch.b == 1 { self.band_rows.max(1) } else { self.oh.max(1) };
+        (0..self.oh.max(1)).step_by(step).map(|y| y..(y + step).min(self.oh)).collect()
+    }
+
+    /// Scratch values for the columns of output rows `ys` (none when they are the input
+    /// itself).
+    fn cols_len(&self, ch: &Chunk, ys: &Range<usize>) -> usize {
+        if ch.direct {
+            0
+        } else {
+            self.k() * self.groups * ch.b * ys.len() * self.ow
+        }
+    }
+
+    /// The chunk's `(C*kh*kw, B*ys.len()*OW)` columns of output rows `ys` of its input images
+    /// `xs`: `xs` itself for a single-image pointwise chunk, else `im2col` into `buf`.
     fn columns<'a>(
         &self,
         ch: &Chunk,
         xs: &'a [f32],
+        ys: Range<usize>,
         buf: &'a mut [f32],
         parallel: bool,
     ) -> Result<&'a [f32]> {
         if ch.direct {
             return Ok(xs);
         }
-        im2col_into(xs, ch.dims, &self.win, buf, parallel)?;
+        im2col_into(xs, ch.dims, &self.win, ys, buf, parallel)?;
         Ok(buf)
     }
 
@@ -153,7 +191,6 @@ struct Chunk {
     cols_n: usize,
     /// A single-image pointwise chunk: the input block is its columns.
     direct: bool,
-    cols_len: usize,
     tmp_len: usize,
 }
 
@@ -204,6 +241,54 @@ fn regroup(src: &[f32], dst: &mut [f32], (b, o, p): (usize, usize, usize), to_nc
     }
 }
 
+/// `dst_g = W_g cols_g` for each group `g`: `cols` is `(G*K, n)`, and `dst` holds each group's
+/// `O/G` rows of `n` values, `rs` apart.
+fn product(
+    geo: &Geometry,
+    wt: &[f32],
+    cols: &[f32],
+    n: usize,
+    dst: &mut [f32],
+    rs: usize,
+    parallel: bool,
+) -> Result<()> {
+    let (k, og) = (geo.k(), geo.og());
+    for g in 0..geo.groups {
+        matmul(
+            MatMut { data: &mut dst[g * og * rs..], rows: og, cols: n, rs, cs: 1 },
+            Mat::rows(&wt[g * og * k..], og, k),
+            Mat::rows(&cols[g * k * n..], k, n),
+            false,
+            parallel,
+        )?;
+    }
+    Ok(())
+}
+
+/// `dcols_g = W_g^T dY_g` for each group `g`: `dy` holds each group's `O/G` rows of `n` values,
+/// `rs` apart, and `dcols` is `(G*K, n)`.
+fn transposed_product(
+    geo: &Geometry,
+    wt: &[f32],
+    dy: &[f32],
+    n: usize,
+    rs: usize,
+    dcols: &mut [f32],
+    parallel: bool,
+) -> Result<()> {
+    let (k, og) = (geo.k(), geo.og());
+    for g in 0..geo.groups {
+        matmul(
+            MatMut::rows(&mut dcols[g * k * n..], k, n),
+            Mat::rows(&wt[g * og * k..], og, k).t(),
+            Mat { data: &dy[g * og * rs..], rows: og, cols: n, rs, cs: 1 },
+            false,
+            parallel,
+        )?;
+    }
+    Ok(())
+}
+
 /// The forward pass: `(N, C, H, W) * (O, C/G, kh, kw) (+ bias) (-> ReLU)`.
 fn forward(
     geo: &Geometry,
@@ -212,31 +297,55 @@ fn forward(
     bias: Option<&[f32]>,
     act: Activation,
 ) -> Result<Vec<f32>> {
-    let (p, k, og, o) = (geo.p(), geo.k(), geo.og(), geo.o);
+    let (p, o, ow) = (geo.p(), geo.o, geo.ow);
     let chw = geo.c * geo.h * geo.w;
     let mut out = vec![0f32; geo.n * o * p];
     for_chunks(geo, &mut out, o * p, |ci, out, parallel| {
         let ch = geo.chunk(ci);
-        let (b, cols_n) = (ch.b, ch.cols_n);
         let xs = &x[ch.imgs.start * chw..ch.imgs.end * chw];
-        with_scratch(ch.cols_len, ch.tmp_len, |cols_buf, tmp| {
-            let cols = geo.columns(&ch, xs, cols_buf, parallel)?;
-            // With one image the product's (O, P) rows are the output block itself.
-            let dst: &mut [f32] = if b == 1 { out } else { tmp };
-            for g in 0..geo.groups {
-                matmul(
-                    MatMut::rows(&mut dst[g * og * cols_n..], og, cols_n),
-                    Mat::rows(&wt[g * og * k..], og, k),
-                    Mat::rows(&cols[g * k * cols_n..], k, cols_n),
-                    false,
-                    parallel,
-                )?;
+        let bands = geo.bands(&ch);
+        if ch.b > 1 {
+            let all = 0..geo.oh;
+            with_scratch(geo.cols_len(&ch, &all), ch.tmp_len, |cols_buf, tmp| {
+                let cols = geo.columns(&ch, xs, all, cols_buf, parallel)?;
+                product(geo, wt, cols, ch.cols_n, tmp, ch.cols_n, parallel)?;
+                regroup(tmp, out, (ch.b, o, p), true);
+                Ok::<_, candle_core::Error>(())
+            })?;
+        } else if parallel && bands.len() > 1 {
+            // One image on all threads: bands side by side (single-threaded products into
+            // their own blocks, copied into the planes after) rather than each band's small
+            // product split across threads.
+            let parts = bands
+                .par_iter()
+                .map(|ys| {
+                    let n = ys.len() * ow;
+                    let mut part = vec![0f32; o * n];
+                    with_scratch(geo.cols_len(&ch, ys), 0, |cols_buf, _| {
+                        let cols = geo.columns(&ch, xs, ys.clone(), cols_buf, false)?;
+                        product(geo, wt, cols, n, &mut part, n, false)
+                    })?;
+                    Ok(part)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.par_chunks_mut(p.max(1)).enumerate().for_each(|(plane, dst)| {
+                for (ys, part) in bands.iter().zip(&parts) {
+                    let n = ys.len() * ow;
+                    dst[ys.start * ow..ys.end * ow]
+                        .copy_from_slice(&part[plane * n..(plane + 1) * n]);
+                }
+            });
+        } else {
+            // The product's rows are the image's output planes (`P` apart), a band at a time.
+            for ys in bands {
+                with_scratch(geo.cols_len(&ch, &ys), 0, |cols_buf, _| {
+                    let n = ys.len() * ow;
+                    let dst = &mut out[ys.start * ow..];
+                    let cols = geo.columns(&ch, xs, ys, cols_buf, parallel)?;
+                    product(geo, wt, cols, n, dst, p, parallel)
+                })?;
             }
-            if b > 1 {
-                regroup(tmp, out, (b, o, p), true);
-            }
-            Ok::<_, candle_core::Error>(())
-        })?;
+        }
         if bias.is_some() || act != Activation::Identity {
             for (plane, values) in out.chunks_mut(p.max(1)).enumerate() {
                 let shift = bias.map_or(0.0, |b| b[plane % o]);
@@ -251,66 +360,92 @@ fn forward(
     Ok(out)
 }
 
-/// The input gradient: per chunk `dcols = W^T dY` and `col2im` (for a single-image pointwise
-/// chunk the product writes the gradient block directly).
+/// The input gradient: per chunk (or band of one image's output rows) `dcols = W^T dY` and
+/// `col2im` (for a single-image pointwise chunk the product writes the gradient block
+/// directly).
 fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
-    let (p, k, og, o) = (geo.p(), geo.k(), geo.og(), geo.o);
+    let (p, o, ow) = (geo.p(), geo.o, geo.ow);
     let chw = geo.c * geo.h * geo.w;
     let mut dx = vec![0f32; geo.n * chw];
     for_chunks(geo, &mut dx, chw, |ci, dx, parallel| {
         let ch = geo.chunk(ci);
-        let (direct, cols_n) = (ch.direct, ch.cols_n);
         let gys = &gy[ch.imgs.start * o * p..ch.imgs.end * o * p];
-        with_scratch(ch.cols_len, ch.tmp_len, |dcols, tmp| {
-            let g_cols = geo.gathered(&ch, gys, tmp);
-            let dst: &mut [f32] = if direct { dx } else { dcols };
-            for g in 0..geo.groups {
-                matmul(
-                    MatMut::rows(&mut dst[g * k * cols_n..], k, cols_n),
-                    Mat::rows(&wt[g * og * k..], og, k).t(),
-                    Mat::rows(&g_cols[g * og * cols_n..], og, cols_n),
-                    false,
-                    parallel,
-                )?;
+        let bands = geo.bands(&ch);
+        if ch.direct {
+            return transposed_product(geo, wt, gys, p, p, dx, parallel);
+        }
+        if ch.b > 1 {
+            let all = 0..geo.oh;
+            return with_scratch(geo.cols_len(&ch, &all), ch.tmp_len, |dcols, tmp| {
+                let g_cols = geo.gathered(&ch, gys, tmp);
+                transposed_product(geo, wt, g_cols, ch.cols_n, ch.cols_n, dcols, parallel)?;
+                col2im_into(dcols, ch.dims, &geo.win, all, dx, parallel)
+            });
+        }
+        if parallel && bands.len() > 1 {
+            let parts = bands
+                .par_iter()
+                .map(|ys| {
+                    let n = ys.len() * ow;
+                    let mut dcols = vec![0f32; geo.cols_len(&ch, ys)];
+                    transposed_product(geo, wt, &gys[ys.start * ow..], n, p, &mut dcols, false)?;
+                    Ok(dcols)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for (ys, dcols) in bands.into_iter().zip(&parts) {
+                col2im_into(dcols, ch.dims, &geo.win, ys, dx, true)?;
             }
-            if !direct {
-                col2im_into(dcols, ch.dims, &geo.win, dx, parallel)?;
-            }
-            Ok(())
-        })
+            return Ok(());
+        }
+        for ys in bands {
+            with_scratch(geo.cols_len(&ch, &ys), 0, |dcols, _| {
+                let n = ys.len() * ow;
+                transposed_product(geo, wt, &gys[ys.start * ow..], n, p, dcols, parallel)?;
+                col2im_into(dcols, ch.dims, &geo.win, ys, dx, parallel)
+            })?;
+        }
+        Ok(())
     })?;
     Ok(dx)
 }
 
-/// The weight gradient: `sum over chunks of dY_chunk cols_chunk^T`, the chunks split into one
-/// fixed contiguous run per thread, each run summed in order, the runs added in order.
+/// The weight gradient: `sum over chunks (and bands) of dY_chunk cols_chunk^T`, the chunks split
+/// into one fixed contiguous run per thread, each run summed in order, the runs added in order.
 fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
-    let (p, k, og, o) = (geo.p(), geo.k(), geo.og(), geo.o);
+    let (p, k, og, o, ow) = (geo.p(), geo.k(), geo.og(), geo.o, geo.ow);
     let chw = geo.c * geo.h * geo.w;
     let runs = if geo.parallel_chunks { rayon::current_num_threads().min(geo.chunks) } else { 1 };
+    let parallel = !geo.parallel_chunks;
     let run = |r: usize| -> Result<Vec<f32>> {
         let mut acc = vec![0f32; o * k];
         let span = geo.chunks.div_ceil(runs);
         for ci in (r * span)..((r + 1) * span).min(geo.chunks) {
             let ch = geo.chunk(ci);
-            let cols_n = ch.cols_n;
             let xs = &x[ch.imgs.start * chw..ch.imgs.end * chw];
             let gys = &gy[ch.imgs.start * o * p..ch.imgs.end * o * p];
-            let parallel = !geo.parallel_chunks;
-            with_scratch(ch.cols_len, ch.tmp_len, |cols_buf, tmp| {
-                let cols = geo.columns(&ch, xs, cols_buf, parallel)?;
-                let g_cols = geo.gathered(&ch, gys, tmp);
-                for g in 0..geo.groups {
-                    matmul(
-                        MatMut::rows(&mut acc[g * og * k..], og, k),
-                        Mat::rows(&g_cols[g * og * cols_n..], og, cols_n),
-                        Mat::rows(&cols[g * k * cols_n..], k, cols_n).t(),
-                        true,
-                        parallel,
-                    )?;
-                }
-                Ok::<_, candle_core::Error>(())
-            })?;
+            // Parallel products take the whole image: bands would split them thinly.
+            let bands = if parallel { vec![0..geo.oh] } else { geo.bands(&ch) };
+            for ys in bands {
+                with_scratch(geo.cols_len(&ch, &ys), ch.tmp_len, |cols_buf, tmp| {
+                    let n = ch.b * ys.len() * ow;
+                    let (dy, rs) = if ch.b == 1 {
+                        (&gys[ys.start * ow..], p)
+                    } else {
+                        (geo.gathered(&ch, gys, tmp), n)
+                    };
+                    let cols = geo.columns(&ch, xs, ys, cols_buf, parallel)?;
+                    for g in 0..geo.groups {
+                        matmul(
+                            MatMut::rows(&mut acc[g * og * k..], og, k),
+                            Mat { data: &dy[g * og * rs..], rows: og, cols: n, rs, cs: 1 },
+                            Mat::rows(&cols[g * k * n..], k, n).t(),
+                            true,
+                            parallel,
+                        )?;
+                    }
+                    Ok::<_, candle_core::Error>(())
+                })?;
+            }
         }
         Ok(acc)
     };

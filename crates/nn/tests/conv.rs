@@ -19,7 +19,7 @@ fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
 /// (n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)
 type Case = (usize, usize, usize, usize, usize, (usize, usize), usize, usize, usize, usize);
 
-const CASES: [Case; 15] = [
+const CASES: [Case; 18] = [
     (2, 3, 7, 9, 4, (3, 3), 1, 1, 1, 1),
     (1, 4, 8, 8, 6, (3, 3), 2, 1, 1, 2),
     (3, 6, 5, 6, 6, (3, 3), 1, 1, 1, 6),
@@ -37,6 +37,11 @@ const CASES: [Case; 15] = [
     (7, 4, 3, 3, 6, (1, 1), 1, 0, 1, 2),
     (5, 6, 6, 7, 4, (3, 3), 2, 1, 1, 2),
     (9, 5, 2, 3, 3, (1, 1), 1, 0, 1, 1),
+    // Images whose columns exceed a band (64Ki values), computed in bands of output rows:
+    // one image (bands side by side), several (bands in turn), grouped, strided, dilated.
+    (1, 8, 40, 36, 5, (3, 3), 1, 1, 1, 1),
+    (3, 16, 70, 40, 6, (3, 3), 2, 1, 1, 2),
+    (1, 4, 90, 50, 3, (3, 3), 1, 2, 2, 1),
 ];
 
 /// Direct loops in f64: the output, and the input / weight gradients of `sum(y * r)`.
@@ -268,6 +273,9 @@ fn transposed_convolution_matches_direct_loops() {
         // Several images per GEMM chunk (small inputs), a short last chunk.
         (6, 4, 2, 3, 5, (4, 4), 2, 1, 0, 1, 1),
         (7, 4, 3, 3, 6, (3, 3), 2, 1, 1, 1, 2),
+        // Inputs large enough for the adjoint convolution to run in bands of rows.
+        (1, 8, 40, 40, 4, (4, 4), 2, 1, 0, 1, 1),
+        (3, 4, 36, 36, 4, (4, 4), 2, 1, 0, 1, 1),
     ];
     for (i, &(n, c, h, w, o, (kh, kw), stride, padding, output_padding, dilation, groups)) in
         cases.iter().enumerate()
