@@ -137,9 +137,10 @@ impl Geometry {
         Chunk { dims: (b, self.c, self.h, self.w), imgs, b, cols_n, direct, tmp_len }
     }
 
-    /// The bands of output rows a single-image chunk is computed in (one for other chunks).
-    fn bands(&self, ch: &Chunk) -> Vec<Range<usize>> {
-        let step = if ch.b == 1 { self.band_rows.max(1) } else { self.oh.max(1) };
+    /// The bands of output rows a single-image chunk is computed in (one for other chunks,
+    /// or when not `split`).
+    fn bands(&self, ch: &Chunk, split: bool) -> Vec<Range<usize>> {
+        let step = if ch.b == 1 && split { self.band_rows.max(1) } else { self.oh.max(1) };
         (0..self.oh.max(1)).step_by(step).map(|y| y..(y + step).min(self.oh)).collect()
     }
 
@@ -303,7 +304,7 @@ fn forward(
     for_chunks(geo, &mut out, o * p, |ci, out, parallel| {
         let ch = geo.chunk(ci);
         let xs = &x[ch.imgs.start * chw..ch.imgs.end * chw];
-        let bands = geo.bands(&ch);
+        let bands = geo.bands(&ch, true);
         if ch.b > 1 {
             let all = 0..geo.oh;
             with_scratch(geo.cols_len(&ch, &all), ch.tmp_len, |cols_buf, tmp| {
@@ -370,7 +371,7 @@ fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
     for_chunks(geo, &mut dx, chw, |ci, dx, parallel| {
         let ch = geo.chunk(ci);
         let gys = &gy[ch.imgs.start * o * p..ch.imgs.end * o * p];
-        let bands = geo.bands(&ch);
+        let bands = geo.bands(&ch, true);
         if ch.direct {
             return transposed_product(geo, wt, gys, p, p, dx, parallel);
         }
@@ -424,7 +425,7 @@ fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
             let xs = &x[ch.imgs.start * chw..ch.imgs.end * chw];
             let gys = &gy[ch.imgs.start * o * p..ch.imgs.end * o * p];
             // Parallel products take the whole image: bands would split them thinly.
-            let bands = if parallel { vec![0..geo.oh] } else { geo.bands(&ch) };
+            let bands = geo.bands(&ch, !parallel);
             for ys in bands {
                 with_scratch(geo.cols_len(&ch, &ys), ch.tmp_len, |cols_buf, tmp| {
                     let n = ch.b * ys.len() * ow;
