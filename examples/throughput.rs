@@ -115,13 +115,16 @@ fn run(cli: &Cli, model: &ModelName) -> AnyResult<f64> {
     let outputs = config.task.outputs();
     let y = Tensor::ones((cli.batch, outputs), DType::F32, &device)?;
     let mut adam = Adam::new(built.trainable.clone(), AdamConfig::default())?;
+    // Inference runs on constant copies of the weights, as a deployed model would.
+    let frozen =
+        if cli.train { None } else { Some(zoo::inference_model(&config, &varmap, &device)?) };
     let median = median_seconds(cli.iters, |_| {
         if cli.train {
             let logits = built.model.forward_t(&x, true)?;
             let loss = bce_with_logits(&logits.reshape((cli.batch, outputs))?, &y)?;
             adam.step(&loss.backward()?)?;
         } else {
-            let logits = built.model.forward_t(&x, false)?;
+            let logits = frozen.as_ref().unwrap_or(&built.model).forward_t(&x, false)?;
             // Materialise the result so lazily scheduled work is inside the timing.
             logits.flatten_all()?.to_vec1::<f32>()?;
         }

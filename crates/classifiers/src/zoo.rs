@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{ModuleT, VarMap};
+use candle_nn::{ModuleT, VarBuilder, VarMap};
 use deeprecog_dataset::transforms::Normalization;
 use deeprecog_nn::checkpoint::{self, RunConfig, RUN_FILE};
 use deeprecog_nn::init::seeded_var_builder;
@@ -305,6 +305,21 @@ pub enum ZooModel {
 }
 
 impl ZooModel {
+    /// The backbone of a transfer model (`None` for the standalone ones).
+    pub fn backbone_mut(&mut self) -> Option<&mut dyn Backbone> {
+        match self {
+            ZooModel::ResNet(m) => Some(&mut m.backbone),
+            ZooModel::MobileNetV2(m) => Some(&mut m.backbone),
+            ZooModel::Xception(m) => Some(&mut m.backbone),
+            ZooModel::Vgg(m) => Some(&mut m.backbone),
+            ZooModel::Scratch(_)
+            | ZooModel::LeNet(_)
+            | ZooModel::FakeApp(_)
+            | ZooModel::Meso4(_)
+            | ZooModel::MesoInception4(_) => None,
+        }
+    }
+
     /// The last spatial feature map `(N, C, H', W')`: the last conv stage's output, before
     /// global pooling or flattening (timm's split, what Grad-CAM differentiates against).
     /// `forward_t(x, train)` is exactly `forward_head(&forward_features(x, train)?, train)`.
@@ -438,6 +453,55 @@ fn assemble(
     varmap: &VarMap,
     device: &Device,
 ) -> Result<Built> {
+    let vb = seeded_var_builder(varmap, config.seed, DType::F32, device);
+    let mut model = construct(config, vb)?;
+    let (trainable, normalization) = match model.backbone_mut() {
+        // Standalone models: every variable trains (BatchNorm statistics aside), weights (if
+        // any) must hold all of them, min-max normalisation.
+        None => {
+            if let Some((path, tensors)) = weights {
+                load_into(varmap, tensors, &[], path)?;
+            }
+            (trainable_vars_except(varmap, &[])?, Normalization::MinMax)
+        }
+        // Backbones: ImageNet weights for everything but the head, freezing, the weights'
+        // normalisation.
+        Some(backbone) => {
+            if let Some((path, tensors)) = weights {
+                load_into(varmap, tensors, &["head"], path)?;
+            }
+            let trainable = apply_freeze(backbone, varmap, &config.freeze)?;
+            let normalization = match config.weights {
+                Some(_) => backbone.pretrained_spec().normalization,
+                None => Normalization::MinMax,
+            };
+            (trainable, normalization)
+        }
+    };
+    Ok(Built { model, trainable, normalization, config: config.clone() })
+}
+
+/// `config`'s model over constant copies of `varmap`'s variables (those of a model [`build`]
+/// or [`load`] made from the same configuration), for inference: `forward_t(x, false)` gives
+/// the same values as the model over the variables, but no operation is recorded for
+/// autograd, so each activation is freed as soon as the next layer has read it. Later changes
+/// to the variables do not reach it.
+///
+/// # Errors
+/// [`Error::Candle`] naming a variable the architecture needs that `varmap` lacks or holds with
+/// another shape; the configuration errors of [`build`].
+pub fn inference_model(config: &ZooConfig, varmap: &VarMap, device: &Device) -> Result<ZooModel> {
+    let constants = {
+        let data = varmap.data().lock().map_err(lock_err)?;
+        data.iter()
+            .map(|(name, var)| Ok((name.clone(), var.as_tensor().detach().copy()?)))
+            .collect::<candle_core::Result<HashMap<_, _>>>()?
+    };
+    construct(config, VarBuilder::from_tensors(constants, DType::F32, device))
+}
+
+/// `config`'s architecture over `vb`, before weights and freezing.
+fn construct(config: &ZooConfig, vb: VarBuilder) -> Result<ZooModel> {
     let name = config.name;
     let (c, h, w) = config.input;
     let min = name.min_side();
@@ -460,22 +524,7 @@ fn assemble(
             format!("{:?}: only backbones freeze stages", config.freeze),
         ));
     }
-    let vb = seeded_var_builder(varmap, config.seed, DType::F32, device);
     let (task, input, seed) = (config.task.clone(), config.input, config.seed);
-
-    // Standalone models: every variable trains (BatchNorm statistics aside), weights (if any)
-    // must hold all of them, min-max normalisation.
-    let standalone = |model: ZooModel| -> Result<Built> {
-        if let Some((path, tensors)) = weights {
-            load_into(varmap, tensors, &[], path)?;
-        }
-        Ok(Built {
-            model,
-            trainable: trainable_vars_except(varmap, &[])?,
-            normalization: Normalization::MinMax,
-            config: config.clone(),
-        })
-    };
     let head = |in_features| -> Result<SeedHead> {
         let cfg = SeedHeadConfig {
             in_features,
@@ -486,60 +535,33 @@ fn assemble(
         };
         SeedHead::new(&cfg, vb.pp("head"))
     };
-    // Backbones: ImageNet weights for everything but the head, freezing, the weights'
-    // normalisation.
-    fn transfer<B: Backbone>(
-        mut backbone: B,
-        head: SeedHead,
-        config: &ZooConfig,
-        weights: Option<(&Path, &HashMap<String, Tensor>)>,
-        varmap: &VarMap,
-    ) -> Result<(TransferModel<B, SeedHead>, Vec<Var>, Normalization)> {
-        if let Some((path, tensors)) = weights {
-            load_into(varmap, tensors, &["head"], path)?;
-        }
-        let trainable = apply_freeze(&mut backbone, varmap, &config.freeze)?;
-        let normalization = match config.weights {
-            Some(_) => backbone.pretrained_spec().normalization,
-            None => Normalization::MinMax,
-        };
-        Ok((TransferModel { backbone, head }, trainable, normalization))
-    }
     macro_rules! backbone {
         ($variant:ident, $backbone:expr) => {{
             let backbone = $backbone;
             let head = head(backbone.num_features())?;
-            let (model, trainable, normalization) =
-                transfer(backbone, head, config, weights, varmap)?;
-            Ok(Built {
-                model: ZooModel::$variant(model),
-                trainable,
-                normalization,
-                config: config.clone(),
-            })
+            ZooModel::$variant(TransferModel { backbone, head })
         }};
     }
-
-    match name {
+    Ok(match name {
         ModelName::Scratch(blocks) => {
             let cfg = ScratchCnnConfig { blocks, task, input, ..Default::default() };
-            standalone(ZooModel::Scratch(ScratchCnn::new(&cfg, vb.clone())?))
+            ZooModel::Scratch(ScratchCnn::new(&cfg, vb.clone())?)
         }
         ModelName::LeNet => {
             let cfg = LeNetLikeConfig { input, task };
-            standalone(ZooModel::LeNet(LeNetLike::new(&cfg, vb.clone())?))
+            ZooModel::LeNet(LeNetLike::new(&cfg, vb.clone())?)
         }
         ModelName::FakeApp => {
             let cfg = FakeAppCnnConfig { input, task, seed, ..Default::default() };
-            standalone(ZooModel::FakeApp(FakeAppCnn::new(&cfg, vb.clone())?))
+            ZooModel::FakeApp(FakeAppCnn::new(&cfg, vb.clone())?)
         }
         ModelName::Meso4 => {
             let cfg = MesoConfig { input, task, seed, ..Default::default() };
-            standalone(ZooModel::Meso4(Meso4::new(&cfg, vb.clone())?))
+            ZooModel::Meso4(Meso4::new(&cfg, vb.clone())?)
         }
         ModelName::MesoInception4 => {
             let cfg = MesoConfig { input, task, seed, ..Default::default() };
-            standalone(ZooModel::MesoInception4(MesoInception4::new(&cfg, vb.clone())?))
+            ZooModel::MesoInception4(MesoInception4::new(&cfg, vb.clone())?)
         }
         ModelName::ResNet(depth) => {
             let cfg = ResNetConfig { depth, num_classes: 0, ..Default::default() };
@@ -558,7 +580,7 @@ fn assemble(
             let cfg = VggConfig { batch_norm, num_classes: 0, seed, ..Default::default() };
             backbone!(Vgg, Vgg::new(&cfg, vb.clone())?)
         }
-    }
+    })
 }
 
 /// A trained model rebuilt by [`load`], ready for inference (`forward_t(x, false)` on

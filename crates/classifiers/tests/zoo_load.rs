@@ -167,3 +167,28 @@ fn what_cannot_be_loaded_is_a_typed_error() {
     assert!(matches!(err, Error::Nn(_)), "{err:?}");
     assert!(err.to_string().contains("model.safetensors"), "{err}");
 }
+
+#[test]
+fn inference_models_give_the_same_logits_and_record_nothing() {
+    let x = randn(5, &[2, 3, 40, 36], "x", 1.0);
+    for name in [ModelName::Scratch(2), "resnet18".parse::<ModelName>().unwrap(), ModelName::MobileNetV2] {
+        let cfg = ZooConfig { input: (3, 40, 36), seed: 4, ..ZooConfig::new(name) };
+        let varmap = VarMap::new();
+        let built = zoo::build(&cfg, &varmap, &Device::Cpu).unwrap();
+        perturb(&varmap, 6);
+        let frozen = zoo::inference_model(&cfg, &varmap, &Device::Cpu).unwrap();
+        assert_eq!(bits(&frozen, &x), bits(&built.model, &x), "{name}: logits differ");
+        assert!(built.model.forward_t(&x, false).unwrap().track_op(), "{name}: variables");
+        assert!(!frozen.forward_t(&x, false).unwrap().track_op(), "{name}: recorded for autograd");
+        // A copy: later training steps do not reach it.
+        let before = bits(&frozen, &x);
+        perturb(&varmap, 7);
+        assert_eq!(bits(&frozen, &x), before, "{name}: follows the variables");
+    }
+    // A variable map from another architecture is refused, naming what is missing.
+    let varmap = VarMap::new();
+    zoo::build(&ZooConfig::new(ModelName::Scratch(2)), &varmap, &Device::Cpu).unwrap();
+    let other = ZooConfig::new("resnet18".parse::<ModelName>().unwrap());
+    let err = zoo::inference_model(&other, &varmap, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("conv1"), "{err}");
+}

@@ -145,8 +145,11 @@ impl BatchNorm {
     /// # Errors
     /// Tensor errors.
     pub fn eval_scale_shift(&self) -> Result<(Tensor, Tensor)> {
-        let scale = (self.running_var() + self.config.eps)?.sqrt()?.recip()?.mul(&self.weight)?;
-        let shift = (&self.bias - self.running_mean().mul(&scale)?)?;
+        // The running statistics are variables (updated in place) that never take a gradient:
+        // detached, a model whose weights are constants records nothing for autograd.
+        let (mean, var) = (self.running_mean().detach(), self.running_var().detach());
+        let scale = (var + self.config.eps)?.sqrt()?.recip()?.mul(&self.weight)?;
+        let shift = (&self.bias - mean.mul(&scale)?)?;
         Ok((scale, shift))
     }
 
