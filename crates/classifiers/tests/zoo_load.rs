@@ -171,7 +171,9 @@ fn what_cannot_be_loaded_is_a_typed_error() {
 #[test]
 fn inference_models_give_the_same_logits_and_record_nothing() {
     let x = randn(5, &[2, 3, 40, 36], "x", 1.0);
-    for name in [ModelName::Scratch(2), "resnet18".parse::<ModelName>().unwrap(), ModelName::MobileNetV2] {
+    for name in
+        [ModelName::Scratch(2), "resnet18".parse::<ModelName>().unwrap(), ModelName::MobileNetV2]
+    {
         let cfg = ZooConfig { input: (3, 40, 36), seed: 4, ..ZooConfig::new(name) };
         let varmap = VarMap::new();
         let built = zoo::build(&cfg, &varmap, &Device::Cpu).unwrap();

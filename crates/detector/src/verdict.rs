@@ -73,7 +73,7 @@ impl DeepfakeModel {
         }
         let loaded = zoo::load(dir, device)?;
         Ok(DeepfakeModel {
-            model: loaded.model,
+            model: zoo::inference_model(&loaded.config, &loaded.varmap, device)?,
             normalization: loaded.normalization,
             card,
             device: device.clone(),

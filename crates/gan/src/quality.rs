@@ -7,7 +7,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, ModuleT, Tensor};
 use deeprecog_attributes::Attribute;
-use deeprecog_classifiers::zoo::{self, Loaded};
+use deeprecog_classifiers::zoo::{self, Loaded, ZooModel};
 use deeprecog_classifiers::Task;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde::Serialize;
@@ -19,6 +19,8 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub struct AttributeScorer {
     loaded: Loaded,
+    /// The loaded classifier over constant weights.
+    model: ZooModel,
     attributes: Vec<Attribute>,
 }
 
@@ -40,7 +42,8 @@ impl AttributeScorer {
                 )))
             }
         };
-        Ok(AttributeScorer { loaded, attributes })
+        let model = zoo::inference_model(&loaded.config, &loaded.varmap, device)?;
+        Ok(AttributeScorer { loaded, model, attributes })
     }
 
     /// The attributes it predicts, in output order.
@@ -66,7 +69,7 @@ impl AttributeScorer {
             x = x.broadcast_mul(&luma)?.sum_keepdim(1)?;
         }
         let input = self.loaded.normalization.apply(&x)?;
-        let logits = self.loaded.model.forward_t(&input, false)?;
+        let logits = self.model.forward_t(&input, false)?;
         let probs = candle_nn::ops::sigmoid(&logits.reshape((logits.dim(0)?, ()))?)?;
         Ok(probs.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
     }

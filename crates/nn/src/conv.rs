@@ -468,11 +468,13 @@ pub fn conv2d_act(
             None => x.apply_op2(&weight, op),
         };
     }
+    if x.device().is_cpu() && all_f32 && depthwise {
+        // Depthwise: one k*k dot product per output, a direct loop beats c tiny GEMMs.
+        let pad = Padding::same(p.padding);
+        return crate::depthwise::depthwise_conv2d_act(x, weight, bias, p.stride, pad, act);
+    }
     let out = if !x.device().is_cpu() {
         x.conv2d(weight, p.padding, p.stride, p.dilation, g)?
-    } else if depthwise && x.dtype() == DType::F32 {
-        // Depthwise: one k*k dot product per output, a direct loop beats c tiny GEMMs.
-        crate::depthwise::depthwise_conv2d(x, weight, p.stride, Padding::same(p.padding))?
     } else {
         let win =
             Window { kernel: (kh, kw), stride: p.stride, padding: p.padding, dilation: p.dilation };

@@ -30,8 +30,12 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{
+    bail, CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor,
+};
 use rayon::prelude::*;
+
+use crate::conv::{Activation, ChannelSum};
 
 /// Zero padding per side, in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,6 +61,8 @@ impl Padding {
 struct Depthwise {
     stride: usize,
     padding: Padding,
+    /// Applied, after the bias, to each output row as it is written.
+    act: Activation,
 }
 
 impl Depthwise {
@@ -159,27 +165,25 @@ impl Phased {
     }
 }
 
-impl CustomOp2 for Depthwise {
-    fn name(&self) -> &'static str {
-        "depthwise-conv2d"
-    }
-
-    fn cpu_fwd(
+impl Depthwise {
+    /// The forward pass over `(x, weight)` and an optional `bias`.
+    fn forward(
         &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
+        (xs, xl): (&CpuStorage, &Layout),
+        (ws, wl): (&CpuStorage, &Layout),
+        bias: Option<(&CpuStorage, &Layout)>,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(xs), CpuStorage::F32(ws)) = (xs, ws) else {
-            bail!("depthwise_conv2d: the CPU kernel takes f32");
-        };
-        let (Some((xa, xb)), Some((wa, wb))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
-        else {
-            bail!("depthwise_conv2d: inputs must be contiguous");
-        };
-        let (x, w) = (&xs[xa..xb], &ws[wa..wb]);
+        let (x, w) = f32_pair(xs, xl, ws, wl, "depthwise_conv2d")?;
         let (n, c, h, wd) = xl.shape().dims4()?;
+        let bias = match bias {
+            Some((bs, bl)) if bl.shape().elem_count() == c => {
+                Some(crate::cpu::f32_slice(bs, bl, "depthwise_conv2d")?)
+            }
+            Some((_, bl)) => bail!("depthwise_conv2d: bias {:?} for {c} channels", bl.dims()),
+            None => None,
+        };
+        let act = self.act;
+        let epilogue = bias.is_some() || act != Activation::Identity;
         let k = wl.shape().dims4()?.2;
         let (oh, ow) = self.out_size(h, wd, k)?;
         let s = self.stride;
@@ -195,6 +199,7 @@ impl CustomOp2 for Depthwise {
                 let ch = plane % c;
                 layout.fill(&x[plane * h * wd..(plane + 1) * h * wd], padded);
                 let taps = &w[ch * k * k..(ch + 1) * k * k];
+                let shift = bias.map_or(0.0, |b| b[ch]);
                 for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
                     if k == 3 && s == 1 {
                         // Nine equally long shifted views: with the lengths known equal the
@@ -219,16 +224,19 @@ impl CustomOp2 for Depthwise {
                                 + t[7] * c1[i]
                                 + t[8] * c2[i];
                         }
-                        continue;
-                    }
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let tap = taps[ky * k + kx];
-                            let line = layout.row(padded, kx % s, oy * s + ky, kx / s);
-                            for (o, &v) in out_row.iter_mut().zip(&line[..ow]) {
-                                *o += tap * v;
+                    } else {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let tap = taps[ky * k + kx];
+                                let line = layout.row(padded, kx % s, oy * s + ky, kx / s);
+                                for (o, &v) in out_row.iter_mut().zip(&line[..ow]) {
+                                    *o += tap * v;
+                                }
                             }
                         }
+                    }
+                    if epilogue {
+                        out_row.iter_mut().for_each(|v| *v = act.apply(*v + shift));
                     }
                 }
             },
@@ -236,21 +244,80 @@ impl CustomOp2 for Depthwise {
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 
-    fn bwd(
+    /// The output gradient through the activation, and the input and weight gradients.
+    fn grads(
         &self,
         x: &Tensor,
         weight: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
+    ) -> Result<[Tensor; 3]> {
+        let grad = self.act.mask(&grad.contiguous()?, res)?.contiguous()?;
         let x = x.contiguous()?;
         let weight = weight.contiguous()?;
         let (_, _, h, w) = x.dims4()?;
         let dx = grad.apply_op2_no_bwd(&weight, &DepthwiseGradInput { op: *self, h, w })?;
         let dw =
             x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { op: *self, k: weight.dim(2)? })?;
+        Ok([grad, dx, dw])
+    }
+}
+
+impl CustomOp2 for Depthwise {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.forward((xs, xl), (ws, wl), None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let [_, dx, dw] = self.grads(x, weight, res, grad)?;
         Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for Depthwise {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.forward((xs, xl), (ws, wl), Some((bs, bl)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [grad, dx, dw] = self.grads(x, weight, res, grad)?;
+        let db = grad.apply_op1_no_bwd(&ChannelSum)?;
+        Ok((Some(dx), Some(dw), Some(db)))
     }
 }
 
@@ -394,11 +461,31 @@ impl CustomOp2 for DepthwiseGradWeight {
 }
 
 /// Depthwise convolution of `x` (`[n, c, h, w]`) with `weight` (`[c, 1, k, k]`), no bias.
+///
+/// # Errors
+/// A weight that does not fit the input, a zero stride, a kernel larger than the padded input.
 pub fn depthwise_conv2d(
     x: &Tensor,
     weight: &Tensor,
     stride: usize,
     padding: Padding,
+) -> Result<Tensor> {
+    depthwise_conv2d_act(x, weight, None, stride, padding, Activation::Identity)
+}
+
+/// [`depthwise_conv2d`] plus a per-channel `bias` and then `act`; on the CPU in f32 both are
+/// applied to each output row as it is written, and the backward pass masks the gradient by
+/// the output first.
+///
+/// # Errors
+/// As [`depthwise_conv2d`], and a bias whose length is not the channel count.
+pub fn depthwise_conv2d_act(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: Padding,
+    act: Activation,
 ) -> Result<Tensor> {
     let (_, c, _, _) = x.dims4()?;
     let (wc, one, k, k2) = weight.dims4()?;
@@ -409,17 +496,29 @@ pub fn depthwise_conv2d(
             x.dims()
         );
     }
-    let op = Depthwise { stride, padding };
-    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && weight.dtype() == DType::F32
-    {
-        return x.contiguous()?.apply_op2(&weight.contiguous()?, op);
+    if let Some(b) = bias.filter(|b| b.elem_count() != c) {
+        bail!("depthwise_conv2d: bias {:?} for {c} channels", b.dims());
+    }
+    let op = Depthwise { stride, padding, act };
+    let all_f32 = [Some(x), Some(weight), bias].iter().flatten().all(|t| t.dtype() == DType::F32);
+    if matches!(x.device(), Device::Cpu) && all_f32 {
+        let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+        return match bias {
+            Some(b) => x.apply_op3(&weight, &b.flatten_all()?.contiguous()?, op),
+            None => x.apply_op2(&weight, op),
+        };
     }
     let padded = x.pad_with_zeros(2, padding.top, padding.bottom)?.pad_with_zeros(
         3,
         padding.left,
         padding.right,
     )?;
-    padded.conv2d(weight, 0, stride, 1, c)
+    let y = padded.conv2d(weight, 0, stride, 1, c)?;
+    let y = match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, c, 1, 1))?.to_dtype(y.dtype())?)?,
+        None => y,
+    };
+    act.tensor(y)
 }
 
 #[cfg(test)]
@@ -485,7 +584,10 @@ pub fn im2col(x: &Tensor, k: usize, stride: usize, padding: Padding) -> Result<T
     if k == 0 || stride == 0 {
         bail!("im2col: kernel {k} and stride {stride} must be positive");
     }
-    x.contiguous()?.apply_op1_no_bwd(&Im2Col { k, geometry: Depthwise { stride, padding } })
+    x.contiguous()?.apply_op1_no_bwd(&Im2Col {
+        k,
+        geometry: Depthwise { stride, padding, act: Activation::Identity },
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
