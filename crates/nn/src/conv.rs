@@ -653,11 +653,7 @@ impl candle_core::CustomOp2 for ChannelBias {
         let (_, c, sp) = ncs(xl)?;
         let mut out = x.to_vec();
         out.par_chunks_mut(sp.max(1)).enumerate().for_each(|(plane, dst)| {
-            let v = b[plane % c];
-            match self.act {
-                Activation::Identity => dst.iter_mut().for_each(|d| *d += v),
-                act => dst.iter_mut().for_each(|d| *d = act.apply(*d + v)),
-            }
+            crate::simd::bias_act(dst, b[plane % c], self.act);
         });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }

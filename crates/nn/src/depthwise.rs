@@ -200,44 +200,9 @@ impl Depthwise {
                 layout.fill(&x[plane * h * wd..(plane + 1) * h * wd], padded);
                 let taps = &w[ch * k * k..(ch + 1) * k * k];
                 let shift = bias.map_or(0.0, |b| b[ch]);
-                for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
-                    if k == 3 && s == 1 {
-                        // Nine equally long shifted views: with the lengths known equal the
-                        // bounds checks go and the loop vectorises.
-                        let n = out_row.len();
-                        let view = |ky: usize, kx: usize| &layout.row(padded, 0, oy + ky, kx)[..n];
-                        let (a0, a1, a2) = (view(0, 0), view(0, 1), view(0, 2));
-                        let (b0, b1, b2) = (view(1, 0), view(1, 1), view(1, 2));
-                        let (c0, c1, c2) = (view(2, 0), view(2, 1), view(2, 2));
-                        let t = [
-                            taps[0], taps[1], taps[2], taps[3], taps[4], taps[5], taps[6], taps[7],
-                            taps[8],
-                        ];
-                        for i in 0..n {
-                            out_row[i] = t[0] * a0[i]
-                                + t[1] * a1[i]
-                                + t[2] * a2[i]
-                                + t[3] * b0[i]
-                                + t[4] * b1[i]
-                                + t[5] * b2[i]
-                                + t[6] * c0[i]
-                                + t[7] * c1[i]
-                                + t[8] * c2[i];
-                        }
-                    } else {
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let tap = taps[ky * k + kx];
-                                let line = layout.row(padded, kx % s, oy * s + ky, kx / s);
-                                for (o, &v) in out_row.iter_mut().zip(&line[..ow]) {
-                                    *o += tap * v;
-                                }
-                            }
-                        }
-                    }
-                    if epilogue {
-                        out_row.iter_mut().for_each(|v| *v = act.apply(*v + shift));
-                    }
+                forward_plane(&layout, padded, taps, k, dst, ow);
+                if epilogue {
+                    crate::simd::bias_act(dst, shift, act);
                 }
             },
         );
@@ -260,6 +225,56 @@ impl Depthwise {
         let dw =
             x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { op: *self, k: weight.dim(2)? })?;
         Ok([grad, dx, dw])
+    }
+}
+
+/// One output plane `dst` (rows of `ow`) of a depthwise convolution with the `k x k` `taps`
+/// over a filled phase-split plane. Compiled for AVX-512, AVX2 + FMA and the baseline, chosen
+/// at run time.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+fn forward_plane(
+    layout: &Phased,
+    padded: &[f32],
+    taps: &[f32],
+    k: usize,
+    dst: &mut [f32],
+    ow: usize,
+) {
+    let s = layout.s;
+    for (oy, out_row) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
+        if k == 3 && s == 1 {
+            // Nine equally long shifted views: with the lengths known equal the bounds checks
+            // go and the loop vectorises.
+            let n = out_row.len();
+            let view = |ky: usize, kx: usize| &layout.row(padded, 0, oy + ky, kx)[..n];
+            let (a0, a1, a2) = (view(0, 0), view(0, 1), view(0, 2));
+            let (b0, b1, b2) = (view(1, 0), view(1, 1), view(1, 2));
+            let (c0, c1, c2) = (view(2, 0), view(2, 1), view(2, 2));
+            let t =
+                [taps[0], taps[1], taps[2], taps[3], taps[4], taps[5], taps[6], taps[7], taps[8]];
+            for i in 0..n {
+                out_row[i] = t[0] * a0[i]
+                    + t[1] * a1[i]
+                    + t[2] * a2[i]
+                    + t[3] * b0[i]
+                    + t[4] * b1[i]
+                    + t[5] * b2[i]
+                    + t[6] * c0[i]
+                    + t[7] * c1[i]
+                    + t[8] * c2[i];
+            }
+        } else {
+            out_row.fill(0.0);
+            for ky in 0..k {
+                for kx in 0..k {
+                    let tap = taps[ky * k + kx];
+                    let line = layout.row(padded, kx % s, oy * s + ky, kx / s);
+                    for (o, &v) in out_row.iter_mut().zip(&line[..ow]) {
+                        *o += tap * v;
+                    }
+                }
+            }
+        }
     }
 }
 

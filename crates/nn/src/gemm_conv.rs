@@ -349,11 +349,7 @@ fn forward(
         }
         if bias.is_some() || act != Activation::Identity {
             for (plane, values) in out.chunks_mut(p.max(1)).enumerate() {
-                let shift = bias.map_or(0.0, |b| b[plane % o]);
-                match act {
-                    Activation::Identity => values.iter_mut().for_each(|v| *v += shift),
-                    act => values.iter_mut().for_each(|v| *v = act.apply(*v + shift)),
-                }
+                crate::simd::bias_act(values, bias.map_or(0.0, |b| b[plane % o]), act);
             }
         }
         Ok(())

@@ -31,6 +31,7 @@ pub mod optim;
 pub mod pool;
 pub mod schedule;
 mod sgemm;
+mod simd;
 
 /// Errors of the nn crate.
 #[derive(Debug, thiserror::Error)]
