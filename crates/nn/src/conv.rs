@@ -315,10 +315,7 @@ pub(crate) fn col2im_into<T: WithDType>(
                 for (y, row) in ys.clone().zip((0..).step_by(ow)) {
                     let Some(sy) = ty[y * kh + i].filter(|_| a < b) else { continue };
                     let line = &mut plane[sy * w + sx..(sy + 1) * w];
-                    let vals = &src[row + a..row + b];
-                    for (d, &v) in line.iter_mut().step_by(win.stride).zip(vals) {
-                        *d += v;
-                    }
+                    crate::simd::add_strided(line, &src[row + a..row + b], win.stride);
                 }
             }
         }
@@ -727,9 +724,7 @@ impl candle_core::CustomOp2 for ClipMask {
         let mut out = vec![0f32; g.len()];
         out.par_chunks_mut(1 << 14).zip(g.par_chunks(1 << 14)).zip(y.par_chunks(1 << 14)).for_each(
             |((o, g), y)| {
-                for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
-                    *o = if y > 0.0 && y < max { g } else { 0.0 };
-                }
+                crate::simd::clip_mask(o, g, y, max);
             },
         );
         Ok((CpuStorage::F32(out), gl.shape().clone()))
