@@ -77,13 +77,6 @@ impl Activation {
         }
     }
 
-    /// Whether the gradient passes, from the output (`0 < y < ceiling`, as PyTorch's
-    /// `threshold_backward` and `hardtanh_backward`).
-    #[inline]
-    pub(crate) fn passes(self, y: f32) -> bool {
-        self.ceiling().is_none_or(|max| y > 0.0 && y < max)
-    }
-
     /// The activation as candle ops (any dtype, any device).
     ///
     /// # Errors

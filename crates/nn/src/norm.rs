@@ -34,6 +34,7 @@ use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
 use crate::conv::Activation;
+use crate::simd::{self, BnGrad};
 
 use crate::cpu::{f32_slice, ncs};
 
@@ -267,12 +268,10 @@ impl CustomOp1 for ChannelStats {
             .into_par_iter()
             .map(|ch| {
                 let planes = (0..n).map(|i| &x[(i * c + ch) * sp..(i * c + ch + 1) * sp]);
-                let sum: f64 = planes.clone().map(|p| f64::from(p.iter().sum::<f32>())).sum();
+                let sum: f64 = planes.clone().map(|p| f64::from(simd::sum(p))).sum();
                 let mean = sum / m;
                 let mf = mean as f32;
-                let sq: f64 = planes
-                    .map(|p| f64::from(p.iter().map(|&v| (v - mf) * (v - mf)).sum::<f32>()))
-                    .sum();
+                let sq: f64 = planes.map(|p| f64::from(simd::sum_sq_dev(p, mf))).sum();
                 (mean as f32, (sq / m) as f32)
             })
             .collect();
@@ -315,14 +314,7 @@ impl CustomOp3 for Normalize {
             let inv = 1.0 / (f64::from(stats[c + ch]) + self.eps).sqrt();
             let scale = (inv * f64::from(affine[ch])) as f32;
             let shift = affine[c + ch] - stats[ch] * scale;
-            match self.clip {
-                Activation::Identity => {
-                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift)
-                }
-                clip => {
-                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = clip.apply(v * scale + shift))
-                }
-            }
+            simd::affine_act(dst, src, scale, shift, self.clip);
         });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
@@ -363,18 +355,6 @@ struct Channel {
     clip: Activation,
 }
 
-impl Channel {
-    /// The gradient reaching the normalisation: `dy`, zeroed where a fused activation clipped.
-    #[inline]
-    fn grad(&self, g: f32, y: f32) -> f32 {
-        if self.clip.passes(y) {
-            g
-        } else {
-            0.0
-        }
-    }
-}
-
 /// `(x, dy, y)` to `(2, C)`: `sum(dy * xhat)` and `sum(dy)` per channel, in f64 across planes.
 struct GradSums(Channel);
 
@@ -407,12 +387,7 @@ impl CustomOp3 for GradSums {
                 for i in 0..n {
                     let at = (i * c + k) * sp;
                     let (xp, gp, yp) = (&x[at..at + sp], &g[at..at + sp], &y[at..at + sp]);
-                    let (mut a, mut b) = (0f32, 0f32);
-                    for ((&xv, &gv), &yv) in xp.iter().zip(gp).zip(yp) {
-                        let gv = ch.grad(gv, yv);
-                        a += gv;
-                        b += gv * (xv - ch.mean[k]);
-                    }
+                    let (a, b) = simd::grad_sums(xp, gp, yp, ch.mean[k], ch.clip);
                     sg += f64::from(a);
                     sgx += f64::from(b);
                 }
@@ -456,13 +431,10 @@ impl CustomOp3 for GradInput {
             let k = plane % c;
             let at = plane * sp;
             let [scale, mean_g, mean_gx] = self.coef[k];
-            let (mean, inv) = (ch.mean[k], ch.inv_std[k]);
-            for (((d, &xv), &gv), &yv) in
-                dst.iter_mut().zip(&x[at..at + sp]).zip(&g[at..at + sp]).zip(&y[at..at + sp])
-            {
-                let xhat = (xv - mean) * inv;
-                *d = scale * (ch.grad(gv, yv) - mean_g - xhat * mean_gx);
-            }
+            let consts =
+                BnGrad { mean: ch.mean[k], inv_std: ch.inv_std[k], scale, mean_g, mean_gx };
+            let (xs, gs, ys) = (&x[at..at + sp], &g[at..at + sp], &y[at..at + sp]);
+            simd::bn_grad_input(dst, xs, gs, ys, consts, ch.clip);
         });
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
@@ -499,13 +471,7 @@ impl CustomOp3 for ChannelAffine {
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(sp.max(1)).zip(x.par_chunks(sp.max(1))).enumerate().for_each(
             |(plane, (dst, src))| {
-                let (a, b) = (scale[plane % c], shift[plane % c]);
-                match self.clip {
-                    Activation::Identity => {
-                        dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * a + b)
-                    }
-                    clip => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = clip.apply(v * a + b)),
-                }
+                simd::affine_act(dst, src, scale[plane % c], shift[plane % c], self.clip);
             },
         );
         Ok((CpuStorage::F32(y), xl.shape().clone()))

@@ -40,3 +40,190 @@ pub(crate) fn add_strided<T: Copy + std::ops::AddAssign>(dst: &mut [T], src: &[T
         }
     }
 }
+
+/// Partial sums per reduction: lane `j` adds elements `j, j + LANES, ...`.
+const LANES: usize = 16;
+
+/// The lanes added in a fixed order (a balanced tree), then the tail in order. The order is
+/// written out, not left to the compiler, so every CPU gets the same bits.
+#[inline(always)]
+fn combine(mut acc: [f32; LANES], tail: f32) -> f32 {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for j in 0..width {
+            acc[j] += acc[j + width];
+        }
+        width /= 2;
+    }
+    acc[0] + tail
+}
+
+/// `sum(x)`, in [`LANES`] interleaved partial sums (vectorised, the same bits everywhere).
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+pub(crate) fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().sum::<f32>();
+    for c in chunks {
+        acc.iter_mut().zip(c).for_each(|(a, &v)| *a += v);
+    }
+    combine(acc, tail)
+}
+
+/// `sum((x - mean)^2)`, summed as [`sum`].
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+pub(crate) fn sum_sq_dev(x: &[f32], mean: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>();
+    for c in chunks {
+        acc.iter_mut().zip(c).for_each(|(a, &v)| *a += (v - mean) * (v - mean));
+    }
+    combine(acc, tail)
+}
+
+/// BatchNorm's backward sums over one plane: `(sum(dy'), sum(dy' * (x - mean)))` where `dy'`
+/// is `dy` zeroed where `act` clipped the output `y`; summed as [`sum`].
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+pub(crate) fn grad_sums(x: &[f32], g: &[f32], y: &[f32], mean: f32, act: Activation) -> (f32, f32) {
+    match act.ceiling() {
+        None => grad_sums_with(x, g, y, mean, |gv, _| gv),
+        Some(max) => {
+            grad_sums_with(x, g, y, mean, |gv, yv| if yv > 0.0 && yv < max { gv } else { 0.0 })
+        }
+    }
+}
+
+/// [`grad_sums`] with the mask `pass(dy, y)` (inlined into each compiled version).
+#[inline(always)]
+fn grad_sums_with(
+    x: &[f32],
+    g: &[f32],
+    y: &[f32],
+    mean: f32,
+    pass: impl Fn(f32, f32) -> f32,
+) -> (f32, f32) {
+    let n = x.len().min(g.len()).min(y.len());
+    let (x, g, y) = (&x[..n], &g[..n], &y[..n]);
+    let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
+    let (xc, gc, yc) = (x.chunks_exact(LANES), g.chunks_exact(LANES), y.chunks_exact(LANES));
+    let (mut ta, mut tb) = (0f32, 0f32);
+    for ((&xv, &gv), &yv) in xc.remainder().iter().zip(gc.remainder()).zip(yc.remainder()) {
+        let gv = pass(gv, yv);
+        ta += gv;
+        tb += gv * (xv - mean);
+    }
+    for ((xs, gs), ys) in xc.zip(gc).zip(yc) {
+        for ((((aj, bj), &xv), &gv), &yv) in a.iter_mut().zip(&mut b).zip(xs).zip(gs).zip(ys) {
+            let gv = pass(gv, yv);
+            *aj += gv;
+            *bj += gv * (xv - mean);
+        }
+    }
+    (combine(a, ta), combine(b, tb))
+}
+
+/// `dst = act(src * scale + shift)`.
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+pub(crate) fn affine_act(dst: &mut [f32], src: &[f32], scale: f32, shift: f32, act: Activation) {
+    match act {
+        Activation::Identity => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift),
+        Activation::Relu => {
+            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * scale + shift).max(0.0))
+        }
+        Activation::Relu6 => {
+            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * scale + shift).clamp(0.0, 6.0))
+        }
+    }
+}
+
+/// Per-channel constants of BatchNorm's input gradient.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BnGrad {
+    pub mean: f32,
+    pub inv_std: f32,
+    /// `weight * inv_std`.
+    pub scale: f32,
+    /// `mean(dy')`.
+    pub mean_g: f32,
+    /// `mean(dy' * xhat)`.
+    pub mean_gx: f32,
+}
+
+/// `dst = scale * (dy' - mean_g - xhat * mean_gx)` with `xhat = (x - mean) * inv_std` and `dy'`
+/// as in [`grad_sums`].
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+pub(crate) fn bn_grad_input(
+    dst: &mut [f32],
+    x: &[f32],
+    g: &[f32],
+    y: &[f32],
+    k: BnGrad,
+    act: Activation,
+) {
+    match act.ceiling() {
+        None => bn_grad_input_with(dst, x, g, y, k, |gv, _| gv),
+        Some(max) => {
+            bn_grad_input_with(
+                dst,
+                x,
+                g,
+                y,
+                k,
+                |gv, yv| if yv > 0.0 && yv < max { gv } else { 0.0 },
+            )
+        }
+    }
+}
+
+/// [`bn_grad_input`] with the mask `pass(dy, y)` (inlined into each compiled version).
+#[inline(always)]
+fn bn_grad_input_with(
+    dst: &mut [f32],
+    x: &[f32],
+    g: &[f32],
+    y: &[f32],
+    k: BnGrad,
+    pass: impl Fn(f32, f32) -> f32,
+) {
+    for (((d, &xv), &gv), &yv) in dst.iter_mut().zip(x).zip(g).zip(y) {
+        let xhat = (xv - k.mean) * k.inv_std;
+        *d = k.scale * (pass(gv, yv) - k.mean_g - xhat * k.mean_gx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 37 + seed * 11) % 29) as f32 / 7.0 - 2.0).collect()
+    }
+
+    /// The lane reductions against f64 sums, for lengths around the lane count (tails of every
+    /// size, empty input).
+    #[test]
+    fn reductions_match_f64_sums() {
+        for n in [0, 1, 5, 15, 16, 17, 31, 32, 33, 100, 1000] {
+            let (x, g, y) = (values(n, 1), values(n, 2), values(n, 3));
+            let close = |a: f32, b: f64| (f64::from(a) - b).abs() <= 1e-4 * b.abs().max(1.0);
+            let want: f64 = x.iter().map(|&v| f64::from(v)).sum();
+            assert!(close(sum(&x), want), "sum of {n}: {} vs {want}", sum(&x));
+            let want: f64 = x.iter().map(|&v| (f64::from(v) - 0.25).powi(2)).sum();
+            assert!(close(sum_sq_dev(&x, 0.25), want), "squares of {n}");
+            for act in [Activation::Identity, Activation::Relu, Activation::Relu6] {
+                let pass = |i: usize| match act.ceiling() {
+                    None => true,
+                    Some(max) => y[i] > 0.0 && y[i] < max,
+                };
+                let ga: f64 = (0..n).filter(|&i| pass(i)).map(|i| f64::from(g[i])).sum();
+                let gb: f64 = (0..n)
+                    .filter(|&i| pass(i))
+                    .map(|i| f64::from(g[i]) * (f64::from(x[i]) - 0.5))
+                    .sum();
+                let (a, b) = grad_sums(&x, &g, &y, 0.5, act);
+                assert!(close(a, ga) && close(b, gb), "grad sums of {n}, {act:?}");
+            }
+        }
+    }
+}
