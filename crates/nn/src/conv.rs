@@ -677,9 +677,7 @@ impl CustomOp1 for ChannelSum {
             .into_par_iter()
             .map(|ch| {
                 (0..n)
-                    .map(|i| {
-                        f64::from(x[(i * c + ch) * sp..(i * c + ch + 1) * sp].iter().sum::<f32>())
-                    })
+                    .map(|i| f64::from(crate::simd::sum(&x[(i * c + ch) * sp..][..sp])))
                     .sum::<f64>() as f32
             })
             .collect();
