@@ -355,6 +355,60 @@ struct DepthwiseGradInput {
     w: usize,
 }
 
+/// Every output gradient of one plane (`grad`, rows of `ow`) spread over the taps that produced
+/// it, into the zeroed phase-split `padded`. Compiled per instruction set as
+/// [`forward_plane`].
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+fn grad_input_plane(
+    layout: &Phased,
+    padded: &mut [f32],
+    taps: &[f32],
+    k: usize,
+    grad: &[f32],
+    ow: usize,
+) {
+    let s = layout.s;
+    for (oy, grow) in grad.chunks_exact(ow.max(1)).enumerate() {
+        for ky in 0..k {
+            for kx in 0..k {
+                let tap = taps[ky * k + kx];
+                let line = layout.row_mut(padded, kx % s, oy * s + ky, kx / s);
+                for (l, &v) in line[..ow].iter_mut().zip(grow) {
+                    *l += tap * v;
+                }
+            }
+        }
+    }
+}
+
+/// One plane's weight-gradient products added into `lanes` (`k * k` rows of `ow` per-column
+/// running sums): `lanes[t][j] += input under tap t at column j * grad`. Compiled per
+/// instruction set as [`forward_plane`].
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+fn grad_weight_lanes(
+    layout: &Phased,
+    padded: &[f32],
+    lanes: &mut [f32],
+    k: usize,
+    grad: &[f32],
+    ow: usize,
+) {
+    let s = layout.s;
+    for (oy, grow) in grad.chunks_exact(ow.max(1)).enumerate() {
+        for ky in 0..k {
+            for kx in 0..k {
+                let t = ky * k + kx;
+                let line = layout.row(padded, kx % s, oy * s + ky, kx / s);
+                for ((l, &a), &b) in
+                    lanes[t * ow..(t + 1) * ow].iter_mut().zip(&line[..ow]).zip(grow)
+                {
+                    *l += a * b;
+                }
+            }
+        }
+    }
+}
+
 impl CustomOp2 for DepthwiseGradInput {
     fn name(&self) -> &'static str {
         "depthwise-conv2d-grad-input"
@@ -384,17 +438,7 @@ impl CustomOp2 for DepthwiseGradInput {
                 let ch = plane % c;
                 let taps = &w[ch * k * k..(ch + 1) * k * k];
                 let src = &g[plane * oh * ow..(plane + 1) * oh * ow];
-                for (oy, grow) in src.chunks_exact(ow).enumerate() {
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let tap = taps[ky * k + kx];
-                            let line = layout.row_mut(padded, kx % s, oy * s + ky, kx / s);
-                            for (l, &v) in line[..ow].iter_mut().zip(grow) {
-                                *l += tap * v;
-                            }
-                        }
-                    }
-                }
+                grad_input_plane(&layout, padded, taps, k, src, ow);
                 layout.interior(padded, dst);
             },
         );
@@ -447,21 +491,7 @@ impl CustomOp2 for DepthwiseGradWeight {
                     layout.fill(&x[plane * h * wd..(plane + 1) * h * wd], padded);
                     lanes.fill(0.0);
                     let grad = &g[plane * oh * ow..(plane + 1) * oh * ow];
-                    for (oy, grow) in grad.chunks_exact(ow).enumerate() {
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let t = ky * k + kx;
-                                let line = layout.row(padded, kx % s, oy * s + ky, kx / s);
-                                for ((l, &a), &b) in lanes[t * ow..(t + 1) * ow]
-                                    .iter_mut()
-                                    .zip(&line[..ow])
-                                    .zip(grow)
-                                {
-                                    *l += a * b;
-                                }
-                            }
-                        }
-                    }
+                    grad_weight_lanes(&layout, padded, lanes, k, grad, ow);
                     for (a, lane) in acc.iter_mut().zip(lanes.chunks_exact(ow.max(1))) {
                         *a += lane.iter().map(|&v| f64::from(v)).sum::<f64>();
                     }

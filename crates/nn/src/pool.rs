@@ -101,6 +101,32 @@ fn dims4(layout: &Layout) -> Result<(usize, usize, usize, usize)> {
 
 /// Per output element, the flat `h * W + w` index of its (first) maximum inside its plane and
 /// (when `values` is given) the maximum itself; parallel over planes.
+/// 2x2 windows at stride 2 over one `? x w` plane: two rows at a time, the four candidates
+/// compared in PyTorch's order. Compiled for AVX-512 / AVX2 and picked at run time.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+fn pair_plane<T: WithDType>(plane: &[T], w: usize, ow: usize, dst: &mut [u32], val: &mut [T]) {
+    for (oy, (d_row, v_row)) in
+        dst.chunks_exact_mut(ow.max(1)).zip(val.chunks_exact_mut(ow.max(1))).enumerate()
+    {
+        let top = &plane[2 * oy * w..2 * oy * w + 2 * ow];
+        let bottom = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+        for (ox, (d, o)) in d_row.iter_mut().zip(v_row).enumerate() {
+            let cand = [top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]];
+            // Sequential strict `>` keeps the first maximum; a NaN is taken and then kept.
+            // Branch-free selects, so the row loop vectorises.
+            let (mut best, mut k) = (cand[0], 0usize);
+            for (j, &v) in cand.iter().enumerate().skip(1) {
+                #[allow(clippy::eq_op)]
+                let take = (v > best || v != v) && best == best;
+                best = if take { v } else { best };
+                k = if take { j } else { k };
+            }
+            *o = best;
+            *d = ((2 * oy + k / 2) * w + 2 * ox + k % 2) as u32;
+        }
+    }
+}
+
 fn argmax<T: WithDType>(
     x: &[T],
     (n, c, h, w): (usize, usize, usize, usize),
@@ -139,29 +165,7 @@ fn argmax<T: WithDType>(
         .zip(x.par_chunks_exact(h * w))
         .for_each(|((dst, val), plane)| {
             if pair {
-                // 2x2 windows at stride 2: two rows at a time, the four candidates compared in
-                // PyTorch's order.
-                for (oy, (d_row, v_row)) in
-                    dst.chunks_exact_mut(ow).zip(val.chunks_exact_mut(ow)).enumerate()
-                {
-                    let top = &plane[2 * oy * w..2 * oy * w + 2 * ow];
-                    let bottom = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
-                    for (ox, (d, o)) in d_row.iter_mut().zip(v_row).enumerate() {
-                        let cand =
-                            [top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]];
-                        // Sequential strict `>` keeps the first maximum; a NaN is taken and
-                        // then kept. Branch-free selects, so the row loop vectorises.
-                        let (mut best, mut k) = (cand[0], 0usize);
-                        for (j, &v) in cand.iter().enumerate().skip(1) {
-                            #[allow(clippy::eq_op)]
-                            let take = (v > best || v != v) && best == best;
-                            best = if take { v } else { best };
-                            k = if take { j } else { k };
-                        }
-                        *o = best;
-                        *d = ((2 * oy + k / 2) * w + 2 * ox + k % 2) as u32;
-                    }
-                }
+                pair_plane(plane, w, ow, dst, val);
                 return;
             }
             for (oy, &(y0, y1)) in rows.iter().enumerate() {
@@ -331,6 +335,17 @@ impl candle_core::CustomOp2 for ScatterPlanes {
 /// or write (NaN wins, as in the tracked op).
 struct MaxPoolValues(Geometry);
 
+/// One output row of 2x2 stride-2 maxima from its two input rows (a NaN wins, as in PyTorch).
+/// Compiled for AVX-512 / AVX2 and picked at run time.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+fn pair_max_row<T: WithDType>(row: &mut [T], top: &[T], bottom: &[T]) {
+    #[allow(clippy::eq_op)]
+    let max = |a: T, b: T| if a > b || a != a { a } else { b };
+    for ((o, t), b) in row.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
+        *o = max(max(t[0], t[1]), max(b[0], b[1]));
+    }
+}
+
 fn max_values<T: WithDType>(
     x: &[T],
     (n, c, h, w): (usize, usize, usize, usize),
@@ -355,11 +370,7 @@ fn max_values<T: WithDType>(
                 if pair {
                     let top = &plane[2 * oy * w..2 * oy * w + 2 * ow];
                     let bottom = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
-                    for ((o, t), b) in
-                        row.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2))
-                    {
-                        *o = max(max(t[0], t[1]), max(b[0], b[1]));
-                    }
+                    pair_max_row(row, top, bottom);
                     continue;
                 }
                 let (y0, y1) = rows[oy];
