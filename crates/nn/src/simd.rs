@@ -227,3 +227,41 @@ mod tests {
         }
     }
 }
+
+/// The constants of one Adam / AdamW step, as the f32 values candle's `affine` would use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AdamStep {
+    /// Decoupled decay factor `1 - lr * weight_decay` (AdamW), or `None`.
+    pub decay: Option<f32>,
+    /// L2 penalty `weight_decay` added to the gradient (Adam), or `None`.
+    pub l2: Option<f32>,
+    pub beta1: f32,
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    /// `1 / sqrt(1 - beta2^t)`.
+    pub inv_sqrt_bc2: f32,
+    pub eps: f32,
+    /// `lr / (1 - beta1^t)`.
+    pub step_size: f32,
+}
+
+/// One Adam step over a parameter: `theta`, `m` and `v` updated in place from `g`, with exactly
+/// the f32 operations (and their order) of the composed candle ops in `optim::adam`, so both
+/// paths give the same bits.
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+pub(crate) fn adam(theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamStep) {
+    for (((t, &g), m), v) in theta.iter_mut().zip(g).zip(m).zip(v) {
+        let mut g = g;
+        if let Some(d) = k.decay {
+            *t = *t * d + 0.0;
+        }
+        if let Some(l2) = k.l2 {
+            g += *t * l2 + 0.0;
+        }
+        *m = (*m * k.beta1 + 0.0) + (g * k.one_minus_beta1 + 0.0);
+        *v = (*v * k.beta2 + 0.0) + ((g * g) * k.one_minus_beta2 + 0.0);
+        let denom = v.sqrt() * k.inv_sqrt_bc2 + k.eps;
+        *t -= (*m / denom) * k.step_size + 0.0;
+    }
+}

@@ -1,13 +1,14 @@
 //! Adam and AdamW (`torch.optim.Adam`, `torch.optim.AdamW`).
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::Optimizer;
 use serde::{Deserialize, Serialize};
 
 use super::{
     check, export_state, import_state, load_tensor, params, OptimizerState, Param, Stateful,
 };
+use crate::simd::{self, AdamStep};
 use crate::Result;
 
 /// Configuration of [`Adam`]; `Default` is PyTorch's.
@@ -114,51 +115,100 @@ impl Core {
 
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
         self.step += 1;
-        for p in self.params.iter_mut() {
-            let Some(grad) = grads.get(&p.var) else {
+        for i in 0..self.params.len() {
+            let Some(grad) = grads.get(&self.params[i].var) else {
                 continue;
             };
-            let mut theta = p.var.as_detached_tensor();
-            let mut g = grad.detach();
-            if self.weight_decay != 0.0 {
-                if self.decoupled {
-                    theta = theta.affine(1.0 - self.lr * self.weight_decay, 0.0)?;
-                } else {
-                    g = (g + theta.affine(self.weight_decay, 0.0)?)?;
-                }
+            if self.amsgrad || !self.fused_step(i, grad)? {
+                self.composed_step(i, grad)?;
             }
-            let (t, prev) = match p.state.take() {
-                Some((t, m)) => (t + 1, m),
-                None => (
-                    1,
-                    Moments {
-                        exp_avg: g.zeros_like()?,
-                        exp_avg_sq: g.zeros_like()?,
-                        max_exp_avg_sq: if self.amsgrad { Some(g.zeros_like()?) } else { None },
-                    },
-                ),
-            };
-            let exp_avg =
-                (prev.exp_avg.affine(self.beta1, 0.0)? + g.affine(1.0 - self.beta1, 0.0)?)?;
-            let exp_avg_sq = (prev.exp_avg_sq.affine(self.beta2, 0.0)?
-                + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
-            // PyTorch's implementation keeps the maximum of the raw (not bias-corrected) second
-            // moment and bias-corrects it afterwards; some versions of its docs' pseudocode take
-            // the maximum after bias correction, which differs once the correction changes.
-            let max_exp_avg_sq = match (&prev.max_exp_avg_sq, self.amsgrad) {
-                (Some(m), true) => Some(m.maximum(&exp_avg_sq)?),
-                (None, true) => Some(exp_avg_sq.clone()),
-                _ => None,
-            };
-            let bc1 = 1.0 - self.beta1.powi(t as i32);
-            let bc2 = 1.0 - self.beta2.powi(t as i32);
-            let second = max_exp_avg_sq.as_ref().unwrap_or(&exp_avg_sq);
-            let denom = second.sqrt()?.affine(1.0 / bc2.sqrt(), self.eps)?;
-            let update = exp_avg.div(&denom)?.affine(self.lr / bc1, 0.0)?;
-            p.var.set(&theta.sub(&update)?)?;
-            p.state = Some((t, Moments { exp_avg, exp_avg_sq, max_exp_avg_sq }));
         }
         Ok(())
+    }
+
+    /// The step of parameter `i` as candle ops (any dtype and device; AMSGrad).
+    fn composed_step(&mut self, i: usize, grad: &Tensor) -> candle_core::Result<()> {
+        let p = &mut self.params[i];
+        let mut theta = p.var.as_detached_tensor();
+        let mut g = grad.detach();
+        if self.weight_decay != 0.0 {
+            if self.decoupled {
+                theta = theta.affine(1.0 - self.lr * self.weight_decay, 0.0)?;
+            } else {
+                g = (g + theta.affine(self.weight_decay, 0.0)?)?;
+            }
+        }
+        let (t, prev) = match p.state.take() {
+            Some((t, m)) => (t + 1, m),
+            None => (
+                1,
+                Moments {
+                    exp_avg: g.zeros_like()?,
+                    exp_avg_sq: g.zeros_like()?,
+                    max_exp_avg_sq: if self.amsgrad { Some(g.zeros_like()?) } else { None },
+                },
+            ),
+        };
+        let exp_avg = (prev.exp_avg.affine(self.beta1, 0.0)? + g.affine(1.0 - self.beta1, 0.0)?)?;
+        let exp_avg_sq =
+            (prev.exp_avg_sq.affine(self.beta2, 0.0)? + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
+        // PyTorch's implementation keeps the maximum of the raw (not bias-corrected) second
+        // moment and bias-corrects it afterwards; some versions of its docs' pseudocode take
+        // the maximum after bias correction, which differs once the correction changes.
+        let max_exp_avg_sq = match (&prev.max_exp_avg_sq, self.amsgrad) {
+            (Some(m), true) => Some(m.maximum(&exp_avg_sq)?),
+            (None, true) => Some(exp_avg_sq.clone()),
+            _ => None,
+        };
+        let bc1 = 1.0 - self.beta1.powi(t as i32);
+        let bc2 = 1.0 - self.beta2.powi(t as i32);
+        let second = max_exp_avg_sq.as_ref().unwrap_or(&exp_avg_sq);
+        let denom = second.sqrt()?.affine(1.0 / bc2.sqrt(), self.eps)?;
+        let update = exp_avg.div(&denom)?.affine(self.lr / bc1, 0.0)?;
+        p.var.set(&theta.sub(&update)?)?;
+        p.state = Some((t, Moments { exp_avg, exp_avg_sq, max_exp_avg_sq }));
+        Ok(())
+    }
+
+    /// The step of parameter `i` as a single pass over its values, for f32 on the CPU (the
+    /// composed ops above make a dozen passes and as many allocations); the same bits.
+    /// Returns whether it applied.
+    fn fused_step(&mut self, i: usize, grad: &Tensor) -> candle_core::Result<bool> {
+        let p = &self.params[i];
+        let theta = p.var.as_detached_tensor();
+        let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+        if !cpu_f32(&theta) || !cpu_f32(grad) || grad.dims() != theta.dims() {
+            return Ok(false);
+        }
+        let flat = |x: &Tensor| x.flatten_all()?.to_vec1::<f32>();
+        let n = theta.elem_count();
+        let (t, mut m, mut v) = match &p.state {
+            Some((t, prev)) => (t + 1, flat(&prev.exp_avg)?, flat(&prev.exp_avg_sq)?),
+            None => (1, vec![0f32; n], vec![0f32; n]),
+        };
+        let mut values = flat(&theta)?;
+        let g = flat(grad)?;
+        let decay = self.weight_decay != 0.0;
+        let bc1 = 1.0 - self.beta1.powi(t as i32);
+        let bc2 = 1.0 - self.beta2.powi(t as i32);
+        let step = AdamStep {
+            decay: (decay && self.decoupled).then_some((1.0 - self.lr * self.weight_decay) as f32),
+            l2: (decay && !self.decoupled).then_some(self.weight_decay as f32),
+            beta1: self.beta1 as f32,
+            one_minus_beta1: (1.0 - self.beta1) as f32,
+            beta2: self.beta2 as f32,
+            one_minus_beta2: (1.0 - self.beta2) as f32,
+            inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+            eps: self.eps as f32,
+            step_size: (self.lr / bc1) as f32,
+        };
+        simd::adam(&mut values, &g, &mut m, &mut v, step);
+        let (shape, device) = (theta.shape(), theta.device());
+        p.var.set(&Tensor::from_vec(values, shape, device)?)?;
+        let exp_avg = Tensor::from_vec(m, shape, device)?;
+        let exp_avg_sq = Tensor::from_vec(v, shape, device)?;
+        self.params[i].state = Some((t, Moments { exp_avg, exp_avg_sq, max_exp_avg_sq: None }));
+        Ok(true)
     }
 
     fn state(&self) -> Result<OptimizerState> {
@@ -242,3 +292,61 @@ core_optimizer!(Adam, AdamConfig, false);
 pub struct AdamW(Core);
 
 core_optimizer!(AdamW, AdamWConfig, true);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use candle_core::Device;
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+    }
+
+    fn values(n: usize, seed: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|i| (((i * 31 + seed * 17) % 23) as f32 - 11.0) * scale).collect()
+    }
+
+    /// The single-pass f32 step against the composed candle ops: the same bits for the
+    /// parameters and both moments over several steps, with and without either decay (zero
+    /// gradients and signed zeros included).
+    #[test]
+    fn fused_step_matches_the_composed_ops_bit_for_bit() {
+        for (wd, decoupled) in [(0.0, false), (0.01, false), (0.05, true)] {
+            let n = 37;
+            let init = Tensor::from_vec(values(n, 1, 0.1), (n,), &Device::Cpu).unwrap();
+            let new = |v: &Tensor| {
+                Core::new(
+                    vec![Var::from_tensor(v).unwrap()],
+                    3e-3,
+                    0.9,
+                    0.999,
+                    1e-8,
+                    wd,
+                    false,
+                    decoupled,
+                )
+                .unwrap()
+            };
+            let (mut fused, mut composed) = (new(&init), new(&init));
+            for step in 0..4 {
+                let mut g = values(n, step + 2, 0.05);
+                g[step] = 0.0;
+                g[step + 5] = -0.0;
+                let g = Tensor::from_vec(g, (n,), &Device::Cpu).unwrap();
+                assert!(fused.fused_step(0, &g).unwrap());
+                composed.composed_step(0, &g).unwrap();
+                let (a, b) = (&fused.params[0], &composed.params[0]);
+                assert_eq!(bits(a.var.as_tensor()), bits(b.var.as_tensor()), "step {step} wd {wd}");
+                let ((ta, ma), (tb, mb)) = (a.state.as_ref().unwrap(), b.state.as_ref().unwrap());
+                assert_eq!(ta, tb);
+                assert_eq!(bits(&ma.exp_avg), bits(&mb.exp_avg), "first moment, step {step}");
+                assert_eq!(
+                    bits(&ma.exp_avg_sq),
+                    bits(&mb.exp_avg_sq),
+                    "second moment, step {step}"
+                );
+            }
+        }
+    }
+}
