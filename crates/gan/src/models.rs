@@ -195,7 +195,7 @@ impl GanConfig {
 }
 
 fn leaky(x: &Tensor, slope: f64) -> Result<Tensor> {
-    Ok(candle_nn::ops::leaky_relu(x, slope)?)
+    Ok(deeprecog_nn::activation::leaky_relu(x, slope)?)
 }
 
 /// Attribute targets `{0, 1}` (as datasets give them) to the `{-1, +1}` the networks take.

@@ -244,10 +244,7 @@ pub(crate) fn im2col_into<T: WithDType>(
                     out_row[a..b].copy_from_slice(&line[..b - a]);
                 } else {
                     let (run, st) = (&mut out_row[a..b], win.stride);
-                    let line = &line[..(run.len() - 1) * st + 1];
-                    for (t, o) in run.iter_mut().enumerate() {
-                        *o = line[t * st];
-                    }
+                    crate::simd::gather_strided(run, &line[..(run.len() - 1) * st + 1], st);
                 }
             }
         }

@@ -14,6 +14,7 @@
 //! # Ok::<(), deeprecog_nn::Error>(())
 //! ```
 
+pub mod activation;
 pub mod assets;
 pub mod checkpoint;
 pub mod conv;

@@ -265,3 +265,39 @@ pub(crate) fn adam(theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k
         *t -= (*m / denom) * k.step_size + 0.0;
     }
 }
+
+/// `y = x` where `x > 0`, `x * slope` elsewhere.
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+pub(crate) fn leaky(y: &mut [f32], x: &[f32], slope: f32) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = if x > 0.0 { x } else { x * slope };
+    }
+}
+
+/// `d = g` where `x > 0`, `g * slope` elsewhere.
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+pub(crate) fn leaky_grad(d: &mut [f32], g: &[f32], x: &[f32], slope: f32) {
+    for ((d, &g), &x) in d.iter_mut().zip(g).zip(x) {
+        *d = if x > 0.0 { g } else { g * slope };
+    }
+}
+
+/// `dst[i] = src[i * stride]` (`src` holds at least `(dst.len() - 1) * stride + 1` values); the
+/// stride-2 case (4x4 / 3x3 stride-2 `im2col`) as a de-interleave the compiler vectorises.
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+pub(crate) fn gather_strided<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
+    if stride == 2 {
+        let pairs = src.chunks_exact(2);
+        let m = pairs.len();
+        for (o, p) in dst.iter_mut().zip(pairs) {
+            *o = p[0];
+        }
+        if let (Some(o), Some(&v)) = (dst.get_mut(m), src.get(2 * m)) {
+            *o = v;
+        }
+    } else {
+        for (o, &v) in dst.iter_mut().zip(src.iter().step_by(stride.max(1))) {
+            *o = v;
+        }
+    }
+}
