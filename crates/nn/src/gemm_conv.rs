@@ -9,14 +9,15 @@
 //! of images whose columns (`C*kh*kw x B*OH*OW`) fit a per-thread scratch buffer; with one image
 //! per chunk the GEMM writes the image's `(O, OH*OW)` output plane block directly, with several
 //! (small feature maps, where one image's columns would starve the micro-kernel) the chunk's
-//! output is scattered back. Chunks run in parallel (one single-threaded GEMM each) when there
-//! are at least as many as threads, else one after the other with a parallel GEMM. The weight
-//! gradient sums over chunks in a fixed partition and order, so results do not depend on
-//! scheduling. The bias and a following ReLU are applied to each output plane while it is in
-//! cache.
+//! output is scattered back. A single image whose columns outgrow L2 is computed in bands of
+//! output rows, each band's columns written and multiplied while still in cache. Chunks run in
+//! parallel (one single-threaded GEMM each) when there are at least as many as threads, else
+//! one after the other with a parallel GEMM (a lone image's bands side by side instead). The
+//! weight gradient sums over chunks in a fixed partition and order, so results do not depend
+//! on scheduling. The bias and a following ReLU are applied to each output plane while it is
+//! in cache.
 
 use std::cell::RefCell;
-
 use std::ops::Range;
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
