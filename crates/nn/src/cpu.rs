@@ -58,3 +58,77 @@ pub(crate) fn ncs(layout: &Layout) -> Result<(usize, usize, usize)> {
     }
     Ok((dims[0], dims[1], dims[2..].iter().product()))
 }
+
+/// `CustomOp2` over `(x, weight)` and `CustomOp3` over `(x, weight, bias)` for a convolution op
+/// with `forward(&self, (x storage, layout), (weight ...), Option<(bias ...)>)` and
+/// `grads(&self, x, weight, res, grad) -> [masked output gradient, dx, dweight]`; the bias
+/// gradient is the masked gradient's per-channel sum.
+macro_rules! conv_custom_ops {
+    ($ty:ty, $name:literal, $name_bias:literal) => {
+        impl candle_core::CustomOp2 for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn cpu_fwd(
+                &self,
+                xs: &candle_core::CpuStorage,
+                xl: &candle_core::Layout,
+                ws: &candle_core::CpuStorage,
+                wl: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                self.forward((xs, xl), (ws, wl), None)
+            }
+
+            fn bwd(
+                &self,
+                x: &candle_core::Tensor,
+                w: &candle_core::Tensor,
+                res: &candle_core::Tensor,
+                grad: &candle_core::Tensor,
+            ) -> candle_core::Result<(Option<candle_core::Tensor>, Option<candle_core::Tensor>)>
+            {
+                let [_, dx, dw] = self.grads(x, w, res, grad)?;
+                Ok((Some(dx), Some(dw)))
+            }
+        }
+
+        impl candle_core::CustomOp3 for $ty {
+            fn name(&self) -> &'static str {
+                $name_bias
+            }
+
+            fn cpu_fwd(
+                &self,
+                xs: &candle_core::CpuStorage,
+                xl: &candle_core::Layout,
+                ws: &candle_core::CpuStorage,
+                wl: &candle_core::Layout,
+                bs: &candle_core::CpuStorage,
+                bl: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                self.forward((xs, xl), (ws, wl), Some((bs, bl)))
+            }
+
+            #[allow(clippy::type_complexity)]
+            fn bwd(
+                &self,
+                x: &candle_core::Tensor,
+                w: &candle_core::Tensor,
+                _bias: &candle_core::Tensor,
+                res: &candle_core::Tensor,
+                grad: &candle_core::Tensor,
+            ) -> candle_core::Result<(
+                Option<candle_core::Tensor>,
+                Option<candle_core::Tensor>,
+                Option<candle_core::Tensor>,
+            )> {
+                let [grad, dx, dw] = self.grads(x, w, res, grad)?;
+                let db = grad.apply_op1_no_bwd(&crate::conv::ChannelSum)?;
+                Ok((Some(dx), Some(dw), Some(db)))
+            }
+        }
+    };
+}
+
+pub(crate) use conv_custom_ops;

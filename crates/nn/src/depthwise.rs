@@ -30,12 +30,10 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
-use candle_core::{
-    bail, CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor,
-};
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::conv::{Activation, ChannelSum};
+use crate::conv::Activation;
 
 /// Zero padding per side, in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -278,63 +276,7 @@ fn forward_plane(
     }
 }
 
-impl CustomOp2 for Depthwise {
-    fn name(&self) -> &'static str {
-        "depthwise-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.forward((xs, xl), (ws, wl), None)
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let [_, dx, dw] = self.grads(x, weight, res, grad)?;
-        Ok((Some(dx), Some(dw)))
-    }
-}
-
-impl CustomOp3 for Depthwise {
-    fn name(&self) -> &'static str {
-        "depthwise-conv2d-bias"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.forward((xs, xl), (ws, wl), Some((bs, bl)))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        _bias: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let [grad, dx, dw] = self.grads(x, weight, res, grad)?;
-        let db = grad.apply_op1_no_bwd(&ChannelSum)?;
-        Ok((Some(dx), Some(dw), Some(db)))
-    }
-}
+crate::cpu::conv_custom_ops!(Depthwise, "depthwise-conv2d", "depthwise-conv2d-bias");
 
 /// The contiguous f32 slices of two CPU storages.
 fn f32_pair<'a>(

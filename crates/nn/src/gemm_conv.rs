@@ -20,7 +20,7 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::conv::{col2im_into, im2col_into, Activation, Conv2dParams, Window};
@@ -468,7 +468,7 @@ pub(crate) struct GemmConv {
 }
 
 impl GemmConv {
-    fn fwd(
+    fn forward(
         &self,
         (xs, xl): (&CpuStorage, &Layout),
         (ws, wl): (&CpuStorage, &Layout),
@@ -503,63 +503,7 @@ impl GemmConv {
     }
 }
 
-impl CustomOp2 for GemmConv {
-    fn name(&self) -> &'static str {
-        "deeprecog-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((xs, xl), (ws, wl), None)
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let [_, dx, dw] = self.grads(x, w, res, grad)?;
-        Ok((Some(dx), Some(dw)))
-    }
-}
-
-impl CustomOp3 for GemmConv {
-    fn name(&self) -> &'static str {
-        "deeprecog-conv2d-bias"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((xs, xl), (ws, wl), Some((bs, bl)))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let [grad, dx, dw] = self.grads(x, w, res, grad)?;
-        let db = grad.apply_op1_no_bwd(&crate::conv::ChannelSum)?;
-        Ok((Some(dx), Some(dw), Some(db)))
-    }
-}
+crate::cpu::conv_custom_ops!(GemmConv, "deeprecog-conv2d", "deeprecog-conv2d-bias");
 
 /// Which gradient a [`Grad`] op computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
