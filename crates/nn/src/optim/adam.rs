@@ -6,7 +6,8 @@ use candle_nn::Optimizer;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check, export_state, import_state, load_tensor, params, OptimizerState, Param, Stateful,
+    check, decayed, export_state, import_state, load_tensor, params, OptimizerState, Param,
+    Stateful,
 };
 use crate::simd::{self, AdamStep};
 use crate::Result;
@@ -129,15 +130,13 @@ impl Core {
     /// The step of parameter `i` as candle ops (any dtype and device; AMSGrad).
     fn composed_step(&mut self, i: usize, grad: &Tensor) -> candle_core::Result<()> {
         let p = &mut self.params[i];
-        let mut theta = p.var.as_detached_tensor();
-        let mut g = grad.detach();
-        if self.weight_decay != 0.0 {
-            if self.decoupled {
-                theta = theta.affine(1.0 - self.lr * self.weight_decay, 0.0)?;
-            } else {
-                g = (g + theta.affine(self.weight_decay, 0.0)?)?;
-            }
-        }
+        let (theta, g) = decayed(
+            p.var.as_detached_tensor(),
+            grad.detach(),
+            self.lr,
+            self.weight_decay,
+            self.decoupled,
+        )?;
         let (t, prev) = match p.state.take() {
             Some((t, m)) => (t + 1, m),
             None => (

@@ -252,3 +252,23 @@ pub(crate) fn check(ok: bool, what: &str) -> candle_core::Result<()> {
         Err(candle_core::Error::Msg(format!("invalid optimizer config: {what}")))
     }
 }
+
+/// The parameter and gradient after weight decay, as PyTorch applies it: decoupled (AdamW,
+/// NAdam's `decoupled_weight_decay`) shrinks the parameter by `1 - lr * weight_decay`, coupled
+/// adds `weight_decay * param` to the gradient.
+pub(crate) fn decayed(
+    theta: Tensor,
+    grad: Tensor,
+    lr: f64,
+    weight_decay: f64,
+    decoupled: bool,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    if weight_decay == 0.0 {
+        Ok((theta, grad))
+    } else if decoupled {
+        Ok((theta.affine(1.0 - lr * weight_decay, 0.0)?, grad))
+    } else {
+        let grad = (grad + theta.affine(weight_decay, 0.0)?)?;
+        Ok((theta, grad))
+    }
+}

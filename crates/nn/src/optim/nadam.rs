@@ -6,8 +6,8 @@ use candle_nn::Optimizer;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check, export_state, import_state, load_tensor, params, state_key, OptimizerState, Param,
-    Stateful,
+    check, decayed, export_state, import_state, load_tensor, params, state_key, OptimizerState,
+    Param, Stateful,
 };
 use crate::{Error, Result};
 
@@ -92,15 +92,13 @@ impl Optimizer for NAdam {
             let Some(grad) = grads.get(&p.var) else {
                 continue;
             };
-            let mut theta = p.var.as_detached_tensor();
-            let mut g = grad.detach();
-            if c.weight_decay != 0.0 {
-                if c.decoupled_weight_decay {
-                    theta = theta.affine(1.0 - c.lr * c.weight_decay, 0.0)?;
-                } else {
-                    g = (g + theta.affine(c.weight_decay, 0.0)?)?;
-                }
-            }
+            let (theta, g) = decayed(
+                p.var.as_detached_tensor(),
+                grad.detach(),
+                c.lr,
+                c.weight_decay,
+                c.decoupled_weight_decay,
+            )?;
             let (t, prev) = match p.state.take() {
                 Some((t, m)) => (t + 1, m),
                 None => (

@@ -6,7 +6,8 @@ use candle_nn::Optimizer;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check, export_state, import_state, load_tensor, params, OptimizerState, Param, Stateful,
+    check, decayed, export_state, import_state, load_tensor, params, OptimizerState, Param,
+    Stateful,
 };
 use crate::Result;
 
@@ -123,11 +124,8 @@ impl Optimizer for RmsProp {
             let Some(grad) = grads.get(&p.var) else {
                 continue;
             };
-            let theta = p.var.as_detached_tensor();
-            let mut g = grad.detach();
-            if c.weight_decay != 0.0 {
-                g = (g + theta.affine(c.weight_decay, 0.0)?)?;
-            }
+            let (theta, g) =
+                decayed(p.var.as_detached_tensor(), grad.detach(), c.lr, c.weight_decay, false)?;
             let (t, prev) = match p.state.take() {
                 Some((t, b)) => (t + 1, b),
                 None => (
