@@ -11,6 +11,7 @@
 //! | [`deepfake`] | deepfake detectors: training on face crops against the baselines, verdicts on images and videos, Grad-CAM |
 //! | [`gan`] | GAN face synthesis: training on a filtered CelebA subset, sampling, FID / KID, attribute hit rates |
 //! | [`faces`] | face detection on images and videos, face-crop datasets, drawn detections, frames encoded into videos |
+//! | [`throughput`] | images per second of any zoo model (inference or a training step) or GAN iteration |
 
 pub mod attractiveness;
 pub mod deepfake;
@@ -18,6 +19,7 @@ pub mod faces;
 pub mod gan;
 pub mod predictions;
 pub mod quickstart;
+pub mod throughput;
 
 use std::path::PathBuf;
 
