@@ -8,6 +8,7 @@
 //! cargo run --release --example throughput -- --model scratch3 --input 128 --batch 32 --train [--iters 10] [--freeze layer1]
 //! cargo run --release --example throughput -- --model mobilenetv2 --input 224 --batch 1
 //! cargo run --release --example throughput -- --gan dcgan64 --batch 64
+//! cargo run --release --example throughput -- --model resnet50 --input 224 --batch 8 --no-winograd
 //! ```
 //!
 //! With `--gan ARCH` (`dcgan64`, `seed`, ...) a step is one GAN iteration: a discriminator step
@@ -44,11 +45,15 @@ struct Cli {
     /// Timed iterations.
     #[arg(long, default_value_t = 10)]
     iters: usize,
+    /// Compute 3x3 stride-1 convolutions by `im2col` + GEMM instead of Winograd F(2x2, 3x3).
+    #[arg(long)]
+    no_winograd: bool,
 }
 
 fn main() -> ExitCode {
     deeprecog::alloc::keep_freed_memory();
     let cli = Cli::parse();
+    deeprecog::nn::conv::set_winograd(!cli.no_winograd);
     let workload = match (cli.gan, cli.model) {
         (Some(arch), _) => Workload::Gan { arch },
         (None, Some(name)) => {

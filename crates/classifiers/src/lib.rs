@@ -164,8 +164,14 @@ impl ScratchCnn {
     pub fn forward_features(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
         let mut x = xs.clone();
         for conv in &self.convs {
-            // candle's own max_pool2d backward scales the gradient by 1/k² (see layers::max_pool).
-            x = crate::layers::max_pool(&conv.forward_relu(&x)?, 2, 2, 0)?;
+            x = if x.device().is_cpu() {
+                // Pooled as the convolution's output is written when nothing records gradients.
+                conv.forward_act_max_pool2(&x, deeprecog_nn::conv::Activation::Relu)?
+            } else {
+                // candle's own max_pool2d backward scales the gradient by 1/k² (see
+                // layers::max_pool).
+                crate::layers::max_pool(&conv.forward_relu(&x)?, 2, 2, 0)?
+            };
         }
         Ok(x)
     }

@@ -20,7 +20,10 @@
 //! dilation and group count; f32, f64, f16 and bf16 on the CPU. In f32 the three steps run as
 //! one custom op (forward, input gradient, weight gradient), on chunks of images with reused
 //! per-thread buffers and products written straight into NCHW, with the bias and an
-//! [`Activation`] applied as each output block is written ([`conv2d_act`]). The custom ops have no CUDA
+//! [`Activation`] applied as each output block is written ([`conv2d_act`]). A 3x3 stride-1
+//! convolution with at least 16 channels in and out computes its forward pass and input
+//! gradient by Winograd's F(2x2, 3x3) instead (2.25x fewer multiplications, results within a
+//! few units in the last place of the sums; [`set_winograd`] turns it off). The custom ops have no CUDA
 //! kernel yet (candle reports "no cuda implementation"); [`conv2d`] falls back to candle's own
 //! convolution on other devices.
 //!
@@ -40,9 +43,25 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cpu::{contiguous, dispatch_float, ncs};
 use crate::depthwise::Padding;
+
+static WINOGRAD: AtomicBool = AtomicBool::new(true);
+
+/// Whether 3x3 stride-1 f32 CPU convolutions (16 or more channels in and out) use Winograd's
+/// F(2x2, 3x3) for their forward pass and input gradient (the default) or `im2col` + GEMM like
+/// every other shape, process-wide. For comparing the two, and for bit-for-bit agreement
+/// with a run made before Winograd was the default.
+pub fn set_winograd(enabled: bool) {
+    WINOGRAD.store(enabled, Ordering::Relaxed);
+}
+
+/// See [`set_winograd`].
+pub fn winograd_enabled() -> bool {
+    WINOGRAD.load(Ordering::Relaxed)
+}
 
 /// A clipping activation fused into the op before it (the output's sign and ceiling are all
 /// its backward needs).
@@ -448,7 +467,7 @@ pub fn conv2d_act(
     let depthwise = g == c && o == c && p.dilation == 1 && kh == kw;
     let all_f32 = [Some(x), Some(weight), bias].iter().flatten().all(|t| t.dtype() == DType::F32);
     if x.device().is_cpu() && all_f32 && !depthwise {
-        let op = crate::gemm_conv::GemmConv { params: p, act };
+        let op = crate::gemm_conv::GemmConv { params: p, act, pool: false };
         let (x, weight) = (x.contiguous()?, weight.contiguous()?);
         return match bias {
             Some(b) => x.apply_op3(&weight, &b.flatten_all()?.contiguous()?, op),
@@ -485,6 +504,41 @@ pub fn conv2d_act(
     match bias {
         Some(b) => channel_bias(&out, b, act),
         None => act.tensor(out),
+    }
+}
+
+/// [`conv2d_act`] followed by a 2x2 stride-2 max-pool ([`crate::pool::max_pool2d`] with kernel
+/// 2, stride 2, no padding): the block of the scratch CNN and VGG. When nothing records
+/// gradients (the input, weight and bias are constants, as in an inference model) on the CPU in
+/// f32, the pooling runs on each chunk of the convolution's output while it is in cache
+/// (Winograd tiles are pooling windows), and the full-resolution activation is never stored:
+/// the same values, bit for bit, as the two ops. Otherwise it is the two ops (the pooling op
+/// has no CUDA kernel yet: models pool on other devices their own way).
+///
+/// # Errors
+/// As [`conv2d`], and an output smaller than 2x2's pooling needs is an empty tensor.
+pub fn conv2d_act_max_pool2(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    act: Activation,
+) -> Result<Tensor> {
+    let (c, o) = (x.dim(1)?, weight.dim(0)?);
+    let depthwise = p.groups == c && o == c;
+    let operands = [Some(x), Some(weight), bias];
+    let fused = x.device().is_cpu()
+        && !depthwise
+        && operands.iter().flatten().all(|t| t.dtype() == DType::F32 && !t.track_op());
+    if !fused {
+        return crate::pool::max_pool2d(&conv2d_act(x, weight, bias, p, act)?, 2, 2, 0);
+    }
+    x.dims4()?;
+    let op = crate::gemm_conv::GemmConv { params: p, act, pool: true };
+    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    match bias {
+        Some(b) => x.apply_op3_no_bwd(&weight, &b.flatten_all()?.contiguous()?, &op),
+        None => x.apply_op2_no_bwd(&weight, &op),
     }
 }
 

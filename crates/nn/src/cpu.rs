@@ -1,6 +1,8 @@
 //! What the custom ops' CPU kernels share: the contiguous slice a layout covers, and a dispatch
 //! over the float storage types.
 
+use std::cell::RefCell;
+
 use candle_core::{bail, CpuStorage, Layout, Result};
 
 /// The contiguous slice a layout covers; the public functions make inputs contiguous first.
@@ -132,3 +134,24 @@ macro_rules! conv_custom_ops {
 }
 
 pub(crate) use conv_custom_ops;
+
+thread_local! {
+    /// Per-thread buffers (columns, gathered output, transformed tiles) reused across calls, so that the hot loop
+    /// neither allocates nor clears memory it is about to overwrite.
+    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` with two scratch buffers of the given lengths (contents unspecified). A nested call
+/// on the same thread gets fresh buffers instead of the borrowed ones.
+pub(crate) fn with_scratch<R>(
+    len_a: usize,
+    len_b: usize,
+    f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+) -> R {
+    let [mut a, mut b] = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    a.resize(len_a.max(a.len()), 0.0);
+    b.resize(len_b.max(b.len()), 0.0);
+    let out = f(&mut a[..len_a], &mut b[..len_b]);
+    SCRATCH.with(|s| *s.borrow_mut() = [a, b]);
+    out
+}

@@ -24,7 +24,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::conv::{col2im_into, im2col_into, Activation, Conv2dParams, Window};
-use crate::cpu::f32_slice;
+use crate::cpu::{f32_slice, with_scratch};
 use crate::sgemm::{matmul, Mat, MatMut};
 
 /// Columns per GEMM below which images are grouped into one chunk: the AVX-512 micro-kernel
@@ -116,6 +116,22 @@ impl Geometry {
         self.o / self.groups
     }
 
+    /// A window that [`crate::winograd`] computes (when enabled).
+    fn winograd(&self) -> bool {
+        let win = &self.win;
+        crate::conv::winograd_enabled()
+            && crate::winograd::applies(
+                self.c,
+                self.o,
+                win.kernel,
+                win.stride,
+                win.dilation,
+                self.groups,
+                win.padding,
+                self.n * self.oh.div_ceil(2) * self.ow.div_ceil(2),
+            )
+    }
+
     /// A 1x1 stride-1 unpadded window: an image's columns are its own `(C, H*W)` block.
     fn pointwise(&self) -> bool {
         (self.win.kernel, self.win.stride, self.win.padding) == ((1, 1), 1, 0)
@@ -196,23 +212,6 @@ struct Chunk {
     tmp_len: usize,
 }
 
-thread_local! {
-    /// Per-thread buffers (columns, gathered output) reused across calls, so that the hot loop
-    /// neither allocates nor clears memory it is about to overwrite.
-    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
-}
-
-/// Runs `f` with two scratch buffers of the given lengths (contents unspecified). A nested call
-/// on the same thread gets fresh buffers instead of the borrowed ones.
-fn with_scratch<R>(len_a: usize, len_b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
-    let [mut a, mut b] = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    a.resize(len_a.max(a.len()), 0.0);
-    b.resize(len_b.max(b.len()), 0.0);
-    let out = f(&mut a[..len_a], &mut b[..len_b]);
-    SCRATCH.with(|s| *s.borrow_mut() = [a, b]);
-    out
-}
-
 /// Runs `f(chunk index, chunk's slice of out, parallel GEMM?)` over the geometry's chunks, in
 /// parallel when the geometry says so. `per_image` is the length of one image's block in `out`.
 fn for_chunks(
@@ -291,18 +290,71 @@ fn transposed_product(
     Ok(())
 }
 
-/// The forward pass: `(N, C, H, W) * (O, C/G, kh, kw) (+ bias) (-> ReLU)`.
+thread_local! {
+    /// Per-thread buffer for a chunk's output before its max-pool.
+    static UNPOOLED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The forward pass: `(N, C, H, W) * (O, C/G, kh, kw) (+ bias) (-> activation)`, and with
+/// `pool` a 2x2 stride-2 max-pool of that, each chunk's output pooled while in cache.
 fn forward(
     geo: &Geometry,
     x: &[f32],
     wt: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
+    pool: bool,
 ) -> Result<Vec<f32>> {
+    if geo.winograd() {
+        let u = crate::winograd::transform_weight(wt, geo.o, geo.c, false)?;
+        let dims = (geo.n, geo.c, geo.h, geo.w);
+        return crate::winograd::conv(x, dims, &u, geo.o, geo.win.padding, bias, act, pool);
+    }
+    let (p, o, ow) = (geo.p(), geo.o, geo.ow);
+    if !pool {
+        let mut out = vec![0f32; geo.n * o * p];
+        for_chunks(geo, &mut out, o * p, |ci, out, parallel| {
+            forward_chunk(geo, ci, x, wt, bias, act, out, parallel)
+        })?;
+        return Ok(out);
+    }
+    let (ph, pw) = (geo.oh / 2, ow / 2);
+    let mut out = vec![0f32; geo.n * o * ph * pw];
+    if out.is_empty() {
+        return Ok(out);
+    }
+    for_chunks(geo, &mut out, o * ph * pw, |ci, out, parallel| {
+        let mut full = UNPOOLED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        let len = geo.chunk(ci).b * o * p;
+        full.resize(len.max(full.len()), 0.0);
+        forward_chunk(geo, ci, x, wt, bias, act, &mut full[..len], parallel)?;
+        for (src, dst) in full[..len].chunks_exact(p).zip(out.chunks_exact_mut(ph * pw)) {
+            for (y, row) in dst.chunks_exact_mut(pw).enumerate() {
+                let (top, bottom) = src[2 * y * ow..(2 * y + 2) * ow].split_at(ow);
+                crate::pool::pair_max_row(row, top, bottom);
+            }
+        }
+        UNPOOLED.with(|b| *b.borrow_mut() = full);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Chunk `ci`'s output, bias and activation applied, into its NCHW block `out`.
+#[allow(clippy::too_many_arguments)]
+fn forward_chunk(
+    geo: &Geometry,
+    ci: usize,
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+    parallel: bool,
+) -> Result<()> {
     let (p, o, ow) = (geo.p(), geo.o, geo.ow);
     let chw = geo.c * geo.h * geo.w;
-    let mut out = vec![0f32; geo.n * o * p];
-    for_chunks(geo, &mut out, o * p, |ci, out, parallel| {
+    {
         let ch = geo.chunk(ci);
         let xs = &x[ch.imgs.start * chw..ch.imgs.end * chw];
         let bands = geo.bands(&ch, true);
@@ -354,14 +406,21 @@ fn forward(
             }
         }
         Ok(())
-    })?;
-    Ok(out)
+    }
 }
 
 /// The input gradient: per chunk (or band of one image's output rows) `dcols = W^T dY` and
 /// `col2im` (for a single-image pointwise chunk the product writes the gradient block
 /// directly).
 fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
+    if geo.winograd() {
+        // The input gradient of a 3x3 stride-1 convolution padded by p is the convolution of
+        // the output gradient with the rotated, channel-swapped kernel, padded by 2 - p.
+        let u = crate::winograd::transform_weight(wt, geo.o, geo.c, true)?;
+        let dims = (geo.n, geo.o, geo.oh, geo.ow);
+        let pad = 2 - geo.win.padding;
+        return crate::winograd::conv(gy, dims, &u, geo.c, pad, None, Activation::Identity, false);
+    }
     let (p, o, ow) = (geo.p(), geo.o, geo.ow);
     let chw = geo.c * geo.h * geo.w;
     let mut dx = vec![0f32; geo.n * chw];
@@ -461,10 +520,12 @@ fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
 }
 
 /// The convolution op: `(x, weight)` or `(x, weight, bias)`, with an optional clipping
-/// activation after.
+/// activation after, and optionally a 2x2 stride-2 max-pool after that (an op without a
+/// backward pass: applied only where nothing records gradients).
 pub(crate) struct GemmConv {
     pub params: Conv2dParams,
     pub act: Activation,
+    pub pool: bool,
 }
 
 impl GemmConv {
@@ -484,12 +545,16 @@ impl GemmConv {
             Some((_, bl)) => bail!("conv2d: bias {:?} for {} channels", bl.dims(), geo.o),
             None => None,
         };
-        let out = forward(&geo, x, wt, b, self.act)?;
-        Ok((CpuStorage::F32(out), Shape::from((geo.n, geo.o, geo.oh, geo.ow))))
+        let out = forward(&geo, x, wt, b, self.act, self.pool)?;
+        let (oh, ow) = if self.pool { (geo.oh / 2, geo.ow / 2) } else { (geo.oh, geo.ow) };
+        Ok((CpuStorage::F32(out), Shape::from((geo.n, geo.o, oh, ow))))
     }
 
     /// The output gradient through the activation, and the input and weight gradients.
     fn grads(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<[Tensor; 3]> {
+        if self.pool {
+            bail!("conv2d with a fused max-pool has no backward pass; compose the two ops");
+        }
         let grad = self.act.mask(&grad.contiguous()?, res)?;
         let dx = grad.apply_op2_no_bwd(
             w,
@@ -597,8 +662,10 @@ impl CustomOp2 for GemmConvTranspose {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let dx =
-            grad.apply_op2_no_bwd(w, &GemmConv { params: self.params, act: Activation::Identity })?;
+        let dx = grad.apply_op2_no_bwd(
+            w,
+            &GemmConv { params: self.params, act: Activation::Identity, pool: false },
+        )?;
         let dw = grad.apply_op2_no_bwd(
             x,
             &Grad { params: self.params, dims: w.dims4()?, wrt: Wrt::Weight },

@@ -22,8 +22,8 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::conv::{
-    conv2d as conv2d_op, conv2d_act, conv2d_relu, conv_transpose2d as conv_transpose2d_op,
-    Activation,
+    conv2d as conv2d_op, conv2d_act, conv2d_act_max_pool2, conv2d_relu,
+    conv_transpose2d as conv_transpose2d_op, Activation,
 };
 use crate::conv::{Conv2dParams, ConvTranspose2dParams};
 use crate::norm::BatchNorm;
@@ -74,6 +74,15 @@ impl Conv2d {
     /// As [`Module::forward`].
     pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         conv2d_act(x, &self.weight, self.bias.as_ref(), self.params, act)
+    }
+
+    /// The convolution followed by `act` and a 2x2 stride-2 max-pool, fused where nothing
+    /// records gradients: [`crate::conv::conv2d_act_max_pool2`].
+    ///
+    /// # Errors
+    /// As [`Module::forward`].
+    pub fn forward_act_max_pool2(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        conv2d_act_max_pool2(x, &self.weight, self.bias.as_ref(), self.params, act)
     }
 
     /// The convolution, then `bn`, then `act`. In training the two layers run as they are

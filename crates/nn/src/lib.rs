@@ -33,6 +33,7 @@ pub mod pool;
 pub mod schedule;
 mod sgemm;
 mod simd;
+mod winograd;
 
 /// Errors of the nn crate.
 #[derive(Debug, thiserror::Error)]

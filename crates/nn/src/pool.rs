@@ -338,7 +338,7 @@ struct MaxPoolValues(Geometry);
 /// One output row of 2x2 stride-2 maxima from its two input rows (a NaN wins, as in PyTorch).
 /// Compiled for AVX-512 / AVX2 and picked at run time.
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-fn pair_max_row<T: WithDType>(row: &mut [T], top: &[T], bottom: &[T]) {
+pub(crate) fn pair_max_row<T: WithDType>(row: &mut [T], top: &[T], bottom: &[T]) {
     #[allow(clippy::eq_op)]
     let max = |a: T, b: T| if a > b || a != a { a } else { b };
     for ((o, t), b) in row.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {

@@ -1,5 +1,5 @@
 //! `conv::conv2d` against direct loops (forward and both gradients) and candle's forward on odd
-//! shapes, strides, padding, dilation, groups and batch 1; `im2col` /
+//! shapes, strides, padding, dilation, groups and batch 1 (the Winograd path among them); `im2col` /
 //! `col2im` as adjoints; a finite-difference check in f64.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -19,7 +19,7 @@ fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
 /// (n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)
 type Case = (usize, usize, usize, usize, usize, (usize, usize), usize, usize, usize, usize);
 
-const CASES: [Case; 18] = [
+const CASES: [Case; 23] = [
     (2, 3, 7, 9, 4, (3, 3), 1, 1, 1, 1),
     (1, 4, 8, 8, 6, (3, 3), 2, 1, 1, 2),
     (3, 6, 5, 6, 6, (3, 3), 1, 1, 1, 6),
@@ -42,6 +42,14 @@ const CASES: [Case; 18] = [
     (1, 8, 40, 36, 5, (3, 3), 1, 1, 1, 1),
     (3, 16, 70, 40, 6, (3, 3), 2, 1, 1, 2),
     (1, 4, 90, 50, 3, (3, 3), 1, 2, 2, 1),
+    // 3x3 stride-1 windows with 16 or more channels both ways (Winograd F(2x2, 3x3), forward
+    // and input gradient): odd and even output sizes, padding 0 to 2, an input one row high,
+    // tile rows of several images in one block, and an image cut into many blocks.
+    (1, 16, 13, 11, 17, (3, 3), 1, 1, 1, 1),
+    (6, 17, 7, 6, 16, (3, 3), 1, 0, 1, 1),
+    (2, 16, 5, 8, 18, (3, 3), 1, 2, 1, 1),
+    (20, 20, 1, 3, 16, (3, 3), 1, 1, 1, 1),
+    (1, 24, 40, 30, 16, (3, 3), 1, 1, 1, 1),
 ];
 
 /// Direct loops in f64: the output, and the input / weight gradients of `sum(y * r)`.
@@ -391,4 +399,52 @@ fn folded_batch_norm_matches_separate_layers() {
             assert!(d < 1e-3, "case {i}: gradient {j} differs by {d}");
         }
     }
+}
+
+/// `conv2d_act_max_pool2` over constants (the fused op: the pooling applied as each chunk or
+/// Winograd tile is written) against the convolution and then the pooling op, bit for bit: the
+/// `im2col` + GEMM path with one image banded, several chunked and grouped; the Winograd path
+/// with odd output sizes; every activation, with and without a bias. Over variables it is the
+/// two ops and their gradients.
+#[test]
+fn fused_max_pool_matches_separate_ops_bit_for_bit() {
+    use deeprecog_nn::conv::{conv2d_act, conv2d_act_max_pool2, Activation};
+    use deeprecog_nn::pool::max_pool2d;
+    // (x dims, O, groups, padding, activation, bias)
+    let cases = [
+        ([1, 3, 128, 96], 8, 1, 1, Activation::Relu, true),
+        ([5, 4, 9, 11], 6, 2, 1, Activation::Identity, false),
+        ([3, 3, 7, 7], 5, 1, 0, Activation::Relu6, true),
+        ([1, 16, 13, 15], 18, 1, 1, Activation::Relu, true),
+        ([4, 20, 10, 9], 16, 1, 2, Activation::Identity, true),
+        ([2, 3, 4, 5], 4, 1, 0, Activation::Relu, false),
+    ];
+    for (i, (dims, o, groups, padding, act, with_bias)) in cases.into_iter().enumerate() {
+        let c = dims[1];
+        let x = randn(&dims, &format!("px{i}"), DType::F32);
+        let w = randn(&[o, c / groups, 3, 3], &format!("pw{i}"), DType::F32);
+        let b = randn(&[o], &format!("pb{i}"), DType::F32);
+        let bias = with_bias.then_some(&b);
+        let p = Conv2dParams { padding, groups, ..Default::default() };
+        let fused = conv2d_act_max_pool2(&x, &w, bias, p, act).unwrap();
+        let separate = max_pool2d(&conv2d_act(&x, &w, bias, p, act).unwrap(), 2, 2, 0).unwrap();
+        assert_eq!(fused.dims(), separate.dims(), "case {i}");
+        let bits = |t: &Tensor| {
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&fused), bits(&separate), "case {i}: values differ");
+    }
+    let x = Var::from_tensor(&randn(&[2, 16, 8, 8], "pvx", DType::F32)).unwrap();
+    let w = Var::from_tensor(&randn(&[16, 16, 3, 3], "pvw", DType::F32)).unwrap();
+    let p = Conv2dParams { padding: 1, ..Default::default() };
+    let y = conv2d_act_max_pool2(x.as_tensor(), w.as_tensor(), None, p, Activation::Relu).unwrap();
+    assert_eq!(y.dims(), [2, 16, 4, 4]);
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(x.as_tensor()).is_some() && grads.get(w.as_tensor()).is_some());
 }

@@ -1,0 +1,94 @@
+//! Which convolution algorithm wins on which shape: each 3x3 stride-1 layer of the zoo's
+//! benchmark models timed by Winograd F(2x2, 3x3) and by `im2col` + GEMM
+//! ([`deeprecog_nn::conv::set_winograd`]), forward alone (inference) and forward + backward
+//! (a training step's share), on all threads.
+//!
+//! `cargo run --release -p deeprecog-nn --example conv_algorithms` prints one line per shape:
+//! milliseconds per call (median of 7 timings after warm-up) and the direct convolution's
+//! GFLOP/s for each algorithm.
+
+use std::time::Instant;
+
+use candle_core::{Device, Result, Tensor, Var};
+use deeprecog_nn::conv::{conv2d_relu, set_winograd, Conv2dParams};
+
+/// Median milliseconds of `f` over 7 timings, after two warm-up calls.
+fn median_ms(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    f()?;
+    let mut times = Vec::with_capacity(7);
+    for _ in 0..7 {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[3])
+}
+
+fn seeded(shape: (usize, usize, usize, usize), seed: u64) -> Result<Tensor> {
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+fn main() -> Result<()> {
+    // (what, batch, in channels, out channels, side)
+    let shapes = [
+        ("scratch3 conv2", 1, 32, 64, 64),
+        ("scratch3 conv3", 1, 64, 128, 32),
+        ("scratch3 conv2", 32, 32, 64, 64),
+        ("scratch3 conv3", 32, 64, 128, 32),
+        ("resnet layer1", 1, 64, 64, 56),
+        ("resnet layer2", 1, 128, 128, 28),
+        ("resnet layer3", 1, 256, 256, 14),
+        ("resnet layer4", 1, 512, 512, 7),
+        ("resnet layer1", 8, 64, 64, 56),
+        ("resnet layer2", 8, 128, 128, 28),
+        ("resnet layer3", 8, 256, 256, 14),
+        ("resnet layer4", 8, 512, 512, 7),
+        ("resnet 128px layer2", 32, 128, 128, 16),
+        ("resnet 128px layer4", 32, 512, 512, 4),
+    ];
+    let p = Conv2dParams { padding: 1, ..Default::default() };
+    println!(
+        "{:<22} {:>5} {:>4} {:>4} {:>4} | infer ms (GFLOP/s): winograd, gemm | train ms: winograd, gemm",
+        "layer", "batch", "C", "O", "side"
+    );
+    for (i, &(what, n, c, o, side)) in shapes.iter().enumerate() {
+        let x = Var::from_tensor(&seeded((n, c, side, side), 2 * i as u64)?)?;
+        let w = Var::from_tensor(&(seeded((o, c, 3, 3), 2 * i as u64 + 1)? * 0.1)?)?;
+        let flop = 2.0 * (n * o * c * 9 * side * side) as f64;
+        let mut row = Vec::new();
+        for train in [false, true] {
+            for winograd in [true, false] {
+                set_winograd(winograd);
+                let ms = median_ms(|| {
+                    if train {
+                        let y = conv2d_relu(x.as_tensor(), w.as_tensor(), None, p)?;
+                        y.sum_all()?.backward()?;
+                    } else {
+                        conv2d_relu(&x.as_tensor().detach(), &w.as_tensor().detach(), None, p)?;
+                    }
+                    Ok(())
+                })?;
+                // A training step's convolution work is the forward and two gradients.
+                let passes = if train { 3.0 } else { 1.0 };
+                row.push(format!("{ms:8.2} ({:5.1})", passes * flop / ms / 1e6));
+            }
+        }
+        println!(
+            "{what:<22} {n:>5} {c:>4} {o:>4} {side:>4} | {} {} | {} {}",
+            row[0], row[1], row[2], row[3]
+        );
+    }
+    Ok(())
+}
