@@ -8,13 +8,15 @@
 //! (`V = B^T d B`, 16 values per tile and channel), multiplied by the transformed weights
 //! (`U = G g G^T`, computed once per call) in 16 matrix products `M_xi = U_xi V_xi` of
 //! `(O, C) x (C, tiles)`, and transformed back (`Y = A^T M A`) with the bias and activation
-//! applied while the values are in cache. Blocks are sized so that `V` and `M` stay in L2.
+//! applied while the values are in cache. A block's `V` and `M` take about 1 MiB (L2-sized),
+//! or more where 128 tiles, the fewest that keep the products from being thin, need it.
 //! The same routine computes a 3x3 stride-1 convolution's input gradient: the convolution of
 //! the output gradient with the weight rotated by 180 degrees and its channels swapped, padded
 //! by `2 - padding`.
 //!
-//! The transforms' coefficients (0, +-1, +-1/2) are exact in floating point; the rounding
-//! differs from a direct convolution's by a few units in the last place of the sums.
+//! The transforms' coefficients (0, +-1, +-1/2) are exact in floating point, and the rounding
+//! stays at the direct sums' level: the convolution tests hold both paths to 1e-5 of the
+//! largest output against f64 loops.
 
 use std::ops::Range;
 
@@ -44,10 +46,11 @@ const MIN_CHANNELS: usize = 16;
 
 /// Fewest output tiles per channel (of the larger side): the transformed weights (`16 O C`
 /// values, 1.8x the kernel's) are computed on every call and read once per block, and few
-/// tiles per block leave the products thin. Measured with the `conv_algorithms` example
-/// (`benches/NOTES.md`): ResNet's 512-channel 7x7 layer at batch 8 (128 tiles) ran at half the
-/// GEMM's speed, its 64-channel 56x56 layer at batch 1 (784 tiles) 1.3-1.6x faster.
-const MIN_TILES_PER_CHANNEL: usize = 2;
+/// tiles leave the products thin. Measured with the `conv_algorithms` example
+/// (`benches/NOTES.md`): ResNet's 256-channel 14x14 layer at batch 8 (392 tiles) ran at the
+/// GEMM path's speed, its 512-channel 7x7 layer at batch 8 (128 tiles) at half of it, and its
+/// 128-channel 28x28 layer at batch 1 (196 tiles) 1.2-1.4x faster.
+const MIN_TILES_PER_CHANNEL: usize = 1;
 
 /// Whether a convolution of `c` to `o` channels with this window and `tiles` 2x2 output tiles
 /// (over the batch) is computed here: a 3x3 kernel, stride and dilation 1, one group, padding
@@ -73,44 +76,78 @@ pub(crate) fn applies(
         && tiles >= MIN_TILES_PER_CHANNEL * c.max(o)
 }
 
-/// `G g G^T` of one 3x3 kernel (row-major), `G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2],
-/// [0, 0, 1]]`.
-fn transform_kernel(g: &[f32; 9]) -> [f32; POS] {
-    let apply = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
-    let mut cols = [[0f32; 4]; 3];
-    for (j, col) in cols.iter_mut().enumerate() {
-        *col = apply(g[j], g[3 + j], g[6 + j]);
-    }
-    let mut u = [0f32; POS];
-    for i in 0..4 {
-        let row = apply(cols[0][i], cols[1][i], cols[2][i]);
-        u[i * 4..i * 4 + 4].copy_from_slice(&row);
-    }
-    u
-}
-
 /// The transformed weights of `wt (O, C, 3, 3)` as 16 matrices: `(16, O, C)`, or with
 /// `adjoint` those of the input gradient's convolution (the kernel rotated by 180 degrees,
-/// channels swapped): `(16, C, O)`.
+/// channels swapped): `(16, C, O)`. `U = G g G^T`, `G = [[1, 0, 0], [1/2, 1/2, 1/2],
+/// [1/2, -1/2, 1/2], [0, 0, 1]]`, computed for each matrix row's kernels side by side, the rows
+/// in parallel.
 pub(crate) fn transform_weight(wt: &[f32], o: usize, c: usize, adjoint: bool) -> Result<Vec<f32>> {
     if wt.len() != o * c * 9 {
         bail!("winograd: {} weight values for {o}x{c}x3x3", wt.len());
     }
     let (rows, cols) = if adjoint { (c, o) } else { (o, c) };
-    let mut u = vec![0f32; POS * o * c];
-    for (oc, kernels) in wt.chunks_exact(c * 9).enumerate() {
-        for (ic, g) in kernels.chunks_exact(9).enumerate() {
-            let mut k = [0f32; 9];
-            for (t, v) in k.iter_mut().enumerate() {
-                *v = if adjoint { g[8 - t] } else { g[t] };
-            }
-            let (r, col) = if adjoint { (ic, oc) } else { (oc, ic) };
-            for (xi, v) in transform_kernel(&k).into_iter().enumerate() {
-                u[(xi * rows + r) * cols + col] = v;
+    if rows * cols == 0 {
+        return Ok(Vec::new());
+    }
+    // Row r of every matrix, as (16, cols), then gathered into (16, rows, cols).
+    let mut by_row = vec![0f32; POS * rows * cols];
+    by_row.par_chunks_mut(POS * cols).enumerate().for_each(|(r, dst)| {
+        transform_row(wt, c, r, adjoint, dst);
+    });
+    let mut u = vec![0f32; POS * rows * cols];
+    u.par_chunks_mut(rows * cols).enumerate().for_each(|(xi, matrix)| {
+        for (r, dst) in matrix.chunks_exact_mut(cols).enumerate() {
+            dst.copy_from_slice(&by_row[(r * POS + xi) * cols..(r * POS + xi + 1) * cols]);
+        }
+    });
+    Ok(u)
+}
+
+/// Row `r` of the 16 transformed matrices (`dst`: `(16, cols)`): the kernels of output channel
+/// `r` (or with `adjoint` of input channel `r`, rotated), [`LANES`] at a time.
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+fn transform_row(wt: &[f32], c: usize, r: usize, adjoint: bool, dst: &mut [f32]) {
+    const LANES: usize = 8;
+    let cols = dst.len() / POS;
+    let mut col = 0;
+    while col < cols {
+        let n = LANES.min(cols - col);
+        // Tap t of kernel col + l in g[t][l].
+        let mut g = [[0f32; LANES]; 9];
+        for l in 0..n {
+            let (oc, ic) = if adjoint { (col + l, r) } else { (r, col + l) };
+            let k = &wt[(oc * c + ic) * 9..(oc * c + ic) * 9 + 9];
+            for (t, taps) in g.iter_mut().enumerate() {
+                taps[l] = if adjoint { k[8 - t] } else { k[t] };
             }
         }
+        // G g (4 x 3), then (G g) G^T (4 x 4), lane by lane.
+        let mut gg = [[[0f32; LANES]; 3]; 4];
+        for j in 0..3 {
+            for l in 0..LANES {
+                let (a, b, e) = (g[j][l], g[3 + j][l], g[6 + j][l]);
+                gg[0][j][l] = a;
+                gg[1][j][l] = 0.5 * (a + b + e);
+                gg[2][j][l] = 0.5 * (a - b + e);
+                gg[3][j][l] = e;
+            }
+        }
+        for (i, row) in gg.iter().enumerate() {
+            let mut out = [[0f32; LANES]; 4];
+            for l in 0..LANES {
+                let (a, b, e) = (row[0][l], row[1][l], row[2][l]);
+                out[0][l] = a;
+                out[1][l] = 0.5 * (a + b + e);
+                out[2][l] = 0.5 * (a - b + e);
+                out[3][l] = e;
+            }
+            for (j, values) in out.iter().enumerate() {
+                let at = (i * 4 + j) * cols + col;
+                dst[at..at + n].copy_from_slice(&values[..n]);
+            }
+        }
+        col += LANES;
     }
-    Ok(u)
 }
 
 /// A convolution of `x (N, C, H, W)` with transformed weights `u (16, O, C)`, zero padding `pad`
@@ -235,17 +272,22 @@ impl Tiling {
         // Per input row of a tile row: the padded row, its column combinations, and their even
         // and odd halves; the output transform reuses it for two output rows and its work.
         let line = 2 * tw + 2;
-        with_scratch(POS * (c + o) * tiles, 8 * line + 2 * ow, |vm, buf| {
+        with_scratch(POS * (c + o) * tiles, (12 * tiles).max(6 * line), |vm, buf| {
             let (v, m) = vm.split_at_mut(POS * c * tiles);
             let plane = self.h * self.w;
-            for (k, r) in rows.clone().enumerate() {
-                let (img, ty) = (r / self.th, r % self.th);
+            // The block's tile rows image by image: each channel's plane transformed in one
+            // call per image.
+            let mut k = 0;
+            while k < rows.len() {
+                let (img, ty) = ((rows.start + k) / self.th, (rows.start + k) % self.th);
+                let n_rows = (self.th - ty).min(rows.len() - k);
                 for ic in 0..c {
                     let src = &x[(img * c + ic) * plane..(img * c + ic + 1) * plane];
-                    self.padded_rows(src, ty, &mut buf[..4 * line]);
-                    let (padded, work) = buf.split_at_mut(4 * line);
-                    input_transform(padded, work, tw, v, ic * tiles + k * tw, c * tiles);
+                    let at = ic * tiles + k * tw;
+                    let geometry = (self.h, self.w, self.pad, tw);
+                    input_transform(src, geometry, ty..ty + n_rows, buf, v, at, c * tiles);
                 }
+                k += n_rows;
             }
             for xi in 0..POS {
                 matmul(
@@ -256,125 +298,129 @@ impl Tiling {
                     false,
                 )?;
             }
-            let (two_rows, work) = buf.split_at_mut(2 * ow);
+            let (y, work) = buf.split_at_mut(4 * tiles);
             let first_image = rows.start / self.th;
-            for (k, r) in rows.clone().enumerate() {
-                let (img, ty) = (r / self.th, r % self.th);
-                // The piece's first tile row: the block's, or the image's when it starts later.
-                let top = rows.start.max(img * self.th) - img * self.th;
-                let at = self.out_rows(top, ty).len() * cols_out;
-                let lines = self.out_rows(ty, ty + 1).len();
-                if lines == 0 {
-                    continue;
-                }
-                for oc in 0..o {
-                    output_transform(m, oc * tiles + k * tw, o * tiles, tw, two_rows, work);
-                    let shift = bias.map_or(0.0, |b| b[oc]);
+            for oc in 0..o {
+                let shift = bias.map_or(0.0, |b| b[oc]);
+                output_transform(m, oc * tiles, o * tiles, tiles, shift, act, self.pool, y, work);
+                let (y0, rest) = y.split_at(tiles);
+                let (y1, rest) = rest.split_at(tiles);
+                let (y2, y3) = rest.split_at(tiles);
+                for (k, r) in rows.clone().enumerate() {
+                    let (img, ty) = (r / self.th, r % self.th);
+                    // The piece's first tile row: the block's, or the image's when it starts
+                    // later.
+                    let top = rows.start.max(img * self.th) - img * self.th;
+                    let at = self.out_rows(top, ty).len() * cols_out;
+                    let lines = self.out_rows(ty, ty + 1).len();
                     let dst = &mut pieces[(img - first_image) * o + oc][at..at + lines * cols_out];
+                    let t = k * tw..(k + 1) * tw;
                     if self.pool {
-                        // The activation first, then the maxima: the same values, in the same
-                        // order, as the separate layers.
-                        crate::simd::bias_act(two_rows, shift, act);
-                        let (top_row, bottom_row) = two_rows.split_at(ow);
-                        crate::pool::pair_max_row(dst, top_row, bottom_row);
+                        dst.copy_from_slice(&y0[t.start..t.start + dst.len()]);
                     } else {
-                        dst.copy_from_slice(&two_rows[..lines * ow]);
-                        crate::simd::bias_act(dst, shift, act);
+                        let (top_row, bottom_row) = dst.split_at_mut(ow.min(dst.len()));
+                        interleave(top_row, &y0[t.clone()], &y1[t.clone()]);
+                        interleave(bottom_row, &y2[t.clone()], &y3[t]);
                     }
                 }
             }
             Ok::<_, candle_core::Error>(())
         })
     }
-
-    /// The four input rows under tile row `ty` of one channel's `(H, W)` plane, each
-    /// `2 * tw + 2` values from column `-pad`, zero outside the image.
-    fn padded_rows(&self, plane: &[f32], ty: usize, out: &mut [f32]) {
-        let line = 2 * self.tw + 2;
-        for (i, row) in out.chunks_exact_mut(line).enumerate() {
-            let y = (2 * ty + i).checked_sub(self.pad).filter(|&y| y < self.h);
-            let Some(y) = y else {
-                row.fill(0.0);
-                continue;
-            };
-            let lead = self.pad.min(line);
-            let inside = self.w.min(line - lead);
-            row[..lead].fill(0.0);
-            row[lead..lead + inside].copy_from_slice(&plane[y * self.w..y * self.w + inside]);
-            row[lead + inside..].fill(0.0);
-        }
-    }
 }
 
-/// `B^T d B` of every tile along a tile row, `B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0],
-/// [0, 1, 0, -1]]`: `padded` holds the four input rows (`2 tw + 2` values each), `work` at least
-/// two more rows' worth; tile `t`'s position `xi` goes to `v[base + xi * stride + t]`.
+/// `B^T d B` of every tile of tile rows `tys` of one channel's `(H, W)` plane (`geometry`:
+/// `H`, `W`, padding, tiles per row), `B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0],
+/// [0, 1, 0, -1]]`: tile `t` (counted from the first row's first) has position `xi` written to
+/// `v[base + xi * stride + t]`. `work` holds at least `6 (2 tw + 2)` values.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
 fn input_transform(
-    padded: &[f32],
+    plane: &[f32],
+    (h, w, pad, tw): (usize, usize, usize, usize),
+    tys: Range<usize>,
     work: &mut [f32],
-    tw: usize,
     v: &mut [f32],
     base: usize,
     stride: usize,
 ) {
     let line = 2 * tw + 2;
-    let (r0, rest) = padded.split_at(line);
-    let (r1, rest) = rest.split_at(line);
-    let (r2, r3) = rest.split_at(line);
-    let (t, halves) = work.split_at_mut(line);
-    let (even, odd) = halves.split_at_mut(tw + 1);
-    let odd = &mut odd[..tw + 1];
-    for i in 0..4 {
-        // Row i of B^T d across every column, then its even and odd columns apart.
-        let (a, b, sign) = match i {
-            0 => (r0, r2, -1.0f32),
-            1 => (r1, r2, 1.0),
-            2 => (r2, r1, -1.0),
-            _ => (r1, r3, -1.0),
-        };
-        for ((d, &a), &b) in t.iter_mut().zip(a).zip(b) {
-            *d = a + sign * b;
+    let (padded, rest) = work.split_at_mut(4 * line);
+    let (t, halves) = rest.split_at_mut(line);
+    let (even, odd) = halves[..line].split_at_mut(tw + 1);
+    for (k, ty) in tys.enumerate() {
+        // The four input rows under the tile row, from column -pad, zero outside the image.
+        for (i, row) in padded.chunks_exact_mut(line).enumerate() {
+            match (2 * ty + i).checked_sub(pad).filter(|&y| y < h) {
+                None => row.fill(0.0),
+                Some(y) => {
+                    let lead = pad.min(line);
+                    let inside = w.min(line - lead);
+                    row[..lead].fill(0.0);
+                    row[lead..lead + inside].copy_from_slice(&plane[y * w..y * w + inside]);
+                    row[lead + inside..].fill(0.0);
+                }
+            }
         }
-        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(t.chunks_exact(2)) {
-            *e = pair[0];
-            *o = pair[1];
-        }
-        // Row i of (B^T d) B: columns 2t..2t+4 of the row are even[t], odd[t], even[t+1],
-        // odd[t+1].
-        let at = |j: usize| base + (i * 4 + j) * stride;
-        for ((d, &a), &b) in v[at(0)..at(0) + tw].iter_mut().zip(&even[..tw]).zip(&even[1..]) {
-            *d = a - b;
-        }
-        for ((d, &a), &b) in v[at(1)..at(1) + tw].iter_mut().zip(&odd[..tw]).zip(&even[1..]) {
-            *d = a + b;
-        }
-        for ((d, &a), &b) in v[at(2)..at(2) + tw].iter_mut().zip(&even[1..]).zip(&odd[..tw]) {
-            *d = a - b;
-        }
-        for ((d, &a), &b) in v[at(3)..at(3) + tw].iter_mut().zip(&odd[..tw]).zip(&odd[1..]) {
-            *d = a - b;
+        let (r0, rest) = padded.split_at(line);
+        let (r1, rest) = rest.split_at(line);
+        let (r2, r3) = rest.split_at(line);
+        for i in 0..4 {
+            // Row i of B^T d across every column, then its even and odd columns apart.
+            let (a, b, sign) = match i {
+                0 => (r0, r2, -1.0f32),
+                1 => (r1, r2, 1.0),
+                2 => (r2, r1, -1.0),
+                _ => (r1, r3, -1.0),
+            };
+            for ((d, &a), &b) in t.iter_mut().zip(a).zip(b) {
+                *d = a + sign * b;
+            }
+            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(t.chunks_exact(2)) {
+                *e = pair[0];
+                *o = pair[1];
+            }
+            // Row i of (B^T d) B: columns 2t..2t+4 of the row are even[t], odd[t], even[t+1],
+            // odd[t+1].
+            let at = |j: usize| base + (i * 4 + j) * stride + k * tw;
+            for ((d, &a), &b) in v[at(0)..at(0) + tw].iter_mut().zip(&even[..tw]).zip(&even[1..]) {
+                *d = a - b;
+            }
+            for ((d, &a), &b) in v[at(1)..at(1) + tw].iter_mut().zip(&odd[..tw]).zip(&even[1..]) {
+                *d = a + b;
+            }
+            for ((d, &a), &b) in v[at(2)..at(2) + tw].iter_mut().zip(&even[1..]).zip(&odd[..tw]) {
+                *d = a - b;
+            }
+            for ((d, &a), &b) in v[at(3)..at(3) + tw].iter_mut().zip(&odd[..tw]).zip(&odd[1..]) {
+                *d = a - b;
+            }
         }
     }
 }
 
-/// `A^T m A` of every tile along a tile row, `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`: tile `t`'s
-/// position `xi` is `m[base + xi * stride + t]`; `out` receives the two output rows (`2 ow`
-/// values, `ow` being `2 tw` or `2 tw - 1`); `work` holds at least `8 tw` values.
+/// `A^T m A` of every tile of a block for one output channel, `A^T = [[1, 1, 1, 0],
+/// [0, 1, -1, -1]]`, then `act(value + shift)`: tile `t`'s position `xi` is
+/// `m[base + xi * stride + t]`; `y` receives the tiles' four outputs (top left, top right,
+/// bottom left, bottom right) as four runs of `tiles` values, or with `pool` their maximum (a
+/// NaN wins, in the pooling op's order) in the first run. `work` holds at least `8 tiles`.
+#[allow(clippy::too_many_arguments)]
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
 fn output_transform(
     m: &[f32],
     base: usize,
     stride: usize,
-    tw: usize,
-    out: &mut [f32],
+    tiles: usize,
+    shift: f32,
+    act: Activation,
+    pool: bool,
+    y: &mut [f32],
     work: &mut [f32],
 ) {
-    let ow = out.len() / 2;
-    let (sums, diffs) = work[..8 * tw].split_at_mut(4 * tw);
+    let (sums, diffs) = work[..8 * tiles].split_at_mut(4 * tiles);
     // Rows 0 and 1 of A^T m, column by column: m0 + m1 + m2 and m1 - m2 - m3.
-    for (j, (s, d)) in sums.chunks_exact_mut(tw).zip(diffs.chunks_exact_mut(tw)).enumerate() {
-        let row = |i: usize| &m[base + (i * 4 + j) * stride..base + (i * 4 + j) * stride + tw];
+    for (j, (s, d)) in sums.chunks_exact_mut(tiles).zip(diffs.chunks_exact_mut(tiles)).enumerate()
+    {
+        let row = |i: usize| &m[base + (i * 4 + j) * stride..base + (i * 4 + j) * stride + tiles];
         let (m0, m1, m2, m3) = (row(0), row(1), row(2), row(3));
         for ((s, d), ((&a, &b), (&c, &e))) in
             s.iter_mut().zip(d.iter_mut()).zip(m0.iter().zip(m1).zip(m2.iter().zip(m3)))
@@ -383,20 +429,46 @@ fn output_transform(
             *d = b - c - e;
         }
     }
-    let (top, bottom) = out.split_at_mut(ow);
-    for (dst, src) in [(top, &*sums), (bottom, &*diffs)] {
-        let (x0, rest) = src.split_at(tw);
-        let (x1, rest) = rest.split_at(tw);
-        let (x2, x3) = rest.split_at(tw);
-        for (pair, ((&a, &b), (&c, &e))) in
-            dst.chunks_exact_mut(2).zip(x0.iter().zip(x1).zip(x2.iter().zip(x3)))
+    let y = &mut y[..4 * tiles];
+    let (top, bottom) = y.split_at_mut(2 * tiles);
+    for (out, src) in [(top, &*sums), (bottom, &*diffs)] {
+        let (left, right) = out.split_at_mut(tiles);
+        let (x0, rest) = src.split_at(tiles);
+        let (x1, rest) = rest.split_at(tiles);
+        let (x2, x3) = rest.split_at(tiles);
+        for ((l, r), ((&a, &b), (&c, &e))) in
+            left.iter_mut().zip(right.iter_mut()).zip(x0.iter().zip(x1).zip(x2.iter().zip(x3)))
         {
-            pair[0] = a + b + c;
-            pair[1] = b - c - e;
+            *l = a + b + c;
+            *r = b - c - e;
         }
-        if ow % 2 == 1 {
-            let t = tw - 1;
-            dst[ow - 1] = x0[t] + x1[t] + x2[t];
+    }
+    match act {
+        Activation::Identity => y.iter_mut().for_each(|v| *v += shift),
+        Activation::Relu => y.iter_mut().for_each(|v| *v = (*v + shift).max(0.0)),
+        Activation::Relu6 => y.iter_mut().for_each(|v| *v = (*v + shift).clamp(0.0, 6.0)),
+    }
+    if pool {
+        #[allow(clippy::eq_op)]
+        let max = |a: f32, b: f32| if a > b || a != a { a } else { b };
+        let (y0, rest) = y.split_at_mut(tiles);
+        let (y1, rest) = rest.split_at(tiles);
+        let (y2, y3) = rest.split_at(tiles);
+        for (p, ((&b, &c), &d)) in y0.iter_mut().zip(y1.iter().zip(y2).zip(y3)) {
+            *p = max(max(*p, b), max(c, d));
         }
+    }
+}
+
+/// `dst[2i] = a[i]`, `dst[2i + 1] = b[i]` over `dst`'s length (odd: the last `b` is dropped).
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+fn interleave(dst: &mut [f32], a: &[f32], b: &[f32]) {
+    let pairs = dst.len() / 2;
+    for (pair, (&a, &b)) in dst.chunks_exact_mut(2).zip(a.iter().zip(b)) {
+        pair[0] = a;
+        pair[1] = b;
+    }
+    if dst.len() % 2 == 1 {
+        dst[2 * pairs] = a[pairs];
     }
 }
