@@ -418,8 +418,7 @@ fn output_transform(
 ) {
     let (sums, diffs) = work[..8 * tiles].split_at_mut(4 * tiles);
     // Rows 0 and 1 of A^T m, column by column: m0 + m1 + m2 and m1 - m2 - m3.
-    for (j, (s, d)) in sums.chunks_exact_mut(tiles).zip(diffs.chunks_exact_mut(tiles)).enumerate()
-    {
+    for (j, (s, d)) in sums.chunks_exact_mut(tiles).zip(diffs.chunks_exact_mut(tiles)).enumerate() {
         let row = |i: usize| &m[base + (i * 4 + j) * stride..base + (i * 4 + j) * stride + tiles];
         let (m0, m1, m2, m3) = (row(0), row(1), row(2), row(3));
         for ((s, d), ((&a, &b), (&c, &e))) in
