@@ -516,7 +516,7 @@ pub fn conv2d_act(
 /// has no CUDA kernel yet: models pool on other devices their own way).
 ///
 /// # Errors
-/// As [`conv2d`], and an output smaller than 2x2's pooling needs is an empty tensor.
+/// As [`conv2d`], and a convolution output smaller than the 2x2 pooling window.
 pub fn conv2d_act_max_pool2(
     x: &Tensor,
     weight: &Tensor,
@@ -533,7 +533,14 @@ pub fn conv2d_act_max_pool2(
     if !fused {
         return crate::pool::max_pool2d(&conv2d_act(x, weight, bias, p, act)?, 2, 2, 0);
     }
-    x.dims4()?;
+    let (_, _, h, w) = x.dims4()?;
+    let (kh, kw) = (weight.dim(2)?, weight.dim(3)?);
+    let win =
+        Window { kernel: (kh, kw), stride: p.stride, padding: p.padding, dilation: p.dilation };
+    let (oh, ow) = win.out_hw(h, w)?;
+    if oh < 2 || ow < 2 {
+        bail!("max_pool2d: a {oh}x{ow} convolution output is smaller than the 2x2 pooling window");
+    }
     let op = crate::gemm_conv::GemmConv { params: p, act, pool: true };
     let (x, weight) = (x.contiguous()?, weight.contiguous()?);
     match bias {

@@ -447,4 +447,11 @@ fn fused_max_pool_matches_separate_ops_bit_for_bit() {
     assert_eq!(y.dims(), [2, 16, 4, 4]);
     let grads = y.sum_all().unwrap().backward().unwrap();
     assert!(grads.get(x.as_tensor()).is_some() && grads.get(w.as_tensor()).is_some());
+    // A 1x1 convolution output has no 2x2 window: an error on both paths.
+    let tiny = Var::from_tensor(&randn(&[1, 3, 3, 3], "ptiny", DType::F32)).unwrap();
+    let w3 = randn(&[4, 3, 3, 3], "pw3", DType::F32);
+    let d = Conv2dParams::default();
+    for input in [tiny.as_tensor().clone(), tiny.as_tensor().detach()] {
+        assert!(conv2d_act_max_pool2(&input, &w3, None, d, Activation::Relu).is_err());
+    }
 }
