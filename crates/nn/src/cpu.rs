@@ -136,8 +136,8 @@ macro_rules! conv_custom_ops {
 pub(crate) use conv_custom_ops;
 
 thread_local! {
-    /// Per-thread buffers (columns, gathered output, transformed tiles) reused across calls, so that the hot loop
-    /// neither allocates nor clears memory it is about to overwrite.
+    /// Per-thread buffers (columns, gathered output, transformed tiles) reused across calls,
+    /// so that the hot loop neither allocates nor clears memory it is about to overwrite.
     static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
 }
 

@@ -104,7 +104,7 @@ pub(crate) fn transform_weight(wt: &[f32], o: usize, c: usize, adjoint: bool) ->
 }
 
 /// Row `r` of the 16 transformed matrices (`dst`: `(16, cols)`): the kernels of output channel
-/// `r` (or with `adjoint` of input channel `r`, rotated), [`LANES`] at a time.
+/// `r` (or with `adjoint` of input channel `r`, rotated), eight at a time.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
 fn transform_row(wt: &[f32], c: usize, r: usize, adjoint: bool, dst: &mut [f32]) {
     const LANES: usize = 8;
