@@ -354,59 +354,56 @@ fn forward_chunk(
 ) -> Result<()> {
     let (p, o, ow) = (geo.p(), geo.o, geo.ow);
     let chw = geo.c * geo.h * geo.w;
-    {
-        let ch = geo.chunk(ci);
-        let xs = &x[ch.imgs.start * chw..ch.imgs.end * chw];
-        let bands = geo.bands(&ch, true);
-        if ch.b > 1 {
-            let all = 0..geo.oh;
-            with_scratch(geo.cols_len(&ch, &all), ch.tmp_len, |cols_buf, tmp| {
-                let cols = geo.columns(&ch, xs, all, cols_buf, parallel)?;
-                product(geo, wt, cols, ch.cols_n, tmp, ch.cols_n, parallel)?;
-                regroup(tmp, out, (ch.b, o, p), true);
-                Ok::<_, candle_core::Error>(())
-            })?;
-        } else if parallel && bands.len() > 1 {
-            // One image on all threads: bands side by side (single-threaded products into
-            // their own blocks, copied into the planes after) rather than each band's small
-            // product split across threads.
-            let parts = bands
-                .par_iter()
-                .map(|ys| {
-                    let n = ys.len() * ow;
-                    let mut part = vec![0f32; o * n];
-                    with_scratch(geo.cols_len(&ch, ys), 0, |cols_buf, _| {
-                        let cols = geo.columns(&ch, xs, ys.clone(), cols_buf, false)?;
-                        product(geo, wt, cols, n, &mut part, n, false)
-                    })?;
-                    Ok(part)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            out.par_chunks_mut(p.max(1)).enumerate().for_each(|(plane, dst)| {
-                for (ys, part) in bands.iter().zip(&parts) {
-                    let n = ys.len() * ow;
-                    dst[ys.start * ow..ys.end * ow]
-                        .copy_from_slice(&part[plane * n..(plane + 1) * n]);
-                }
-            });
-        } else {
-            // The product's rows are the image's output planes (`P` apart), a band at a time.
-            for ys in bands {
-                with_scratch(geo.cols_len(&ch, &ys), 0, |cols_buf, _| {
-                    let n = ys.len() * ow;
-                    let dst = &mut out[ys.start * ow..];
-                    let cols = geo.columns(&ch, xs, ys, cols_buf, parallel)?;
-                    product(geo, wt, cols, n, dst, p, parallel)
+    let ch = geo.chunk(ci);
+    let xs = &x[ch.imgs.start * chw..ch.imgs.end * chw];
+    let bands = geo.bands(&ch, true);
+    if ch.b > 1 {
+        let all = 0..geo.oh;
+        with_scratch(geo.cols_len(&ch, &all), ch.tmp_len, |cols_buf, tmp| {
+            let cols = geo.columns(&ch, xs, all, cols_buf, parallel)?;
+            product(geo, wt, cols, ch.cols_n, tmp, ch.cols_n, parallel)?;
+            regroup(tmp, out, (ch.b, o, p), true);
+            Ok::<_, candle_core::Error>(())
+        })?;
+    } else if parallel && bands.len() > 1 {
+        // One image on all threads: bands side by side (single-threaded products into
+        // their own blocks, copied into the planes after) rather than each band's small
+        // product split across threads.
+        let parts = bands
+            .par_iter()
+            .map(|ys| {
+                let n = ys.len() * ow;
+                let mut part = vec![0f32; o * n];
+                with_scratch(geo.cols_len(&ch, ys), 0, |cols_buf, _| {
+                    let cols = geo.columns(&ch, xs, ys.clone(), cols_buf, false)?;
+                    product(geo, wt, cols, n, &mut part, n, false)
                 })?;
+                Ok(part)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.par_chunks_mut(p.max(1)).enumerate().for_each(|(plane, dst)| {
+            for (ys, part) in bands.iter().zip(&parts) {
+                let n = ys.len() * ow;
+                dst[ys.start * ow..ys.end * ow].copy_from_slice(&part[plane * n..(plane + 1) * n]);
             }
+        });
+    } else {
+        // The product's rows are the image's output planes (`P` apart), a band at a time.
+        for ys in bands {
+            with_scratch(geo.cols_len(&ch, &ys), 0, |cols_buf, _| {
+                let n = ys.len() * ow;
+                let dst = &mut out[ys.start * ow..];
+                let cols = geo.columns(&ch, xs, ys, cols_buf, parallel)?;
+                product(geo, wt, cols, n, dst, p, parallel)
+            })?;
         }
-        if bias.is_some() || act != Activation::Identity {
-            for (plane, values) in out.chunks_mut(p.max(1)).enumerate() {
-                crate::simd::bias_act(values, bias.map_or(0.0, |b| b[plane % o]), act);
-            }
-        }
-        Ok(())
     }
+    if bias.is_some() || act != Activation::Identity {
+        for (plane, values) in out.chunks_mut(p.max(1)).enumerate() {
+            crate::simd::bias_act(values, bias.map_or(0.0, |b| b[plane % o]), act);
+        }
+    }
+    Ok(())
 }
 
 /// The input gradient: per chunk (or band of one image's output rows) `dcols = W^T dY` and
