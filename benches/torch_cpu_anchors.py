@@ -7,8 +7,11 @@ ITERS iterations after two warm-up ones). Prints `images/s: X` last, like the ex
 WORKLOAD: scratch3 | resnet50-frozen | mobilenetv2 | dcgan64 (input size implied: 128, 128,
 224, 64; `resnet50` = 224 inference). ENGINE: torch-train | torch-infer | ort-infer.
 Runs in a scratch venv (torch, torchvision, onnx, onnxruntime); never a project dependency.
+With ANCHOR_DEVICE=cuda the torch engines run on GPU 0 (cudnn.benchmark on, each step ending
+with a device synchronisation) for benches/gpu/run.sh; `resnet34` = 224 inference there.
 """
 import io
+import os
 import statistics
 import sys
 import time
@@ -23,6 +26,9 @@ iters = int(sys.argv[4]) if len(sys.argv) > 4 else 5
 threads = int(sys.argv[5]) if len(sys.argv) > 5 else 2
 torch.set_num_threads(threads)
 torch.manual_seed(0)
+dev = torch.device(os.environ.get("ANCHOR_DEVICE", "cpu"))
+if dev.type == "cuda":
+    torch.backends.cudnn.benchmark = True
 
 
 def seed_head(features):
@@ -76,6 +82,12 @@ def resnet50():
     return r
 
 
+def resnet34():
+    r = torchvision.models.resnet34(weights=None)
+    r.fc = seed_head(512)
+    return r
+
+
 def dcgan64():
     """pytorch/examples' DCGAN at 64x64 (nz 100, ngf = ndf = 64)."""
     g = nn.Sequential(
@@ -98,24 +110,27 @@ def median_seconds(step):
     for i in range(iters + 2):
         t = time.perf_counter()
         step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         if i >= 2:
             times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
 models = {"scratch3": (scratch3, 128), "resnet50-frozen": (Frozen, 128),
-          "mobilenetv2": (mobilenetv2, 224), "resnet50": (resnet50, 224)}
+          "mobilenetv2": (mobilenetv2, 224), "resnet50": (resnet50, 224),
+          "resnet34": (resnet34, 224)}
 
 if workload == "dcgan64":
-    g, d = dcgan64()
+    g, d = (m.to(dev) for m in dcgan64())
     opt_g = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
     bce = nn.BCEWithLogitsLoss()
-    real = torch.randn(batch, 3, 64, 64).tanh()
-    ones, zeros = torch.ones(batch), torch.zeros(batch)
+    real = torch.randn(batch, 3, 64, 64, device=dev).tanh()
+    ones, zeros = torch.ones(batch, device=dev), torch.zeros(batch, device=dev)
 
     def step():
-        fake = g(torch.randn(batch, 100, 1, 1))
+        fake = g(torch.randn(batch, 100, 1, 1, device=dev))
         opt_d.zero_grad()
         loss_d = bce(d(real).view(-1), ones) + bce(d(fake.detach()).view(-1), zeros)
         loss_d.backward()
@@ -125,12 +140,12 @@ if workload == "dcgan64":
         opt_g.step()
 else:
     build, size = models[workload]
-    model = build()
-    x = torch.randn(batch, 3, size, size)
+    model = build().to(dev)
+    x = torch.randn(batch, 3, size, size, device=dev)
     if engine == "torch-train":
         model.train()
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
-        y = torch.ones(batch, 1)
+        y = torch.ones(batch, 1, device=dev)
         bce = nn.BCEWithLogitsLoss()
 
         def step():

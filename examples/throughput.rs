@@ -9,6 +9,7 @@
 //! cargo run --release --example throughput -- --model mobilenetv2 --input 224 --batch 1
 //! cargo run --release --example throughput -- --gan dcgan64 --batch 64
 //! cargo run --release --example throughput -- --model resnet50 --input 224 --batch 8 --no-winograd
+//! cargo run --release --features cudnn --example throughput -- --model resnet34 --input 224 --batch 64 --device cuda
 //! ```
 //!
 //! With `--gan ARCH` (`dcgan64`, `seed`, ...) a step is one GAN iteration: a discriminator step
@@ -21,7 +22,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use deeprecog::classifiers::zoo::ModelName;
-use deeprecog::pipelines::throughput::{measure, Workload};
+use deeprecog::nn::device::DeviceChoice;
+use deeprecog::pipelines::throughput::{measure_on, Workload};
 
 #[derive(Parser)]
 struct Cli {
@@ -48,6 +50,9 @@ struct Cli {
     /// Compute 3x3 stride-1 convolutions by `im2col` + GEMM instead of Winograd F(2x2, 3x3).
     #[arg(long)]
     no_winograd: bool,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
 }
 
 fn main() -> ExitCode {
@@ -64,7 +69,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match measure(&workload, cli.batch, cli.iters) {
+    let device = match deeprecog::nn::device::select(cli.device) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match measure_on(&workload, cli.batch, cli.iters, &device) {
         Ok(m) => {
             println!("{}", m.description);
             println!("images/s: {:.2}", m.images_per_second);

@@ -71,30 +71,51 @@ pub struct Measurement {
 /// [`Error::InvalidArgument`] for a zero batch or iteration count; model, GAN and tensor
 /// errors.
 pub fn measure(workload: &Workload, batch: usize, iters: usize) -> Result<Measurement> {
+    measure_on(workload, batch, iters, &Device::Cpu)
+}
+
+/// [`measure`] on `device`; each timed step ends with the device synchronised, so a GPU step
+/// is its kernels' time, not their launch.
+///
+/// # Errors
+/// As [`measure`].
+pub fn measure_on(
+    workload: &Workload,
+    batch: usize,
+    iters: usize,
+    device: &Device,
+) -> Result<Measurement> {
     if batch == 0 || iters == 0 {
         return Err(Error::invalid("throughput", "the batch and iteration count must be positive"));
     }
     let (what, median) = match workload {
         Workload::Model { name, input, freeze, train } => {
-            model_step(name, *input, freeze.as_deref(), *train, batch, iters)?
+            model_step(name, *input, freeze.as_deref(), *train, batch, iters, device)?
         }
-        Workload::Gan { arch } => gan_step(arch, batch, iters)?,
+        Workload::Gan { arch } => gan_step(arch, batch, iters, device)?,
     };
     Ok(Measurement {
         description: format!(
-            "{what} batch {batch}: median {:.1} ms over {iters} iterations",
+            "{what} batch {batch}: median {:.2} ms over {iters} iterations",
             median * 1e3
         ),
         images_per_second: batch as f64 / median,
     })
 }
 
-/// The median wall time of `step` over `iters` calls after two untimed ones.
-fn median_seconds(iters: usize, mut step: impl FnMut(u64) -> Result<()>) -> Result<f64> {
+/// The median wall time of `step` (then a synchronisation of `device`) over `iters` calls
+/// after two untimed ones.
+fn median_seconds(
+    iters: usize,
+    device: &Device,
+    mut step: impl FnMut(u64) -> Result<()>,
+) -> Result<f64> {
     let mut times = Vec::with_capacity(iters);
+    device.synchronize().map_err(deeprecog_nn::Error::from)?;
     for i in 0..iters + 2 {
         let started = Instant::now();
         step(i as u64)?;
+        device.synchronize().map_err(deeprecog_nn::Error::from)?;
         if i >= 2 {
             times.push(started.elapsed().as_secs_f64());
         }
@@ -110,24 +131,24 @@ fn model_step(
     train: bool,
     batch: usize,
     iters: usize,
+    device: &Device,
 ) -> Result<(String, f64)> {
-    let device = Device::Cpu;
     let config = ZooConfig {
         input: (3, input, input),
         freeze: freeze.map_or(Freeze::None, |s| Freeze::UpToStage(s.to_string())),
         ..ZooConfig::new(*name)
     };
     let varmap = VarMap::new();
-    let built = zoo::build(&config, &varmap, &device)?;
+    let built = zoo::build(&config, &varmap, device)?;
     let nn = deeprecog_nn::Error::from;
     let randn = Init::Randn { mean: 0.0, stdev: 1.0 };
     let shape = (batch, 3, input, input).into();
-    let x = init_tensor(randn, &shape, 0, "x", DType::F32, &device).map_err(nn)?;
+    let x = init_tensor(randn, &shape, 0, "x", DType::F32, device).map_err(nn)?;
     let outputs = config.task.outputs();
-    let y = Tensor::ones((batch, outputs), DType::F32, &device).map_err(nn)?;
+    let y = Tensor::ones((batch, outputs), DType::F32, device).map_err(nn)?;
     let median = if train {
         let mut adam = Adam::new(built.trainable.clone(), AdamConfig::default()).map_err(nn)?;
-        median_seconds(iters, |_| {
+        median_seconds(iters, device, |_| {
             let logits = built.model.forward_t(&x, true).map_err(nn)?;
             let logits = logits.reshape((batch, outputs)).map_err(nn)?;
             let loss = bce_with_logits(&logits, &y)?;
@@ -136,8 +157,8 @@ fn model_step(
         })?
     } else {
         // Constant copies of the weights, as a deployed model runs.
-        let model = zoo::inference_model(&config, &varmap, &device)?;
-        median_seconds(iters, |_| {
+        let model = zoo::inference_model(&config, &varmap, device)?;
+        median_seconds(iters, device, |_| {
             let logits = model.forward_t(&x, false).map_err(nn)?;
             logits.flatten_all().and_then(|l| l.to_vec1::<f32>()).map_err(nn)?;
             Ok(())
@@ -147,17 +168,16 @@ fn model_step(
     Ok((format!("{name} {input}x{input} {mode}"), median))
 }
 
-fn gan_step(arch: &str, batch: usize, iters: usize) -> Result<(String, f64)> {
-    let device = Device::Cpu;
+fn gan_step(arch: &str, batch: usize, iters: usize, device: &Device) -> Result<(String, f64)> {
     let config = GanConfig::from_arch_name(arch)?;
-    let mut step = GanStep::new(&config, &GanOptim::recipe(config.arch), 0, &device)?;
+    let mut step = GanStep::new(&config, &GanOptim::recipe(config.arch), 0, device)?;
     let s = config.image_size;
     let nn = deeprecog_nn::Error::from;
-    let real = latents(batch, 3 * s * s, 1, "real", &device)?
+    let real = latents(batch, 3 * s * s, 1, "real", device)?
         .tanh()
         .and_then(|r| r.reshape((batch, 3, s, s)))
         .map_err(nn)?;
-    let median = median_seconds(iters, |i| {
+    let median = median_seconds(iters, device, |i| {
         let ctx = StepContext { epoch: 0, batch: 0, step: i, seed: 0 };
         step.iterate(&real, None, &ctx)?;
         Ok(())

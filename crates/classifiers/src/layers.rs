@@ -151,16 +151,16 @@ pub(crate) fn dropout_key(vb: &VarBuilder) -> String {
 ///
 /// candle's own `max_pool2d` scales the gradient of a window's maximum by (number of maxima) /
 /// k^2 instead of 1 / (number of maxima), so a lone maximum of a 2x2 window gets a quarter of its
-/// gradient; it is not used here. On CPU this is `deeprecog_nn::pool::max_pool2d` (`-inf`
-/// padding, first maximum). That op has no CUDA kernel, so other devices take the maximum of
-/// strided views over an edge-replicated input: with `padding < kernel` every window that
+/// gradient; it is not used here. On the CPU (and on CUDA when built with the `cuda` feature)
+/// this is `deeprecog_nn::pool::max_pool2d` (`-inf` padding, first maximum). Devices without
+/// its kernels take the maximum of strided views over an edge-replicated input: with `padding < kernel` every window that
 /// reaches into the padding also holds the edge element it replicates, so the maximum is
 /// torch's, and candle differentiates element-wise maxima.
 pub(crate) fn max_pool(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     if padding >= kernel.max(1) {
         candle_core::bail!("max-pool padding {padding} must be below the kernel {kernel}");
     }
-    if x.device().is_cpu() {
+    if deeprecog_nn::pool::has_kernels(x.device()) {
         deeprecog_nn::pool::max_pool2d(x, kernel, stride, padding)
     } else {
         let x = replicated_pool_dim(x, 3, kernel, stride, padding)?;

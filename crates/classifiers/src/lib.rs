@@ -164,7 +164,7 @@ impl ScratchCnn {
     pub fn forward_features(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
         let mut x = xs.clone();
         for conv in &self.convs {
-            x = if x.device().is_cpu() {
+            x = if deeprecog_nn::pool::has_kernels(x.device()) {
                 // Pooled as the convolution's output is written when nothing records gradients.
                 conv.forward_act_max_pool2(&x, deeprecog_nn::conv::Activation::Relu)?
             } else {

@@ -160,13 +160,13 @@ impl ModuleT for Block {
 
 /// The stem's 3x3, stride 2, padding 1 max-pool, with a backward pass.
 ///
-/// candle's own `max_pool2d_with_stride` has no backward when kernel != stride. On CPU this uses
-/// `deeprecog_nn::pool::max_pool2d`; that op has no CUDA kernel yet, so other devices take the
-/// pool separably as the element-wise maximum of strided views, which candle differentiates
+/// candle's own `max_pool2d_with_stride` has no backward when kernel != stride. On the CPU (and
+/// on CUDA with the `cuda` feature) this uses `deeprecog_nn::pool::max_pool2d`; devices without
+/// its kernels take the pool separably as the element-wise maximum of strided views, which candle differentiates
 /// everywhere. Zero padding equals torch's -inf padding there because the input comes out of a
 /// ReLU (every window holds at least one real element, which is >= 0).
 fn stem_max_pool(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() {
+    if deeprecog_nn::pool::has_kernels(x.device()) {
         deeprecog_nn::pool::max_pool2d(x, 3, 2, 1)
     } else {
         separable_stem_max_pool(x)

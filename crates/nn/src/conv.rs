@@ -48,6 +48,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::cpu::{contiguous, dispatch_float, ncs};
 use crate::depthwise::Padding;
 
+#[cfg(feature = "cudnn")]
+pub use crate::cuda::conv::{allow_tf32, set_allow_tf32};
+
 static WINOGRAD: AtomicBool = AtomicBool::new(true);
 
 /// Whether 3x3 stride-1 f32 CPU convolutions (16 or more channels in and out) use Winograd's
@@ -466,7 +469,8 @@ pub fn conv2d_act(
     }
     let depthwise = g == c && o == c && p.dilation == 1 && kh == kw;
     let all_f32 = [Some(x), Some(weight), bias].iter().flatten().all(|t| t.dtype() == DType::F32);
-    if x.device().is_cpu() && all_f32 && !depthwise {
+    let own = crate::cpu::own_conv(x.device()) && all_f32;
+    if own && (!depthwise || x.device().is_cuda()) {
         let op = crate::gemm_conv::GemmConv { params: p, act, pool: false };
         let (x, weight) = (x.contiguous()?, weight.contiguous()?);
         return match bias {
@@ -512,8 +516,7 @@ pub fn conv2d_act(
 /// gradients (the input, weight and bias are constants, as in an inference model) on the CPU in
 /// f32, the pooling runs on each chunk of the convolution's output while it is in cache
 /// (Winograd tiles are pooling windows), and the full-resolution activation is never stored:
-/// the same values, bit for bit, as the two ops. Otherwise it is the two ops (the pooling op
-/// has no CUDA kernel yet: models pool on other devices their own way).
+/// the same values, bit for bit, as the two ops. Otherwise it is the two ops.
 ///
 /// # Errors
 /// As [`conv2d`], and a convolution output smaller than the 2x2 pooling window.
@@ -607,7 +610,8 @@ pub fn conv_transpose2d(
         bail!("conv_transpose2d: padding {} leaves no output of a {h}x{w} input", p.padding);
     }
     let (oh, ow) = (fh - 2 * p.padding, fw - 2 * p.padding);
-    let out = if x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
+    let f32s = x.dtype() == DType::F32 && weight.dtype() == DType::F32;
+    let out = if crate::cpu::own_conv(x.device()) && f32s {
         let params =
             Conv2dParams { stride: p.stride, padding: p.padding, dilation: p.dilation, groups: g };
         let op = crate::gemm_conv::GemmConvTranspose { params, out: (n, o, oh, ow) };
@@ -669,7 +673,8 @@ fn channel_bias(x: &Tensor, bias: &Tensor, act: Activation) -> Result<Tensor> {
     if bias.elem_count() != c {
         bail!("bias of shape {:?} for {c} channels", bias.dims());
     }
-    if x.device().is_cpu() && x.dtype() == DType::F32 && bias.dtype() == DType::F32 {
+    let own = crate::cpu::own_kernels(x.device());
+    if own && x.dtype() == DType::F32 && bias.dtype() == DType::F32 {
         let op = ChannelBias { act };
         return x.contiguous()?.apply_op2(&bias.flatten_all()?.contiguous()?, op);
     }
@@ -704,6 +709,17 @@ impl candle_core::CustomOp2 for ChannelBias {
             crate::simd::bias_act(dst, b[plane % c], self.act);
         });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        bs: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::bias_act((xs, xl), Some((bs, bl)), self.act)
     }
 
     fn bwd(
@@ -741,6 +757,15 @@ impl CustomOp1 for ChannelSum {
             .collect();
         Ok((CpuStorage::F32(sums), Shape::from(c)))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::channel_sum(storage, layout)
+    }
 }
 
 /// The gradient of a clipping activation from its output: kept where `0 < y < max` (a ReLU
@@ -777,5 +802,16 @@ impl candle_core::CustomOp2 for ClipMask {
             },
         );
         Ok((CpuStorage::F32(out), gl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+        ys: &candle_core::CudaStorage,
+        yl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::clip_mask((gs, gl), (ys, yl), self.max)
     }
 }

@@ -61,10 +61,22 @@ pub(crate) fn ncs(layout: &Layout) -> Result<(usize, usize, usize)> {
     Ok((dims[0], dims[1], dims[2..].iter().product()))
 }
 
+/// Whether the crate's own kernels run on `device`: the CPU always, CUDA with the `cuda`
+/// feature (cuDNN convolutions need `cudnn`).
+pub(crate) fn own_kernels(device: &candle_core::Device) -> bool {
+    device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda())
+}
+
+/// [`own_kernels`] for convolutions.
+pub(crate) fn own_conv(device: &candle_core::Device) -> bool {
+    device.is_cpu() || (cfg!(feature = "cudnn") && device.is_cuda())
+}
+
 /// `CustomOp2` over `(x, weight)` and `CustomOp3` over `(x, weight, bias)` for a convolution op
 /// with `forward(&self, (x storage, layout), (weight ...), Option<(bias ...)>)` and
 /// `grads(&self, x, weight, res, grad) -> [masked output gradient, dx, dweight]`; the bias
-/// gradient is the masked gradient's per-channel sum.
+/// gradient is the masked gradient's per-channel sum. With the `cudnn` feature the op also
+/// needs `cuda_forward`, the same signature over CUDA storage.
 macro_rules! conv_custom_ops {
     ($ty:ty, $name:literal, $name_bias:literal) => {
         impl candle_core::CustomOp2 for $ty {
@@ -80,6 +92,17 @@ macro_rules! conv_custom_ops {
                 wl: &candle_core::Layout,
             ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
                 self.forward((xs, xl), (ws, wl), None)
+            }
+
+            #[cfg(feature = "cudnn")]
+            fn cuda_fwd(
+                &self,
+                xs: &candle_core::CudaStorage,
+                xl: &candle_core::Layout,
+                ws: &candle_core::CudaStorage,
+                wl: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+                self.cuda_forward((xs, xl), (ws, wl), None)
             }
 
             fn bwd(
@@ -110,6 +133,19 @@ macro_rules! conv_custom_ops {
                 bl: &candle_core::Layout,
             ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
                 self.forward((xs, xl), (ws, wl), Some((bs, bl)))
+            }
+
+            #[cfg(feature = "cudnn")]
+            fn cuda_fwd(
+                &self,
+                xs: &candle_core::CudaStorage,
+                xl: &candle_core::Layout,
+                ws: &candle_core::CudaStorage,
+                wl: &candle_core::Layout,
+                bs: &candle_core::CudaStorage,
+                bl: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+                self.cuda_forward((xs, xl), (ws, wl), Some((bs, bl)))
             }
 
             #[allow(clippy::type_complexity)]

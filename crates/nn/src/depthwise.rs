@@ -278,6 +278,31 @@ fn forward_plane(
 
 crate::cpu::conv_custom_ops!(Depthwise, "depthwise-conv2d", "depthwise-conv2d-bias");
 
+#[cfg(feature = "cudnn")]
+impl Depthwise {
+    /// On CUDA a depthwise convolution is cuDNN's grouped one (same padding on every side).
+    fn cuda_forward(
+        &self,
+        x: (&candle_core::CudaStorage, &Layout),
+        w: (&candle_core::CudaStorage, &Layout),
+        bias: Option<(&candle_core::CudaStorage, &Layout)>,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let p = self.padding;
+        if p != Padding::same(p.top) {
+            bail!("depthwise_conv2d: padding {p:?} differs between sides; CUDA takes one value");
+        }
+        let c = x.1.dims().get(1).copied().unwrap_or(0);
+        let params = crate::conv::Conv2dParams {
+            stride: self.stride,
+            padding: p.top,
+            dilation: 1,
+            groups: c,
+        };
+        let op = crate::gemm_conv::GemmConv { params, act: self.act, pool: false };
+        op.cuda_forward(x, w, bias)
+    }
+}
+
 /// The contiguous f32 slices of two CPU storages.
 fn f32_pair<'a>(
     a: &'a CpuStorage,
@@ -488,6 +513,12 @@ pub fn depthwise_conv2d_act(
     }
     let op = Depthwise { stride, padding, act };
     let all_f32 = [Some(x), Some(weight), bias].iter().flatten().all(|t| t.dtype() == DType::F32);
+    let symmetric = padding == Padding::same(padding.top);
+    if x.device().is_cuda() && all_f32 && crate::cpu::own_conv(x.device()) && symmetric {
+        let params =
+            crate::conv::Conv2dParams { stride, padding: padding.top, dilation: 1, groups: c };
+        return crate::conv::conv2d_act(x, weight, bias, params, act);
+    }
     if matches!(x.device(), Device::Cpu) && all_f32 {
         let (x, weight) = (x.contiguous()?, weight.contiguous()?);
         return match bias {

@@ -132,6 +132,17 @@ impl Geometry {
             )
     }
 
+    /// The input, weight and output shapes, as cuDNN takes them.
+    #[cfg(feature = "cudnn")]
+    fn cudnn_shapes(&self) -> crate::cuda::conv::Shapes {
+        let (kh, kw) = self.win.kernel;
+        crate::cuda::conv::Shapes {
+            x: [self.n, self.c, self.h, self.w],
+            w: [self.o, self.c / self.groups, kh, kw],
+            y: [self.n, self.o, self.oh, self.ow],
+        }
+    }
+
     /// A 1x1 stride-1 unpadded window: an image's columns are its own `(C, H*W)` block.
     fn pointwise(&self) -> bool {
         (self.win.kernel, self.win.stride, self.win.padding) == ((1, 1), 1, 0)
@@ -547,6 +558,34 @@ impl GemmConv {
         Ok((CpuStorage::F32(out), Shape::from((geo.n, geo.o, oh, ow))))
     }
 
+    /// The forward pass on CUDA: cuDNN's product, then the bias and activation in one pass.
+    #[cfg(feature = "cudnn")]
+    pub(crate) fn cuda_forward(
+        &self,
+        (xs, xl): (&candle_core::CudaStorage, &Layout),
+        (ws, wl): (&candle_core::CudaStorage, &Layout),
+        bias: Option<(&candle_core::CudaStorage, &Layout)>,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        if self.pool {
+            bail!("conv2d: the fused max-pool runs on the CPU only; compose the two ops");
+        }
+        let geo = Geometry::new(xl.dims(), wl.dims(), self.params)?;
+        let dev = xs.device();
+        let x = crate::cuda::f32_view(xs, xl, "conv2d")?;
+        let wt = crate::cuda::f32_view(ws, wl, "conv2d")?;
+        let b = match bias {
+            Some((bs, bl)) if bl.shape().elem_count() == geo.o => {
+                Some(crate::cuda::f32_view(bs, bl, "conv2d")?)
+            }
+            Some((_, bl)) => bail!("conv2d: bias {:?} for {} channels", bl.dims(), geo.o),
+            None => None,
+        };
+        let mut y = crate::cuda::conv::forward(dev, &x, &wt, geo.cudnn_shapes(), self.params)?;
+        crate::cuda::bias_act_in_place(dev, &mut y, b, self.act, (geo.o, geo.p()))?;
+        Ok((crate::cuda::storage(y, dev), Shape::from((geo.n, geo.o, geo.oh, geo.ow))))
+    }
+
     /// The output gradient through the activation, and the input and weight gradients.
     fn grads(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<[Tensor; 3]> {
         if self.pool {
@@ -598,15 +637,7 @@ impl CustomOp2 for Grad {
         b: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = [self.dims.0, self.dims.1, self.dims.2, self.dims.3];
-        // The input and weight shapes, and the output gradient's layout among the operands.
-        let (geo, gl) = match self.wrt {
-            Wrt::Input => (Geometry::new(&d, bl.dims(), self.params)?, al),
-            Wrt::Weight => (Geometry::new(al.dims(), &d, self.params)?, bl),
-        };
-        if gl.dims() != [geo.n, geo.o, geo.oh, geo.ow] {
-            bail!("conv2d backward: gradient {:?} for a {:?} result", gl.dims(), self.dims);
-        }
+        let geo = self.geometry(al, bl)?;
         let a = f32_slice(a, al, "conv2d backward")?;
         let b = f32_slice(b, bl, "conv2d backward")?;
         let out = match self.wrt {
@@ -614,6 +645,43 @@ impl CustomOp2 for Grad {
             Wrt::Weight => weight_grad(&geo, a, b)?,
         };
         Ok((CpuStorage::F32(out), Shape::from(self.dims)))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        a: &candle_core::CudaStorage,
+        al: &Layout,
+        b: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let geo = self.geometry(al, bl)?;
+        let dev = a.device();
+        let av = crate::cuda::f32_view(a, al, "conv2d backward")?;
+        let bv = crate::cuda::f32_view(b, bl, "conv2d backward")?;
+        let (s, p) = (geo.cudnn_shapes(), self.params);
+        let out = match self.wrt {
+            Wrt::Input => crate::cuda::conv::input_grad(dev, &av, &bv, s, p)?,
+            Wrt::Weight => crate::cuda::conv::weight_grad(dev, &av, &bv, s, p)?,
+        };
+        Ok((crate::cuda::storage(out, dev), Shape::from(self.dims)))
+    }
+}
+
+impl Grad {
+    /// The convolution's geometry from the operands' layouts (`(dY, weight)` or `(x, dY)`),
+    /// checking the output gradient's shape.
+    fn geometry(&self, al: &Layout, bl: &Layout) -> Result<Geometry> {
+        let d = [self.dims.0, self.dims.1, self.dims.2, self.dims.3];
+        let (geo, gl) = match self.wrt {
+            Wrt::Input => (Geometry::new(&d, bl.dims(), self.params)?, al),
+            Wrt::Weight => (Geometry::new(al.dims(), &d, self.params)?, bl),
+        };
+        if gl.dims() != [geo.n, geo.o, geo.oh, geo.ow] {
+            bail!("conv2d backward: gradient {:?} for a {:?} result", gl.dims(), self.dims);
+        }
+        Ok(geo)
     }
 }
 
@@ -649,6 +717,27 @@ impl CustomOp2 for GemmConvTranspose {
         let x = f32_slice(xs, xl, "conv_transpose2d")?;
         let wt = f32_slice(ws, wl, "conv_transpose2d")?;
         Ok((CpuStorage::F32(input_grad(&geo, x, wt)?), Shape::from(self.out)))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (n, o, oh, ow) = self.out;
+        let geo = Geometry::new(&[n, o, oh, ow], wl.dims(), self.params)?;
+        if xl.dims() != [n, geo.o, geo.oh, geo.ow] {
+            bail!("conv_transpose2d: input {:?} does not map to output {:?}", xl.dims(), self.out);
+        }
+        let dev = xs.device();
+        let x = crate::cuda::f32_view(xs, xl, "conv_transpose2d")?;
+        let wt = crate::cuda::f32_view(ws, wl, "conv_transpose2d")?;
+        let out = crate::cuda::conv::input_grad(dev, &x, &wt, geo.cudnn_shapes(), self.params)?;
+        Ok((crate::cuda::storage(out, dev), Shape::from(self.out)))
     }
 
     fn bwd(

@@ -19,6 +19,8 @@ pub mod assets;
 pub mod checkpoint;
 pub mod conv;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod depthwise;
 pub mod device;
 pub mod dropout;
@@ -30,6 +32,7 @@ pub mod loss;
 pub mod norm;
 pub mod optim;
 pub mod pool;
+pub mod preprocess;
 pub mod schedule;
 mod sgemm;
 mod simd;

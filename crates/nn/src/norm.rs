@@ -190,7 +190,8 @@ impl BatchNorm {
         bshape[1] = c;
         if !train {
             let (scale, shift) = self.eval_scale_shift()?;
-            if x.device().is_cpu() && x.dtype() == DType::F32 && scale.dtype() == DType::F32 {
+            let own = crate::cpu::own_kernels(x.device());
+            if own && x.dtype() == DType::F32 && scale.dtype() == DType::F32 {
                 let x = x.contiguous()?;
                 return x.apply_op3(&scale, &shift, ChannelAffine { clip });
             }
@@ -206,7 +207,7 @@ impl BatchNorm {
                 x.dims()
             );
         }
-        let fused = x.device().is_cpu() && x.dtype() == DType::F32;
+        let fused = crate::cpu::own_kernels(x.device()) && x.dtype() == DType::F32;
         let (y, mean, var) = if fused {
             let x3 = x.contiguous()?;
             let stats = x3.apply_op1_no_bwd(&ChannelStats)?;
@@ -279,6 +280,15 @@ impl CustomOp1 for ChannelStats {
         out.extend(stats.iter().map(|s| s.1));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::bn_stats(s, l)
+    }
 }
 
 /// `y = (x - mean) / sqrt(var + eps) * weight + bias`, optionally ReLU'd; inputs
@@ -319,6 +329,19 @@ impl CustomOp3 for Normalize {
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ss: &candle_core::CudaStorage,
+        sl: &Layout,
+        as_: &candle_core::CudaStorage,
+        al: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::bn_normalize((xs, xl), (ss, sl), (as_, al), self.eps, self.clip)
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -353,6 +376,14 @@ struct Channel {
     mean: Vec<f32>,
     inv_std: Vec<f32>,
     clip: Activation,
+}
+
+#[cfg(feature = "cuda")]
+impl Channel {
+    /// `[mean (C), inv_std (C)]`, as the CUDA kernels take them.
+    fn packed(&self) -> Vec<f32> {
+        self.mean.iter().chain(&self.inv_std).copied().collect()
+    }
 }
 
 /// `(x, dy, y)` to `(2, C)`: `sum(dy * xhat)` and `sum(dy)` per channel, in f64 across planes.
@@ -398,6 +429,20 @@ impl CustomOp3 for GradSums {
         out.extend(sums.iter().map(|s| s.1));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+        ys: &candle_core::CudaStorage,
+        yl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let channel = self.0.packed();
+        crate::cuda::bn_grad_sums((xs, xl), (gs, gl), (ys, yl), &channel, self.0.clip)
+    }
 }
 
 /// `(x, dy, y)` to `dx = weight * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat))`,
@@ -438,6 +483,23 @@ impl CustomOp3 for GradInput {
         });
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+        ys: &candle_core::CudaStorage,
+        yl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let channel = self.channel.packed();
+        // [weight * inv_std (C), mean(dy') (C), mean(dy' * xhat) (C)].
+        let coef: Vec<f32> = (0..3).flat_map(|j| self.coef.iter().map(move |k| k[j])).collect();
+        let consts = (channel.as_slice(), coef.as_slice());
+        crate::cuda::bn_grad_input((xs, xl), (gs, gl), (ys, yl), consts, self.channel.clip)
+    }
 }
 
 /// Evaluation-mode normalisation, `y = x * scale + shift` per channel (optionally clipped), one
@@ -475,6 +537,19 @@ impl CustomOp3 for ChannelAffine {
             },
         );
         Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ss: &candle_core::CudaStorage,
+        sl: &Layout,
+        ts: &candle_core::CudaStorage,
+        tl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::channel_affine((xs, xl), (ss, sl), (ts, tl), self.clip)
     }
 
     fn bwd(

@@ -22,11 +22,13 @@
 //! ```
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor, WithDType};
+use candle_core::{
+    bail, CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor, WithDType,
+};
 
 use rayon::prelude::*;
 
-use crate::cpu::{contiguous, dispatch_float};
+use crate::cpu::{contiguous, dispatch_float, own_kernels};
 
 /// A height/width pair; a single `usize` means the same value for both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +91,29 @@ impl Geometry {
         let start = (o * s).saturating_sub(p);
         let end = (o * s + k).saturating_sub(p).min(len);
         (start, end)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Geometry {
+    /// The window over `h x w` planes, as the CUDA kernels take it.
+    fn cuda(&self, h: usize, w: usize) -> Result<crate::cuda::PoolGeometry> {
+        let (oh, ow) = self.out_hw(h, w)?;
+        let int = |v: usize| {
+            i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("pool2d: {v} too large")))
+        };
+        Ok(crate::cuda::PoolGeometry {
+            h: int(h)?,
+            w: int(w)?,
+            oh: int(oh)?,
+            ow: int(ow)?,
+            kh: int(self.kernel.h)?,
+            kw: int(self.kernel.w)?,
+            sh: int(self.stride.h)?,
+            sw: int(self.stride.w)?,
+            ph: int(self.padding.h)?,
+            pw: int(self.padding.w)?,
+        })
     }
 }
 
@@ -215,6 +240,21 @@ impl CustomOp1 for MaxPoolArgmax {
         };
         Ok((CpuStorage::U32(idx), Shape::from((dims.0, dims.1, oh * ow))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (n, c, h, w) = dims4(layout)?;
+        let g = self.0.cuda(h, w)?;
+        let (_, idx) = crate::cuda::max_pool((storage, layout), g, true)?;
+        let Some(idx) = idx else { bail!("max_pool2d: the kernel returned no indices") };
+        let shape = Shape::from((n, c, (g.oh * g.ow) as usize));
+        Ok((crate::cuda::storage(idx, storage.device()), shape))
+    }
 }
 
 /// Max pooling forward: the values at the argmax positions; its backward scatters the
@@ -248,6 +288,17 @@ impl CustomOp1 for MaxPool {
         Ok((out, Shape::from((n, c, oh, ow))))
     }
 
+    /// On CUDA the indices are found again by the backward pass (a second read of the input)
+    /// rather than kept.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        max_values_cuda(storage, layout, &self.geometry)
+    }
+
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let (n, c, h, w) = arg.dims4()?;
         let (oh, ow) = self.geometry.out_hw(h, w)?;
@@ -259,11 +310,12 @@ impl CustomOp1 for MaxPool {
             _ => arg.detach().contiguous()?.apply_op1_no_bwd(&MaxPoolArgmax(self.geometry))?,
         };
         let src = grad_res.contiguous()?.reshape(idx.shape())?;
-        if !src.device().is_cpu() {
+        let own = src.device().is_cpu() || (src.dtype() == DType::F32 && own_kernels(src.device()));
+        if !own {
             let zeros = Tensor::zeros((n, c, h * w), grad_res.dtype(), grad_res.device())?;
             return Ok(Some(zeros.scatter_add(&idx, &src, 2)?.reshape((n, c, h, w))?));
         }
-        Ok(Some(src.apply_op2(&idx, ScatterPlanes { hw: (h, w) })?))
+        Ok(Some(src.apply_op2(&idx, ScatterPlanes { hw: (h, w), geometry: self.geometry })?))
     }
 }
 
@@ -272,6 +324,10 @@ impl CustomOp1 for MaxPool {
 /// gradient is the gather at the same indices.
 struct ScatterPlanes {
     hw: (usize, usize),
+    /// The pooling window (the CUDA kernel gathers, per input position, from the windows
+    /// that cover it).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    geometry: Geometry,
 }
 
 fn scatter_planes<T: WithDType>(
@@ -316,6 +372,24 @@ impl candle_core::CustomOp2 for ScatterPlanes {
         let out =
             dispatch_float!(gs, gl, "max_pool2d backward", |s| scatter_planes(s, idx, self.hw, p)?);
         Ok((out, Shape::from((n, c, self.hw.0, self.hw.1))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+        is: &candle_core::CudaStorage,
+        il: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let &[n, c, _] = gl.shape().dims() else {
+            bail!("max_pool2d backward: gradient {:?}", gl.shape())
+        };
+        let g = self.geometry.cuda(self.hw.0, self.hw.1)?;
+        let out = crate::cuda::max_pool_backward((gs, gl), (is, il), g)?;
+        let shape = Shape::from((n, c, self.hw.0, self.hw.1));
+        Ok((crate::cuda::storage(out, gs.device()), shape))
     }
 
     fn bwd(
@@ -400,6 +474,36 @@ impl CustomOp1 for MaxPoolValues {
         let out = dispatch_float!(storage, layout, "max_pool2d", |s| max_values(s, dims, &self.0)?);
         Ok((out, Shape::from((dims.0, dims.1, oh, ow))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        max_values_cuda(storage, layout, &self.0)
+    }
+}
+
+/// The window maxima on CUDA.
+#[cfg(feature = "cuda")]
+fn max_values_cuda(
+    storage: &candle_core::CudaStorage,
+    layout: &Layout,
+    geometry: &Geometry,
+) -> Result<(candle_core::CudaStorage, Shape)> {
+    use candle_core::backend::BackendStorage;
+    let (n, c, h, w) = dims4(layout)?;
+    let g = geometry.cuda(h, w)?;
+    let (values, _) = crate::cuda::max_pool((storage, layout), g, false)?;
+    let shape = Shape::from((n, c, g.oh as usize, g.ow as usize));
+    Ok((crate::cuda::storage(values, storage.device()), shape))
+}
+
+/// Whether the pooling ops here have kernels on `device`: the CPU always, CUDA when the crate
+/// is built with its `cuda` feature. Elsewhere they fail; callers pool another way.
+pub fn has_kernels(device: &candle_core::Device) -> bool {
+    own_kernels(device)
 }
 
 /// Max pooling over an NCHW tensor with PyTorch's semantics (`-inf` padding, first maximum).
@@ -410,9 +514,14 @@ pub fn max_pool2d(
     stride: impl Into<Size2>,
     padding: impl Into<Size2>,
 ) -> Result<Tensor> {
-    let g = Geometry::new(kernel.into(), stride.into(), padding.into())?;
+    let (kernel, stride, padding) = (kernel.into(), stride.into(), padding.into());
+    let g = Geometry::new(kernel, stride, padding)?;
     x.dims4()?;
-    if !x.track_op() && x.device().is_cpu() {
+    if x.device().is_cuda() && x.dtype() != DType::F32 {
+        // The CUDA kernels take f32.
+        return max_pool2d(&x.to_dtype(DType::F32)?, kernel, stride, padding)?.to_dtype(x.dtype());
+    }
+    if !x.track_op() && own_kernels(x.device()) {
         return x.contiguous()?.apply_op1_no_bwd(&MaxPoolValues(g));
     }
     x.contiguous()?.apply_op1(MaxPool { geometry: g, indices: Default::default() })
@@ -520,6 +629,20 @@ impl CustomOp1 for AvgPool {
         Ok((out, Shape::from((dims.0, dims.1, oh, ow))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (n, c, h, w) = dims4(layout)?;
+        let g = self.g.cuda(h, w)?;
+        let out = crate::cuda::avg_pool((storage, layout), g, self.count_include_pad, false)?;
+        let shape = Shape::from((n, c, g.oh as usize, g.ow as usize));
+        Ok((crate::cuda::storage(out, storage.device()), shape))
+    }
+
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let (_, _, h, w) = arg.dims4()?;
         let op = AvgPoolBackward {
@@ -553,6 +676,23 @@ impl CustomOp1 for AvgPoolBackward {
         Ok((out, Shape::from(dims)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (n, c, gh, gw) = dims4(layout)?;
+        let g = self.g.cuda(self.in_h, self.in_w)?;
+        if (gh, gw) != (g.oh as usize, g.ow as usize) {
+            bail!("avg_pool2d backward: gradient is {gh}x{gw}, expected {}x{}", g.oh, g.ow);
+        }
+        let out = crate::cuda::avg_pool((storage, layout), g, self.count_include_pad, true)?;
+        let shape = Shape::from((n, c, self.in_h, self.in_w));
+        Ok((crate::cuda::storage(out, storage.device()), shape))
+    }
+
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let op = AvgPool { g: self.g, count_include_pad: self.count_include_pad };
         Ok(Some(grad_res.contiguous()?.apply_op1(op)?))
@@ -568,8 +708,14 @@ pub fn avg_pool2d(
     padding: impl Into<Size2>,
     count_include_pad: bool,
 ) -> Result<Tensor> {
-    let g = Geometry::new(kernel.into(), stride.into(), padding.into())?;
+    let (kernel, stride, padding) = (kernel.into(), stride.into(), padding.into());
+    let g = Geometry::new(kernel, stride, padding)?;
     x.dims4()?;
+    if x.device().is_cuda() && x.dtype() != DType::F32 {
+        // The CUDA kernels take f32.
+        let y = avg_pool2d(&x.to_dtype(DType::F32)?, kernel, stride, padding, count_include_pad)?;
+        return y.to_dtype(x.dtype());
+    }
     x.contiguous()?.apply_op1(AvgPool { g, count_include_pad })
 }
 
