@@ -133,14 +133,22 @@ fn key(dev: &CudaDevice, pass: Pass, shapes: Shapes, p: Conv2dParams) -> Key {
     }
 }
 
-fn cached(k: &Key) -> Option<Algo> {
-    ALGOS.lock().ok().and_then(|m| m.get(k).copied())
-}
-
-fn remember(k: Key, a: Algo) {
-    if let Ok(mut m) = ALGOS.lock() {
-        m.insert(k, a);
+/// The algorithm kept for `k`, else `pick`'s, kept from then on. `into` / `from` map the pass's
+/// algorithm type to and from [`Algo`].
+fn algorithm<A: Copy>(
+    k: Key,
+    pick: impl FnOnce() -> Result<A>,
+    into: fn(A) -> Algo,
+    from: fn(Algo) -> Option<A>,
+) -> Result<A> {
+    if let Some(a) = ALGOS.lock().ok().and_then(|m| m.get(&k).copied()).and_then(from) {
+        return Ok(a);
     }
+    let a = pick()?;
+    if let Ok(mut m) = ALGOS.lock() {
+        m.insert(k, into(a));
+    }
+    Ok(a)
 }
 
 /// A zeroed workspace of `bytes` (none for zero).
@@ -166,15 +174,9 @@ pub(crate) fn forward(
     let cudnn = handle(dev)?;
     let d = descriptors(&cudnn, &s, p)?;
     let op = ConvForward { conv: &d.conv, x: &d.x, w: &d.w, y: &d.y };
+    let from = |a| if let Algo::Forward(a) = a { Some(a) } else { None };
     let k = key(dev, Pass::Forward, s, p);
-    let algo = match cached(&k) {
-        Some(Algo::Forward(a)) => a,
-        _ => {
-            let a = op.pick_algorithm()?;
-            remember(k, Algo::Forward(a));
-            a
-        }
-    };
+    let algo = algorithm(k, || Ok(op.pick_algorithm()?), Algo::Forward, from)?;
     let mut ws = workspace(dev, op.get_workspace_size(algo)?)?;
     let mut y = dev.alloc_zeros::<f32>(len(s.y).max(1))?;
     // SAFETY: `x`, `w` and `y` hold the f32 NCHW values the descriptors describe (the caller
@@ -194,15 +196,9 @@ pub(crate) fn input_grad(
     let cudnn = handle(dev)?;
     let d = descriptors(&cudnn, &s, p)?;
     let op = ConvBackwardData { conv: &d.conv, dx: &d.x, w: &d.w, dy: &d.y };
+    let from = |a| if let Algo::Input(a) = a { Some(a) } else { None };
     let k = key(dev, Pass::Input, s, p);
-    let algo = match cached(&k) {
-        Some(Algo::Input(a)) => a,
-        _ => {
-            let a = op.pick_algorithm()?;
-            remember(k, Algo::Input(a));
-            a
-        }
-    };
+    let algo = algorithm(k, || Ok(op.pick_algorithm()?), Algo::Input, from)?;
     let mut ws = workspace(dev, op.get_workspace_size(algo)?)?;
     let mut dx = dev.alloc_zeros::<f32>(len(s.x).max(1))?;
     // SAFETY: as in `forward`, with `dy` the output's shape and `dx` the input's.
@@ -221,15 +217,9 @@ pub(crate) fn weight_grad(
     let cudnn = handle(dev)?;
     let d = descriptors(&cudnn, &s, p)?;
     let op = ConvBackwardFilter { conv: &d.conv, x: &d.x, dw: &d.w, dy: &d.y };
+    let from = |a| if let Algo::Weight(a) = a { Some(a) } else { None };
     let k = key(dev, Pass::Weight, s, p);
-    let algo = match cached(&k) {
-        Some(Algo::Weight(a)) => a,
-        _ => {
-            let a = op.pick_algorithm()?;
-            remember(k, Algo::Weight(a));
-            a
-        }
-    };
+    let algo = algorithm(k, || Ok(op.pick_algorithm()?), Algo::Weight, from)?;
     let mut ws = workspace(dev, op.get_workspace_size(algo)?)?;
     let mut dw = dev.alloc_zeros::<f32>(len(s.w).max(1))?;
     // SAFETY: as in `forward`, with `dw` the weight's shape.
