@@ -350,6 +350,10 @@ impl CustomOp3 for Normalize {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return self.cuda_backward(x, stats, affine, res, grad);
+        }
         let c = stats.dim(1)?;
         let stats = stats.flatten_all()?.to_vec1::<f32>()?;
         let affine = affine.flatten_all()?.to_vec1::<f32>()?;
@@ -379,10 +383,68 @@ struct Channel {
 }
 
 #[cfg(feature = "cuda")]
-impl Channel {
-    /// `[mean (C), inv_std (C)]`, as the CUDA kernels take them.
-    fn packed(&self) -> Vec<f32> {
-        self.mean.iter().chain(&self.inv_std).copied().collect()
+impl Normalize {
+    /// The backward pass on CUDA with every per-channel constant kept on the device (no copy
+    /// to the host, so no synchronisation): the gradient through the activation first, then
+    /// the sums, then the input gradient from `[stats, affine, sums]`.
+    fn cuda_backward(
+        &self,
+        x: &Tensor,
+        stats: &Tensor,
+        affine: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = self.clip.mask(&grad.contiguous()?, res)?.contiguous()?;
+        let (x, stats) = (x.contiguous()?, stats.contiguous()?);
+        let sums = x.apply_op3_no_bwd(&g, &stats, &CudaBackward { eps: self.eps, sums: true })?;
+        let consts = Tensor::cat(&[&stats, &affine.contiguous()?, &sums], 0)?;
+        let dx = x.apply_op3_no_bwd(&g, &consts, &CudaBackward { eps: self.eps, sums: false })?;
+        Ok((Some(dx), None, Some(sums)))
+    }
+}
+
+/// BatchNorm's backward kernels on CUDA, over `(x, g, stats (2, C))` to the sums `(2, C)` or
+/// over `(x, g, consts (6, C))` to `dx`. There is no CPU kernel: the CPU backward is
+/// [`GradSums`] and [`GradInput`].
+#[cfg(feature = "cuda")]
+struct CudaBackward {
+    eps: f64,
+    sums: bool,
+}
+
+#[cfg(feature = "cuda")]
+impl CustomOp3 for CudaBackward {
+    fn name(&self) -> &'static str {
+        "deeprecog-bn-backward-cuda"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        bail!("{}: a CUDA kernel; the CPU backward is GradSums and GradInput", self.name())
+    }
+
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+        ks: &candle_core::CudaStorage,
+        kl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        if self.sums {
+            crate::cuda::bn_grad_sums_dev((xs, xl), (gs, gl), (ks, kl), self.eps)
+        } else {
+            crate::cuda::bn_grad_input_dev((xs, xl), (gs, gl), (ks, kl), self.eps)
+        }
     }
 }
 
@@ -429,20 +491,6 @@ impl CustomOp3 for GradSums {
         out.extend(sums.iter().map(|s| s.1));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
     }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        xs: &candle_core::CudaStorage,
-        xl: &Layout,
-        gs: &candle_core::CudaStorage,
-        gl: &Layout,
-        ys: &candle_core::CudaStorage,
-        yl: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let channel = self.0.packed();
-        crate::cuda::bn_grad_sums((xs, xl), (gs, gl), (ys, yl), &channel, self.0.clip)
-    }
 }
 
 /// `(x, dy, y)` to `dx = weight * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat))`,
@@ -482,23 +530,6 @@ impl CustomOp3 for GradInput {
             simd::bn_grad_input(dst, xs, gs, ys, consts, ch.clip);
         });
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        xs: &candle_core::CudaStorage,
-        xl: &Layout,
-        gs: &candle_core::CudaStorage,
-        gl: &Layout,
-        ys: &candle_core::CudaStorage,
-        yl: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let channel = self.channel.packed();
-        // [weight * inv_std (C), mean(dy') (C), mean(dy' * xhat) (C)].
-        let coef: Vec<f32> = (0..3).flat_map(|j| self.coef.iter().map(move |k| k[j])).collect();
-        let consts = (channel.as_slice(), coef.as_slice());
-        crate::cuda::bn_grad_input((xs, xl), (gs, gl), (ys, yl), consts, self.channel.clip)
     }
 }
 

@@ -113,39 +113,46 @@ extern "C" __global__ void bn_normalize_f32(const float* x, const float* stats,
   }
 }
 
-// sums = [sum(dy' * xhat) (c), sum(dy') (c)] with dy' the gradient through the activation
-// (from the output y); channel = [mean (c), inv_std (c)]. One block per channel.
-extern "C" __global__ void bn_grad_sums_f32(const float* x, const float* g, const float* y,
-                                            const float* channel, float* sums, int act,
-                                            size_t n, size_t c, size_t hw) {
+// The BatchNorm backward kernels without host-side constants: the gradient g is already
+// through the activation, stats = [mean, biased var] (2, c) as the forward pass left them.
+__device__ __forceinline__ float bn_inv_std(const float* stats, size_t ch, size_t c, double eps) {
+  return (float)(1.0 / sqrt((double)stats[c + ch] + eps));
+}
+
+// sums = [sum(g * xhat) (c), sum(g) (c)]; one block per channel.
+extern "C" __global__ void bn_grad_sums_dev_f32(const float* x, const float* g,
+                                                const float* stats, float* sums, double eps,
+                                                size_t n, size_t c, size_t hw) {
   extern __shared__ double shared[];
   size_t ch = blockIdx.x, m = n * hw;
-  float mean = channel[ch];
+  float mean = stats[ch];
   double sg = 0.0, sgx = 0.0;
   for (size_t i = threadIdx.x; i < m; i += blockDim.x) {
     size_t at = channel_at(i, ch, c, hw);
-    float gv = act_pass(g[at], y[at], act);
+    float gv = g[at];
     sg += gv;
     sgx += (double)(gv * (x[at] - mean));
   }
   double total_g = block_sum(sg, shared);
   double total_gx = block_sum(sgx, shared);
   if (threadIdx.x == 0) {
-    sums[ch] = (float)(total_gx * (double)channel[c + ch]);
+    sums[ch] = (float)(total_gx * (double)bn_inv_std(stats, ch, c, eps));
     sums[c + ch] = (float)total_g;
   }
 }
 
-// dx = scale * (dy' - mean(dy') - xhat * mean(dy' * xhat)); channel = [mean, inv_std] (2, c),
-// coef = [weight * inv_std, mean(dy'), mean(dy' * xhat)] (3, c).
-extern "C" __global__ void bn_grad_input_f32(const float* x, const float* g, const float* y,
-                                             const float* channel, const float* coef, float* dx,
-                                             int act, size_t c, size_t hw, size_t n) {
+// dx = weight * inv_std * (g - mean(g) - xhat * mean(g * xhat)); consts (6, c) = [mean, var,
+// weight, bias, sum(g * xhat), sum(g)], m values per channel.
+extern "C" __global__ void bn_grad_input_dev_f32(const float* x, const float* g,
+                                                 const float* consts, float* dx, double eps,
+                                                 float m, size_t c, size_t hw, size_t n) {
   GRID_STRIDE(i, n) {
     size_t ch = (i / hw) % c;
-    float xhat = (x[i] - channel[ch]) * channel[c + ch];
-    float gv = act_pass(g[i], y[i], act);
-    dx[i] = coef[ch] * (gv - coef[c + ch] - xhat * coef[2 * c + ch]);
+    float inv = bn_inv_std(consts, ch, c, eps);
+    float xhat = (x[i] - consts[ch]) * inv;
+    float scale = consts[2 * c + ch] * inv;
+    float mean_g = consts[5 * c + ch] / m, mean_gx = consts[4 * c + ch] / m;
+    dx[i] = scale * (g[i] - mean_g - xhat * mean_gx);
   }
 }
 

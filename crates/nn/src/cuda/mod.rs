@@ -225,62 +225,52 @@ pub(crate) fn bn_normalize(
     Ok(wrap(out, dev, xl.shape().clone()))
 }
 
-/// BatchNorm backward's per-channel sums `(2, C)`: `sum(dy' * xhat)` and `sum(dy')`, with
-/// `channel = [mean, inv_std]`.
-pub(crate) fn bn_grad_sums(
+/// BatchNorm backward's per-channel sums `(2, C)` from the gradient through the activation
+/// `g` and the forward statistics `stats (2, C)`, all on the device.
+pub(crate) fn bn_grad_sums_dev(
     (xs, xl): (&CudaStorage, &Layout),
     (gs, gl): (&CudaStorage, &Layout),
-    (ys, yl): (&CudaStorage, &Layout),
-    channel: &[f32],
-    act: Activation,
+    (ss, sl): (&CudaStorage, &Layout),
+    eps: f64,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = xs.device();
     let x = f32_view(xs, xl, "batch norm backward")?;
     let g = f32_view(gs, gl, "batch norm backward")?;
-    let y = f32_view(ys, yl, "batch norm backward")?;
+    let stats = f32_view(ss, sl, "batch norm backward")?;
     let (n, c, sp) = crate::cpu::ncs(xl)?;
-    if gl.shape() != xl.shape() || yl.shape() != xl.shape() || channel.len() != 2 * c {
-        bail!("batch norm backward: gradient {:?} for input {:?}", gl.shape(), xl.shape());
+    if gl.shape() != xl.shape() || sl.shape().elem_count() != 2 * c {
+        bail!("batch norm backward: gradient {:?}, statistics {:?}", gl.dims(), sl.dims());
     }
-    let ch = dev.clone_htod(channel)?;
     let out = output::<f32>(dev, 2 * c)?;
-    let code = act_code(act);
-    let (func, stream) = (kernel(dev, "bn_grad_sums_f32")?, dev.cuda_stream());
+    let (func, stream) = (kernel(dev, "bn_grad_sums_dev_f32")?, dev.cuda_stream());
     let mut a = stream.launch_builder(&func);
-    a.arg(&x).arg(&g).arg(&y).arg(&ch).arg(&out).arg(&code);
-    a.arg(&n).arg(&c).arg(&sp);
+    a.arg(&x).arg(&g).arg(&stats).arg(&out).arg(&eps).arg(&n).arg(&c).arg(&sp);
     run(a, per_channel(c))?;
     Ok(wrap(out, dev, (2, c)))
 }
 
-/// BatchNorm's input gradient, with `channel = [mean, inv_std]` and `coef = [weight *
-/// inv_std, mean(dy'), mean(dy' * xhat)]`, each `C` long.
-pub(crate) fn bn_grad_input(
+/// BatchNorm's input gradient from `g` (through the activation) and `consts (6, C)` = `[mean,
+/// var, weight, bias, sum(g * xhat), sum(g)]`, all on the device.
+pub(crate) fn bn_grad_input_dev(
     (xs, xl): (&CudaStorage, &Layout),
     (gs, gl): (&CudaStorage, &Layout),
-    (ys, yl): (&CudaStorage, &Layout),
-    (channel, coef): (&[f32], &[f32]),
-    act: Activation,
+    (ks, kl): (&CudaStorage, &Layout),
+    eps: f64,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = xs.device();
     let x = f32_view(xs, xl, "batch norm backward")?;
     let g = f32_view(gs, gl, "batch norm backward")?;
-    let y = f32_view(ys, yl, "batch norm backward")?;
+    let consts = f32_view(ks, kl, "batch norm backward")?;
     let (_, c, sp) = crate::cpu::ncs(xl)?;
-    if gl.shape() != xl.shape() || yl.shape() != xl.shape() {
-        bail!("batch norm backward: gradient {:?} for input {:?}", gl.shape(), xl.shape());
+    if gl.shape() != xl.shape() || kl.shape().elem_count() != 6 * c {
+        bail!("batch norm backward: gradient {:?}, constants {:?}", gl.dims(), kl.dims());
     }
-    if channel.len() != 2 * c || coef.len() != 3 * c {
-        bail!("batch norm backward: constants for {} channels, input has {c}", channel.len() / 2);
-    }
-    let (ch, co) = (dev.clone_htod(channel)?, dev.clone_htod(coef)?);
     let n = xl.shape().elem_count();
+    let m = (n / c.max(1)) as f32;
     let out = output::<f32>(dev, n)?;
-    let code = act_code(act);
-    let (func, stream) = (kernel(dev, "bn_grad_input_f32")?, dev.cuda_stream());
+    let (func, stream) = (kernel(dev, "bn_grad_input_dev_f32")?, dev.cuda_stream());
     let mut a = stream.launch_builder(&func);
-    a.arg(&x).arg(&g).arg(&y).arg(&ch).arg(&co).arg(&out).arg(&code);
-    a.arg(&c).arg(&sp).arg(&n);
+    a.arg(&x).arg(&g).arg(&consts).arg(&out).arg(&eps).arg(&m).arg(&c).arg(&sp).arg(&n);
     run(a, elementwise(n))?;
     Ok(wrap(out, dev, xl.shape().clone()))
 }
