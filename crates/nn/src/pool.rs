@@ -259,12 +259,15 @@ impl CustomOp1 for MaxPoolArgmax {
 
 /// Max pooling forward: the values at the argmax positions; its backward scatters the
 /// gradient to those positions with `scatter_add`, itself differentiable w.r.t. the gradient.
-/// The forward keeps its indices for the backward (as PyTorch saves them), so the windows are
-/// searched once per step.
+/// The forward keeps its indices for the backward (as PyTorch saves them; on CUDA in device
+/// memory), so the windows are searched once per step.
 #[derive(Debug)]
 struct MaxPool {
     geometry: Geometry,
     indices: std::sync::Mutex<Option<Vec<u32>>>,
+    #[cfg(feature = "cuda")]
+    cuda_indices:
+        std::sync::Mutex<Option<candle_core::cuda_backend::cudarc::driver::CudaSlice<u32>>>,
 }
 
 impl CustomOp1 for MaxPool {
@@ -288,20 +291,38 @@ impl CustomOp1 for MaxPool {
         Ok((out, Shape::from((n, c, oh, ow))))
     }
 
-    /// On CUDA the indices are found again by the backward pass (a second read of the input)
-    /// rather than kept.
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
         storage: &candle_core::CudaStorage,
         layout: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        max_values_cuda(storage, layout, &self.geometry)
+        let (n, c, h, w) = dims4(layout)?;
+        let g = self.geometry.cuda(h, w)?;
+        let (values, indices) = crate::cuda::max_pool((storage, layout), g, true)?;
+        if let Ok(mut slot) = self.cuda_indices.lock() {
+            *slot = indices;
+        }
+        let shape = Shape::from((n, c, g.oh as usize, g.ow as usize));
+        Ok((crate::cuda::storage(values, storage.device()), shape))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let (n, c, h, w) = arg.dims4()?;
         let (oh, ow) = self.geometry.out_hw(h, w)?;
+        #[cfg(feature = "cuda")]
+        if let candle_core::Device::Cuda(dev) = arg.device() {
+            let saved = self.cuda_indices.lock().ok().and_then(|mut slot| slot.take());
+            if let Some(idx) = saved.filter(|i| i.len() == n * c * oh * ow) {
+                let idx = Tensor::from_storage(
+                    candle_core::Storage::Cuda(crate::cuda::storage(idx, dev)),
+                    (n, c, oh * ow),
+                    candle_core::op::BackpropOp::none(),
+                    false,
+                );
+                return self.scatter(grad_res, &idx, (n, c, h, w)).map(Some);
+            }
+        }
         let saved = self.indices.lock().ok().and_then(|slot| slot.clone());
         let idx = match saved {
             Some(v) if v.len() == n * c * oh * ow => {
@@ -309,13 +330,25 @@ impl CustomOp1 for MaxPool {
             }
             _ => arg.detach().contiguous()?.apply_op1_no_bwd(&MaxPoolArgmax(self.geometry))?,
         };
+        self.scatter(grad_res, &idx, (n, c, h, w)).map(Some)
+    }
+}
+
+impl MaxPool {
+    /// The input gradient: `grad_res` added at the maxima `idx` of each plane.
+    fn scatter(
+        &self,
+        grad_res: &Tensor,
+        idx: &Tensor,
+        (n, c, h, w): (usize, usize, usize, usize),
+    ) -> Result<Tensor> {
         let src = grad_res.contiguous()?.reshape(idx.shape())?;
         let own = src.device().is_cpu() || (src.dtype() == DType::F32 && own_kernels(src.device()));
         if !own {
             let zeros = Tensor::zeros((n, c, h * w), grad_res.dtype(), grad_res.device())?;
-            return Ok(Some(zeros.scatter_add(&idx, &src, 2)?.reshape((n, c, h, w))?));
+            return zeros.scatter_add(idx, &src, 2)?.reshape((n, c, h, w));
         }
-        Ok(Some(src.apply_op2(&idx, ScatterPlanes { hw: (h, w), geometry: self.geometry })?))
+        src.apply_op2(idx, ScatterPlanes { hw: (h, w), geometry: self.geometry })
     }
 }
 
@@ -524,7 +557,12 @@ pub fn max_pool2d(
     if !x.track_op() && own_kernels(x.device()) {
         return x.contiguous()?.apply_op1_no_bwd(&MaxPoolValues(g));
     }
-    x.contiguous()?.apply_op1(MaxPool { geometry: g, indices: Default::default() })
+    x.contiguous()?.apply_op1(MaxPool {
+        geometry: g,
+        indices: Default::default(),
+        #[cfg(feature = "cuda")]
+        cuda_indices: Default::default(),
+    })
 }
 
 fn avg_forward<T: WithDType>(
