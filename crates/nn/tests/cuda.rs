@@ -224,3 +224,35 @@ fn preprocessing_matches_the_cpu_bit_for_bit() {
         close("preprocess", &cpu, &cuda, 0.0);
     }
 }
+
+#[test]
+fn adam_and_adamw_steps_match_the_cpu() {
+    use candle_nn::Optimizer;
+    use deeprecog_nn::optim::{Adam, AdamConfig, AdamW, AdamWConfig};
+    let start = randn(1100, &[7, 5, 3]);
+    let grads: Vec<Tensor> = (0..4).map(|i| randn(1200 + i, &[7, 5, 3])).collect();
+    // Loss `sum(theta * g_step)`: its gradient is `g_step`.
+    fn run<O: Optimizer>(dev: &Device, start: &Tensor, grads: &[Tensor], cfg: O::Config) -> Tensor {
+        let var = Var::from_tensor(&start.to_device(dev).unwrap()).unwrap();
+        let mut opt = O::new(vec![var.clone()], cfg).unwrap();
+        for g in grads {
+            let loss = (var.as_tensor() * g.to_device(dev).unwrap()).unwrap().sum_all().unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        var.as_tensor().clone()
+    }
+    for wd in [0.0, 0.1] {
+        let cfg = AdamConfig { lr: 0.05, weight_decay: wd, ..Default::default() };
+        let (c, g) = (
+            run::<Adam>(&Device::Cpu, &start, &grads, cfg),
+            run::<Adam>(&gpu(), &start, &grads, cfg),
+        );
+        close(&format!("adam wd={wd}"), &c, &g, 1e-6);
+        let cfg = AdamWConfig { lr: 0.05, weight_decay: wd, ..Default::default() };
+        let (c, g) = (
+            run::<AdamW>(&Device::Cpu, &start, &grads, cfg),
+            run::<AdamW>(&gpu(), &start, &grads, cfg),
+        );
+        close(&format!("adamw wd={wd}"), &c, &g, 1e-6);
+    }
+}

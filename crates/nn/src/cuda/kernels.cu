@@ -307,3 +307,40 @@ extern "C" __global__ void preprocess_u8_f32(const uint8_t* src, float* dst,
     dst[i] = ((float)src[at] / 255.0f - norm[ch]) * norm[3 + ch];
   }
 }
+
+// One Adam / AdamW step in three in-place passes (first moment, second moment, parameter),
+// with the CPU kernel's f32 operations in its order: round-to-nearest intrinsics, so nvcc
+// contracts nothing into a fused multiply-add and the bits match.
+struct AdamConsts {
+  float decay, l2, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_sqrt_bc2, eps,
+      step_size;
+  int use_decay, use_l2;
+};
+
+__device__ __forceinline__ float adam_grad(float g, float theta, AdamConsts k) {
+  return k.use_l2 ? __fadd_rn(g, __fadd_rn(__fmul_rn(theta, k.l2), 0.0f)) : g;
+}
+
+// moment = moment * beta + (g' or g'^2) * (1 - beta), g' the gradient with the L2 term.
+extern "C" __global__ void adam_moment_f32(float* moment, const float* g, const float* theta,
+                                           AdamConsts k, int second, size_t n) {
+  GRID_STRIDE(i, n) {
+    float gv = adam_grad(g[i], theta[i], k);
+    float beta = second ? k.beta2 : k.beta1;
+    float rest = second ? k.one_minus_beta2 : k.one_minus_beta1;
+    float term = second ? __fmul_rn(gv, gv) : gv;
+    moment[i] = __fadd_rn(__fadd_rn(__fmul_rn(moment[i], beta), 0.0f),
+                          __fadd_rn(__fmul_rn(term, rest), 0.0f));
+  }
+}
+
+// theta = decayed theta - m / (sqrt(v) / sqrt(bc2) + eps) * lr / bc1.
+extern "C" __global__ void adam_update_f32(float* theta, const float* m, const float* v,
+                                           AdamConsts k, size_t n) {
+  GRID_STRIDE(i, n) {
+    float t = theta[i];
+    if (k.use_decay) t = __fadd_rn(__fmul_rn(t, k.decay), 0.0f);
+    float denom = __fadd_rn(__fmul_rn(__fsqrt_rn(v[i]), k.inv_sqrt_bc2), k.eps);
+    theta[i] = __fsub_rn(t, __fadd_rn(__fmul_rn(__fdiv_rn(m[i], denom), k.step_size), 0.0f));
+  }
+}

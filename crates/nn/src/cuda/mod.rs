@@ -444,3 +444,99 @@ pub(crate) fn preprocess(
     run(args, elementwise(n))?;
     Ok(wrap(out, dev, (batch, 3, oh, ow)))
 }
+
+/// Adam's per-step constants, as `struct AdamConsts` in `kernels.cu` takes them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AdamConsts {
+    decay: f32,
+    l2: f32,
+    beta1: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    inv_sqrt_bc2: f32,
+    eps: f32,
+    step_size: f32,
+    use_decay: i32,
+    use_l2: i32,
+}
+
+// SAFETY: a `repr(C)` struct of nine `f32` and two `i32`, the layout of `AdamConsts` in
+// `kernels.cu`.
+unsafe impl DeviceRepr for AdamConsts {}
+
+impl From<crate::simd::AdamStep> for AdamConsts {
+    fn from(k: crate::simd::AdamStep) -> Self {
+        AdamConsts {
+            decay: k.decay.unwrap_or(1.0),
+            l2: k.l2.unwrap_or(0.0),
+            beta1: k.beta1,
+            one_minus_beta1: k.one_minus_beta1,
+            beta2: k.beta2,
+            one_minus_beta2: k.one_minus_beta2,
+            inv_sqrt_bc2: k.inv_sqrt_bc2,
+            eps: k.eps,
+            step_size: k.step_size,
+            use_decay: i32::from(k.decay.is_some()),
+            use_l2: i32::from(k.l2.is_some()),
+        }
+    }
+}
+
+/// The f32 values of a contiguous operand, writable.
+fn f32_view_mut<'a>(
+    s: &'a mut CudaStorage,
+    l: &Layout,
+    op: &str,
+) -> Result<candle_core::cuda_backend::cudarc::driver::CudaViewMut<'a, f32>> {
+    let Some((a, b)) = l.contiguous_offsets() else {
+        bail!("{op}: the CUDA kernel takes a contiguous operand, got strides {:?}", l.stride());
+    };
+    Ok(s.as_cuda_slice_mut::<f32>()?.slice_mut(a..b))
+}
+
+/// Adam's first (or, with `second`, second) moment updated in place from the gradient `g`
+/// and the parameter `theta` (for the L2 term).
+pub(crate) fn adam_moment(
+    (ms, ml): (&mut CudaStorage, &Layout),
+    (gs, gl): (&CudaStorage, &Layout),
+    (ts, tl): (&CudaStorage, &Layout),
+    k: AdamConsts,
+    second: bool,
+) -> Result<()> {
+    let dev = ms.device().clone();
+    let n = ml.shape().elem_count();
+    if gl.shape().elem_count() != n || tl.shape().elem_count() != n {
+        bail!("adam: moment {:?}, gradient {:?}, parameter {:?}", ml.dims(), gl.dims(), tl.dims());
+    }
+    let g = f32_view(gs, gl, "adam")?;
+    let theta = f32_view(ts, tl, "adam")?;
+    let mut m = f32_view_mut(ms, ml, "adam")?;
+    let second = i32::from(second);
+    let (func, stream) = (kernel(&dev, "adam_moment_f32")?, dev.cuda_stream());
+    let mut a = stream.launch_builder(&func);
+    a.arg(&mut m).arg(&g).arg(&theta).arg(&k).arg(&second).arg(&n);
+    run(a, elementwise(n))
+}
+
+/// The parameter `theta` stepped in place from the updated moments.
+pub(crate) fn adam_update(
+    (ts, tl): (&mut CudaStorage, &Layout),
+    (ms, ml): (&CudaStorage, &Layout),
+    (vs, vl): (&CudaStorage, &Layout),
+    k: AdamConsts,
+) -> Result<()> {
+    let dev = ts.device().clone();
+    let n = tl.shape().elem_count();
+    if ml.shape().elem_count() != n || vl.shape().elem_count() != n {
+        bail!("adam: parameter {:?}, moments {:?} and {:?}", tl.dims(), ml.dims(), vl.dims());
+    }
+    let m = f32_view(ms, ml, "adam")?;
+    let v = f32_view(vs, vl, "adam")?;
+    let mut theta = f32_view_mut(ts, tl, "adam")?;
+    let (func, stream) = (kernel(&dev, "adam_update_f32")?, dev.cuda_stream());
+    let mut a = stream.launch_builder(&func);
+    a.arg(&mut theta).arg(&m).arg(&v).arg(&k).arg(&n);
+    run(a, elementwise(n))
+}

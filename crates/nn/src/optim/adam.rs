@@ -169,12 +169,34 @@ impl Core {
         Ok(())
     }
 
+    /// The f32 constants of step `t`.
+    fn constants(&self, t: u64) -> AdamStep {
+        let decay = self.weight_decay != 0.0;
+        let bc1 = 1.0 - self.beta1.powi(t as i32);
+        let bc2 = 1.0 - self.beta2.powi(t as i32);
+        AdamStep {
+            decay: (decay && self.decoupled).then_some((1.0 - self.lr * self.weight_decay) as f32),
+            l2: (decay && !self.decoupled).then_some(self.weight_decay as f32),
+            beta1: self.beta1 as f32,
+            one_minus_beta1: (1.0 - self.beta1) as f32,
+            beta2: self.beta2 as f32,
+            one_minus_beta2: (1.0 - self.beta2) as f32,
+            inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+            eps: self.eps as f32,
+            step_size: (self.lr / bc1) as f32,
+        }
+    }
+
     /// The step of parameter `i` as a single pass over its values, for f32 on the CPU (the
-    /// composed ops above make a dozen passes and as many allocations); the same bits.
-    /// Returns whether it applied.
+    /// composed ops above make a dozen passes and as many allocations); the same bits. On
+    /// CUDA, three in-place kernels with the same arithmetic. Returns whether it applied.
     fn fused_step(&mut self, i: usize, grad: &Tensor) -> candle_core::Result<bool> {
         let p = &self.params[i];
         let theta = p.var.as_detached_tensor();
+        #[cfg(feature = "cuda")]
+        if theta.device().is_cuda() {
+            return self.cuda_step(i, &theta, grad);
+        }
         let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
         if !cpu_f32(&theta) || !cpu_f32(grad) || grad.dims() != theta.dims() {
             return Ok(false);
@@ -187,20 +209,7 @@ impl Core {
         };
         let mut values = flat(&theta)?;
         let g = flat(grad)?;
-        let decay = self.weight_decay != 0.0;
-        let bc1 = 1.0 - self.beta1.powi(t as i32);
-        let bc2 = 1.0 - self.beta2.powi(t as i32);
-        let step = AdamStep {
-            decay: (decay && self.decoupled).then_some((1.0 - self.lr * self.weight_decay) as f32),
-            l2: (decay && !self.decoupled).then_some(self.weight_decay as f32),
-            beta1: self.beta1 as f32,
-            one_minus_beta1: (1.0 - self.beta1) as f32,
-            beta2: self.beta2 as f32,
-            one_minus_beta2: (1.0 - self.beta2) as f32,
-            inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
-            eps: self.eps as f32,
-            step_size: (self.lr / bc1) as f32,
-        };
+        let step = self.constants(t);
         simd::adam(&mut values, &g, &mut m, &mut v, step);
         let (shape, device) = (theta.shape(), theta.device());
         p.var.set(&Tensor::from_vec(values, shape, device)?)?;
@@ -210,12 +219,34 @@ impl Core {
         Ok(true)
     }
 
+    /// [`Core::fused_step`] on CUDA: the moments and the parameter updated in place.
+    #[cfg(feature = "cuda")]
+    fn cuda_step(&mut self, i: usize, theta: &Tensor, grad: &Tensor) -> candle_core::Result<bool> {
+        let f32s = theta.dtype() == DType::F32 && grad.dtype() == DType::F32;
+        if !f32s || grad.dims() != theta.dims() || !theta.is_contiguous() {
+            return Ok(false);
+        }
+        let (t, m, v) = match &self.params[i].state {
+            Some((t, prev)) => (t + 1, prev.exp_avg.contiguous()?, prev.exp_avg_sq.contiguous()?),
+            None => (1, theta.zeros_like()?, theta.zeros_like()?),
+        };
+        let k = crate::cuda::AdamConsts::from(self.constants(t));
+        let g = grad.contiguous()?;
+        m.inplace_op3(&g, theta, &CudaAdam::Moment { k, second: false })?;
+        v.inplace_op3(&g, theta, &CudaAdam::Moment { k, second: true })?;
+        theta.inplace_op3(&m, &v, &CudaAdam::Update(k))?;
+        let moments = Moments { exp_avg: m, exp_avg_sq: v, max_exp_avg_sq: None };
+        self.params[i].state = Some((t, moments));
+        Ok(true)
+    }
+
     fn state(&self) -> Result<OptimizerState> {
+        // Copies: on CUDA the moments are updated in place by the next step.
         export_state(&self.params, self.step, self.lr, |m, _| {
             let mut out =
-                vec![("exp_avg", m.exp_avg.clone()), ("exp_avg_sq", m.exp_avg_sq.clone())];
+                vec![("exp_avg", m.exp_avg.copy()?), ("exp_avg_sq", m.exp_avg_sq.copy()?)];
             if let Some(mx) = &m.max_exp_avg_sq {
-                out.push(("max_exp_avg_sq", mx.clone()));
+                out.push(("max_exp_avg_sq", mx.copy()?));
             }
             Ok(out)
         })
@@ -237,6 +268,50 @@ impl Core {
         self.step = state.step;
         self.lr = state.learning_rate;
         Ok(())
+    }
+}
+
+/// Adam's in-place CUDA kernels: a moment from `(gradient, parameter)`, or the parameter from
+/// `(first moment, second moment)`. CPU steps are [`simd::adam`].
+#[cfg(feature = "cuda")]
+enum CudaAdam {
+    Moment { k: crate::cuda::AdamConsts, second: bool },
+    Update(crate::cuda::AdamConsts),
+}
+
+#[cfg(feature = "cuda")]
+impl candle_core::InplaceOp3 for CudaAdam {
+    fn name(&self) -> &'static str {
+        "deeprecog-adam-cuda"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &mut candle_core::CpuStorage,
+        _: &candle_core::Layout,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        candle_core::bail!("{}: a CUDA kernel; the CPU step is simd::adam", self.name())
+    }
+
+    fn cuda_fwd(
+        &self,
+        a: &mut candle_core::CudaStorage,
+        al: &candle_core::Layout,
+        b: &candle_core::CudaStorage,
+        bl: &candle_core::Layout,
+        c: &candle_core::CudaStorage,
+        cl: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        match *self {
+            CudaAdam::Moment { k, second } => {
+                crate::cuda::adam_moment((a, al), (b, bl), (c, cl), k, second)
+            }
+            CudaAdam::Update(k) => crate::cuda::adam_update((a, al), (b, bl), (c, cl), k),
+        }
     }
 }
 
