@@ -8,7 +8,8 @@ WORKLOAD: scratch3 | resnet50-frozen | mobilenetv2 | dcgan64 (input size implied
 224, 64; `resnet50` = 224 inference). ENGINE: torch-train | torch-infer | ort-infer.
 Runs in a scratch venv (torch, torchvision, onnx, onnxruntime); never a project dependency.
 With ANCHOR_DEVICE=cuda the torch engines run on GPU 0 (cudnn.benchmark on, each step ending
-with a device synchronisation) for benches/gpu/run.sh; `resnet34` = 224 inference there.
+with a device synchronisation) for benches/gpu/run.sh; `resnet34` = 224 inference there;
+ANCHOR_AMP=1 adds bf16 autocast around the forward passes and losses.
 """
 import io
 import os
@@ -29,6 +30,11 @@ torch.manual_seed(0)
 dev = torch.device(os.environ.get("ANCHOR_DEVICE", "cpu"))
 if dev.type == "cuda":
     torch.backends.cudnn.benchmark = True
+amp = os.environ.get("ANCHOR_AMP") == "1"
+
+
+def autocast():
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp)
 
 
 def seed_head(features):
@@ -130,13 +136,16 @@ if workload == "dcgan64":
     ones, zeros = torch.ones(batch, device=dev), torch.zeros(batch, device=dev)
 
     def step():
-        fake = g(torch.randn(batch, 100, 1, 1, device=dev))
+        with autocast():
+            fake = g(torch.randn(batch, 100, 1, 1, device=dev))
+            loss_d = bce(d(real).view(-1), ones) + bce(d(fake.detach()).view(-1), zeros)
         opt_d.zero_grad()
-        loss_d = bce(d(real).view(-1), ones) + bce(d(fake.detach()).view(-1), zeros)
         loss_d.backward()
         opt_d.step()
         opt_g.zero_grad()
-        bce(d(fake).view(-1), ones).backward()
+        with autocast():
+            loss_g = bce(d(fake).view(-1), ones)
+        loss_g.backward()
         opt_g.step()
 else:
     build, size = models[workload]
@@ -150,13 +159,15 @@ else:
 
         def step():
             opt.zero_grad()
-            bce(model(x), y).backward()
+            with autocast():
+                loss = bce(model(x), y)
+            loss.backward()
             opt.step()
     elif engine == "torch-infer":
         model.eval()
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 model(x)
     elif engine == "ort-infer":
         import onnxruntime as ort

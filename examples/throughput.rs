@@ -10,6 +10,7 @@
 //! cargo run --release --example throughput -- --gan dcgan64 --batch 64
 //! cargo run --release --example throughput -- --model resnet50 --input 224 --batch 8 --no-winograd
 //! cargo run --release --features cudnn --example throughput -- --model resnet34 --input 224 --batch 64 --device cuda
+//! cargo run --release --features cudnn --example throughput -- --model scratch3 --batch 256 --train --device cuda --bf16
 //! ```
 //!
 //! With `--gan ARCH` (`dcgan64`, `seed`, ...) a step is one GAN iteration: a discriminator step
@@ -53,6 +54,10 @@ struct Cli {
     /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
+    /// Mixed precision on CUDA: convolutions in bf16, parameters and the rest in f32
+    /// (`nn::conv::set_autocast_bf16`; needs `--features cudnn`).
+    #[arg(long)]
+    bf16: bool,
 }
 
 fn main() -> ExitCode {
@@ -69,6 +74,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cli.bf16 {
+        #[cfg(feature = "cudnn")]
+        deeprecog::nn::conv::set_autocast_bf16(true);
+        #[cfg(not(feature = "cudnn"))]
+        {
+            eprintln!("error: --bf16 needs a build with --features cudnn");
+            return ExitCode::FAILURE;
+        }
+    }
     let device = match deeprecog::nn::device::select(cli.device) {
         Ok(d) => d,
         Err(e) => {

@@ -11,10 +11,10 @@ out = sys.argv[1]
 device = open(f"{out}/device.txt").read().split(",")[0].strip()
 rows = []
 for line in open(f"{out}/rows.tsv"):
-    name, batch, ours, theirs = (line.rstrip("\n").split("\t") + ["", "", "", ""])[:4]
+    name, batch, precision, ours, theirs = (line.rstrip("\n").split("\t") + [""] * 5)[:5]
     o = float(ours) if ours else None
     t = float(theirs) if theirs else None
-    rows.append(dict(workload=name, batch=int(batch), precision="fp32", ours_ms=o, pytorch_ms=t,
+    rows.append(dict(workload=name, batch=int(batch), precision=precision, ours_ms=o, pytorch_ms=t,
                      ratio=round(t / o, 3) if o and t else None))
 date = datetime.date.today().isoformat()
 card = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-")

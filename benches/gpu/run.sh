@@ -19,15 +19,17 @@ timeout 300 gpu-carry/x/nn-cuda-tests --test-threads 1 2>&1 | tee -a "$OUT/tests
 
 echo "== workloads: deeprecog, then PyTorch eager, each median of 20 steps"
 : > "$OUT/rows.tsv"
-grep -v '^#' benches/gpu/workloads.txt | while IFS='|' read -r name batch ours theirs; do
+grep -v '^#' benches/gpu/workloads.txt | while IFS='|' read -r name batch precision ours theirs; do
   [ -z "$name" ] && continue
-  echo "-- $name, batch $batch" | tee -a "$OUT/workloads.log"
+  echo "-- $name, batch $batch, $precision" | tee -a "$OUT/workloads.log"
+  amp=0 flag=""
+  if [ "$precision" = bf16 ]; then amp=1 flag=--bf16; fi
   # shellcheck disable=SC2086
-  a=$(timeout 150 gpu-carry/x/throughput $ours --device cuda --iters 20 2>&1 | tee -a "$OUT/workloads.log")
+  a=$(timeout 150 gpu-carry/x/throughput $ours $flag --device cuda --iters 20 2>&1 | tee -a "$OUT/workloads.log")
   # shellcheck disable=SC2086
-  b=$(ANCHOR_DEVICE=cuda timeout 150 python3 benches/torch_cpu_anchors.py $theirs 20 2>&1 | tee -a "$OUT/workloads.log")
+  b=$(ANCHOR_DEVICE=cuda ANCHOR_AMP=$amp timeout 150 python3 benches/torch_cpu_anchors.py $theirs 20 2>&1 | tee -a "$OUT/workloads.log")
   ms() { sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' | tail -1; }
-  printf '%s\t%s\t%s\t%s\n' "$name" "$batch" "$(echo "$a" | ms)" "$(echo "$b" | ms)" >> "$OUT/rows.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$batch" "$precision" "$(echo "$a" | ms)" "$(echo "$b" | ms)" >> "$OUT/rows.tsv"
 done
 
 echo "== the shared PyTorch reference script"

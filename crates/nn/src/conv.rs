@@ -49,7 +49,7 @@ use crate::cpu::{contiguous, dispatch_float, ncs};
 use crate::depthwise::Padding;
 
 #[cfg(feature = "cudnn")]
-pub use crate::cuda::conv::{allow_tf32, set_allow_tf32};
+pub use crate::cuda::conv::{allow_tf32, autocast_bf16, set_allow_tf32, set_autocast_bf16};
 
 static WINOGRAD: AtomicBool = AtomicBool::new(true);
 
@@ -470,6 +470,17 @@ pub fn conv2d_act(
     let depthwise = g == c && o == c && p.dilation == 1 && kh == kw;
     let all_f32 = [Some(x), Some(weight), bias].iter().flatten().all(|t| t.dtype() == DType::F32);
     let own = crate::cpu::own_conv(x.device()) && all_f32;
+    #[cfg(feature = "cudnn")]
+    if own && x.device().is_cuda() && autocast_bf16() {
+        // Mixed precision: the product in bf16, everything around it in f32.
+        let op = crate::gemm_conv::GemmConv { params: p, act: Activation::Identity, pool: false };
+        let (xb, wb) = (x.to_dtype(DType::BF16)?, weight.to_dtype(DType::BF16)?);
+        let y = xb.contiguous()?.apply_op2(&wb.contiguous()?, op)?.to_dtype(DType::F32)?;
+        return match bias {
+            Some(b) => channel_bias(&y, b, act),
+            None => act.tensor(y),
+        };
+    }
     if own && (!depthwise || x.device().is_cuda()) {
         let op = crate::gemm_conv::GemmConv { params: p, act, pool: false };
         let (x, weight) = (x.contiguous()?, weight.contiguous()?);
@@ -615,6 +626,15 @@ pub fn conv_transpose2d(
         let params =
             Conv2dParams { stride: p.stride, padding: p.padding, dilation: p.dilation, groups: g };
         let op = crate::gemm_conv::GemmConvTranspose { params, out: (n, o, oh, ow) };
+        #[cfg(feature = "cudnn")]
+        if x.device().is_cuda() && autocast_bf16() {
+            let (xb, wb) = (x.to_dtype(DType::BF16)?, weight.to_dtype(DType::BF16)?);
+            let y = xb.contiguous()?.apply_op2(&wb.contiguous()?, op)?.to_dtype(DType::F32)?;
+            return match bias {
+                Some(b) => add_channel_bias(&y, b),
+                None => Ok(y),
+            };
+        }
         x.contiguous()?.apply_op2(&weight.contiguous()?, op)?
     } else if !x.device().is_cpu() {
         if g != 1 {

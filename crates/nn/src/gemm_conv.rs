@@ -571,9 +571,7 @@ impl GemmConv {
             bail!("conv2d: the fused max-pool runs on the CPU only; compose the two ops");
         }
         let geo = Geometry::new(xl.dims(), wl.dims(), self.params)?;
-        let dev = xs.device();
-        let x = crate::cuda::f32_view(xs, xl, "conv2d")?;
-        let wt = crate::cuda::f32_view(ws, wl, "conv2d")?;
+        let dev = xs.device().clone();
         let b = match bias {
             Some((bs, bl)) if bl.shape().elem_count() == geo.o => {
                 Some(crate::cuda::f32_view(bs, bl, "conv2d")?)
@@ -581,9 +579,19 @@ impl GemmConv {
             Some((_, bl)) => bail!("conv2d: bias {:?} for {} channels", bl.dims(), geo.o),
             None => None,
         };
-        let mut y = crate::cuda::conv::forward(dev, &x, &wt, geo.cudnn_shapes(), self.params)?;
-        crate::cuda::bias_act_in_place(dev, &mut y, b, self.act, (geo.o, geo.p()))?;
-        Ok((crate::cuda::storage(y, dev), Shape::from((geo.n, geo.o, geo.oh, geo.ow))))
+        if xs.dtype() != candle_core::DType::F32
+            && (b.is_some() || self.act != Activation::Identity)
+        {
+            bail!("conv2d: bias and activation are fused for f32 only; got {:?}", xs.dtype());
+        }
+        let pass = crate::cuda::conv::Pass::Forward;
+        let mut y =
+            crate::cuda::conv::product(pass, (xs, xl), (ws, wl), geo.cudnn_shapes(), self.params)?;
+        if xs.dtype() == candle_core::DType::F32 {
+            let out = y.as_cuda_slice_mut::<f32>()?;
+            crate::cuda::bias_act_in_place(&dev, out, b, self.act, (geo.o, geo.p()))?;
+        }
+        Ok((y, Shape::from((geo.n, geo.o, geo.oh, geo.ow))))
     }
 
     /// The output gradient through the activation, and the input and weight gradients.
@@ -655,17 +663,14 @@ impl CustomOp2 for Grad {
         b: &candle_core::CudaStorage,
         bl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
         let geo = self.geometry(al, bl)?;
-        let dev = a.device();
-        let av = crate::cuda::f32_view(a, al, "conv2d backward")?;
-        let bv = crate::cuda::f32_view(b, bl, "conv2d backward")?;
-        let (s, p) = (geo.cudnn_shapes(), self.params);
-        let out = match self.wrt {
-            Wrt::Input => crate::cuda::conv::input_grad(dev, &av, &bv, s, p)?,
-            Wrt::Weight => crate::cuda::conv::weight_grad(dev, &av, &bv, s, p)?,
+        let pass = match self.wrt {
+            Wrt::Input => crate::cuda::conv::Pass::Input,
+            Wrt::Weight => crate::cuda::conv::Pass::Weight,
         };
-        Ok((crate::cuda::storage(out, dev), Shape::from(self.dims)))
+        let out =
+            crate::cuda::conv::product(pass, (a, al), (b, bl), geo.cudnn_shapes(), self.params)?;
+        Ok((out, Shape::from(self.dims)))
     }
 }
 
@@ -727,17 +732,15 @@ impl CustomOp2 for GemmConvTranspose {
         ws: &candle_core::CudaStorage,
         wl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
         let (n, o, oh, ow) = self.out;
         let geo = Geometry::new(&[n, o, oh, ow], wl.dims(), self.params)?;
         if xl.dims() != [n, geo.o, geo.oh, geo.ow] {
             bail!("conv_transpose2d: input {:?} does not map to output {:?}", xl.dims(), self.out);
         }
-        let dev = xs.device();
-        let x = crate::cuda::f32_view(xs, xl, "conv_transpose2d")?;
-        let wt = crate::cuda::f32_view(ws, wl, "conv_transpose2d")?;
-        let out = crate::cuda::conv::input_grad(dev, &x, &wt, geo.cudnn_shapes(), self.params)?;
-        Ok((crate::cuda::storage(out, dev), Shape::from(self.out)))
+        let pass = crate::cuda::conv::Pass::Input;
+        let out =
+            crate::cuda::conv::product(pass, (xs, xl), (ws, wl), geo.cudnn_shapes(), self.params)?;
+        Ok((out, Shape::from(self.out)))
     }
 
     fn bwd(

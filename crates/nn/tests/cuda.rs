@@ -104,6 +104,23 @@ fn conv2d_matches_the_cpu_forward_and_backward() {
             deeprecog_nn::conv::conv2d(&t[0], &t[1], None, p)
         });
     }
+    // Mixed precision (process-wide, so here rather than in a test of its own that could run
+    // beside this one): bf16 products, f32 around them; bf16 keeps 8 bits of mantissa.
+    #[cfg(feature = "cudnn")]
+    {
+        deeprecog_nn::conv::set_autocast_bf16(true);
+        for (i, &(n, c, h, w, o, k, stride, padding, dilation, groups)) in CONVS.iter().enumerate()
+        {
+            let p = deeprecog_nn::conv::Conv2dParams { stride, padding, dilation, groups };
+            let x = randn(i as u64, &[n, c, h, w]);
+            let wt = randn(100 + i as u64, &[o, c / groups, k, k]);
+            let b = randn(200 + i as u64, &[o]);
+            compare(&format!("bf16 conv {i}"), &[x, wt, b], 5e-2, |t| {
+                deeprecog_nn::conv::conv2d_act(&t[0], &t[1], Some(&t[2]), p, Activation::Relu)
+            });
+        }
+        deeprecog_nn::conv::set_autocast_bf16(false);
+    }
 }
 
 #[test]

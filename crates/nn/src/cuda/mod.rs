@@ -69,8 +69,21 @@ fn run(mut args: LaunchArgs<'_>, cfg: LaunchConfig) -> Result<()> {
 
 /// The f32 values of a contiguous operand.
 pub(crate) fn f32_view<'a>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, f32>> {
-    let slice = s.as_cuda_slice::<f32>().map_err(|_| {
-        candle_core::Error::Msg(format!("{op}: the CUDA kernel takes f32, got {:?}", s.dtype()))
+    view::<f32>(s, l, op)
+}
+
+/// The `T` values of a contiguous operand.
+pub(crate) fn view<'a, T: candle_core::cuda_backend::CudaDType + candle_core::WithDType>(
+    s: &'a CudaStorage,
+    l: &Layout,
+    op: &str,
+) -> Result<CudaView<'a, T>> {
+    let slice = s.as_cuda_slice::<T>().map_err(|_| {
+        candle_core::Error::Msg(format!(
+            "{op}: the CUDA kernel takes {:?}, got {:?}",
+            T::DTYPE,
+            s.dtype()
+        ))
     })?;
     let Some((a, b)) = l.contiguous_offsets() else {
         bail!("{op}: the CUDA kernel takes a contiguous operand, got strides {:?}", l.stride());
