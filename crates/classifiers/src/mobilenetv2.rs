@@ -21,6 +21,7 @@ use candle_nn::{Init, Linear, ModuleT, VarBuilder};
 use deeprecog_nn::dropout::SeededDropout;
 use serde::{Deserialize, Serialize};
 
+use deeprecog_nn::activation::add_act;
 use deeprecog_nn::conv::Activation;
 
 use crate::backbone::{batch_norm, global_avg_pool, Backbone, FrozenStages, PretrainedSpec};
@@ -152,7 +153,7 @@ impl ModuleT for InvertedResidual {
         y = self.depthwise.forward_t(&y, train)?;
         y = self.project.forward_bn_t(&y, &self.project_bn, train, Activation::Identity)?;
         if self.residual {
-            y = (y + x)?;
+            y = add_act(&y, x, Activation::Identity)?;
         }
         Ok(y)
     }

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::backbone::{batch_norm, global_avg_pool, Backbone, FrozenStages, PretrainedSpec};
 use crate::layers::{BatchNorm, Conv};
 use crate::Error;
+use deeprecog_nn::activation::add_act;
 use deeprecog_nn::conv::Activation;
 
 /// Which ResNet.
@@ -154,7 +155,7 @@ impl ModuleT for Block {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        add_act(&y, &shortcut, Activation::Relu)
     }
 }
 

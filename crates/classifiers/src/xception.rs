@@ -36,6 +36,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, ModuleT, VarBuilder};
 use deeprecog_dataset::transforms::Normalization;
+use deeprecog_nn::activation::add_act;
+use deeprecog_nn::conv::Activation;
 use deeprecog_nn::dropout::SeededDropout;
 use serde::{Deserialize, Serialize};
 
@@ -167,7 +169,7 @@ impl ModuleT for Block {
             Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
             None => x.clone(),
         };
-        y + shortcut
+        add_act(&y, &shortcut, Activation::Identity)
     }
 }
 

@@ -5,6 +5,10 @@
 //! [`leaky_relu`] is one pass each way in f32 on the CPU, with PyTorch's gradient at 0 (the
 //! slope; candle's composition gives `1 + slope` there), and candle's composition elsewhere.
 //!
+//! [`add_act`] is the residual connection's `act(a + b)` (ResNet's `relu(y + shortcut)`,
+//! MobileNetV2's `y + x`) as one pass each way, where candle makes two ops and two
+//! allocations forward.
+//!
 //! ```
 //! use candle_core::{Device, Tensor};
 //! use deeprecog_nn::activation::leaky_relu;
@@ -17,6 +21,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::conv::Activation;
 use crate::cpu::f32_slice;
 
 /// Values per parallel task.
@@ -34,6 +39,62 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
         return x.contiguous()?.apply_op1(LeakyRelu { slope: slope as f32 });
     }
     candle_nn::ops::leaky_relu(x, slope)
+}
+
+/// `act(a + b)` for two tensors of the same shape: one pass on the CPU in f32 (forward and
+/// backward, whose gradient, the same for both inputs, is masked by the output), candle's ops
+/// elsewhere.
+///
+/// # Errors
+/// Tensors of different shapes; tensor errors.
+pub fn add_act(a: &Tensor, b: &Tensor, act: Activation) -> Result<Tensor> {
+    if a.dims() != b.dims() {
+        bail!("add_act: shapes {:?} and {:?} differ", a.dims(), b.dims());
+    }
+    if a.device().is_cpu() && a.dtype() == DType::F32 && b.dtype() == DType::F32 {
+        return a.contiguous()?.apply_op2(&b.contiguous()?, AddAct { act });
+    }
+    act.tensor((a + b)?)
+}
+
+struct AddAct {
+    act: Activation,
+}
+
+impl CustomOp2 for AddAct {
+    fn name(&self) -> &'static str {
+        "deeprecog-add-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        a_s: &CpuStorage,
+        a_l: &Layout,
+        b_s: &CpuStorage,
+        b_l: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (f32_slice(a_s, a_l, self.name())?, f32_slice(b_s, b_l, self.name())?);
+        if a.len() != b.len() {
+            bail!("add_act: shapes {:?} and {:?} differ", a_l.shape(), b_l.shape());
+        }
+        let act = self.act;
+        let sum = |r: std::ops::Range<usize>| {
+            let (a, b) = (&a[r.clone()], &b[r]);
+            a.iter().zip(b).map(move |(x, y)| act.apply(x + y))
+        };
+        Ok((CpuStorage::F32(crate::cpu::par_collect(a.len(), BLOCK, sum)?), a_l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = self.act.mask(grad, res)?;
+        Ok((Some(g.clone()), Some(g)))
+    }
 }
 
 struct LeakyRelu {
@@ -120,6 +181,31 @@ mod tests {
             let (g1, g2) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
             assert_eq!(diff(g1, g2).to_scalar::<f64>().unwrap(), 0.0, "{dtype:?} gradient");
         }
+    }
+
+    /// `add_act` against candle's `act(a + b)`, forward and both gradients, bit for bit; over
+    /// more values than one parallel block holds, and shapes that differ are errors.
+    #[test]
+    fn add_act_matches_candle_ops() {
+        let n = BLOCK + 777;
+        let wave =
+            |f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 + 0.5) * f).sin() * 8.0).collect() };
+        let a = Var::from_vec(wave(0.37), n, &Device::Cpu).unwrap();
+        let b = Var::from_vec(wave(0.11), n, &Device::Cpu).unwrap();
+        let r = Tensor::from_vec(wave(0.05), n, &Device::Cpu).unwrap();
+        for act in [Activation::Identity, Activation::Relu, Activation::Relu6] {
+            let ours = add_act(a.as_tensor(), b.as_tensor(), act).unwrap();
+            let theirs = act.tensor((a.as_tensor() + b.as_tensor()).unwrap()).unwrap();
+            assert_eq!(ours.to_vec1::<f32>().unwrap(), theirs.to_vec1::<f32>().unwrap(), "{act:?}");
+            let g1 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&theirs * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&a, &b] {
+                let (x, y) = (g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+                assert_eq!(x.to_vec1::<f32>().unwrap(), y.to_vec1::<f32>().unwrap(), "{act:?}");
+            }
+        }
+        let short = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+        assert!(add_act(a.as_tensor(), &short, Activation::Relu).is_err());
     }
 
     #[test]

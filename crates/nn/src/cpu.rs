@@ -43,6 +43,44 @@ macro_rules! dispatch_float {
 
 pub(crate) use dispatch_float;
 
+/// `len` values produced block by block on rayon's threads: block `i` (values
+/// `i * block..`, the last one shorter) is filled from `values(range)`, which must yield one
+/// value per index of the range. The output is written once, without zeroing it first (a
+/// zeroed allocation is a full extra pass that the allocator's `memset` makes on every call).
+///
+/// # Errors
+/// An iterator that yields fewer values than its block holds.
+pub(crate) fn par_collect<I: Iterator<Item = f32>>(
+    len: usize,
+    block: usize,
+    values: impl Fn(std::ops::Range<usize>) -> I + Sync,
+) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    let block = block.max(1);
+    let mut out = Vec::with_capacity(len);
+    let complete =
+        out.spare_capacity_mut()[..len].par_chunks_mut(block).enumerate().all(|(i, dst)| {
+            let (start, n) = (i * block, dst.len());
+            let mut written = 0;
+            for (d, v) in dst.iter_mut().zip(values(start..start + n)) {
+                d.write(v);
+                written += 1;
+            }
+            written == n
+        });
+    if !complete {
+        bail!("par_collect: a block's iterator ended early");
+    }
+    // SAFETY: the first `len` slots were split into blocks that each were written in full
+    // (every slot of a block counted above, and `all` is true only if every block ran and
+    // returned true); `f32` needs no drop, and the capacity is at least `len`.
+    #[allow(unsafe_code)]
+    unsafe {
+        out.set_len(len);
+    }
+    Ok(out)
+}
+
 /// The contiguous f32 slice of a CPU storage, for kernels that take f32 only.
 pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, name: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(d) = s else { bail!("{name}: the CPU kernel takes f32") };

@@ -138,10 +138,18 @@ impl Phased {
                     row[end..].fill(0.0);
                     continue;
                 }
-                for (j, d) in row.iter_mut().enumerate() {
-                    let pc = j * self.s + phase;
-                    *d = pc.checked_sub(left).and_then(|c| line.get(c)).copied().unwrap_or(0.0);
+                // Padded column `j s + phase` is source column `j s + phase - left`: zeros
+                // before the first that exists, a strided copy, zeros after the last.
+                let first = left.saturating_sub(phase).div_ceil(self.s);
+                let start = (first * self.s + phase).saturating_sub(left);
+                let (head, tail) = row.split_at_mut(first.min(row.len()));
+                head.fill(0.0);
+                let mut copied = 0;
+                for (d, &v) in tail.iter_mut().zip(line.iter().skip(start).step_by(self.s)) {
+                    *d = v;
+                    copied += 1;
                 }
+                tail[copied..].fill(0.0);
             }
         }
     }
@@ -186,11 +194,38 @@ impl Depthwise {
         let (oh, ow) = self.out_size(h, wd, k)?;
         let s = self.stride;
         let p = self.padding;
-        // Each plane is copied once into a zero-bordered, phase-split scratch, so that every
-        // tap is a dense pass over an output row without bounds checks; 3x3 stride 1, the
-        // common case, is one fused pass per row.
-        let layout = Phased::new(h, wd, p, s);
         let mut out = vec![0f32; n * c * oh * ow];
+        if k == 3 && s == 1 && p == Padding::same(1) && wd >= 2 {
+            // The common case reads the planes in place: rows outside the plane are a zero
+            // row, the two edge columns are computed apart.
+            let zeros = vec![0f32; wd];
+            out.par_chunks_mut((oh * ow).max(1)).enumerate().for_each(|(plane, dst)| {
+                let ch = plane % c;
+                let src = &x[plane * h * wd..(plane + 1) * h * wd];
+                let taps: [f32; 9] = std::array::from_fn(|i| w[ch * 9 + i]);
+                same3_plane(src, wd, &zeros, &taps, dst);
+                if epilogue {
+                    crate::simd::bias_act(dst, bias.map_or(0.0, |b| b[ch]), act);
+                }
+            });
+            return Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))));
+        }
+        if k == 3 && s == 2 && p == Padding::same(1) && wd >= 2 && h >= 2 {
+            let zeros = vec![0f32; wd];
+            out.par_chunks_mut((oh * ow).max(1)).enumerate().for_each(|(plane, dst)| {
+                let ch = plane % c;
+                let src = &x[plane * h * wd..(plane + 1) * h * wd];
+                let taps: [f32; 9] = std::array::from_fn(|i| w[ch * 9 + i]);
+                same3_s2_plane(src, wd, &zeros, &taps, dst, ow);
+                if epilogue {
+                    crate::simd::bias_act(dst, bias.map_or(0.0, |b| b[ch]), act);
+                }
+            });
+            return Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))));
+        }
+        // Otherwise each plane is copied once into a zero-bordered, phase-split scratch, so
+        // that every tap is a dense pass over an output row without bounds checks.
+        let layout = Phased::new(h, wd, p, s);
         out.par_chunks_mut((oh * ow).max(1)).enumerate().for_each_init(
             || vec![0f32; layout.len()],
             |padded, (plane, dst)| {
@@ -239,28 +274,20 @@ fn forward_plane(
     ow: usize,
 ) {
     let s = layout.s;
+    let t3: [f32; 9] = std::array::from_fn(|i| taps.get(i).copied().unwrap_or(0.0));
     for (oy, out_row) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
-        if k == 3 && s == 1 {
-            // Nine equally long shifted views: with the lengths known equal the bounds checks
-            // go and the loop vectorises.
+        if k == 3 {
+            // Nine equally long runs (a phase row holds each tap's inputs contiguously
+            // whatever the stride): with the lengths known equal the bounds checks go and the
+            // loop vectorises.
             let n = out_row.len();
-            let view = |ky: usize, kx: usize| &layout.row(padded, 0, oy + ky, kx)[..n];
-            let (a0, a1, a2) = (view(0, 0), view(0, 1), view(0, 2));
-            let (b0, b1, b2) = (view(1, 0), view(1, 1), view(1, 2));
-            let (c0, c1, c2) = (view(2, 0), view(2, 1), view(2, 2));
-            let t =
-                [taps[0], taps[1], taps[2], taps[3], taps[4], taps[5], taps[6], taps[7], taps[8]];
-            for i in 0..n {
-                out_row[i] = t[0] * a0[i]
-                    + t[1] * a1[i]
-                    + t[2] * a2[i]
-                    + t[3] * b0[i]
-                    + t[4] * b1[i]
-                    + t[5] * b2[i]
-                    + t[6] * c0[i]
-                    + t[7] * c1[i]
-                    + t[8] * c2[i];
-            }
+            let view = |ky: usize, kx: usize| &layout.row(padded, kx % s, oy * s + ky, kx / s)[..n];
+            let rows = [
+                [view(0, 0), view(0, 1), view(0, 2)],
+                [view(1, 0), view(1, 1), view(1, 2)],
+                [view(2, 0), view(2, 1), view(2, 2)],
+            ];
+            taps3(out_row, rows, &t3);
         } else {
             out_row.fill(0.0);
             for ky in 0..k {
@@ -272,6 +299,103 @@ fn forward_plane(
                     }
                 }
             }
+        }
+    }
+}
+
+/// `out[i] = sum over (ky, kx) of t[3 ky + kx] * views[ky][kx][i]` for `i < out.len()`, the
+/// nine products added in row-major tap order.
+#[inline(always)]
+fn taps3(out: &mut [f32], views: [[&[f32]; 3]; 3], t: &[f32; 9]) {
+    let n = out.len();
+    // Nine equally long runs: with the lengths known equal the bounds checks go and the loop
+    // vectorises.
+    let [[a0, a1, a2], [b0, b1, b2], [c0, c1, c2]] = views;
+    let (a0, a1, a2) = (&a0[..n], &a1[..n], &a2[..n]);
+    let (b0, b1, b2) = (&b0[..n], &b1[..n], &b2[..n]);
+    let (c0, c1, c2) = (&c0[..n], &c1[..n], &c2[..n]);
+    for i in 0..n {
+        out[i] = t[0] * a0[i]
+            + t[1] * a1[i]
+            + t[2] * a2[i]
+            + t[3] * b0[i]
+            + t[4] * b1[i]
+            + t[5] * b2[i]
+            + t[6] * c0[i]
+            + t[7] * c1[i]
+            + t[8] * c2[i];
+    }
+}
+
+/// The three runs of `n` values of `row` starting at columns 0, 1 and 2.
+#[inline(always)]
+fn shifted(row: &[f32], n: usize) -> [&[f32]; 3] {
+    [&row[..n], &row[1..n + 1], &row[2..n + 2]]
+}
+
+/// A 3x3 stride-1 convolution padded by 1 of the `h x w` plane `src` (`w >= 2`) into `dst`
+/// (same size), reading `src` in place: `zeros` (at least `w` long) stands for the rows above
+/// and below, the interior columns are one vectorised pass per row and the two edge columns,
+/// whose outside taps would read zeros, are summed apart.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+fn same3_plane(src: &[f32], w: usize, zeros: &[f32], t: &[f32; 9], dst: &mut [f32]) {
+    let h = src.len() / w;
+    for (oy, out_row) in dst.chunks_exact_mut(w).enumerate() {
+        let r0 = if oy > 0 { &src[(oy - 1) * w..oy * w] } else { &zeros[..w] };
+        let r1 = &src[oy * w..(oy + 1) * w];
+        let r2 = if oy + 1 < h { &src[(oy + 1) * w..(oy + 2) * w] } else { &zeros[..w] };
+        out_row[0] =
+            t[1] * r0[0] + t[2] * r0[1] + t[4] * r1[0] + t[5] * r1[1] + t[7] * r2[0] + t[8] * r2[1];
+        let e = w - 2;
+        out_row[w - 1] = t[0] * r0[e]
+            + t[1] * r0[e + 1]
+            + t[3] * r1[e]
+            + t[4] * r1[e + 1]
+            + t[6] * r2[e]
+            + t[7] * r2[e + 1];
+        taps3(&mut out_row[1..w - 1], [shifted(r0, e), shifted(r1, e), shifted(r2, e)], t);
+    }
+}
+
+/// A 3x3 stride-2 convolution padded by 1 of the `h x w` plane `src` (`h, w >= 2`) into `dst`
+/// (`ow` wide), reading `src` in place as [`same3_plane`] does: output column `i` reads input
+/// columns `2i - 1 ..= 2i + 1`; the first (whose left tap is padding) and, for an odd `w`,
+/// the last (whose right tap is) are summed apart.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+fn same3_s2_plane(src: &[f32], w: usize, zeros: &[f32], t: &[f32; 9], dst: &mut [f32], ow: usize) {
+    let h = src.len() / w;
+    let row = |y: usize| if y < h { &src[y * w..(y + 1) * w] } else { &zeros[..w] };
+    // Output columns 1..inner read whole windows.
+    let inner = if w % 2 == 1 { ow - 1 } else { ow };
+    for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
+        let r0 = if oy > 0 { row(2 * oy - 1) } else { &zeros[..w] };
+        let (r1, r2) = (row(2 * oy), row(2 * oy + 1));
+        out_row[0] =
+            t[1] * r0[0] + t[2] * r0[1] + t[4] * r1[0] + t[5] * r1[1] + t[7] * r2[0] + t[8] * r2[1];
+        if inner < ow {
+            let e = w - 2;
+            out_row[ow - 1] = t[0] * r0[e]
+                + t[1] * r0[e + 1]
+                + t[3] * r1[e]
+                + t[4] * r1[e + 1]
+                + t[6] * r2[e]
+                + t[7] * r2[e + 1];
+        }
+        let n = inner.saturating_sub(1);
+        let out = &mut out_row[1..1 + n];
+        // Columns 1 ..= 2n + 1 of each row, as n windows of three with a step of two.
+        let (a, b, c) = (&r0[1..2 * n + 2], &r1[1..2 * n + 2], &r2[1..2 * n + 2]);
+        for (i, o) in out.iter_mut().enumerate() {
+            let j = 2 * i;
+            *o = t[0] * a[j]
+                + t[1] * a[j + 1]
+                + t[2] * a[j + 2]
+                + t[3] * b[j]
+                + t[4] * b[j + 1]
+                + t[5] * b[j + 2]
+                + t[6] * c[j]
+                + t[7] * c[j + 1]
+                + t[8] * c[j + 2];
         }
     }
 }
@@ -557,24 +681,37 @@ mod tests {
             (1, 1, Padding::default()),
             (3, 3, Padding { top: 2, left: 0, bottom: 0, right: 2 }),
         ] {
-            let (n, c, h, w) = (2, 3, 9, 8);
-            let xv: Vec<f32> =
-                (0..n * c * h * w).map(|i| ((i * 37 % 29) as f32 - 14.0) / 9.0).collect();
-            let wv: Vec<f32> = (0..c * k * k).map(|i| ((i * 11 % 13) as f32 - 6.0) / 5.0).collect();
-            let x = Tensor::from_vec(xv, (n, c, h, w), &dev).unwrap();
-            let wt = Tensor::from_vec(wv, (c, 1, k, k), &dev).unwrap();
-            let got = depthwise_conv2d(&x, &wt, stride, pad).unwrap();
-            let want = x
-                .pad_with_zeros(2, pad.top, pad.bottom)
-                .unwrap()
-                .pad_with_zeros(3, pad.left, pad.right)
-                .unwrap()
-                .conv2d(&wt, 0, stride, 1, c)
-                .unwrap();
-            assert_eq!(got.dims(), want.dims(), "k {k} stride {stride} {pad:?}");
-            let diff =
-                (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(diff < 1e-5, "k {k} stride {stride} {pad:?}: {diff}");
+            // Even and odd sides, and the narrowest planes the in-place 3x3 paths take.
+            for (h, w) in [(9, 8), (7, 7), (2, 2), (3, 3), (1, 5), (4, 1)] {
+                let (n, c) = (2, 3);
+                if h + pad.top + pad.bottom < k || w + pad.left + pad.right < k {
+                    continue;
+                }
+                let xv: Vec<f32> =
+                    (0..n * c * h * w).map(|i| ((i * 37 % 29) as f32 - 14.0) / 9.0).collect();
+                let wv: Vec<f32> =
+                    (0..c * k * k).map(|i| ((i * 11 % 13) as f32 - 6.0) / 5.0).collect();
+                let x = Tensor::from_vec(xv, (n, c, h, w), &dev).unwrap();
+                let wt = Tensor::from_vec(wv, (c, 1, k, k), &dev).unwrap();
+                let got = depthwise_conv2d(&x, &wt, stride, pad).unwrap();
+                let want = x
+                    .pad_with_zeros(2, pad.top, pad.bottom)
+                    .unwrap()
+                    .pad_with_zeros(3, pad.left, pad.right)
+                    .unwrap()
+                    .conv2d(&wt, 0, stride, 1, c)
+                    .unwrap();
+                assert_eq!(got.dims(), want.dims(), "k {k} stride {stride} {pad:?}");
+                let diff = (got - want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff < 1e-5, "k {k} stride {stride} {pad:?} {h}x{w}: {diff}");
+            }
         }
     }
 

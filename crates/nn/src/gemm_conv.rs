@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::conv::{col2im_into, im2col_into, Activation, Conv2dParams, Window};
 use crate::cpu::{f32_slice, with_scratch};
-use crate::sgemm::{matmul, Mat, MatMut};
+use crate::sgemm::{matmul, matmul_new, Mat, MatMut};
 
 /// Columns per GEMM below which images are grouped into one chunk: the AVX-512 micro-kernel
 /// covers 48 x 6 (or 6 x 48) outputs at a time, and packing costs are paid per product.
@@ -36,6 +36,9 @@ const MIN_CHUNK_COLUMNS: usize = 256;
 /// core's L2 cache. Measured on AVX-512 (`benches/NOTES.md`), a 3x3 convolution's product over
 /// a whole 64x64 image ran at 41-61 GFLOP/s on one core, over 256-column bands at 76-91.
 const BAND_VALUES: usize = 64 * 1024;
+
+/// Values per parallel task of an epilogue pass (bias and activation).
+const EPILOGUE_BLOCK: usize = 1 << 14;
 
 /// Fewest columns in a band: the weight is packed once per product, so a band must be wide
 /// enough for that to stay a small fraction of its work.
@@ -322,6 +325,18 @@ fn forward(
         return crate::winograd::conv(x, dims, &u, geo.o, geo.win.padding, bias, act, pool);
     }
     let (p, o, ow) = (geo.p(), geo.o, geo.ow);
+    if geo.n == 1 && geo.groups == 1 && geo.pointwise() && !pool {
+        // One image through a 1x1 layer: the product is the NCHW output, written once by the
+        // GEMM (all threads), then the bias and activation in parallel over the planes.
+        let mut out = matmul_new(Mat::rows(wt, o, geo.c), Mat::rows(x, geo.c, p), true)?;
+        if bias.is_some() || act != Activation::Identity {
+            let planes = (EPILOGUE_BLOCK / p.max(1)).max(1);
+            out.par_chunks_mut(p.max(1)).with_min_len(planes).enumerate().for_each(|(ch, v)| {
+                crate::simd::bias_act(v, bias.map_or(0.0, |b| b[ch]), act);
+            });
+        }
+        return Ok(out);
+    }
     if !pool {
         let mut out = vec![0f32; geo.n * o * p];
         for_chunks(geo, &mut out, o * p, |ci, out, parallel| {
@@ -384,12 +399,19 @@ fn forward_chunk(
             .par_iter()
             .map(|ys| {
                 let n = ys.len() * ow;
-                let mut part = vec![0f32; o * n];
                 with_scratch(geo.cols_len(&ch, ys), 0, |cols_buf, _| {
                     let cols = geo.columns(&ch, xs, ys.clone(), cols_buf, false)?;
-                    product(geo, wt, cols, n, &mut part, n, false)
-                })?;
-                Ok(part)
+                    if geo.groups == 1 {
+                        return matmul_new(
+                            Mat::rows(wt, o, geo.k()),
+                            Mat::rows(cols, geo.k(), n),
+                            false,
+                        );
+                    }
+                    let mut part = vec![0f32; o * n];
+                    product(geo, wt, cols, n, &mut part, n, false)?;
+                    Ok(part)
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         out.par_chunks_mut(p.max(1)).enumerate().for_each(|(plane, dst)| {
@@ -410,8 +432,14 @@ fn forward_chunk(
         }
     }
     if bias.is_some() || act != Activation::Identity {
-        for (plane, values) in out.chunks_mut(p.max(1)).enumerate() {
+        let epilogue = |(plane, values): (usize, &mut [f32])| {
             crate::simd::bias_act(values, bias.map_or(0.0, |b| b[plane % o]), act);
+        };
+        if parallel {
+            let planes = (EPILOGUE_BLOCK / p.max(1)).max(1);
+            out.par_chunks_mut(p.max(1)).with_min_len(planes).enumerate().for_each(epilogue);
+        } else {
+            out.chunks_mut(p.max(1)).enumerate().for_each(epilogue);
         }
     }
     Ok(())

@@ -26,7 +26,8 @@ use crate::conv::{
     conv_transpose2d as conv_transpose2d_op, Activation,
 };
 use crate::conv::{Conv2dParams, ConvTranspose2dParams};
-use crate::norm::BatchNorm;
+use crate::memo::Memo;
+use crate::norm::{BatchNorm, EvalKey};
 
 /// A 2-D convolution layer: `weight (O, C/groups, kh, kw)`, optional `bias (O)`.
 #[derive(Debug, Clone)]
@@ -34,12 +35,19 @@ pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
     params: Conv2dParams,
+    /// Neither weight nor bias is a variable: nothing can change them, so the BatchNorm folded
+    /// into them in evaluation is computed once per state of the BatchNorm.
+    constant: bool,
+    folded: Memo<EvalKey, (Tensor, Tensor)>,
 }
 
 impl Conv2d {
-    /// A layer over existing tensors.
+    /// A layer over existing tensors. When neither is a variable (a model over constant
+    /// copies of its weights, as an inference model is), [`Conv2d::forward_bn_t`] folds a
+    /// constant BatchNorm into them once and reuses the result.
     pub fn new(weight: Tensor, bias: Option<Tensor>, params: Conv2dParams) -> Conv2d {
-        Conv2d { weight, bias, params }
+        let constant = !weight.is_variable() && !bias.as_ref().is_some_and(Tensor::is_variable);
+        Conv2d { weight, bias, params, constant, folded: Memo::default() }
     }
 
     /// The `(O, C/groups, kh, kw)` weight.
@@ -89,9 +97,10 @@ impl Conv2d {
     /// (batch statistics, fused normalisation passes); in evaluation `bn`'s affine map is folded
     /// into the convolution (weight scaled per output channel, bias `bias * scale + shift`) and
     /// applied with the activation as the output is written: one pass over the activations
-    /// instead of three. The folding is computed from candle ops on every call, so gradients
-    /// still reach the weight and the BatchNorm's parameters (a frozen-statistics fine-tune)
-    /// and an optimizer step is never missed.
+    /// instead of three. Over variables the folding is computed from candle ops on every call,
+    /// so gradients still reach the weight and the BatchNorm's parameters (a frozen-statistics
+    /// fine-tune) and an optimizer step is never missed; over constants (an inference model) it
+    /// is computed once and kept.
     ///
     /// # Errors
     /// As [`Module::forward`], and a BatchNorm whose channel count is not this layer's output.
@@ -112,6 +121,17 @@ impl Conv2d {
         if train {
             return bn.forward_act_t(&self.forward(x)?, true, act);
         }
+        let (weight, bias) = match bn.eval_key().filter(|_| self.constant) {
+            Some(key) => self.folded.get_or_try(key, || self.fold(bn))?,
+            None => self.fold(bn)?,
+        };
+        conv2d_act(x, &weight, Some(&bias), self.params, act)
+    }
+
+    /// The weight scaled per output channel by `bn`'s evaluation scale, and the bias
+    /// `bias * scale + shift`.
+    fn fold(&self, bn: &BatchNorm) -> Result<(Tensor, Tensor)> {
+        let o = self.weight.dim(0)?;
         let (scale, shift) = bn.eval_scale_shift()?;
         let (scale, shift) =
             (scale.to_dtype(self.weight.dtype())?, shift.to_dtype(self.weight.dtype())?);
@@ -120,7 +140,7 @@ impl Conv2d {
             Some(b) => ((b * &scale)? + &shift)?,
             None => shift,
         };
-        conv2d_act(x, &weight, Some(&bias), self.params, act)
+        Ok((weight, bias))
     }
 }
 

@@ -29,6 +29,7 @@ pub mod import;
 pub mod init;
 pub mod layers;
 pub mod loss;
+mod memo;
 pub mod norm;
 pub mod optim;
 pub mod pool;

@@ -27,13 +27,18 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, ModuleT, Result, Shape, Tensor, Var,
+    bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, ModuleT, Result, Shape, Tensor,
+    TensorId, Var,
 };
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
 use crate::conv::Activation;
+use crate::memo::Memo;
 use crate::simd::{self, BnGrad};
 
 use crate::cpu::{f32_slice, ncs};
@@ -63,6 +68,20 @@ pub struct BatchNorm {
     running_mean: Var,
     running_var: Var,
     config: BatchNormConfig,
+    /// No tensor was given as a variable, so only this layer's own training passes change its
+    /// state (counted in `updates`): what lets an inference path cache the folded constants.
+    constant: bool,
+    updates: Arc<AtomicU64>,
+    eval_constants: Memo<EvalKey, (Tensor, Tensor)>,
+}
+
+/// What the evaluation-mode constants of a [`BatchNorm`] with constant tensors depend on: the
+/// layer (its weight's and running mean's ids) and how many training passes it has run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EvalKey {
+    weight: TensorId,
+    running_mean: TensorId,
+    updates: u64,
 }
 
 /// A [`BatchNorm`] over `channels` channels: weight 1, bias 0, running mean 0 and variance 1
@@ -106,12 +125,17 @@ impl BatchNorm {
                 bail!("batch norm: {name} has shape {:?}, expected [{c}]", t.dims());
             }
         }
+        let constant =
+            ![&weight, &bias, &running_mean, &running_var].iter().any(|t| t.is_variable());
         Ok(BatchNorm {
             weight: weight.reshape(c)?,
             bias,
             running_mean: Var::from_tensor(&running_mean)?,
             running_var: Var::from_tensor(&running_var)?,
             config,
+            constant,
+            updates: Arc::new(AtomicU64::new(0)),
+            eval_constants: Memo::default(),
         })
     }
 
@@ -146,12 +170,30 @@ impl BatchNorm {
     /// # Errors
     /// Tensor errors.
     pub fn eval_scale_shift(&self) -> Result<(Tensor, Tensor)> {
+        match self.eval_key() {
+            Some(key) => self.eval_constants.get_or_try(key, || self.compute_scale_shift()),
+            None => self.compute_scale_shift(),
+        }
+    }
+
+    fn compute_scale_shift(&self) -> Result<(Tensor, Tensor)> {
         // The running statistics are variables (updated in place) that never take a gradient:
         // detached, a model whose weights are constants records nothing for autograd.
         let (mean, var) = (self.running_mean().detach(), self.running_var().detach());
         let scale = (var + self.config.eps)?.sqrt()?.recip()?.mul(&self.weight)?;
         let shift = (&self.bias - mean.mul(&scale)?)?;
         Ok((scale, shift))
+    }
+
+    /// The key under which [`BatchNorm::eval_scale_shift`]'s values may be cached: `None`
+    /// when a tensor is a variable (an optimizer step or a checkpoint load can change it
+    /// unseen).
+    pub(crate) fn eval_key(&self) -> Option<EvalKey> {
+        self.constant.then(|| EvalKey {
+            weight: self.weight.id(),
+            running_mean: self.running_mean.as_tensor().id(),
+            updates: self.updates.load(Ordering::Acquire),
+        })
     }
 
     /// Batch normalisation followed by a ReLU, in one pass when training on the CPU.
@@ -242,6 +284,7 @@ impl BatchNorm {
         let new_var = ((self.running_var.as_tensor() * (1.0 - mom))? + (unbiased * mom)?)?;
         self.running_mean.set(&new_mean)?;
         self.running_var.set(&new_var)?;
+        self.updates.fetch_add(1, Ordering::Release);
         Ok(y)
     }
 }

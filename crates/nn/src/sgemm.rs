@@ -141,6 +141,63 @@ pub(crate) fn matmul(
     Ok(())
 }
 
+/// `lhs x rhs` as a new row-major matrix, written by the product itself: unlike a zeroed
+/// vector passed to [`matmul`], the output is not cleared first (a full extra pass).
+///
+/// # Errors
+/// As [`matmul`].
+pub(crate) fn matmul_new(lhs: Mat<'_>, rhs: Mat<'_>, parallel: bool) -> Result<Vec<f32>> {
+    let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
+    let len = m * n;
+    let chained = rhs.rows == k;
+    let inside = in_bounds(lhs.data.len(), m, k, lhs.rs, lhs.cs)
+        && in_bounds(rhs.data.len(), k, n, rhs.rs, rhs.cs);
+    if k == 0 || len == 0 || !chained || !inside {
+        // Nothing to multiply, or an error: `matmul` zeroes or reports it.
+        let mut out = vec![0f32; len];
+        matmul(MatMut::rows(&mut out, m, n), lhs, rhs, false, parallel)?;
+        return Ok(out);
+    }
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    let s = |v: usize| v as isize;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: `out` has capacity for the `m x n` row-major destination (row stride n, column
+    // stride 1), whose elements are distinct; `lhs` and `rhs` were checked above to stay inside
+    // their slices and chain (k > 0). With `read_dst == false` gemm never reads `dst` and writes
+    // every one of its `m * n` elements, so after the call all `len` values are initialised;
+    // `f32` needs no drop.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            s(n),
+            false,
+            lhs.data.as_ptr(),
+            s(lhs.cs),
+            s(lhs.rs),
+            rhs.data.as_ptr(),
+            s(rhs.cs),
+            s(rhs.rs),
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        out.set_len(len);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -177,6 +234,24 @@ mod tests {
                 assert!((g - 2.0 * w).abs() < 1e-5, "{g} vs {w}");
             }
         }
+    }
+
+    #[test]
+    fn new_products_match_a_naive_product() {
+        let a: Vec<f32> = (0..35).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..40).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (am, bm) = (Mat::rows(&a, 5, 7), Mat::rows(&b, 8, 5));
+        let want = naive(am.t(), bm.t());
+        for parallel in [false, true] {
+            let got = matmul_new(am.t(), bm.t(), parallel).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+            }
+        }
+        // An empty inner dimension is a zero matrix; shapes that do not chain are errors.
+        assert_eq!(matmul_new(Mat::rows(&a, 3, 0), Mat::rows(&b, 0, 2), false).unwrap(), [0.0; 6]);
+        assert!(matmul_new(Mat::rows(&a, 5, 7), Mat::rows(&b, 8, 5), false).is_err());
     }
 
     #[test]

@@ -19,8 +19,10 @@ fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
 /// (n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)
 type Case = (usize, usize, usize, usize, usize, (usize, usize), usize, usize, usize, usize);
 
-const CASES: [Case; 23] = [
+const CASES: [Case; 24] = [
     (2, 3, 7, 9, 4, (3, 3), 1, 1, 1, 1),
+    // One image through a 1x1 layer: the product writes the output directly.
+    (1, 5, 6, 7, 4, (1, 1), 1, 0, 1, 1),
     (1, 4, 8, 8, 6, (3, 3), 2, 1, 1, 2),
     (3, 6, 5, 6, 6, (3, 3), 1, 1, 1, 6),
     (2, 3, 9, 7, 5, (1, 1), 1, 0, 1, 1),
@@ -399,6 +401,44 @@ fn folded_batch_norm_matches_separate_layers() {
             assert!(d < 1e-3, "case {i}: gradient {j} differs by {d}");
         }
     }
+}
+
+/// Over constant tensors (an inference model's), the folded weights are computed once and
+/// kept, and recomputed after the BatchNorm's running statistics change (a training pass):
+/// each evaluation equals the separate convolution and BatchNorm of that moment.
+#[test]
+fn folded_constants_follow_the_batch_norm_state() {
+    use candle_core::{Module, ModuleT};
+    use deeprecog_nn::conv::Activation;
+    use deeprecog_nn::layers::Conv2d;
+    use deeprecog_nn::norm::{BatchNorm, BatchNormConfig};
+    let (c, o) = (3, 4);
+    let x = randn(&[2, c, 6, 5], "fcx", DType::F32);
+    let w = randn(&[o, c, 3, 3], "fcw", DType::F32);
+    let b = randn(&[o], "fcb", DType::F32);
+    let bw = (randn(&[o], "fcbw", DType::F32) + 2.0).unwrap();
+    let (bb, rm) = (randn(&[o], "fcbb", DType::F32), randn(&[o], "fcrm", DType::F32));
+    let rv = (randn(&[o], "fcrv", DType::F32).abs().unwrap() + 0.5).unwrap();
+    let cfg = BatchNormConfig { eps: 1e-5, momentum: 0.5 };
+    let bn = BatchNorm::new(bw, bb, rm, rv, cfg).unwrap();
+    let p = Conv2dParams { padding: 1, ..Default::default() };
+    let conv = Conv2d::new(w, Some(b), p);
+    let separate = || {
+        let y = bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap();
+        Activation::Relu.tensor(y).unwrap()
+    };
+    let before = separate();
+    for _ in 0..2 {
+        let d = max_diff(&conv.forward_bn_t(&x, &bn, false, Activation::Relu).unwrap(), &before);
+        assert!(d < 1e-4, "cached fold differs by {d}");
+    }
+    // A training pass moves the running statistics (momentum 0.5 on a shifted batch).
+    let shifted = ((conv.forward(&x).unwrap() * 3.0).unwrap() + 1.0).unwrap();
+    bn.forward_t(&shifted, true).unwrap();
+    let after = separate();
+    assert!(max_diff(&after, &before) > 1e-2, "the statistics should have moved");
+    let d = max_diff(&conv.forward_bn_t(&x, &bn, false, Activation::Relu).unwrap(), &after);
+    assert!(d < 1e-4, "the fold after a training pass differs by {d}");
 }
 
 /// `conv2d_act_max_pool2` over constants (the fused op: the pooling applied as each chunk or

@@ -1,0 +1,112 @@
+//! Where a MobileNetV2 inference at batch 1 (224x224) spends its time, layer by layer: every
+//! convolution of torchvision's network (the stem, each block's expansion, depthwise and
+//! projection layers, the last 1x1) with a bias and its activation, as the BatchNorm-folded
+//! inference path runs them, on all threads.
+//!
+//! `cargo run --release -p deeprecog-nn --example mobilenet_layers` prints, per kind of layer,
+//! the milliseconds per image (the median of 25 timings of each layer, after warm-up, summed
+//! over the layers of that kind) and its share of the sum.
+
+use std::time::Instant;
+
+use candle_core::{Device, Result, Tensor};
+use deeprecog_nn::conv::{conv2d_act, Activation, Conv2dParams};
+use deeprecog_nn::depthwise::{depthwise_conv2d_act, Padding};
+
+/// Median milliseconds of `f` over 25 timings, after two warm-up calls.
+fn median_ms(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    f()?;
+    let mut times = Vec::with_capacity(25);
+    for _ in 0..25 {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[12])
+}
+
+fn seeded(shape: (usize, usize, usize, usize), seed: u64) -> Result<Tensor> {
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+/// One convolution of the network: (kind, in channels, out channels, input side, kernel, stride).
+type Layer = (&'static str, usize, usize, usize, usize, usize);
+
+/// torchvision's MobileNetV2 at 224x224 as its list of convolutions.
+fn layers() -> Vec<Layer> {
+    // (expansion t, output channels c, repeats n, first stride s), as in the paper's table.
+    let blocks = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ];
+    let mut out = vec![("stem 3x3 s2", 3, 32, 224, 3, 2)];
+    let (mut c, mut side) = (32, 112);
+    for (t, cout, n, s) in blocks {
+        for i in 0..n {
+            let stride = if i == 0 { s } else { 1 };
+            let hidden = c * t;
+            if t != 1 {
+                out.push(("expand 1x1", c, hidden, side, 1, 1));
+            }
+            let kind = if stride == 1 { "depthwise s1" } else { "depthwise s2" };
+            out.push((kind, hidden, hidden, side, 3, stride));
+            side /= stride;
+            out.push(("project 1x1", hidden, cout, side, 1, 1));
+            c = cout;
+        }
+    }
+    out.push(("last 1x1", c, 1280, side, 1, 1));
+    out
+}
+
+fn main() -> Result<()> {
+    let mut kinds: Vec<(&str, f64, usize)> = Vec::new();
+    for (i, &(kind, c, o, side, k, stride)) in layers().iter().enumerate() {
+        let x = seeded((1, c, side, side), 3 * i as u64)?;
+        let groups = if kind.starts_with("depthwise") { c } else { 1 };
+        let w = (seeded((o, c / groups, k, k), 3 * i as u64 + 1)? * 0.1)?;
+        let b = seeded((1, 1, 1, o), 3 * i as u64 + 2)?.flatten_all()?;
+        // Projections are linear (the bottleneck); everything else ends in ReLU6.
+        let act =
+            if kind.starts_with("project") { Activation::Identity } else { Activation::Relu6 };
+        let ms = median_ms(|| {
+            if groups > 1 {
+                depthwise_conv2d_act(&x, &w, Some(&b), stride, Padding::same(1), act)?;
+            } else {
+                let p = Conv2dParams { stride, padding: k / 2, ..Default::default() };
+                conv2d_act(&x, &w, Some(&b), p, act)?;
+            }
+            Ok(())
+        })?;
+        match kinds.iter_mut().find(|(name, _, _)| *name == kind) {
+            Some(entry) => {
+                entry.1 += ms;
+                entry.2 += 1;
+            }
+            None => kinds.push((kind, ms, 1)),
+        }
+    }
+    let total: f64 = kinds.iter().map(|k| k.1).sum();
+    for (kind, ms, count) in &kinds {
+        println!("{kind:<14} {count:>3} layers {ms:8.3} ms  {:5.1}%", 100.0 * ms / total);
+    }
+    println!("{:<14} {:>3} layers {total:8.3} ms", "all", layers().len());
+    Ok(())
+}
