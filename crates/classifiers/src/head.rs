@@ -15,8 +15,9 @@
 //! ```
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Linear, ModuleT, VarBuilder};
+use candle_nn::{ModuleT, VarBuilder};
 use deeprecog_nn::dropout::SeededDropout;
+use deeprecog_nn::layers::Linear;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::{batch_norm, Backbone};
@@ -78,11 +79,11 @@ impl SeedHead {
         let mut inp = config.in_features;
         for (i, &units) in config.hidden.iter().enumerate() {
             let bvb = vb.pp(format!("blocks.{i}"));
-            let linear = candle_nn::linear(inp, units, bvb.pp("linear"))?;
+            let linear = deeprecog_nn::layers::linear(inp, units, bvb.pp("linear"))?;
             blocks.push((linear, batch_norm(units, bvb.pp("bn"))?));
             inp = units;
         }
-        let out = candle_nn::linear(inp, config.task.outputs(), vb.pp("out"))?;
+        let out = deeprecog_nn::layers::linear(inp, config.task.outputs(), vb.pp("out"))?;
         // Keyed by the prefix so that two heads of one model draw independent masks.
         let key = crate::layers::dropout_key(&vb);
         let dropout = SeededDropout::new(config.dropout, config.seed, &key)?;

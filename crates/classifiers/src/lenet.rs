@@ -16,9 +16,10 @@
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, ModuleT, VarBuilder};
+use candle_nn::{ModuleT, VarBuilder};
 use deeprecog_nn::conv::Conv2dParams;
 use deeprecog_nn::dropout::SeededDropout;
+use deeprecog_nn::layers::Linear;
 use deeprecog_nn::layers::{conv2d, Conv2d};
 use serde::{Deserialize, Serialize};
 
@@ -76,9 +77,9 @@ impl LeNetLike {
         Ok(LeNetLike {
             conv1: conv2d(c, 6, 5, cfg, vb.pp("conv1"))?,
             conv2: conv2d(6, 16, 5, cfg, vb.pp("conv2"))?,
-            fc1: candle_nn::linear(16 * h2 * w2, 120, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(120, 84, vb.pp("fc2"))?,
-            fc3: candle_nn::linear(84, config.task.outputs(), vb.pp("fc3"))?,
+            fc1: deeprecog_nn::layers::linear(16 * h2 * w2, 120, vb.pp("fc1"))?,
+            fc2: deeprecog_nn::layers::linear(120, 84, vb.pp("fc2"))?,
+            fc3: deeprecog_nn::layers::linear(84, config.task.outputs(), vb.pp("fc3"))?,
         })
     }
 }
@@ -184,8 +185,8 @@ impl FakeAppCnn {
                 config.seed,
                 &crate::layers::dropout_key(&vb),
             )?,
-            fc: candle_nn::linear(c * h * w, config.dense, vb.pp("fc"))?,
-            head: candle_nn::linear(config.dense, config.task.outputs(), vb.pp("head"))?,
+            fc: deeprecog_nn::layers::linear(c * h * w, config.dense, vb.pp("fc"))?,
+            head: deeprecog_nn::layers::linear(config.dense, config.task.outputs(), vb.pp("head"))?,
         })
     }
 }

@@ -51,10 +51,11 @@ pub use vgg::{Vgg, VggConfig};
 pub use xception::{Xception, XceptionConfig};
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Linear, ModuleT, VarBuilder};
+use candle_nn::{ModuleT, VarBuilder};
 use deeprecog_attributes::Attribute;
 use deeprecog_nn::conv::Conv2dParams;
 use deeprecog_nn::layers::Conv2d;
+use deeprecog_nn::layers::Linear;
 use serde::{Deserialize, Serialize};
 
 /// What a classifier predicts.
@@ -151,8 +152,8 @@ impl ScratchCnn {
             h /= 2;
             w /= 2;
         }
-        let fc = candle_nn::linear(c * h * w, config.fc, vb.pp("fc"))?;
-        let head = candle_nn::linear(config.fc, config.task.outputs(), vb.pp("head"))?;
+        let fc = deeprecog_nn::layers::linear(c * h * w, config.fc, vb.pp("fc"))?;
+        let head = deeprecog_nn::layers::linear(config.fc, config.task.outputs(), vb.pp("head"))?;
         Ok(ScratchCnn { convs, fc, head })
     }
 }

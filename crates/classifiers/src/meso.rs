@@ -23,9 +23,10 @@
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, ModuleT, VarBuilder};
+use candle_nn::{ModuleT, VarBuilder};
 use deeprecog_nn::conv::Conv2dParams;
 use deeprecog_nn::dropout::SeededDropout;
+use deeprecog_nn::layers::Linear;
 use deeprecog_nn::layers::{conv2d, Conv2d};
 use serde::{Deserialize, Serialize};
 
@@ -128,8 +129,8 @@ impl MesoHead {
                 config.seed,
                 &crate::layers::dropout_key(vb),
             )?,
-            fc1: candle_nn::linear(flat, 16, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(16, config.task.outputs(), vb.pp("fc2"))?,
+            fc1: deeprecog_nn::layers::linear(flat, 16, vb.pp("fc1"))?,
+            fc2: deeprecog_nn::layers::linear(16, config.task.outputs(), vb.pp("fc2"))?,
         })
     }
 }

@@ -17,8 +17,9 @@
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Init, Linear, ModuleT, VarBuilder};
+use candle_nn::{Init, ModuleT, VarBuilder};
 use deeprecog_nn::dropout::SeededDropout;
+use deeprecog_nn::layers::Linear;
 use serde::{Deserialize, Serialize};
 
 use deeprecog_nn::activation::add_act;

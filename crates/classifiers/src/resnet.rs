@@ -18,7 +18,8 @@
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, ModuleT, VarBuilder};
+use candle_nn::{ModuleT, VarBuilder};
+use deeprecog_nn::layers::Linear;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::{batch_norm, global_avg_pool, Backbone, FrozenStages, PretrainedSpec};
@@ -274,7 +275,7 @@ impl ResNet {
         if classes == 0 {
             return Ok(None);
         }
-        Ok(Some(candle_nn::linear(inp, classes, vb.pp("fc"))?))
+        Ok(Some(deeprecog_nn::layers::linear(inp, classes, vb.pp("fc"))?))
     }
 
     /// Which ResNet this is.

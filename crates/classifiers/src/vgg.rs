@@ -19,10 +19,11 @@
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Init, Linear, ModuleT, VarBuilder};
+use candle_nn::{Init, ModuleT, VarBuilder};
 use deeprecog_nn::conv::Conv2dParams;
 use deeprecog_nn::dropout::SeededDropout;
 use deeprecog_nn::layers::Conv2d;
+use deeprecog_nn::layers::Linear;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::{batch_norm, Backbone, FrozenStages, PretrainedSpec};

@@ -34,11 +34,12 @@
 //! ```
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, ModuleT, VarBuilder};
+use candle_nn::{ModuleT, VarBuilder};
 use deeprecog_dataset::transforms::Normalization;
 use deeprecog_nn::activation::add_act;
 use deeprecog_nn::conv::Activation;
 use deeprecog_nn::dropout::SeededDropout;
+use deeprecog_nn::layers::Linear;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::{batch_norm, global_avg_pool, Backbone, FrozenStages, PretrainedSpec};
@@ -256,7 +257,7 @@ impl Xception {
         if classes == 0 {
             return Ok(None);
         }
-        Ok(Some(candle_nn::linear(NUM_FEATURES, classes, vb.pp("fc"))?))
+        Ok(Some(deeprecog_nn::layers::linear(NUM_FEATURES, classes, vb.pp("fc"))?))
     }
 }
 

@@ -17,10 +17,11 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, IndexOp, Module, ModuleT, Tensor, D};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 use deeprecog_attributes::Attribute;
 use deeprecog_nn::conv::{Conv2dParams, ConvTranspose2dParams};
 use deeprecog_nn::dropout::SeededDropout;
+use deeprecog_nn::layers::Linear;
 use deeprecog_nn::layers::{Conv2d, ConvTranspose2d};
 use deeprecog_nn::norm::{BatchNorm, BatchNormConfig};
 use serde::{Deserialize, Serialize};

@@ -269,3 +269,58 @@ fn transpose_init(out_channels: usize, kernel: usize) -> Init {
     let bound = 1. / (out_channels as f64).sqrt() / kernel as f64;
     Init::Uniform { lo: -bound, up: bound }
 }
+
+/// A fully connected layer, `y = x W^T + b` over the last dimension ([`crate::linear::linear`]):
+/// a drop-in for candle-nn's `Linear` with the same parameter names (`weight (out, in)`,
+/// `bias (out)`).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A layer over existing tensors: `weight (out, in)`, optional `bias (out)`.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Linear {
+        Linear { weight, bias }
+    }
+
+    /// The `(out, in)` weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        crate::linear::linear(x, &self.weight, self.bias.as_ref())
+    }
+}
+
+impl From<candle_nn::Linear> for Linear {
+    fn from(layer: candle_nn::Linear) -> Linear {
+        Linear::new(layer.weight().clone(), layer.bias().cloned())
+    }
+}
+
+/// A fully connected layer with bias, initialised as candle-nn's `linear` (Kaiming normal
+/// weight, bias uniform in `+-1/sqrt(in_dim)`): the same variables, drawn in the same order.
+///
+/// # Errors
+/// A variable of the same name with another shape.
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear(in_dim, out_dim, vb).map(Linear::from)
+}
+
+/// A fully connected layer without bias, initialised as candle-nn's `linear_no_bias`.
+///
+/// # Errors
+/// A variable of the same name with another shape.
+pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear_no_bias(in_dim, out_dim, vb).map(Linear::from)
+}

@@ -28,6 +28,7 @@ mod gemm_conv;
 pub mod import;
 pub mod init;
 pub mod layers;
+pub mod linear;
 pub mod loss;
 mod memo;
 pub mod norm;

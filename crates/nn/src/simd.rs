@@ -45,8 +45,10 @@ pub(crate) fn add_strided<T: Copy + std::ops::AddAssign>(dst: &mut [T], src: &[T
 const LANES: usize = 16;
 
 /// The lanes added in a fixed order (a balanced tree), then the tail in order. The order is
-/// written out, not left to the compiler, so every CPU gets the same bits.
-#[inline(always)]
+/// written out, not left to the compiler, so every CPU gets the same bits. Never inlined:
+/// inlined, this tree of ever narrower adds led LLVM's SLP vectoriser to pack the callers'
+/// accumulator loops two or four lanes wide instead of a full register.
+#[inline(never)]
 fn combine(mut acc: [f32; LANES], tail: f32) -> f32 {
     let mut width = LANES / 2;
     while width > 0 {
@@ -68,6 +70,26 @@ pub(crate) fn sum(x: &[f32]) -> f32 {
         acc.iter_mut().zip(c).for_each(|(a, &v)| *a += v);
     }
     combine(acc, tail)
+}
+
+/// `sum(a[i] * b[i])` over the common length, in `2 LANES` partial sums (two independent chains
+/// per vector register keep the adds from waiting on each other), folded to [`LANES`].
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    // Fixed-size blocks: with the block length a constant the compiler keeps the partial
+    // sums in full-width registers (over `chunks_exact` slices it packed them two lanes wide).
+    let (ca, ra) = a[..n].as_chunks::<{ 2 * LANES }>();
+    let (cb, rb) = b[..n].as_chunks::<{ 2 * LANES }>();
+    let tail = ra.iter().zip(rb).map(|(&x, &y)| x * y).sum::<f32>();
+    let mut acc = [0f32; 2 * LANES];
+    for (x, y) in ca.iter().zip(cb) {
+        for j in 0..2 * LANES {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    let lo: [f32; LANES] = std::array::from_fn(|j| acc[j] + acc[LANES + j]);
+    combine(lo, tail)
 }
 
 /// `sum((x - mean)^2)`, summed as [`sum`].
