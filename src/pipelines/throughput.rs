@@ -104,17 +104,17 @@ pub fn measure_on(
 }
 
 /// The median wall time of `step` (then a synchronisation of `device`) over `iters` calls
-/// after two untimed ones.
+/// after two untimed ones, each run on rayon's workers ([`deeprecog_nn::device::on_cpu_workers`]).
 fn median_seconds(
     iters: usize,
     device: &Device,
-    mut step: impl FnMut(u64) -> Result<()>,
+    mut step: impl FnMut(u64) -> Result<()> + Send,
 ) -> Result<f64> {
     let mut times = Vec::with_capacity(iters);
     device.synchronize().map_err(deeprecog_nn::Error::from)?;
     for i in 0..iters + 2 {
         let started = Instant::now();
-        step(i as u64)?;
+        deeprecog_nn::device::on_cpu_workers(|| step(i as u64))?;
         device.synchronize().map_err(deeprecog_nn::Error::from)?;
         if i >= 2 {
             times.push(started.elapsed().as_secs_f64());

@@ -123,7 +123,8 @@ impl DeepfakeModel {
     pub fn logits(&self, crops: &[Image]) -> Result<Vec<f64>> {
         let mut out = Vec::with_capacity(crops.len());
         for chunk in crops.chunks(BATCH) {
-            let logits = self.model.forward_t(&self.input(chunk)?, false)?;
+            let x = self.input(chunk)?;
+            let logits = deeprecog_nn::device::on_cpu_workers(|| self.model.forward_t(&x, false))?;
             out.extend(logits.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?);
         }
         Ok(out)

@@ -81,6 +81,38 @@ pub(crate) fn par_collect<I: Iterator<Item = f32>>(
     Ok(out)
 }
 
+/// A `len`-long output written block by block on rayon's threads: each `block`-long part (the
+/// last one shorter) is zeroed by the task that then hands it to `fill(state, index, part)`,
+/// `state` made by `init` once per worker. The zeroing runs in parallel on memory the task is
+/// about to write anyway, instead of the single-threaded pass (and fresh-page faults) of an
+/// allocator's zeroed vector before the parallel work starts.
+pub(crate) fn par_blocks<T>(
+    len: usize,
+    block: usize,
+    init: impl Fn() -> T + Sync + Send,
+    fill: impl Fn(&mut T, usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let block = block.max(1);
+    let zeros = vec![0f32; block.min(len)];
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(block).enumerate().for_each_init(
+        init,
+        |state, (i, part)| {
+            let part = part.write_copy_of_slice(&zeros[..part.len()]);
+            fill(state, i, part);
+        },
+    );
+    // SAFETY: the first `len` slots were split into blocks that the tasks above each wrote in
+    // full (`write_copy_of_slice` initialises its whole block; for_each returns only after
+    // every task ran); `f32` needs no drop, and the capacity is at least `len`.
+    #[allow(unsafe_code)]
+    unsafe {
+        out.set_len(len);
+    }
+    out
+}
+
 /// The contiguous f32 slice of a CPU storage, for kernels that take f32 only.
 pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, name: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(d) = s else { bail!("{name}: the CPU kernel takes f32") };

@@ -194,41 +194,44 @@ impl Depthwise {
         let (oh, ow) = self.out_size(h, wd, k)?;
         let s = self.stride;
         let p = self.padding;
-        let mut out = vec![0f32; n * c * oh * ow];
+        let len = n * c * oh * ow;
+        let planes = |plane_fn: &(dyn Fn(&[f32], &[f32; 9], &mut [f32]) + Sync)| {
+            crate::cpu::par_blocks(
+                len,
+                oh * ow,
+                || (),
+                |_, plane, dst| {
+                    let ch = plane % c;
+                    let src = &x[plane * h * wd..(plane + 1) * h * wd];
+                    let taps: [f32; 9] = std::array::from_fn(|i| w[ch * 9 + i]);
+                    plane_fn(src, &taps, dst);
+                    if epilogue {
+                        crate::simd::bias_act(dst, bias.map_or(0.0, |b| b[ch]), act);
+                    }
+                },
+            )
+        };
+        let shape = Shape::from((n, c, oh, ow));
         if k == 3 && s == 1 && p == Padding::same(1) && wd >= 2 {
             // The common case reads the planes in place: rows outside the plane are a zero
             // row, the two edge columns are computed apart.
             let zeros = vec![0f32; wd];
-            out.par_chunks_mut((oh * ow).max(1)).enumerate().for_each(|(plane, dst)| {
-                let ch = plane % c;
-                let src = &x[plane * h * wd..(plane + 1) * h * wd];
-                let taps: [f32; 9] = std::array::from_fn(|i| w[ch * 9 + i]);
-                same3_plane(src, wd, &zeros, &taps, dst);
-                if epilogue {
-                    crate::simd::bias_act(dst, bias.map_or(0.0, |b| b[ch]), act);
-                }
-            });
-            return Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))));
+            let out = planes(&|src, taps, dst| same3_plane(src, wd, &zeros, taps, dst));
+            return Ok((CpuStorage::F32(out), shape));
         }
         if k == 3 && s == 2 && p == Padding::same(1) && wd >= 2 && h >= 2 {
             let zeros = vec![0f32; wd];
-            out.par_chunks_mut((oh * ow).max(1)).enumerate().for_each(|(plane, dst)| {
-                let ch = plane % c;
-                let src = &x[plane * h * wd..(plane + 1) * h * wd];
-                let taps: [f32; 9] = std::array::from_fn(|i| w[ch * 9 + i]);
-                same3_s2_plane(src, wd, &zeros, &taps, dst, ow);
-                if epilogue {
-                    crate::simd::bias_act(dst, bias.map_or(0.0, |b| b[ch]), act);
-                }
-            });
-            return Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))));
+            let out = planes(&|src, taps, dst| same3_s2_plane(src, wd, &zeros, taps, dst, ow));
+            return Ok((CpuStorage::F32(out), shape));
         }
         // Otherwise each plane is copied once into a zero-bordered, phase-split scratch, so
         // that every tap is a dense pass over an output row without bounds checks.
         let layout = Phased::new(h, wd, p, s);
-        out.par_chunks_mut((oh * ow).max(1)).enumerate().for_each_init(
+        let out = crate::cpu::par_blocks(
+            len,
+            oh * ow,
             || vec![0f32; layout.len()],
-            |padded, (plane, dst)| {
+            |padded, plane, dst| {
                 let ch = plane % c;
                 layout.fill(&x[plane * h * wd..(plane + 1) * h * wd], padded);
                 let taps = &w[ch * k * k..(ch + 1) * k * k];
@@ -239,7 +242,7 @@ impl Depthwise {
                 }
             },
         );
-        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+        Ok((CpuStorage::F32(out), shape))
     }
 
     /// The output gradient through the activation, and the input and weight gradients.

@@ -85,3 +85,27 @@ mod tests {
         }
     }
 }
+
+/// Runs `f` on one of rayon's worker threads and returns its result: a forward pass (or a
+/// training step) called this way starts each op's parallel loops from inside the pool, by
+/// work stealing, instead of handing every loop to the pool from outside and putting the
+/// calling thread to sleep until it ends. With dozens of short ops per image that hand-over
+/// (a wake-up of the caller per op) is a measurable share of a batch-1 inference on the CPU
+/// (`benches/NOTES.md`); at large batches it makes no difference. `f` must not block on work
+/// that needs a free worker (a channel fed by other rayon tasks, say).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use deeprecog_nn::device::on_cpu_workers;
+///
+/// let x = Tensor::ones((2, 3), candle_core::DType::F32, &Device::Cpu)?;
+/// let y = on_cpu_workers(|| (&x * 2.0)?.sum_all()?.to_scalar::<f32>())?;
+/// assert_eq!(y, 12.0);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn on_cpu_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    rayon::scope(|_| f())
+}

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::conv::{col2im_into, im2col_into, Activation, Conv2dParams, Window};
 use crate::cpu::{f32_slice, with_scratch};
-use crate::sgemm::{matmul, matmul_new, Mat, MatMut};
+use crate::sgemm::{matmul, matmul_new, matmul_new_blocks, Mat, MatMut};
 
 /// Columns per GEMM below which images are grouped into one chunk: the AVX-512 micro-kernel
 /// covers 48 x 6 (or 6 x 48) outputs at a time, and packing costs are paid per product.
@@ -326,15 +326,23 @@ fn forward(
     }
     let (p, o, ow) = (geo.p(), geo.o, geo.ow);
     if geo.n == 1 && geo.groups == 1 && geo.pointwise() && !pool {
-        // One image through a 1x1 layer: the product is the NCHW output, written once by the
-        // GEMM (all threads), then the bias and activation in parallel over the planes.
-        let mut out = matmul_new(Mat::rows(wt, o, geo.c), Mat::rows(x, geo.c, p), true)?;
-        if bias.is_some() || act != Activation::Identity {
-            let planes = (EPILOGUE_BLOCK / p.max(1)).max(1);
-            out.par_chunks_mut(p.max(1)).with_min_len(planes).enumerate().for_each(|(ch, v)| {
-                crate::simd::bias_act(v, bias.map_or(0.0, |b| b[ch]), act);
-            });
-        }
+        // One image through a 1x1 layer: the product is the NCHW output, its output channels
+        // split over the threads, each block written once by a single-threaded product and
+        // given its bias and activation while still in that core's cache.
+        let threads = rayon::current_num_threads().max(1);
+        let epilogue = bias.is_some() || act != Activation::Identity;
+        let out = matmul_new_blocks(
+            Mat::rows(wt, o, geo.c),
+            Mat::rows(x, geo.c, p),
+            o.div_ceil(threads),
+            |first, planes| {
+                if epilogue {
+                    for (i, v) in planes.chunks_mut(p.max(1)).enumerate() {
+                        crate::simd::bias_act(v, bias.map_or(0.0, |b| b[first + i]), act);
+                    }
+                }
+            },
+        )?;
         return Ok(out);
     }
     if !pool {

@@ -198,6 +198,84 @@ pub(crate) fn matmul_new(lhs: Mat<'_>, rhs: Mat<'_>, parallel: bool) -> Result<V
     Ok(out)
 }
 
+/// `lhs x rhs` as a new row-major matrix, computed in blocks of `block_rows` rows, one rayon
+/// task per block (each product on its own thread), and `finish(first_row, block)` applied to
+/// each block as soon as it is written, while it is still in that core's cache. One parallel
+/// region instead of the product's and then the epilogue's; like [`matmul_new`], the output is
+/// not cleared first.
+///
+/// # Errors
+/// As [`matmul`].
+pub(crate) fn matmul_new_blocks(
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    block_rows: usize,
+    finish: impl Fn(usize, &mut [f32]) + Sync,
+) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
+    let len = m * n;
+    let block_rows = block_rows.max(1);
+    let chained = rhs.rows == k;
+    let inside = in_bounds(lhs.data.len(), m, k, lhs.rs, lhs.cs)
+        && in_bounds(rhs.data.len(), k, n, rhs.rs, rhs.cs);
+    if k == 0 || len == 0 || !chained || !inside {
+        let mut out = matmul_new(lhs, rhs, false)?;
+        for (i, block) in out.chunks_mut(block_rows * n.max(1)).enumerate() {
+            finish(i * block_rows, block);
+        }
+        return Ok(out);
+    }
+    let s = |v: usize| v as isize;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(block_rows * n).enumerate().for_each(
+        |(i, dst)| {
+            let (first, rows) = (i * block_rows, dst.len() / n);
+            // SAFETY: `dst` is this block's `rows x n` row-major part of the output, exclusive
+            // to this task (row stride n, column stride 1, elements distinct). Rows
+            // `first..first + rows` of `lhs` lie inside its slice (the whole view was checked
+            // above, and `first * lhs.rs` is the offset of its row `first`), `rhs` was checked
+            // whole, and k > 0. With `read_dst == false` gemm never reads `dst` and writes all
+            // of its `rows * n` elements, so the slice is initialised when it is viewed as
+            // `f32` below; `f32` needs no drop and has the layout of `MaybeUninit<f32>`.
+            #[allow(unsafe_code)]
+            let block = unsafe {
+                let ptr = dst.as_mut_ptr().cast::<f32>();
+                gemm::gemm(
+                    rows,
+                    n,
+                    k,
+                    ptr,
+                    1,
+                    s(n),
+                    false,
+                    lhs.data.as_ptr().add(first * lhs.rs),
+                    s(lhs.cs),
+                    s(lhs.rs),
+                    rhs.data.as_ptr(),
+                    s(rhs.cs),
+                    s(rhs.rs),
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+                std::slice::from_raw_parts_mut(ptr, dst.len())
+            };
+            finish(first, block);
+        },
+    );
+    // SAFETY: the first `len` slots were split into blocks that the tasks above each wrote in
+    // full (for_each returns only after every task ran); the capacity is at least `len`.
+    #[allow(unsafe_code)]
+    unsafe {
+        out.set_len(len);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -233,6 +311,29 @@ mod tests {
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - 2.0 * w).abs() < 1e-5, "{g} vs {w}");
             }
+        }
+    }
+
+    #[test]
+    fn block_products_match_a_naive_product_and_finish_each_block() {
+        let vals = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n).map(|i| ((i * 7919 + seed * 104_729) % 211) as f32 / 105.0 - 1.0).collect()
+        };
+        for (m, k, n, block) in [(7, 5, 9, 3), (24, 16, 33, 12), (5, 1, 1, 8), (3, 0, 4, 2)] {
+            let (a, b) = (vals(m * k, 1), vals(k * n, 2));
+            let (a, b) = (Mat::rows(&a, m, k), Mat::rows(&b, k, n));
+            let got = matmul_new_blocks(a, b, block, |first, rows| {
+                for (i, row) in rows.chunks_mut(n).enumerate() {
+                    row.iter_mut().for_each(|v| *v += (first + i) as f32);
+                }
+            })
+            .unwrap();
+            let want = naive(a, b);
+            for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
+                let w = w + (idx / n) as f32;
+                assert!((g - w).abs() < 1e-4, "{m}x{k}x{n}: {g} vs {w}");
+            }
+            assert_eq!(got.len(), m * n);
         }
     }
 
