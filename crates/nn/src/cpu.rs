@@ -99,12 +99,20 @@ pub(crate) fn par_blocks<T>(
     out.spare_capacity_mut()[..len].par_chunks_mut(block).enumerate().for_each_init(
         init,
         |state, (i, part)| {
-            let part = part.write_copy_of_slice(&zeros[..part.len()]);
+            for (slot, &z) in part.iter_mut().zip(&zeros) {
+                slot.write(z);
+            }
+            // SAFETY: every element of `part` was written just above (`zeros` is at least a
+            // block long), and `MaybeUninit<f32>` has the layout of `f32`.
+            #[allow(unsafe_code)]
+            let part = unsafe {
+                std::slice::from_raw_parts_mut(part.as_mut_ptr().cast::<f32>(), part.len())
+            };
             fill(state, i, part);
         },
     );
     // SAFETY: the first `len` slots were split into blocks that the tasks above each wrote in
-    // full (`write_copy_of_slice` initialises its whole block; for_each returns only after
+    // full (each block is zeroed before `fill` sees it; for_each returns only after
     // every task ran); `f32` needs no drop, and the capacity is at least `len`.
     #[allow(unsafe_code)]
     unsafe {

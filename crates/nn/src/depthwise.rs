@@ -195,7 +195,7 @@ impl Depthwise {
         let s = self.stride;
         let p = self.padding;
         let len = n * c * oh * ow;
-        let planes = |plane_fn: &(dyn Fn(&[f32], &[f32; 9], &mut [f32]) + Sync)| {
+        let planes = |plane_fn: &PlaneKernel| {
             crate::cpu::par_blocks(
                 len,
                 oh * ow,
@@ -263,6 +263,9 @@ impl Depthwise {
         Ok([grad, dx, dw])
     }
 }
+
+/// A 3x3 kernel over one input plane, its nine taps and its output plane.
+type PlaneKernel<'a> = dyn Fn(&[f32], &[f32; 9], &mut [f32]) + Sync + 'a;
 
 /// One output plane `dst` (rows of `ow`) of a depthwise convolution with the `k x k` `taps`
 /// over a filled phase-split plane. Compiled for AVX-512, AVX2 + FMA and the baseline, chosen

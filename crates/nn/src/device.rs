@@ -67,25 +67,6 @@ pub fn select(choice: DeviceChoice) -> Result<Device> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_and_selects() {
-        assert_eq!("CPU".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
-        assert_eq!("cuda:1".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(1));
-        assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
-        assert!("tpu".parse::<DeviceChoice>().is_err());
-        assert!(select(DeviceChoice::Cpu).unwrap().is_cpu());
-        assert!(select(DeviceChoice::Auto).is_ok());
-        if !cuda_compiled() {
-            let err = select(DeviceChoice::Cuda(0)).unwrap_err();
-            assert!(err.to_string().contains("cuda"), "{err}");
-        }
-    }
-}
-
 /// Runs `f` on one of rayon's worker threads and returns its result: a forward pass (or a
 /// training step) called this way starts each op's parallel loops from inside the pool, by
 /// work stealing, instead of handing every loop to the pool from outside and putting the
@@ -108,4 +89,23 @@ pub fn on_cpu_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         return f();
     }
     rayon::scope(|_| f())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_selects() {
+        assert_eq!("CPU".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!("cuda:1".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(1));
+        assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
+        assert!("tpu".parse::<DeviceChoice>().is_err());
+        assert!(select(DeviceChoice::Cpu).unwrap().is_cpu());
+        assert!(select(DeviceChoice::Auto).is_ok());
+        if !cuda_compiled() {
+            let err = select(DeviceChoice::Cuda(0)).unwrap_err();
+            assert!(err.to_string().contains("cuda"), "{err}");
+        }
+    }
 }
