@@ -27,11 +27,25 @@ pub(crate) fn clip_mask(out: &mut [f32], g: &[f32], y: &[f32], max: f32) {
     }
 }
 
-/// `dst[i * stride] += src[i]` over the common length.
+/// `dst[i * stride] += src[i]` over the common length. At stride 2 the elements in between
+/// get `+= 0` (a no-op but for `-0.0`, which becomes `+0.0`): with every element of
+/// each pair stored, the loop vectorises as whole-register loads, shuffles and stores, where
+/// a store to every other element stays scalar.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn add_strided<T: Copy + std::ops::AddAssign>(dst: &mut [T], src: &[T], stride: usize) {
+pub(crate) fn add_strided<T: candle_core::WithDType>(dst: &mut [T], src: &[T], stride: usize) {
     if stride == 1 {
         for (d, &v) in dst.iter_mut().zip(src) {
+            *d += v;
+        }
+    } else if stride == 2 {
+        let zero = T::from_f64(0.0);
+        let (pairs, rest) = dst.as_chunks_mut::<2>();
+        let n = pairs.len().min(src.len());
+        for (p, &v) in pairs[..n].iter_mut().zip(&src[..n]) {
+            p[0] += v;
+            p[1] += zero;
+        }
+        if let (true, Some(d), Some(&v)) = (n == pairs.len(), rest.first_mut(), src.get(n)) {
             *d += v;
         }
     } else {
@@ -222,6 +236,42 @@ mod tests {
         (0..n).map(|i| ((i * 37 + seed * 11) % 29) as f32 / 7.0 - 2.0).collect()
     }
 
+    #[test]
+    fn dot_matches_an_f64_sum() {
+        for n in [0, 1, 7, 31, 32, 33, 64, 65, 1000] {
+            let (a, b) = (values(n, 4), values(n, 5));
+            let want: f64 = a.iter().zip(&b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
+            let got = dot(&a, &b);
+            assert!((f64::from(got) - want).abs() <= 1e-4 * want.abs().max(1.0), "{n}: {got}");
+        }
+    }
+
+    /// Strided adds and gathers against plain index loops, for every stride path (1, 2 and
+    /// more), odd and even lengths and a source shorter or longer than the strided run.
+    #[test]
+    fn strided_adds_and_gathers_match_index_loops() {
+        for stride in 1..=3 {
+            for (dst_len, src_len) in [(0, 3), (1, 1), (7, 4), (8, 4), (8, 3), (9, 9), (33, 11)] {
+                let src = values(src_len, 6);
+                let mut got = values(dst_len, 7);
+                let mut want = got.clone();
+                for (i, &v) in src.iter().enumerate().take(dst_len.div_ceil(stride)) {
+                    want[i * stride] += v;
+                }
+                add_strided(&mut got, &src, stride);
+                assert_eq!(got, want, "add, stride {stride}, {dst_len} <- {src_len}");
+                let mut got = vec![0f32; src_len];
+                let mut want = got.clone();
+                let from = values(dst_len, 8);
+                for (i, w) in want.iter_mut().enumerate().take(dst_len.div_ceil(stride)) {
+                    *w = from[i * stride];
+                }
+                gather_strided(&mut got, &from, stride);
+                assert_eq!(got, want, "gather, stride {stride}, {src_len} <- {dst_len}");
+            }
+        }
+    }
+
     /// The lane reductions against f64 sums, for lengths around the lane count (tails of every
     /// size, empty input).
     #[test]
@@ -309,7 +359,7 @@ pub(crate) fn leaky_grad(d: &mut [f32], g: &[f32], x: &[f32], slope: f32) {
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
 pub(crate) fn gather_strided<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
     if stride == 2 {
-        let pairs = src.chunks_exact(2);
+        let (pairs, _) = src.as_chunks::<2>();
         let m = pairs.len();
         for (o, p) in dst.iter_mut().zip(pairs) {
             *o = p[0];
