@@ -373,6 +373,8 @@ fn same3_s2_plane(src: &[f32], w: usize, zeros: &[f32], t: &[f32; 9], dst: &mut 
     let row = |y: usize| if y < h { &src[y * w..(y + 1) * w] } else { &zeros[..w] };
     // Output columns 1..inner read whole windows.
     let inner = if w % 2 == 1 { ow - 1 } else { ow };
+    let half = w.div_ceil(2);
+    let mut split = vec![0f32; 6 * half];
     for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
         let r0 = if oy > 0 { row(2 * oy - 1) } else { &zeros[..w] };
         let (r1, r2) = (row(2 * oy), row(2 * oy + 1));
@@ -388,21 +390,38 @@ fn same3_s2_plane(src: &[f32], w: usize, zeros: &[f32], t: &[f32; 9], dst: &mut 
                 + t[7] * r2[e + 1];
         }
         let n = inner.saturating_sub(1);
-        let out = &mut out_row[1..1 + n];
-        // Columns 1 ..= 2n + 1 of each row, as n windows of three with a step of two.
-        let (a, b, c) = (&r0[1..2 * n + 2], &r1[1..2 * n + 2], &r2[1..2 * n + 2]);
-        for (i, o) in out.iter_mut().enumerate() {
-            let j = 2 * i;
-            *o = t[0] * a[j]
-                + t[1] * a[j + 1]
-                + t[2] * a[j + 2]
-                + t[3] * b[j]
-                + t[4] * b[j + 1]
-                + t[5] * b[j + 2]
-                + t[6] * c[j]
-                + t[7] * c[j + 1]
-                + t[8] * c[j + 2];
-        }
+        // Columns 1 ..= 2n + 1 of each row as its even and odd columns apart: output column
+        // 1 + i reads odd i, even i + 1 and odd i + 1, three dense runs per row that
+        // vectorise as the stride-1 case does (read in place, the stride-2 windows do not).
+        let (b0, rest) = split.split_at_mut(2 * half);
+        let (b1, b2) = rest.split_at_mut(2 * half);
+        let (r0, r1, r2) = (split_views(r0, b0, n), split_views(r1, b1, n), split_views(r2, b2, n));
+        taps3(&mut out_row[1..1 + n], [r0, r1, r2], t);
+    }
+}
+
+/// `row` split into its even and odd columns in `buf` (two halves), as the three runs of `n`
+/// that output columns `1..=n` of a 3-wide stride-2 window read: odd `0..n`, even `1..=n`,
+/// odd `1..=n`.
+#[inline(always)]
+fn split_views<'a>(row: &[f32], buf: &'a mut [f32], n: usize) -> [&'a [f32]; 3] {
+    let half = buf.len() / 2;
+    let (even, odd) = buf.split_at_mut(half);
+    deinterleave(row, even, odd);
+    let (even, odd) = (&*even, &*odd);
+    [&odd[..n], &even[1..n + 1], &odd[1..n + 1]]
+}
+
+/// `even[j] = row[2j]` and `odd[j] = row[2j + 1]` for every column of `row`.
+#[inline(always)]
+fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let (pairs, last) = row.as_chunks::<2>();
+    for ((p, e), o) in pairs.iter().zip(even.iter_mut()).zip(odd.iter_mut()) {
+        *e = p[0];
+        *o = p[1];
+    }
+    if let (Some(&v), Some(e)) = (last.first(), even.get_mut(pairs.len())) {
+        *e = v;
     }
 }
 
