@@ -4,20 +4,25 @@
 # one row at a time. Prints each row's images/s and ratio and writes
 # benches/results/cpu-<cpu>-<date>.json:
 #   {"cpu": "...", "cores": n, "date": "YYYY-MM-DD", "torch": "...", "onnxruntime": "...",
-#    "rows": [{"workload", "batch", "mode", "anchor", "ours", "anchor_images_s", "ratio"}]}
+#    "rows": [{"workload", "batch", "mode", "anchor", "ours", "anchor_images_s", "ratio",
+#              "ours_runs", "anchor_runs"}]}   (ours, anchor_images_s: medians of the runs)
 # The anchors run in a scratch venv under target/ (torch, torchvision, onnx, onnxruntime);
 # nothing is added to the project. ITERS (default 5) timed iterations per training row, ten
-# times as many per inference row.
+# times as many per inference row. ROUNDS (default 3) alternating runs of ours and the anchor
+# per row, the median of each kept: the anchors' own rate drifts by up to a third between
+# runs minutes apart on a shared 2-core machine, and alternating spreads that drift over both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=target/bench-venv-torch
 ITERS=${ITERS:-5}
+ROUNDS=${ROUNDS:-3}
 [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
 "$VENV/bin/python" -c 'import torch, torchvision, onnx, onnxruntime' 2>/dev/null ||
     "$VENV/bin/pip" install --quiet torch torchvision onnx onnxruntime numpy
 cargo build --release --example throughput
 OURS=target/release/examples/throughput
 rate() { "$@" | tail -n 1 | sed -n 's/^images\/s: //p'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
 # workload batch mode | our arguments | anchor arguments
 ROWS=(
@@ -40,21 +45,27 @@ for row in "${ROWS[@]}"; do
     # Inference iterations last milliseconds: ten times as many keep the median steady.
     iters=$ITERS
     [[ $mode == infer ]] && iters=$((ITERS * 10))
-    # shellcheck disable=SC2086
-    ours=$(rate "$OURS" $ours_args --iters "$iters")
     read -r a_work a_batch engine <<<"$anchor_args"
-    anchor=$(rate "$VENV/bin/python" benches/torch_cpu_anchors.py "$a_work" "$a_batch" "$engine" "$iters" 2)
+    OURS_RATES=()
+    ANCHOR_RATES=()
+    for _ in $(seq "$ROUNDS"); do
+        # shellcheck disable=SC2086
+        OURS_RATES+=("$(rate "$OURS" $ours_args --iters "$iters")")
+        ANCHOR_RATES+=("$(rate "$VENV/bin/python" benches/torch_cpu_anchors.py "$a_work" "$a_batch" "$engine" "$iters" 2 2>/dev/null)")
+    done
+    ours=$(median "${OURS_RATES[@]}")
+    anchor=$(median "${ANCHOR_RATES[@]}")
     ratio=$(python3 -c "print(f'{$ours / $anchor:.3f}')")
-    printf '%-16s %3s %-5s  ours %8s images/s  %-11s %8s images/s  ratio %s\n' \
-        "$workload" "$batch" "$mode" "$ours" "$engine" "$anchor" "$ratio"
-    JSON_ROWS+=("{\"workload\": \"$workload\", \"batch\": $batch, \"mode\": \"$mode\", \"anchor\": \"$engine\", \"ours\": $ours, \"anchor_images_s\": $anchor, \"ratio\": $ratio}")
+    printf '%-16s %3s %-5s  ours %8s images/s  %-11s %8s images/s  ratio %s  (ours %s; anchor %s)\n' \
+        "$workload" "$batch" "$mode" "$ours" "$engine" "$anchor" "$ratio" "${OURS_RATES[*]}" "${ANCHOR_RATES[*]}"
+    JSON_ROWS+=("{\"workload\": \"$workload\", \"batch\": $batch, \"mode\": \"$mode\", \"anchor\": \"$engine\", \"ours\": $ours, \"anchor_images_s\": $anchor, \"ratio\": $ratio, \"ours_runs\": [$(IFS=,; echo "${OURS_RATES[*]}")], \"anchor_runs\": [$(IFS=,; echo "${ANCHOR_RATES[*]}")]}")
 done
 VERSIONS=$("$VENV/bin/python" -c 'import torch, onnxruntime; print(torch.__version__, onnxruntime.__version__)')
 read -r TORCH ORT <<<"$VERSIONS"
 mkdir -p benches/results
 {
-    printf '{"cpu": "%s", "cores": %s, "date": "%s", "torch": "%s", "onnxruntime": "%s", "rows": [\n' \
-        "$CPU" "$(nproc)" "$DATE" "$TORCH" "$ORT"
+    printf '{"cpu": "%s", "cores": %s, "date": "%s", "torch": "%s", "onnxruntime": "%s", "rounds": %s, "rows": [\n' \
+        "$CPU" "$(nproc)" "$DATE" "$TORCH" "$ORT" "$ROUNDS"
     for i in "${!JSON_ROWS[@]}"; do
         sep=$([[ $i -lt $((${#JSON_ROWS[@]} - 1)) ]] && echo "," || true)
         printf '  %s%s\n' "${JSON_ROWS[$i]}" "$sep"
