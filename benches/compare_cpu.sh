@@ -4,7 +4,7 @@
 # one row at a time. Prints each row's images/s and ratio and writes
 # benches/results/cpu-<cpu>-<date>.json:
 #   {"cpu": "...", "cores": n, "date": "YYYY-MM-DD", "torch": "...", "onnxruntime": "...",
-#    "rows": [{"workload", "batch", "mode", "anchor", "ours", "anchor_images_s", "ratio",
+#    "rounds": r, "rows": [{"workload", "batch", "mode", "anchor", "ours", "anchor_images_s", "ratio",
 #              "ours_runs", "anchor_runs"}]}   (ours, anchor_images_s: medians of the runs)
 # The anchors run in a scratch venv under target/ (torch, torchvision, onnx, onnxruntime);
 # nothing is added to the project. ITERS (default 5) timed iterations per training row, ten
