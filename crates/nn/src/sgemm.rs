@@ -102,41 +102,13 @@ pub(crate) fn matmul(
         }
         return Ok(());
     }
-    let parallelism = if parallel {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        gemm::Parallelism::None
-    };
-    // Strides fit `isize`: every view was checked to index inside a slice, whose length does.
-    let s = |v: usize| v as isize;
     // SAFETY: the three views were checked above to stay inside their slices for every
-    // (row, column) the product visits; `dst` is borrowed mutably and its elements are
-    // distinct, so no other reference reads or writes them while gemm runs; `lhs` and `rhs`
-    // are shared borrows that cannot alias the exclusive `dst`. With `read_dst == false` gemm
-    // never reads `dst` (alpha is ignored), as its documentation states.
+    // (row, column) the product visits and to chain; `dst` is borrowed mutably and its
+    // elements are distinct, so no other reference reads or writes them while gemm runs;
+    // `lhs` and `rhs` are shared borrows that cannot alias the exclusive `dst`.
     #[allow(unsafe_code)]
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.data.as_mut_ptr(),
-            s(dst.cs),
-            s(dst.rs),
-            accumulate,
-            lhs.data.as_ptr(),
-            s(lhs.cs),
-            s(lhs.rs),
-            rhs.data.as_ptr(),
-            s(rhs.cs),
-            s(rhs.rs),
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+        product_at(dst.data.as_mut_ptr(), (dst.rs, dst.cs), lhs, rhs, accumulate, parallel);
     }
     Ok(())
 }
@@ -158,41 +130,15 @@ pub(crate) fn matmul_new(lhs: Mat<'_>, rhs: Mat<'_>, parallel: bool) -> Result<V
         matmul(MatMut::rows(&mut out, m, n), lhs, rhs, false, parallel)?;
         return Ok(out);
     }
-    let parallelism = if parallel {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        gemm::Parallelism::None
-    };
-    let s = |v: usize| v as isize;
     let mut out: Vec<f32> = Vec::with_capacity(len);
     // SAFETY: `out` has capacity for the `m x n` row-major destination (row stride n, column
     // stride 1), whose elements are distinct; `lhs` and `rhs` were checked above to stay inside
-    // their slices and chain (k > 0). With `read_dst == false` gemm never reads `dst` and writes
-    // every one of its `m * n` elements, so after the call all `len` values are initialised;
-    // `f32` needs no drop.
+    // their slices and chain (k > 0). Without accumulation gemm never reads the destination
+    // and writes every one of its `m * n` elements, so after the call all `len` values are
+    // initialised; `f32` needs no drop.
     #[allow(unsafe_code)]
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            s(n),
-            false,
-            lhs.data.as_ptr(),
-            s(lhs.cs),
-            s(lhs.rs),
-            rhs.data.as_ptr(),
-            s(rhs.cs),
-            s(rhs.rs),
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+        product_at(out.as_mut_ptr(), (n, 1), lhs, rhs, false, parallel);
         out.set_len(len);
     }
     Ok(out)
@@ -226,42 +172,22 @@ pub(crate) fn matmul_new_blocks(
         }
         return Ok(out);
     }
-    let s = |v: usize| v as isize;
     let mut out: Vec<f32> = Vec::with_capacity(len);
     out.spare_capacity_mut()[..len].par_chunks_mut(block_rows * n).enumerate().for_each(
         |(i, dst)| {
             let (first, rows) = (i * block_rows, dst.len() / n);
+            let lhs = Mat { data: &lhs.data[first * lhs.rs..], rows, ..lhs };
             // SAFETY: `dst` is this block's `rows x n` row-major part of the output, exclusive
             // to this task (row stride n, column stride 1, elements distinct). Rows
             // `first..first + rows` of `lhs` lie inside its slice (the whole view was checked
-            // above, and `first * lhs.rs` is the offset of its row `first`), `rhs` was checked
-            // whole, and k > 0. With `read_dst == false` gemm never reads `dst` and writes all
-            // of its `rows * n` elements, so the slice is initialised when it is viewed as
-            // `f32` below; `f32` needs no drop and has the layout of `MaybeUninit<f32>`.
+            // above, and the block view starts at its row `first`), `rhs` was checked whole,
+            // and k > 0. Without accumulation gemm never reads `dst` and writes all of its
+            // `rows * n` elements, so the slice is initialised when it is viewed as `f32`
+            // below; `f32` needs no drop and has the layout of `MaybeUninit<f32>`.
             #[allow(unsafe_code)]
             let block = unsafe {
                 let ptr = dst.as_mut_ptr().cast::<f32>();
-                gemm::gemm(
-                    rows,
-                    n,
-                    k,
-                    ptr,
-                    1,
-                    s(n),
-                    false,
-                    lhs.data.as_ptr().add(first * lhs.rs),
-                    s(lhs.cs),
-                    s(lhs.rs),
-                    rhs.data.as_ptr(),
-                    s(rhs.cs),
-                    s(rhs.rs),
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+                product_at(ptr, (n, 1), lhs, rhs, false, false);
                 std::slice::from_raw_parts_mut(ptr, dst.len())
             };
             finish(first, block);
@@ -274,6 +200,58 @@ pub(crate) fn matmul_new_blocks(
         out.set_len(len);
     }
     Ok(out)
+}
+
+/// gemm's product of `lhs (m x k)` and `rhs (k x n)` into the `m x n` destination at `dst`,
+/// element `(r, c)` at `dst + r * rs + c * cs`, added to what is there with `accumulate`;
+/// on all of rayon's threads when `parallel`.
+///
+/// # Safety
+/// `lhs` and `rhs` chain and stay inside their slices for every element the product reads;
+/// `dst` is valid for writes (and with `accumulate` reads) of every `(r, c)`, those elements
+/// are distinct, and nothing else reads or writes them during the call. Without `accumulate`
+/// gemm never reads `dst` (alpha is ignored, as its documentation states) and writes every
+/// element.
+#[allow(unsafe_code)]
+unsafe fn product_at(
+    dst: *mut f32,
+    (rs, cs): (usize, usize),
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // Strides fit `isize`: every view indexes inside a slice, whose length does.
+    let s = |v: usize| v as isize;
+    // SAFETY: the caller's contract above.
+    unsafe {
+        gemm::gemm(
+            lhs.rows,
+            rhs.cols,
+            lhs.cols,
+            dst,
+            s(cs),
+            s(rs),
+            accumulate,
+            lhs.data.as_ptr(),
+            s(lhs.cs),
+            s(lhs.rs),
+            rhs.data.as_ptr(),
+            s(rhs.cs),
+            s(rhs.rs),
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }
 
 #[cfg(test)]
