@@ -744,14 +744,14 @@ impl candle_core::CustomOp2 for ChannelBias {
 
     fn bwd(
         &self,
-        _x: &Tensor,
-        _bias: &Tensor,
+        x: &Tensor,
+        bias: &Tensor,
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = self.act.mask(grad, res)?;
-        let db = grad.contiguous()?.apply_op1_no_bwd(&ChannelSum)?;
-        Ok((Some(grad), Some(db)))
+        let db = crate::cpu::needs_grad(bias, || grad.contiguous()?.apply_op1_no_bwd(&ChannelSum))?;
+        Ok((x.track_op().then_some(grad), db))
     }
 }
 

@@ -152,7 +152,7 @@ pub(crate) fn own_conv(device: &candle_core::Device) -> bool {
 
 /// `CustomOp2` over `(x, weight)` and `CustomOp3` over `(x, weight, bias)` for a convolution op
 /// with `forward(&self, (x storage, layout), (weight ...), Option<(bias ...)>)` and
-/// `grads(&self, x, weight, res, grad) -> [masked output gradient, dx, dweight]`; the bias
+/// `grads(&self, x, weight, res, grad) -> ConvGrads`; the bias
 /// gradient is the masked gradient's per-channel sum. With the `cudnn` feature the op also
 /// needs `cuda_forward`, the same signature over CUDA storage.
 macro_rules! conv_custom_ops {
@@ -191,8 +191,8 @@ macro_rules! conv_custom_ops {
                 grad: &candle_core::Tensor,
             ) -> candle_core::Result<(Option<candle_core::Tensor>, Option<candle_core::Tensor>)>
             {
-                let [_, dx, dw] = self.grads(x, w, res, grad)?;
-                Ok((Some(dx), Some(dw)))
+                let (_, dx, dw) = self.grads(x, w, res, grad)?;
+                Ok((dx, dw))
             }
         }
 
@@ -231,7 +231,7 @@ macro_rules! conv_custom_ops {
                 &self,
                 x: &candle_core::Tensor,
                 w: &candle_core::Tensor,
-                _bias: &candle_core::Tensor,
+                bias: &candle_core::Tensor,
                 res: &candle_core::Tensor,
                 grad: &candle_core::Tensor,
             ) -> candle_core::Result<(
@@ -239,15 +239,37 @@ macro_rules! conv_custom_ops {
                 Option<candle_core::Tensor>,
                 Option<candle_core::Tensor>,
             )> {
-                let [grad, dx, dw] = self.grads(x, w, res, grad)?;
-                let db = grad.apply_op1_no_bwd(&crate::conv::ChannelSum)?;
-                Ok((Some(dx), Some(dw), Some(db)))
+                let (grad, dx, dw) = self.grads(x, w, res, grad)?;
+                let db = crate::cpu::needs_grad(bias, || {
+                    grad.apply_op1_no_bwd(&crate::conv::ChannelSum)
+                })?;
+                Ok((dx, dw, db))
             }
         }
     };
 }
 
 pub(crate) use conv_custom_ops;
+
+/// A convolution's output gradient through its activation, and the input and weight gradients
+/// (`None` for an operand without autograd history).
+pub(crate) type ConvGrads =
+    (candle_core::Tensor, Option<candle_core::Tensor>, Option<candle_core::Tensor>);
+
+/// `grad()` when `operand` carries autograd history (a variable, or computed from one), else
+/// `None`: candle's backward pass asks an op for every operand's gradient but only follows
+/// those of tracked operands, so the rest (a frozen backbone's detached features, a batch of
+/// images, a constant weight) would be computed and dropped.
+pub(crate) fn needs_grad(
+    operand: &candle_core::Tensor,
+    grad: impl FnOnce() -> candle_core::Result<candle_core::Tensor>,
+) -> candle_core::Result<Option<candle_core::Tensor>> {
+    if operand.track_op() {
+        grad().map(Some)
+    } else {
+        Ok(None)
+    }
+}
 
 thread_local! {
     /// Per-thread buffers (columns, gathered output, transformed tiles) reused across calls,

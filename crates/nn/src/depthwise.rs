@@ -245,22 +245,26 @@ impl Depthwise {
         Ok((CpuStorage::F32(out), shape))
     }
 
-    /// The output gradient through the activation, and the input and weight gradients.
+    /// The output gradient through the activation, and the input and weight gradients of the
+    /// operands that carry autograd history (see [`crate::cpu::needs_grad`]).
     fn grads(
         &self,
         x: &Tensor,
         weight: &Tensor,
         res: &Tensor,
         grad: &Tensor,
-    ) -> Result<[Tensor; 3]> {
+    ) -> Result<crate::cpu::ConvGrads> {
         let grad = self.act.mask(&grad.contiguous()?, res)?.contiguous()?;
-        let x = x.contiguous()?;
-        let weight = weight.contiguous()?;
         let (_, _, h, w) = x.dims4()?;
-        let dx = grad.apply_op2_no_bwd(&weight, &DepthwiseGradInput { op: *self, h, w })?;
-        let dw =
-            x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { op: *self, k: weight.dim(2)? })?;
-        Ok([grad, dx, dw])
+        let dx = crate::cpu::needs_grad(x, || {
+            let weight = weight.contiguous()?;
+            grad.apply_op2_no_bwd(&weight, &DepthwiseGradInput { op: *self, h, w })
+        })?;
+        let dw = crate::cpu::needs_grad(weight, || {
+            let k = weight.dim(2)?;
+            x.contiguous()?.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { op: *self, k })
+        })?;
+        Ok((grad, dx, dw))
     }
 }
 

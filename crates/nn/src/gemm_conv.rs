@@ -24,7 +24,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::conv::{col2im_into, im2col_into, Activation, Conv2dParams, Window};
-use crate::cpu::{f32_slice, with_scratch};
+use crate::cpu::{f32_slice, with_scratch, ConvGrads};
 use crate::sgemm::{matmul, matmul_new, matmul_new_blocks, Mat, MatMut};
 
 /// Columns per GEMM below which images are grouped into one chunk: the AVX-512 micro-kernel
@@ -630,21 +630,26 @@ impl GemmConv {
         Ok((y, Shape::from((geo.n, geo.o, geo.oh, geo.ow))))
     }
 
-    /// The output gradient through the activation, and the input and weight gradients.
-    fn grads(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<[Tensor; 3]> {
+    /// The output gradient through the activation, and the input and weight gradients of the
+    /// operands that carry autograd history (see [`crate::cpu::needs_grad`]).
+    fn grads(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<ConvGrads> {
         if self.pool {
             bail!("conv2d with a fused max-pool has no backward pass; compose the two ops");
         }
         let grad = self.act.mask(&grad.contiguous()?, res)?;
-        let dx = grad.apply_op2_no_bwd(
-            w,
-            &Grad { params: self.params, dims: x.dims4()?, wrt: Wrt::Input },
-        )?;
-        let dw = x.apply_op2_no_bwd(
-            &grad,
-            &Grad { params: self.params, dims: w.dims4()?, wrt: Wrt::Weight },
-        )?;
-        Ok([grad, dx, dw])
+        let dx = crate::cpu::needs_grad(x, || {
+            grad.apply_op2_no_bwd(
+                w,
+                &Grad { params: self.params, dims: x.dims4()?, wrt: Wrt::Input },
+            )
+        })?;
+        let dw = crate::cpu::needs_grad(w, || {
+            x.apply_op2_no_bwd(
+                &grad,
+                &Grad { params: self.params, dims: w.dims4()?, wrt: Wrt::Weight },
+            )
+        })?;
+        Ok((grad, dx, dw))
     }
 }
 
@@ -787,14 +792,18 @@ impl CustomOp2 for GemmConvTranspose {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let dx = grad.apply_op2_no_bwd(
-            w,
-            &GemmConv { params: self.params, act: Activation::Identity, pool: false },
-        )?;
-        let dw = grad.apply_op2_no_bwd(
-            x,
-            &Grad { params: self.params, dims: w.dims4()?, wrt: Wrt::Weight },
-        )?;
-        Ok((Some(dx), Some(dw)))
+        let dx = crate::cpu::needs_grad(x, || {
+            grad.apply_op2_no_bwd(
+                w,
+                &GemmConv { params: self.params, act: Activation::Identity, pool: false },
+            )
+        })?;
+        let dw = crate::cpu::needs_grad(w, || {
+            grad.apply_op2_no_bwd(
+                x,
+                &Grad { params: self.params, dims: w.dims4()?, wrt: Wrt::Weight },
+            )
+        })?;
+        Ok((dx, dw))
     }
 }

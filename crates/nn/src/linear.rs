@@ -111,15 +111,23 @@ impl Linear {
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 
-    /// The gradients of `x`, `weight` and the bias from the output's `grad (m, n)`.
-    fn grads(x: &Tensor, weight: &Tensor, grad: &Tensor) -> Result<[Tensor; 3]> {
+    /// The gradients of `x`, `weight` and the bias from the output's `grad (m, n)`, each only
+    /// when that operand carries autograd history (see [`crate::cpu::needs_grad`]).
+    fn grads(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, grad: &Tensor) -> Result<Grads> {
+        use crate::cpu::needs_grad;
         let grad = grad.contiguous()?;
-        let dx = grad.matmul(weight)?;
-        let dw = grad.t()?.matmul(x)?;
-        let db = grad.sum(0)?;
-        Ok([dx, dw, db])
+        let dx = needs_grad(x, || grad.matmul(weight))?;
+        let dw = needs_grad(weight, || grad.t()?.matmul(x))?;
+        let db = match bias {
+            Some(b) => needs_grad(b, || grad.sum(0))?,
+            None => None,
+        };
+        Ok((dx, dw, db))
     }
 }
+
+/// The gradients of a linear layer's input, weight and bias.
+type Grads = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
 
 /// `y (m, n)` with `y[i][j] = dot(x_i, w_j) + b_j` for few rows `m`: outputs in blocks over
 /// the threads, each weight row read once for all `m` input rows.
@@ -176,8 +184,8 @@ impl CustomOp2 for Linear {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let [dx, dw, _] = Linear::grads(x, weight, grad)?;
-        Ok((Some(dx), Some(dw)))
+        let (dx, dw, _) = Linear::grads(x, weight, None, grad)?;
+        Ok((dx, dw))
     }
 }
 
@@ -202,12 +210,11 @@ impl CustomOp3 for Linear {
         &self,
         x: &Tensor,
         weight: &Tensor,
-        _bias: &Tensor,
+        bias: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let [dx, dw, db] = Linear::grads(x, weight, grad)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+    ) -> Result<Grads> {
+        Linear::grads(x, weight, Some(bias), grad)
     }
 }
 

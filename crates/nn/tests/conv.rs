@@ -495,3 +495,70 @@ fn fused_max_pool_matches_separate_ops_bit_for_bit() {
         assert!(conv2d_act_max_pool2(&input, &w3, None, d, Activation::Relu).is_err());
     }
 }
+
+/// Each operand in turn as a plain tensor (an image batch, a frozen weight or bias, a detached
+/// feature map): the backward pass leaves it without a gradient and gives every tracked operand
+/// the same gradient, bit for bit, as when all are variables. Dense, depthwise, transposed and
+/// linear layers.
+#[test]
+fn untracked_operands_get_no_gradient_and_change_no_other() {
+    type Layer = fn(&[Tensor; 3]) -> Tensor;
+    let dense: Layer = |[x, w, b]| {
+        let p = Conv2dParams { stride: 2, padding: 1, ..Default::default() };
+        conv2d(x, w, Some(b), p).unwrap()
+    };
+    let depthwise: Layer = |[x, w, b]| {
+        let p = Conv2dParams { padding: 1, groups: 4, ..Default::default() };
+        conv2d(x, &w.narrow(1, 0, 1).unwrap(), Some(b), p).unwrap()
+    };
+    let transposed: Layer = |[x, w, b]| {
+        let p = ConvTranspose2dParams { stride: 2, padding: 1, ..Default::default() };
+        conv_transpose2d(x, w, Some(b), p).unwrap()
+    };
+    let linear: Layer = |[x, w, b]| {
+        let w = w.flatten_from(1).unwrap().narrow(1, 0, 5).unwrap();
+        deeprecog_nn::linear::linear(
+            &x.flatten_from(1).unwrap().narrow(1, 0, 5).unwrap(),
+            &w,
+            Some(b),
+        )
+        .unwrap()
+    };
+    for (name, layer) in
+        [("dense", dense), ("depthwise", depthwise), ("transposed", transposed), ("linear", linear)]
+    {
+        let values = [
+            randn(&[2, 4, 6, 5], &format!("ux{name}"), DType::F32),
+            randn(&[4, 4, 3, 3], &format!("uw{name}"), DType::F32),
+            randn(&[4], &format!("ub{name}"), DType::F32),
+        ];
+        let grads = |tracked: [bool; 3]| {
+            let vars: Vec<Var> = values.iter().map(|v| Var::from_tensor(v).unwrap()).collect();
+            let operands: [Tensor; 3] = std::array::from_fn(|i| {
+                if tracked[i] {
+                    vars[i].as_tensor().clone()
+                } else {
+                    values[i].clone()
+                }
+            });
+            let y = layer(&operands);
+            let r = randn(y.dims(), &format!("ur{name}"), DType::F32);
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            operands.map(|t| g.get(&t).map(|d| d.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        };
+        let all = grads([true; 3]);
+        assert!(all.iter().all(Option::is_some), "{name}: every variable has a gradient");
+        for plain in 0..3 {
+            let mut tracked = [true; 3];
+            tracked[plain] = false;
+            let some = grads(tracked);
+            for i in 0..3 {
+                if i == plain {
+                    assert!(some[i].is_none(), "{name}: operand {i} untracked but has a gradient");
+                } else {
+                    assert_eq!(some[i], all[i], "{name}: operand {i} with {plain} untracked");
+                }
+            }
+        }
+    }
+}
