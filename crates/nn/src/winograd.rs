@@ -26,6 +26,7 @@ use rayon::prelude::*;
 
 use crate::conv::Activation;
 use crate::cpu::with_scratch;
+use crate::panel::COL_ALIGN;
 use crate::sgemm::{matmul, Mat, MatMut};
 
 /// Transformed positions per tile (4x4).
@@ -38,6 +39,12 @@ const BLOCK_VALUES: usize = 256 * 1024;
 /// micro-kernel) and at most.
 const MIN_TILES: usize = 128;
 const MAX_TILES: usize = 512;
+
+/// Most output channels whose products run on [`crate::panel::product`]: wider ones go to the
+/// `gemm` crate, whose cache blocking and micro-kernel outrun the panel kernel by about 5% on
+/// 256- and 512-channel products once the copy it makes of the transformed input is amortised
+/// over that many outputs (single-thread timings of the sixteen products, benches/NOTES.md).
+const PANEL_MAX_OUTPUTS: usize = 128;
 
 /// Fewest input and output channels for which the transformed products beat `im2col` + GEMM:
 /// with few input channels the 16 products are `(O, C) x (C, tiles)` with a tiny `C`, which
@@ -269,11 +276,14 @@ impl Tiling {
         let (c, o, tw, ow) = (self.c, self.o, self.tw, self.ow);
         let cols_out = self.out_hw().1;
         let tiles = rows.len() * tw;
+        // The transformed inputs and products keep a whole number of vectors per row (the
+        // products read them in place); the padding columns are zeros in and ignored out.
+        let tp = tiles.next_multiple_of(COL_ALIGN);
         // Per input row of a tile row: the padded row, its column combinations, and their even
         // and odd halves; the output transform reuses it for two output rows and its work.
         let line = 2 * tw + 2;
-        with_scratch(POS * (c + o) * tiles, (12 * tiles).max(6 * line), |vm, buf| {
-            let (v, m) = vm.split_at_mut(POS * c * tiles);
+        with_scratch(POS * (c + o) * tp, (12 * tiles).max(6 * line), |vm, buf| {
+            let (v, m) = vm.split_at_mut(POS * c * tp);
             let plane = self.h * self.w;
             // The block's tile rows image by image: each channel's plane transformed in one
             // call per image.
@@ -283,26 +293,29 @@ impl Tiling {
                 let n_rows = (self.th - ty).min(rows.len() - k);
                 for ic in 0..c {
                     let src = &x[(img * c + ic) * plane..(img * c + ic + 1) * plane];
-                    let at = ic * tiles + k * tw;
+                    let at = ic * tp + k * tw;
                     let geometry = (self.h, self.w, self.pad, tw);
-                    input_transform(src, geometry, ty..ty + n_rows, buf, v, at, c * tiles);
+                    input_transform(src, geometry, ty..ty + n_rows, buf, v, at, c * tp);
                 }
                 k += n_rows;
             }
-            for xi in 0..POS {
-                matmul(
-                    MatMut::rows(&mut m[xi * o * tiles..(xi + 1) * o * tiles], o, tiles),
-                    Mat::rows(&u[xi * o * c..(xi + 1) * o * c], o, c),
-                    Mat::rows(&v[xi * c * tiles..(xi + 1) * c * tiles], c, tiles),
-                    false,
-                    false,
-                )?;
+            if tp > tiles {
+                v.chunks_exact_mut(tp).for_each(|row| row[tiles..].fill(0.0));
+            }
+            for (xi, (v, m)) in v.chunks_exact(c * tp).zip(m.chunks_exact_mut(o * tp)).enumerate() {
+                let u = &u[xi * o * c..(xi + 1) * o * c];
+                if o <= PANEL_MAX_OUTPUTS {
+                    crate::panel::product(m, u, v, (o, tp, c));
+                } else {
+                    let (lhs, rhs) = (Mat::rows(u, o, c), Mat::rows(v, c, tp));
+                    matmul(MatMut::rows(m, o, tp), lhs, rhs, false, false)?;
+                }
             }
             let (y, work) = buf.split_at_mut(4 * tiles);
             let first_image = rows.start / self.th;
             for oc in 0..o {
                 let shift = bias.map_or(0.0, |b| b[oc]);
-                output_transform(m, oc * tiles, o * tiles, tiles, shift, act, self.pool, y, work);
+                output_transform(m, oc * tp, o * tp, tiles, shift, act, self.pool, y, work);
                 let (y0, rest) = y.split_at(tiles);
                 let (y1, rest) = rest.split_at(tiles);
                 let (y2, y3) = rest.split_at(tiles);

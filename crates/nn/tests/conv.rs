@@ -19,7 +19,7 @@ fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
 /// (n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)
 type Case = (usize, usize, usize, usize, usize, (usize, usize), usize, usize, usize, usize);
 
-const CASES: [Case; 24] = [
+const CASES: [Case; 25] = [
     (2, 3, 7, 9, 4, (3, 3), 1, 1, 1, 1),
     // One image through a 1x1 layer: the product writes the output directly.
     (1, 5, 6, 7, 4, (1, 1), 1, 0, 1, 1),
@@ -52,6 +52,9 @@ const CASES: [Case; 24] = [
     (2, 16, 5, 8, 18, (3, 3), 1, 2, 1, 1),
     (20, 20, 1, 3, 16, (3, 3), 1, 1, 1, 1),
     (1, 24, 40, 30, 16, (3, 3), 1, 1, 1, 1),
+    // More than 128 output channels: the Winograd products on the `gemm` crate instead of the
+    // panel kernel.
+    (1, 16, 24, 23, 130, (3, 3), 1, 1, 1, 1),
 ];
 
 /// Direct loops in f64: the output, and the input / weight gradients of `sum(y * r)`.
