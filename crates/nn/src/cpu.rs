@@ -94,18 +94,18 @@ pub(crate) fn par_blocks<T>(
 ) -> Vec<f32> {
     use rayon::prelude::*;
     let block = block.max(1);
-    let zeros = vec![0f32; block.min(len)];
     let mut out = Vec::with_capacity(len);
     out.spare_capacity_mut()[..len].par_chunks_mut(block).enumerate().for_each_init(
         init,
         |state, (i, part)| {
-            for (slot, &z) in part.iter_mut().zip(&zeros) {
-                slot.write(z);
-            }
-            // SAFETY: every element of `part` was written just above (`zeros` is at least a
-            // block long), and `MaybeUninit<f32>` has the layout of `f32`.
+            // SAFETY: `part` is `part.len()` writable `MaybeUninit<f32>` slots (a chunk of the
+            // vector's spare capacity); all-zero bytes are the f32 0.0, so after the memset
+            // every element is initialised, and `MaybeUninit<f32>` has the layout of `f32`.
+            // (A memset: an element-wise loop compiled to 16-byte stores, 4.6% of MobileNetV2's
+            // batch-1 inference in `perf`.)
             #[allow(unsafe_code)]
             let part = unsafe {
+                std::ptr::write_bytes(part.as_mut_ptr(), 0, part.len());
                 std::slice::from_raw_parts_mut(part.as_mut_ptr().cast::<f32>(), part.len())
             };
             fill(state, i, part);
