@@ -247,6 +247,26 @@ pub(crate) fn im2col_into<T: WithDType>(
     if out.is_empty() {
         return Ok(());
     }
+    if ow <= NARROW_OUTPUT && h * w < u32::MAX as usize - 1 {
+        let table = SourceTable::new(win, w, (ow, kw), &ty, ys.clone());
+        let fill_row = |(row, dst): (usize, &mut [T])| {
+            let (ch, tap) = (row / (kh * kw), row % (kh * kw));
+            let sources = table.tap(tap);
+            for (img, block) in dst.chunks_exact_mut(p).enumerate() {
+                let plane = &x[(img * c + ch) * h * w..(img * c + ch + 1) * h * w];
+                for (d, &at) in block.iter_mut().zip(sources) {
+                    let source = (at as usize).checked_sub(1).and_then(|i| plane.get(i));
+                    *d = source.copied().unwrap_or(T::zero());
+                }
+            }
+        };
+        if parallel {
+            out.par_chunks_mut(n * p).enumerate().for_each(fill_row);
+        } else {
+            out.chunks_mut(n * p).enumerate().for_each(fill_row);
+        }
+        return Ok(());
+    }
     let runs = win.runs(w, ow, kw);
     let fill_row = |(row, dst): (usize, &mut [T])| {
         let (ch, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
@@ -277,6 +297,55 @@ pub(crate) fn im2col_into<T: WithDType>(
         out.chunks_mut(n * p).enumerate().for_each(fill_row);
     }
     Ok(())
+}
+
+/// Output rows at most this wide are gathered (`im2col`) and scattered (`col2im`) through a
+/// [`SourceTable`] a whole plane at a time rather than row by row: the 4x4 stride-2 layers of
+/// DCGAN's discriminator and generator have outputs 4 to 16 wide, and per-row work (a run's
+/// bounds, a dispatched strided copy of 4 values) cost more than the copying.
+const NARROW_OUTPUT: usize = 16;
+
+/// For every kernel tap and output position of rows `ys`, one past the index of its source in
+/// an input plane, or 0 in the padding: `tap(t)[y * OW + x]`.
+struct SourceTable {
+    sources: Vec<u32>,
+    per_tap: usize,
+}
+
+impl SourceTable {
+    fn new(
+        win: &Window,
+        w: usize,
+        (ow, kw): (usize, usize),
+        ty: &[Option<usize>],
+        ys: Range<usize>,
+    ) -> SourceTable {
+        let kh = win.kernel.0;
+        let tx = win.taps(w, ow, kw);
+        let per_tap = ys.len() * ow;
+        let mut sources = Vec::with_capacity(kh * kw * per_tap);
+        for i in 0..kh {
+            for j in 0..kw {
+                for y in ys.clone() {
+                    for x in 0..ow {
+                        // One past the source (0 in the padding); the callers keep planes below
+                        // u32::MAX values.
+                        let at = match (ty[y * kh + i], tx[x * kw + j]) {
+                            (Some(sy), Some(sx)) => (1 + sy * w + sx) as u32,
+                            _ => 0,
+                        };
+                        sources.push(at);
+                    }
+                }
+            }
+        }
+        SourceTable { sources, per_tap }
+    }
+
+    /// The sources of tap `t` (`i * kw + j`).
+    fn tap(&self, t: usize) -> &[u32] {
+        &self.sources[t * self.per_tap..(t + 1) * self.per_tap]
+    }
 }
 
 /// The adjoint of [`im2col_cpu`]: `(C*kh*kw, N*OH*OW)` added back into `(N, C, H, W)`.
@@ -315,6 +384,27 @@ pub(crate) fn col2im_into<T: WithDType>(
         bail!("col2im: {} values for {rows} x {n} x {p}", cols_data.len());
     }
     if out.is_empty() {
+        return Ok(());
+    }
+    if ow <= NARROW_OUTPUT && h * w < u32::MAX as usize - 1 {
+        let table = SourceTable::new(win, w, (ow, kw), &ty, ys.clone());
+        let add_plane = |(plane_idx, plane): (usize, &mut [T])| {
+            let (img, ch) = (plane_idx / c, plane_idx % c);
+            for tap in 0..kh * kw {
+                let row = ch * kh * kw + tap;
+                let src = &cols_data[row * n * p + img * p..][..p];
+                for (&v, &at) in src.iter().zip(table.tap(tap)) {
+                    if let Some(d) = (at as usize).checked_sub(1).and_then(|i| plane.get_mut(i)) {
+                        *d += v;
+                    }
+                }
+            }
+        };
+        if parallel {
+            out.par_chunks_mut(h * w).enumerate().for_each(add_plane);
+        } else {
+            out.chunks_mut(h * w).enumerate().for_each(add_plane);
+        }
         return Ok(());
     }
     let runs = win.runs(w, ow, kw);

@@ -154,24 +154,70 @@ fn forward_and_gradients_match_direct_loops() {
     }
 }
 
+/// `im2col` against its definition on outputs up to 16 wide (gathered a plane at a time
+/// through a table) and wider (row by row), strided, dilated, padded.
+#[test]
+fn im2col_matches_its_definition() {
+    let cases = [
+        ([2, 3, 7, 6], Window { kernel: (3, 2), stride: 2, padding: 1, dilation: 1 }),
+        ([2, 2, 12, 16], Window { kernel: (4, 4), stride: 2, padding: 1, dilation: 1 }),
+        ([1, 2, 9, 40], Window { kernel: (3, 3), stride: 2, padding: 1, dilation: 1 }),
+        ([1, 2, 9, 40], Window { kernel: (4, 4), stride: 1, padding: 2, dilation: 2 }),
+    ];
+    for (case, (dims, win)) in cases.into_iter().enumerate() {
+        let [n, c, h, w] = dims;
+        let x = randn(&dims, &format!("def.x{case}"), DType::F32);
+        let cols = im2col(&x, win).unwrap().to_vec2::<f32>().unwrap();
+        let xv = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (oh, ow) = win.out_hw(h, w).unwrap();
+        let (kh, kw) = win.kernel;
+        let at = |pos: usize, tap: usize| {
+            (pos * win.stride + tap * win.dilation).checked_sub(win.padding)
+        };
+        for (row, values) in cols.iter().enumerate() {
+            let (ch, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
+            for (col, &got) in values.iter().enumerate() {
+                let (img, y, xx) = (col / (oh * ow), col / ow % oh, col % ow);
+                let want = match (at(y, i).filter(|&v| v < h), at(xx, j).filter(|&v| v < w)) {
+                    (Some(sy), Some(sx)) => xv[((img * c + ch) * h + sy) * w + sx],
+                    _ => 0.0,
+                };
+                assert_eq!(got, want, "case {case}: row {row}, column {col}");
+            }
+        }
+        assert_eq!(cols.len(), c * kh * kw);
+        assert!(cols.iter().all(|r| r.len() == n * oh * ow));
+    }
+}
+
 #[test]
 fn im2col_and_col2im_are_adjoint() {
-    let win = Window { kernel: (3, 2), stride: 2, padding: 1, dilation: 1 };
-    let x = randn(&[2, 3, 7, 6], "adj.x", DType::F64);
+    for (dims, win) in [
+        ([2, 3, 7, 6], Window { kernel: (3, 2), stride: 2, padding: 1, dilation: 1 }),
+        ([1, 2, 9, 40], Window { kernel: (3, 3), stride: 2, padding: 1, dilation: 1 }),
+    ] {
+        adjoint(dims, win);
+    }
+}
+
+fn adjoint(dims: [usize; 4], win: Window) {
+    let [n, c, h, w] = dims;
+    let x = randn(&dims, "adj.x", DType::F64);
     let cols = im2col(&x, win).unwrap();
-    let (oh, ow) = win.out_hw(7, 6).unwrap();
-    assert_eq!(cols.dims(), &[3 * 3 * 2, 2 * oh * ow]);
-    let c = randn(cols.dims(), "adj.c", DType::F64);
-    let back = col2im(&c, win, (2, 3, 7, 6)).unwrap();
-    let lhs = (&cols * &c).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+    let (oh, ow) = win.out_hw(h, w).unwrap();
+    let (kh, kw) = win.kernel;
+    assert_eq!(cols.dims(), &[c * kh * kw, n * oh * ow]);
+    let r = randn(cols.dims(), "adj.c", DType::F64);
+    let back = col2im(&r, win, (n, c, h, w)).unwrap();
+    let lhs = (&cols * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
     let rhs = (&x * &back).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
     assert!(
         (lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0),
         "<im2col x, c> = {lhs}, <x, col2im c> = {rhs}"
     );
     // col2im's own gradient is im2col: differentiate through both.
-    let v = Var::from_tensor(&c).unwrap();
-    let g = col2im(v.as_tensor(), win, (2, 3, 7, 6))
+    let v = Var::from_tensor(&r).unwrap();
+    let g = col2im(v.as_tensor(), win, (n, c, h, w))
         .unwrap()
         .mul(&x)
         .unwrap()
