@@ -78,11 +78,11 @@ impl CustomOp2 for AddAct {
             bail!("add_act: shapes {:?} and {:?} differ", a_l.shape(), b_l.shape());
         }
         let act = self.act;
-        let sum = |r: std::ops::Range<usize>| {
-            let (a, b) = (&a[r.clone()], &b[r]);
-            a.iter().zip(b).map(move |(x, y)| act.apply(x + y))
+        let sum = |start: usize, dst: &mut [std::mem::MaybeUninit<f32>]| {
+            let end = start + dst.len();
+            crate::simd::add_act(dst, &a[start..end], &b[start..end], act)
         };
-        Ok((CpuStorage::F32(crate::cpu::par_collect(a.len(), BLOCK, sum)?), a_l.shape().clone()))
+        Ok((CpuStorage::F32(crate::cpu::par_fill(a.len(), BLOCK, sum)?), a_l.shape().clone()))
     }
 
     fn bwd(

@@ -81,6 +81,38 @@ pub(crate) fn par_collect<I: Iterator<Item = f32>>(
     Ok(out)
 }
 
+/// `len` values written block by block on rayon's threads by `fill(start, part)`, which
+/// initialises a prefix of `part` (values `start..start + part.len()`) and returns its length:
+/// for kernels that write a whole block in one vectorised pass, where [`par_collect`]'s
+/// iterator is consumed one value at a time. Nothing is zeroed first.
+///
+/// # Errors
+/// A `fill` that leaves part of its block unwritten.
+pub(crate) fn par_fill(
+    len: usize,
+    block: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) -> usize + Sync,
+) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    let block = block.max(1);
+    let mut out = Vec::with_capacity(len);
+    let complete = out.spare_capacity_mut()[..len]
+        .par_chunks_mut(block)
+        .enumerate()
+        .all(|(i, part)| fill(i * block, part) == part.len());
+    if !complete {
+        bail!("par_fill: a block was left partly unwritten");
+    }
+    // SAFETY: every block of the first `len` slots reported all of its slots initialised
+    // (`all` is true only if every block ran and did); `f32` needs no drop, and the capacity
+    // is at least `len`.
+    #[allow(unsafe_code)]
+    unsafe {
+        out.set_len(len);
+    }
+    Ok(out)
+}
+
 /// A `len`-long output written block by block on rayon's threads: each `block`-long part (the
 /// last one shorter) is zeroed by the task that then hands it to `fill(state, index, part)`,
 /// `state` made by `init` once per worker. The zeroing runs in parallel on memory the task is
@@ -290,4 +322,33 @@ pub(crate) fn with_scratch<R>(
     let out = f(&mut a[..len_a], &mut b[..len_b]);
     SCRATCH.with(|s| *s.borrow_mut() = [a, b]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::MaybeUninit;
+
+    /// Every block lands at its offset; a block left partly unwritten is an error, not
+    /// uninitialised output.
+    #[test]
+    fn par_fill_writes_each_block_at_its_offset() {
+        let fill = |start: usize, part: &mut [MaybeUninit<f32>]| {
+            for (i, v) in part.iter_mut().enumerate() {
+                v.write((start + i) as f32);
+            }
+            part.len()
+        };
+        for (len, block) in [(0, 4), (1, 4), (10, 3), (64, 64), (100, 7)] {
+            let out = super::par_fill(len, block, fill).unwrap();
+            assert_eq!(out, (0..len).map(|i| i as f32).collect::<Vec<_>>(), "{len} by {block}");
+        }
+        let short = |start: usize, part: &mut [MaybeUninit<f32>]| {
+            let n = if start == 6 { part.len() - 1 } else { part.len() };
+            part[..n].iter_mut().for_each(|v| {
+                v.write(0.0);
+            });
+            n
+        };
+        assert!(super::par_fill(10, 3, short).is_err());
+    }
 }

@@ -18,6 +18,33 @@ pub(crate) fn bias_act(values: &mut [f32], shift: f32, act: Activation) {
     }
 }
 
+/// `dst[i] = act(a[i] + b[i])` over the common length, which it returns (the number of `dst`
+/// values initialised).
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+pub(crate) fn add_act(
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    a: &[f32],
+    b: &[f32],
+    act: Activation,
+) -> usize {
+    let n = dst.len().min(a.len()).min(b.len());
+    let (dst, a, b) = (&mut dst[..n], &a[..n], &b[..n]);
+    match act {
+        Activation::Identity => {
+            dst.iter_mut().zip(a.iter().zip(b)).for_each(|(d, (&x, &y))| {
+                d.write(x + y);
+            });
+        }
+        Activation::Relu => dst.iter_mut().zip(a.iter().zip(b)).for_each(|(d, (&x, &y))| {
+            d.write((x + y).max(0.0));
+        }),
+        Activation::Relu6 => dst.iter_mut().zip(a.iter().zip(b)).for_each(|(d, (&x, &y))| {
+            d.write((x + y).clamp(0.0, 6.0));
+        }),
+    }
+    n
+}
+
 /// `out[i] = g[i]` where `0 < y[i] < max`, else 0: the gradient through a clipping activation
 /// from its output.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
