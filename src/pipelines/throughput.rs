@@ -104,17 +104,24 @@ pub fn measure_on(
 }
 
 /// The median wall time of `step` (then a synchronisation of `device`) over `iters` calls
-/// after two untimed ones, each run on rayon's workers ([`deeprecog_nn::device::on_cpu_workers`]).
+/// after two untimed ones, each run on rayon's workers ([`deeprecog_nn::device::on_cpu_workers`];
+/// with `spin`, [`deeprecog_nn::device::on_cpu_workers_spinning`], as latency-bound inference
+/// is served and as onnxruntime's pool runs).
 fn median_seconds(
     iters: usize,
     device: &Device,
+    spin: bool,
     mut step: impl FnMut(u64) -> Result<()> + Send,
 ) -> Result<f64> {
     let mut times = Vec::with_capacity(iters);
     device.synchronize().map_err(deeprecog_nn::Error::from)?;
     for i in 0..iters + 2 {
         let started = Instant::now();
-        deeprecog_nn::device::on_cpu_workers(|| step(i as u64))?;
+        if spin {
+            deeprecog_nn::device::on_cpu_workers_spinning(|| step(i as u64))?;
+        } else {
+            deeprecog_nn::device::on_cpu_workers(|| step(i as u64))?;
+        }
         device.synchronize().map_err(deeprecog_nn::Error::from)?;
         if i >= 2 {
             times.push(started.elapsed().as_secs_f64());
@@ -148,7 +155,7 @@ fn model_step(
     let y = Tensor::ones((batch, outputs), DType::F32, device).map_err(nn)?;
     let median = if train {
         let mut adam = Adam::new(built.trainable.clone(), AdamConfig::default()).map_err(nn)?;
-        median_seconds(iters, device, |_| {
+        median_seconds(iters, device, false, |_| {
             let logits = built.model.forward_t(&x, true).map_err(nn)?;
             let logits = logits.reshape((batch, outputs)).map_err(nn)?;
             let loss = bce_with_logits(&logits, &y)?;
@@ -158,7 +165,7 @@ fn model_step(
     } else {
         // Constant copies of the weights, as a deployed model runs.
         let model = zoo::inference_model(&config, &varmap, device)?;
-        median_seconds(iters, device, |_| {
+        median_seconds(iters, device, true, |_| {
             let logits = model.forward_t(&x, false).map_err(nn)?;
             logits.flatten_all().and_then(|l| l.to_vec1::<f32>()).map_err(nn)?;
             Ok(())
@@ -177,7 +184,7 @@ fn gan_step(arch: &str, batch: usize, iters: usize, device: &Device) -> Result<(
         .tanh()
         .and_then(|r| r.reshape((batch, 3, s, s)))
         .map_err(nn)?;
-    let median = median_seconds(iters, device, |i| {
+    let median = median_seconds(iters, device, false, |i| {
         let ctx = StepContext { epoch: 0, batch: 0, step: i, seed: 0 };
         step.iterate(&real, None, &ctx)?;
         Ok(())

@@ -91,9 +91,74 @@ pub fn on_cpu_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 
+/// [`on_cpu_workers`], with the pool's other workers polling for `f`'s parallel work until it
+/// returns instead of going to sleep between its ops: for latency-bound CPU inference at small
+/// batches, where each of a network's ~100 ops is a parallel loop of tens of microseconds and
+/// waking a sleeping worker for each costs a share of it (onnxruntime's thread pool spins the
+/// same way by default). The price is that the other cores stay busy while `f` runs serial
+/// code. The same caveat as [`on_cpu_workers`]; called from a worker it is `f()`.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use deeprecog_nn::device::on_cpu_workers_spinning;
+///
+/// let x = Tensor::ones((64, 64), candle_core::DType::F32, &Device::Cpu)?;
+/// let y = on_cpu_workers_spinning(|| x.matmul(&x)?.sum_all()?.to_scalar::<f32>())?;
+/// assert_eq!(y, 64.0 * 64.0 * 64.0);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn on_cpu_workers_spinning<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    let done = AtomicBool::new(false);
+    rayon::scope(|s| {
+        let owner = rayon::current_thread_index();
+        for _ in 1..rayon::current_num_threads() {
+            let done = &done;
+            s.spawn(move |_| {
+                // Popped by `f`'s own thread while it waits inside a join: spinning there would
+                // never let `f` finish.
+                if rayon::current_thread_index() == owner {
+                    return;
+                }
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        // A pause between polls, so that stealing attempts do not keep
+                        // bouncing the owner's deque between the cores.
+                        for _ in 0..16 {
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+            });
+        }
+        let out = f();
+        done.store(true, Ordering::Release);
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Nested parallel work inside the spinning scope completes with the right result, from
+    /// outside the pool and from inside it.
+    #[test]
+    fn spinning_workers_run_the_work_and_stop() {
+        use rayon::prelude::*;
+        let work = || {
+            (0..50)
+                .map(|round| (0..10_000u64).into_par_iter().map(|i| i * round).sum::<u64>())
+                .sum::<u64>()
+        };
+        let want: u64 = (0..50u64).map(|r| r * (0..10_000u64).sum::<u64>()).sum();
+        assert_eq!(on_cpu_workers_spinning(work), want);
+        assert_eq!(rayon::scope(|_| on_cpu_workers_spinning(work)), want);
+        assert_eq!(on_cpu_workers_spinning(|| on_cpu_workers_spinning(work)), want);
+    }
 
     #[test]
     fn parses_and_selects() {
