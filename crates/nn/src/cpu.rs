@@ -55,30 +55,15 @@ pub(crate) fn par_collect<I: Iterator<Item = f32>>(
     block: usize,
     values: impl Fn(std::ops::Range<usize>) -> I + Sync,
 ) -> Result<Vec<f32>> {
-    use rayon::prelude::*;
-    let block = block.max(1);
-    let mut out = Vec::with_capacity(len);
-    let complete =
-        out.spare_capacity_mut()[..len].par_chunks_mut(block).enumerate().all(|(i, dst)| {
-            let (start, n) = (i * block, dst.len());
-            let mut written = 0;
-            for (d, v) in dst.iter_mut().zip(values(start..start + n)) {
-                d.write(v);
-                written += 1;
-            }
-            written == n
-        });
-    if !complete {
-        bail!("par_collect: a block's iterator ended early");
-    }
-    // SAFETY: the first `len` slots were split into blocks that each were written in full
-    // (every slot of a block counted above, and `all` is true only if every block ran and
-    // returned true); `f32` needs no drop, and the capacity is at least `len`.
-    #[allow(unsafe_code)]
-    unsafe {
-        out.set_len(len);
-    }
-    Ok(out)
+    par_fill(len, block, |start, dst| {
+        let mut written = 0;
+        let n = dst.len();
+        for (d, v) in dst.iter_mut().zip(values(start..start + n)) {
+            d.write(v);
+            written += 1;
+        }
+        written
+    })
 }
 
 /// `len` values written block by block on rayon's threads by `fill(start, part)`, which
