@@ -47,6 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cpu::{contiguous, dispatch_float, ncs};
 use crate::depthwise::Padding;
+use crate::winograd::TransformedWeight;
 
 #[cfg(feature = "cudnn")]
 pub use crate::cuda::conv::{allow_tf32, autocast_bf16, set_allow_tf32, set_autocast_bf16};
@@ -551,6 +552,19 @@ pub fn conv2d_act(
     p: Conv2dParams,
     act: Activation,
 ) -> Result<Tensor> {
+    conv2d_act_kept(x, weight, bias, p, act, None)
+}
+
+/// [`conv2d_act`], a Winograd layer's transformed weight kept in `transformed` (a constant
+/// weight's; see [`crate::layers::Conv2d`]).
+pub(crate) fn conv2d_act_kept(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    act: Activation,
+    transformed: Option<&TransformedWeight>,
+) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (o, cg, kh, kw) = weight.dims4()?;
     let g = p.groups;
@@ -563,7 +577,7 @@ pub fn conv2d_act(
     #[cfg(feature = "cudnn")]
     if own && x.device().is_cuda() && autocast_bf16() {
         // Mixed precision: the product in bf16, everything around it in f32.
-        let op = crate::gemm_conv::GemmConv { params: p, act: Activation::Identity, pool: false };
+        let op = crate::gemm_conv::GemmConv::new(p, Activation::Identity, false);
         let (xb, wb) = (x.to_dtype(DType::BF16)?, weight.to_dtype(DType::BF16)?);
         let y = xb.contiguous()?.apply_op2(&wb.contiguous()?, op)?.to_dtype(DType::F32)?;
         return match bias {
@@ -572,7 +586,10 @@ pub fn conv2d_act(
         };
     }
     if own && (!depthwise || x.device().is_cuda()) {
-        let op = crate::gemm_conv::GemmConv { params: p, act, pool: false };
+        let op = crate::gemm_conv::GemmConv {
+            transformed: transformed.cloned(),
+            ..crate::gemm_conv::GemmConv::new(p, act, false)
+        };
         let (x, weight) = (x.contiguous()?, weight.contiguous()?);
         return match bias {
             Some(b) => x.apply_op3(&weight, &b.flatten_all()?.contiguous()?, op),
@@ -628,6 +645,18 @@ pub fn conv2d_act_max_pool2(
     p: Conv2dParams,
     act: Activation,
 ) -> Result<Tensor> {
+    conv2d_act_max_pool2_kept(x, weight, bias, p, act, None)
+}
+
+/// [`conv2d_act_max_pool2`], a Winograd layer's transformed weight kept in `transformed`.
+pub(crate) fn conv2d_act_max_pool2_kept(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+    act: Activation,
+    transformed: Option<&TransformedWeight>,
+) -> Result<Tensor> {
     let (c, o) = (x.dim(1)?, weight.dim(0)?);
     let depthwise = p.groups == c && o == c;
     let operands = [Some(x), Some(weight), bias];
@@ -635,7 +664,8 @@ pub fn conv2d_act_max_pool2(
         && !depthwise
         && operands.iter().flatten().all(|t| t.dtype() == DType::F32 && !t.track_op());
     if !fused {
-        return crate::pool::max_pool2d(&conv2d_act(x, weight, bias, p, act)?, 2, 2, 0);
+        let y = conv2d_act_kept(x, weight, bias, p, act, transformed)?;
+        return crate::pool::max_pool2d(&y, 2, 2, 0);
     }
     let (_, _, h, w) = x.dims4()?;
     let (kh, kw) = (weight.dim(2)?, weight.dim(3)?);
@@ -645,7 +675,10 @@ pub fn conv2d_act_max_pool2(
     if oh < 2 || ow < 2 {
         bail!("max_pool2d: a {oh}x{ow} convolution output is smaller than the 2x2 pooling window");
     }
-    let op = crate::gemm_conv::GemmConv { params: p, act, pool: true };
+    let op = crate::gemm_conv::GemmConv {
+        transformed: transformed.cloned(),
+        ..crate::gemm_conv::GemmConv::new(p, act, true)
+    };
     let (x, weight) = (x.contiguous()?, weight.contiguous()?);
     match bias {
         Some(b) => x.apply_op3_no_bwd(&weight, &b.flatten_all()?.contiguous()?, &op),

@@ -451,7 +451,7 @@ impl Depthwise {
             dilation: 1,
             groups: c,
         };
-        let op = crate::gemm_conv::GemmConv { params, act: self.act, pool: false };
+        let op = crate::gemm_conv::GemmConv::new(params, self.act, false);
         op.cuda_forward(x, w, bias)
     }
 }

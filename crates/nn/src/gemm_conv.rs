@@ -17,6 +17,7 @@
 //! on scheduling. The bias and a following ReLU are applied to each output plane while it is
 //! in cache.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ops::Range;
 
@@ -25,7 +26,8 @@ use rayon::prelude::*;
 
 use crate::conv::{col2im_into, im2col_into, Activation, Conv2dParams, Window};
 use crate::cpu::{f32_slice, with_scratch, ConvGrads};
-use crate::sgemm::{matmul, matmul_new, matmul_new_blocks, Mat, MatMut};
+use crate::sgemm::{matmul, matmul_new_blocks, par_column_bands, Mat, MatMut};
+use crate::winograd::TransformedWeight;
 
 /// Columns per GEMM below which images are grouped into one chunk: the AVX-512 micro-kernel
 /// covers 48 x 6 (or 6 x 48) outputs at a time, and packing costs are paid per product.
@@ -310,7 +312,8 @@ thread_local! {
 }
 
 /// The forward pass: `(N, C, H, W) * (O, C/G, kh, kw) (+ bias) (-> activation)`, and with
-/// `pool` a 2x2 stride-2 max-pool of that, each chunk's output pooled while in cache.
+/// `pool` a 2x2 stride-2 max-pool of that, each chunk's output pooled while in cache. A
+/// Winograd layer takes its transformed weight from `transformed` when given.
 fn forward(
     geo: &Geometry,
     x: &[f32],
@@ -318,9 +321,13 @@ fn forward(
     bias: Option<&[f32]>,
     act: Activation,
     pool: bool,
+    transformed: Option<&TransformedWeight>,
 ) -> Result<Vec<f32>> {
     if geo.winograd() {
-        let u = crate::winograd::transform_weight(wt, geo.o, geo.c, false)?;
+        let u = match transformed {
+            Some(kept) => kept.get(wt, geo.o, geo.c)?,
+            None => Cow::Owned(crate::winograd::transform_weight(wt, geo.o, geo.c, false)?),
+        };
         let dims = (geo.n, geo.c, geo.h, geo.w);
         return crate::winograd::conv(x, dims, &u, geo.o, geo.win.padding, bias, act, pool);
     }
@@ -391,6 +398,7 @@ fn forward_chunk(
     let ch = geo.chunk(ci);
     let xs = &x[ch.imgs.start * chw..ch.imgs.end * chw];
     let bands = geo.bands(&ch, true);
+    let epilogue = bias.is_some() || act != Activation::Identity;
     if ch.b > 1 {
         let all = 0..geo.oh;
         with_scratch(geo.cols_len(&ch, &all), ch.tmp_len, |cols_buf, tmp| {
@@ -400,34 +408,33 @@ fn forward_chunk(
             Ok::<_, candle_core::Error>(())
         })?;
     } else if parallel && bands.len() > 1 {
-        // One image on all threads: bands side by side (single-threaded products into
-        // their own blocks, copied into the planes after) rather than each band's small
-        // product split across threads.
-        let parts = bands
-            .par_iter()
-            .map(|ys| {
-                let n = ys.len() * ow;
-                with_scratch(geo.cols_len(&ch, ys), 0, |cols_buf, _| {
-                    let cols = geo.columns(&ch, xs, ys.clone(), cols_buf, false)?;
-                    if geo.groups == 1 {
-                        return matmul_new(
-                            Mat::rows(wt, o, geo.k()),
-                            Mat::rows(cols, geo.k(), n),
-                            false,
-                        );
-                    }
-                    let mut part = vec![0f32; o * n];
-                    product(geo, wt, cols, n, &mut part, n, false)?;
-                    Ok(part)
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        out.par_chunks_mut(p.max(1)).enumerate().for_each(|(plane, dst)| {
-            for (ys, part) in bands.iter().zip(&parts) {
-                let n = ys.len() * ow;
-                dst[ys.start * ow..ys.end * ow].copy_from_slice(&part[plane * n..(plane + 1) * n]);
+        // One image on all threads: bands side by side, each band's single-threaded products
+        // written straight into its columns of the output planes (rather than each band's
+        // small product split across threads), and given the bias and activation while they
+        // are in that core's cache.
+        let columns: Vec<Range<usize>> =
+            bands.iter().map(|ys| ys.start * ow..ys.end * ow).collect();
+        let (k, og) = (geo.k(), geo.og());
+        let planes = MatMut { data: out, rows: o, cols: p, rs: p, cs: 1 };
+        par_column_bands(planes, &columns, |i, mut band| {
+            let ys = bands[i].clone();
+            let n = ys.len() * ow;
+            with_scratch(geo.cols_len(&ch, &ys), 0, |cols_buf, _| {
+                let cols = geo.columns(&ch, xs, ys, cols_buf, false)?;
+                for g in 0..geo.groups {
+                    let lhs = Mat::rows(&wt[g * og * k..], og, k);
+                    band.product(g * og, lhs, Mat::rows(&cols[g * k * n..], k, n))?;
+                }
+                Ok::<_, candle_core::Error>(())
+            })?;
+            if epilogue {
+                band.for_each_row(|r, row| {
+                    crate::simd::bias_act(row, bias.map_or(0.0, |b| b[r]), act);
+                });
             }
-        });
+            Ok(())
+        })?;
+        return Ok(());
     } else {
         // The product's rows are the image's output planes (`P` apart), a band at a time.
         for ys in bands {
@@ -439,7 +446,7 @@ fn forward_chunk(
             })?;
         }
     }
-    if bias.is_some() || act != Activation::Identity {
+    if epilogue {
         let epilogue = |(plane, values): (usize, &mut [f32])| {
             crate::simd::bias_act(values, bias.map_or(0.0, |b| b[plane % o]), act);
         };
@@ -570,6 +577,15 @@ pub(crate) struct GemmConv {
     pub params: Conv2dParams,
     pub act: Activation,
     pub pool: bool,
+    /// Where a constant weight keeps its Winograd transform between calls.
+    pub transformed: Option<TransformedWeight>,
+}
+
+impl GemmConv {
+    /// The op without a kept transform.
+    pub(crate) fn new(params: Conv2dParams, act: Activation, pool: bool) -> Self {
+        GemmConv { params, act, pool, transformed: None }
+    }
 }
 
 impl GemmConv {
@@ -589,7 +605,7 @@ impl GemmConv {
             Some((_, bl)) => bail!("conv2d: bias {:?} for {} channels", bl.dims(), geo.o),
             None => None,
         };
-        let out = forward(&geo, x, wt, b, self.act, self.pool)?;
+        let out = forward(&geo, x, wt, b, self.act, self.pool, self.transformed.as_ref())?;
         let (oh, ow) = if self.pool { (geo.oh / 2, geo.ow / 2) } else { (geo.oh, geo.ow) };
         Ok((CpuStorage::F32(out), Shape::from((geo.n, geo.o, oh, ow))))
     }
@@ -793,10 +809,7 @@ impl CustomOp2 for GemmConvTranspose {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let dx = crate::cpu::needs_grad(x, || {
-            grad.apply_op2_no_bwd(
-                w,
-                &GemmConv { params: self.params, act: Activation::Identity, pool: false },
-            )
+            grad.apply_op2_no_bwd(w, &GemmConv::new(self.params, Activation::Identity, false))
         })?;
         let dw = crate::cpu::needs_grad(w, || {
             grad.apply_op2_no_bwd(

@@ -22,12 +22,12 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::conv::{
-    conv2d as conv2d_op, conv2d_act, conv2d_act_max_pool2, conv2d_relu,
-    conv_transpose2d as conv_transpose2d_op, Activation,
+    conv2d_act_kept, conv2d_act_max_pool2_kept, conv_transpose2d as conv_transpose2d_op, Activation,
 };
 use crate::conv::{Conv2dParams, ConvTranspose2dParams};
 use crate::memo::Memo;
 use crate::norm::{BatchNorm, EvalKey};
+use crate::winograd::TransformedWeight;
 
 /// A 2-D convolution layer: `weight (O, C/groups, kh, kw)`, optional `bias (O)`.
 #[derive(Debug, Clone)]
@@ -36,18 +36,27 @@ pub struct Conv2d {
     bias: Option<Tensor>,
     params: Conv2dParams,
     /// Neither weight nor bias is a variable: nothing can change them, so the BatchNorm folded
-    /// into them in evaluation is computed once per state of the BatchNorm.
+    /// into them in evaluation is computed once per state of the BatchNorm, and a Winograd
+    /// layer's transformed weight once per weight.
     constant: bool,
-    folded: Memo<EvalKey, (Tensor, Tensor)>,
+    folded: Memo<EvalKey, (Tensor, Tensor, TransformedWeight)>,
+    transformed: TransformedWeight,
 }
 
 impl Conv2d {
     /// A layer over existing tensors. When neither is a variable (a model over constant
     /// copies of its weights, as an inference model is), [`Conv2d::forward_bn_t`] folds a
-    /// constant BatchNorm into them once and reuses the result.
+    /// constant BatchNorm into them once and reuses the result, and a 3x3 layer computed by
+    /// Winograd's algorithm transforms its weight once rather than on every call.
     pub fn new(weight: Tensor, bias: Option<Tensor>, params: Conv2dParams) -> Conv2d {
         let constant = !weight.is_variable() && !bias.as_ref().is_some_and(Tensor::is_variable);
-        Conv2d { weight, bias, params, constant, folded: Memo::default() }
+        let (folded, transformed) = (Memo::default(), TransformedWeight::default());
+        Conv2d { weight, bias, params, constant, folded, transformed }
+    }
+
+    /// Where this layer keeps its weight's Winograd transform: only a constant weight's.
+    fn kept(&self) -> Option<&TransformedWeight> {
+        self.constant.then_some(&self.transformed)
     }
 
     /// The `(O, C/groups, kh, kw)` weight.
@@ -73,7 +82,7 @@ impl Conv2d {
     /// # Errors
     /// As [`Module::forward`].
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d_relu(x, &self.weight, self.bias.as_ref(), self.params)
+        self.forward_act(x, Activation::Relu)
     }
 
     /// The convolution followed by `act`, fused as in [`Conv2d::forward_relu`].
@@ -81,7 +90,7 @@ impl Conv2d {
     /// # Errors
     /// As [`Module::forward`].
     pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
-        conv2d_act(x, &self.weight, self.bias.as_ref(), self.params, act)
+        conv2d_act_kept(x, &self.weight, self.bias.as_ref(), self.params, act, self.kept())
     }
 
     /// The convolution followed by `act` and a 2x2 stride-2 max-pool, fused where nothing
@@ -90,7 +99,8 @@ impl Conv2d {
     /// # Errors
     /// As [`Module::forward`].
     pub fn forward_act_max_pool2(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
-        conv2d_act_max_pool2(x, &self.weight, self.bias.as_ref(), self.params, act)
+        let (weight, bias, kept) = (&self.weight, self.bias.as_ref(), self.kept());
+        conv2d_act_max_pool2_kept(x, weight, bias, self.params, act, kept)
     }
 
     /// The convolution, then `bn`, then `act`. In training the two layers run as they are
@@ -121,11 +131,15 @@ impl Conv2d {
         if train {
             return bn.forward_act_t(&self.forward(x)?, true, act);
         }
-        let (weight, bias) = match bn.eval_key().filter(|_| self.constant) {
-            Some(key) => self.folded.get_or_try(key, || self.fold(bn))?,
-            None => self.fold(bn)?,
-        };
-        conv2d_act(x, &weight, Some(&bias), self.params, act)
+        if let Some(key) = bn.eval_key().filter(|_| self.constant) {
+            let (weight, bias, kept) = self.folded.get_or_try(key, || {
+                let (weight, bias) = self.fold(bn)?;
+                Ok((weight, bias, TransformedWeight::default()))
+            })?;
+            return conv2d_act_kept(x, &weight, Some(&bias), self.params, act, Some(&kept));
+        }
+        let (weight, bias) = self.fold(bn)?;
+        conv2d_act_kept(x, &weight, Some(&bias), self.params, act, None)
     }
 
     /// The weight scaled per output channel by `bn`'s evaluation scale, and the bias
@@ -146,7 +160,7 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d_op(x, &self.weight, self.bias.as_ref(), self.params)
+        self.forward_act(x, Activation::Identity)
     }
 }
 

@@ -202,6 +202,123 @@ pub(crate) fn matmul_new_blocks(
     Ok(out)
 }
 
+/// A band of columns of a row-major destination, handed to one task by [`par_column_bands`]:
+/// its `rows x cols` elements (row stride `rs`) belong to it alone.
+pub(crate) struct ColumnBand<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    _dst: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a band is a set of elements no other band or reference touches (see
+// `par_column_bands`), so moving its pointer to another thread shares nothing.
+#[allow(unsafe_code)]
+unsafe impl Send for ColumnBand<'_> {}
+
+impl ColumnBand<'_> {
+    /// Rows `first..first + lhs.rows` of the band `= lhs x rhs` (`rhs` has the band's columns).
+    ///
+    /// # Errors
+    /// Shapes that do not chain or do not fit the band, a view outside its slice.
+    pub fn product(&mut self, first: usize, lhs: Mat<'_>, rhs: Mat<'_>) -> Result<()> {
+        let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
+        if rhs.rows != k || n != self.cols || first + m > self.rows {
+            bail!(
+                "matmul: rows {first}.. of a {}x{} band = {m}x{k} x {}x{n}",
+                self.rows,
+                self.cols,
+                rhs.rows
+            );
+        }
+        if !in_bounds(lhs.data.len(), m, k, lhs.rs, lhs.cs)
+            || !in_bounds(rhs.data.len(), k, n, rhs.rs, rhs.cs)
+        {
+            bail!("matmul: a {m}x{k} x {k}x{n} product reaches outside its buffers");
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            self.for_each_row(|r, row| {
+                if (first..first + m).contains(&r) {
+                    row.fill(0.0);
+                }
+            });
+            return Ok(());
+        }
+        // SAFETY: rows `first..first + m` of the band are inside it (checked above) and its
+        // elements are this band's alone (`par_column_bands`), distinct in row-major order;
+        // `lhs` and `rhs` chain and stay inside their slices (checked above), k > 0.
+        #[allow(unsafe_code)]
+        unsafe {
+            let at = self.ptr.add(first * self.rs);
+            product_at(at, (self.rs, 1), lhs, rhs, false, false);
+        }
+        Ok(())
+    }
+
+    /// `f(row, values)` over the band's rows, each as a slice of its `cols` values.
+    pub fn for_each_row(&mut self, mut f: impl FnMut(usize, &mut [f32])) {
+        for r in 0..self.rows {
+            // SAFETY: row r's `cols` values lie inside the destination (checked when the band
+            // was made) and belong to this band alone; `&mut self` keeps this the only view
+            // of them while `f` runs.
+            #[allow(unsafe_code)]
+            let row =
+                unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.rs), self.cols) };
+            f(r, row);
+        }
+    }
+}
+
+/// Cuts a row-major `dst` (column stride 1) into the column `bands` (sorted, disjoint, inside
+/// its columns) and runs `f(band index, band)` for each, one rayon task per band: products
+/// that write straight into their columns of every row (an image's output planes cut into
+/// bands of output rows) instead of into separate blocks copied in afterwards.
+///
+/// # Errors
+/// A destination that is not row-major or is outside its slice, bands out of order or range;
+/// the first error of `f`.
+pub(crate) fn par_column_bands(
+    dst: MatMut<'_>,
+    bands: &[std::ops::Range<usize>],
+    f: impl Fn(usize, ColumnBand<'_>) -> Result<()> + Sync,
+) -> Result<()> {
+    use rayon::prelude::*;
+    if dst.cs != 1 || dst.rs < dst.cols || !in_bounds(dst.data.len(), dst.rows, dst.cols, dst.rs, 1)
+    {
+        bail!(
+            "matmul: a {}x{} destination of row stride {} cannot be cut into column bands",
+            dst.rows,
+            dst.cols,
+            dst.rs
+        );
+    }
+    let ordered = bands.windows(2).all(|w| w[0].end <= w[1].start);
+    if !ordered || bands.iter().any(|b| b.start > b.end || b.end > dst.cols) {
+        bail!("matmul: column bands {bands:?} of {} columns overlap or leave them", dst.cols);
+    }
+    let base = dst.data.as_mut_ptr();
+    let (rows, rs) = (dst.rows, dst.rs);
+    let views: Vec<ColumnBand<'_>> = bands
+        .iter()
+        .map(|b| ColumnBand {
+            // SAFETY: with rows, `b.start <= cols <= len` (checked above), so the offset stays
+            // within (or one past) the destination's allocation; without, nothing is ever
+            // read or written through the pointer.
+            #[allow(unsafe_code)]
+            ptr: if rows == 0 { base } else { unsafe { base.add(b.start) } },
+            rows,
+            cols: b.len(),
+            rs,
+            _dst: std::marker::PhantomData,
+        })
+        .collect();
+    views.into_par_iter().enumerate().try_for_each(|(i, band)| f(i, band))
+}
+
 /// gemm's product of `lhs (m x k)` and `rhs (k x n)` into the `m x n` destination at `dst`,
 /// element `(r, c)` at `dst + r * rs + c * cs`, added to what is there with `accumulate`;
 /// on all of rayon's threads when `parallel`.
@@ -312,6 +429,64 @@ mod tests {
                 assert!((g - w).abs() < 1e-4, "{m}x{k}x{n}: {g} vs {w}");
             }
             assert_eq!(got.len(), m * n);
+        }
+    }
+
+    /// Column bands of a padded row-major destination, each the product of the whole `lhs`
+    /// with that band's columns of `rhs` (as a band's `im2col` would give them), in two row
+    /// groups (a grouped convolution's): equal to the whole product, padding untouched, every
+    /// row visited once per band; overlapping or unordered bands refused.
+    #[test]
+    fn column_bands_write_their_columns_of_the_product() {
+        let vals = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n).map(|i| ((i * 7919 + seed * 104_729) % 211) as f32 / 105.0 - 1.0).collect()
+        };
+        for (m, k, n, bands) in [
+            (6, 5, 10, vec![0..3, 3..7, 7..10]),
+            (4, 3, 9, vec![0..4, 4..9]),
+            (2, 0, 4, vec![0..1, 1..4]),
+            (5, 4, 7, vec![0..2, 2..2, 2..7]),
+        ] {
+            let (a, b) = (vals(m * k, 3), vals(k * n, 4));
+            let rs = n + 2;
+            let mut dst = vec![f32::NAN; m * rs];
+            let visits = std::sync::atomic::AtomicUsize::new(0);
+            let view = MatMut { data: &mut dst, rows: m, cols: n, rs, cs: 1 };
+            par_column_bands(view, &bands, |i, mut band| {
+                let cols = bands[i].clone();
+                let rhs: Vec<f32> =
+                    (0..k).flat_map(|r| b[r * n + cols.start..r * n + cols.end].to_vec()).collect();
+                let half = m / 2;
+                band.product(0, Mat::rows(&a, half, k), Mat::rows(&rhs, k, cols.len()))?;
+                band.product(
+                    half,
+                    Mat::rows(&a[half * k..], m - half, k),
+                    Mat::rows(&rhs, k, cols.len()),
+                )?;
+                band.for_each_row(|_, row| {
+                    assert_eq!(row.len(), cols.len());
+                    visits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                });
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(visits.into_inner(), m * bands.len());
+            let want = naive(Mat::rows(&a, m, k), Mat::rows(&b, k, n));
+            for r in 0..m {
+                for c in 0..rs {
+                    let g = dst[r * rs + c];
+                    if c < n {
+                        assert!((g - want[r * n + c]).abs() < 1e-4, "{m}x{k}x{n} ({r}, {c}): {g}");
+                    } else {
+                        assert!(g.is_nan(), "padding ({r}, {c}) written");
+                    }
+                }
+            }
+        }
+        let mut dst = vec![0f32; 12];
+        for bands in [vec![0..3, 2..4], vec![2..4, 0..2], vec![0..2, 3..5]] {
+            let view = MatMut::rows(&mut dst, 3, 4);
+            assert!(par_column_bands(view, &bands, |_, _| Ok(())).is_err(), "{bands:?}");
         }
     }
 

@@ -19,6 +19,7 @@
 //! largest output against f64 loops.
 
 use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{bail, Result};
 use multiversion::multiversion;
@@ -86,8 +87,8 @@ pub(crate) fn applies(
 /// The transformed weights of `wt (O, C, 3, 3)` as 16 matrices: `(16, O, C)`, or with
 /// `adjoint` those of the input gradient's convolution (the kernel rotated by 180 degrees,
 /// channels swapped): `(16, C, O)`. `U = G g G^T`, `G = [[1, 0, 0], [1/2, 1/2, 1/2],
-/// [1/2, -1/2, 1/2], [0, 0, 1]]`, computed for each matrix row's kernels side by side, the rows
-/// in parallel.
+/// [1/2, -1/2, 1/2], [0, 0, 1]]`, computed for each matrix row's kernels side by side, blocks of
+/// rows in parallel, each row written straight into its place in the 16 matrices.
 pub(crate) fn transform_weight(wt: &[f32], o: usize, c: usize, adjoint: bool) -> Result<Vec<f32>> {
     if wt.len() != o * c * 9 {
         bail!("winograd: {} weight values for {o}x{c}x3x3", wt.len());
@@ -96,26 +97,68 @@ pub(crate) fn transform_weight(wt: &[f32], o: usize, c: usize, adjoint: bool) ->
     if rows * cols == 0 {
         return Ok(Vec::new());
     }
-    // Row r of every matrix, as (16, cols), then gathered into (16, rows, cols).
-    let mut by_row = vec![0f32; POS * rows * cols];
-    by_row.par_chunks_mut(POS * cols).enumerate().for_each(|(r, dst)| {
-        transform_row(wt, c, r, adjoint, dst);
-    });
     let mut u = vec![0f32; POS * rows * cols];
-    u.par_chunks_mut(rows * cols).enumerate().for_each(|(xi, matrix)| {
-        for (r, dst) in matrix.chunks_exact_mut(cols).enumerate() {
-            dst.copy_from_slice(&by_row[(r * POS + xi) * cols..(r * POS + xi + 1) * cols]);
+    // Each task's rows of the 16 matrices: task t holds rows `t * per..` of every matrix.
+    let per = rows.div_ceil(4 * rayon::current_num_threads().max(1)).max(1);
+    let tasks = rows.div_ceil(per);
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(POS)).collect();
+    for matrix in u.chunks_exact_mut(rows * cols) {
+        for (part, block) in parts.iter_mut().zip(matrix.chunks_mut(per * cols)) {
+            part.push(block);
+        }
+    }
+    parts.par_iter_mut().enumerate().for_each(|(t, part)| {
+        for r in 0..part.first().map_or(0, |b| b.len() / cols) {
+            transform_row(wt, c, t * per + r, adjoint, part, r * cols);
         }
     });
     Ok(u)
 }
 
-/// Row `r` of the 16 transformed matrices (`dst`: `(16, cols)`): the kernels of output channel
-/// `r` (or with `adjoint` of input channel `r`, rotated), eight at a time.
+/// A constant weight's transform, computed on its first use and kept: an inference model's
+/// layers hold one (per folded weight), so the transform runs once rather than on every call.
+/// Clones share the value, as clones of a layer share its tensors.
+#[derive(Clone, Default)]
+pub(crate) struct TransformedWeight(Arc<OnceLock<Vec<f32>>>);
+
+impl std::fmt::Debug for TransformedWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.get().is_some() { "computed" } else { "not computed" };
+        f.debug_tuple("TransformedWeight").field(&state).finish()
+    }
+}
+
+impl TransformedWeight {
+    /// The forward transform of `wt (O, C, 3, 3)`: the kept one, or computed now and kept. A
+    /// kept value of another size (the holder's weight changed shape) is not used.
+    pub(crate) fn get(
+        &self,
+        wt: &[f32],
+        o: usize,
+        c: usize,
+    ) -> Result<std::borrow::Cow<'_, [f32]>> {
+        let fits = |u: &[f32]| u.len() == POS * o * c;
+        if let Some(u) = self.0.get() {
+            return Ok(if fits(u) {
+                std::borrow::Cow::Borrowed(u.as_slice())
+            } else {
+                std::borrow::Cow::Owned(transform_weight(wt, o, c, false)?)
+            });
+        }
+        let u = transform_weight(wt, o, c, false)?;
+        // A concurrent first call may have stored its (identical) transform first.
+        let kept = self.0.get_or_init(|| u);
+        Ok(std::borrow::Cow::Borrowed(kept.as_slice()))
+    }
+}
+
+/// Row `r` of the 16 transformed matrices, written at `at` in each of `dst`'s 16 slices: the
+/// kernels of output channel `r` (or with `adjoint` of input channel `r`, rotated), eight at a
+/// time.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-fn transform_row(wt: &[f32], c: usize, r: usize, adjoint: bool, dst: &mut [f32]) {
+fn transform_row(wt: &[f32], c: usize, r: usize, adjoint: bool, dst: &mut [&mut [f32]], at: usize) {
     const LANES: usize = 8;
-    let cols = dst.len() / POS;
+    let cols = if adjoint { wt.len() / (9 * c) } else { c };
     let mut col = 0;
     while col < cols {
         let n = LANES.min(cols - col);
@@ -149,8 +192,8 @@ fn transform_row(wt: &[f32], c: usize, r: usize, adjoint: bool, dst: &mut [f32])
                 out[3][l] = e;
             }
             for (j, values) in out.iter().enumerate() {
-                let at = (i * 4 + j) * cols + col;
-                dst[at..at + n].copy_from_slice(&values[..n]);
+                let start = at + col;
+                dst[i * 4 + j][start..start + n].copy_from_slice(&values[..n]);
             }
         }
         col += LANES;
