@@ -296,12 +296,16 @@ impl Tiling {
     }
 
     /// Ranges of tile rows (over the whole batch, image after image), one block each: about
-    /// [`BLOCK_VALUES`] of transformed values, and at least one block per thread when there
-    /// are rows enough.
+    /// [`BLOCK_VALUES`] of transformed values, at least one block per thread when there are
+    /// rows enough, and a block count that is a multiple of the threads, the rows shared
+    /// evenly (7 blocks of 5, 5, 5, 5, 5, 5 and 2 rows kept one thread busy with 20 rows while
+    /// the other had 12).
     fn blocks(&self) -> Vec<Range<usize>> {
         let threads = rayon::current_num_threads().max(1);
         let tiles = (BLOCK_VALUES / (POS * (self.c + self.o))).clamp(MIN_TILES, MAX_TILES);
         let per_block = (tiles / self.tw).max(1).min(self.rows.div_ceil(threads)).max(1);
+        let count = self.rows.div_ceil(per_block).next_multiple_of(threads).min(self.rows).max(1);
+        let per_block = self.rows.div_ceil(count).max(1);
         (0..self.rows).step_by(per_block).map(|r| r..(r + per_block).min(self.rows)).collect()
     }
 
