@@ -6,7 +6,8 @@
 //! The batch's output is cut into tiles of 2x2 pixels, and the rows of tiles into blocks that
 //! run in parallel, each on one thread: the block's input tiles are transformed
 //! (`V = B^T d B`, 16 values per tile and channel), multiplied by the transformed weights
-//! (`U = G g G^T`, computed once per call) in 16 matrix products `M_xi = U_xi V_xi` of
+//! (`U = G g G^T`, computed once per call, or once per constant weight: [`TransformedWeight`])
+//! in 16 matrix products `M_xi = U_xi V_xi` of
 //! `(O, C) x (C, tiles)`, and transformed back (`Y = A^T M A`) with the bias and activation
 //! applied while the values are in cache. A block's `V` and `M` take about 1 MiB (L2-sized),
 //! or more where 128 tiles, the fewest that keep the products from being thin, need it.
@@ -53,7 +54,8 @@ const PANEL_MAX_OUTPUTS: usize = 128;
 const MIN_CHANNELS: usize = 16;
 
 /// Fewest output tiles per channel (of the larger side): the transformed weights (`16 O C`
-/// values, 1.8x the kernel's) are computed on every call and read once per block, and few
+/// values, 1.8x the kernel's) are computed on every call of a trained layer and read once per
+/// block, and few
 /// tiles leave the products thin. Measured with the `conv_algorithms` example
 /// (`benches/NOTES.md`): ResNet's 256-channel 14x14 layer at batch 8 (392 tiles) ran at the
 /// GEMM path's speed, its 512-channel 7x7 layer at batch 8 (128 tiles) at half of it, and its
