@@ -1,9 +1,11 @@
 //! The fully connected layers of the zoo's models at inference batch sizes: the project's
-//! [`deeprecog_nn::linear::linear`] against candle's `matmul` + bias (what candle-nn's
-//! `Linear` runs), same inputs, same threads.
+//! [`deeprecog_nn::linear::linear`] (which transposes the weight on each call of a batch of
+//! more than four rows) and its layer over constant tensors (which keeps that transpose)
+//! against candle's `matmul` + bias (what candle-nn's `Linear` runs), same inputs, same
+//! threads.
 //!
 //! `cargo run --release -p deeprecog-nn --example linear_shapes` prints, per shape, the median
-//! microseconds of 200 calls of each, after warm-up, and the ratio.
+//! microseconds of 200 calls of each, after warm-up, and candle's time over each of ours.
 
 use std::time::Instant;
 
@@ -40,8 +42,8 @@ fn seeded(rows: usize, cols: usize, seed: u64) -> Result<Tensor> {
 
 fn main() -> Result<()> {
     println!(
-        "{:<34} {:>10} {:>10} {:>7}",
-        "shape (batch x in -> out)", "ours us", "candle us", "ratio"
+        "{:<34} {:>10} {:>10} {:>10} {:>7} {:>7}",
+        "shape (batch x in -> out)", "ours us", "layer us", "candle us", "ratio", "layer"
     );
     for (name, batch, inp, out) in [
         ("scratch3 fc", 1, 32768, 128),
@@ -54,10 +56,13 @@ fn main() -> Result<()> {
         let w = seeded(out, inp, 2)?;
         let b = seeded(1, out, 3)?.flatten_all()?;
         let candle = candle_nn::Linear::new(w.clone(), Some(b.clone()));
+        let layer = deeprecog_nn::layers::Linear::new(w.clone(), Some(b.clone()));
         let ours = median_us(|| linear(&x, &w, Some(&b)).map(drop))?;
+        let kept = median_us(|| layer.forward(&x).map(drop))?;
         let theirs = median_us(|| candle.forward(&x).map(drop))?;
         let label = format!("{name} {batch}x{inp}->{out}");
-        println!("{label:<34} {ours:>10.1} {theirs:>10.1} {:>7.2}", theirs / ours);
+        let (r, rk) = (theirs / ours, theirs / kept);
+        println!("{label:<34} {ours:>10.1} {kept:>10.1} {theirs:>10.1} {r:>7.2} {rk:>7.2}");
     }
     Ok(())
 }

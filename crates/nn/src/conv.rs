@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cpu::{contiguous, dispatch_float, ncs};
 use crate::depthwise::Padding;
-use crate::winograd::TransformedWeight;
+use crate::memo::KeptBuffer;
 
 #[cfg(feature = "cudnn")]
 pub use crate::cuda::conv::{allow_tf32, autocast_bf16, set_allow_tf32, set_autocast_bf16};
@@ -563,7 +563,7 @@ pub(crate) fn conv2d_act_kept(
     bias: Option<&Tensor>,
     p: Conv2dParams,
     act: Activation,
-    transformed: Option<&TransformedWeight>,
+    transformed: Option<&KeptBuffer>,
 ) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (o, cg, kh, kw) = weight.dims4()?;
@@ -655,7 +655,7 @@ pub(crate) fn conv2d_act_max_pool2_kept(
     bias: Option<&Tensor>,
     p: Conv2dParams,
     act: Activation,
-    transformed: Option<&TransformedWeight>,
+    transformed: Option<&KeptBuffer>,
 ) -> Result<Tensor> {
     let (c, o) = (x.dim(1)?, weight.dim(0)?);
     let depthwise = p.groups == c && o == c;

@@ -26,8 +26,8 @@ use rayon::prelude::*;
 
 use crate::conv::{col2im_into, im2col_into, Activation, Conv2dParams, Window};
 use crate::cpu::{f32_slice, with_scratch, ConvGrads};
+use crate::memo::KeptBuffer;
 use crate::sgemm::{matmul, matmul_new_blocks, par_column_bands, Mat, MatMut};
-use crate::winograd::TransformedWeight;
 
 /// Columns per GEMM below which images are grouped into one chunk: the AVX-512 micro-kernel
 /// covers 48 x 6 (or 6 x 48) outputs at a time, and packing costs are paid per product.
@@ -321,12 +321,13 @@ fn forward(
     bias: Option<&[f32]>,
     act: Activation,
     pool: bool,
-    transformed: Option<&TransformedWeight>,
+    transformed: Option<&KeptBuffer>,
 ) -> Result<Vec<f32>> {
     if geo.winograd() {
+        let transform = || crate::winograd::transform_weight(wt, geo.o, geo.c, false);
         let u = match transformed {
-            Some(kept) => kept.get(wt, geo.o, geo.c)?,
-            None => Cow::Owned(crate::winograd::transform_weight(wt, geo.o, geo.c, false)?),
+            Some(kept) => kept.get(crate::winograd::POS * geo.o * geo.c, transform)?,
+            None => Cow::Owned(transform()?),
         };
         let dims = (geo.n, geo.c, geo.h, geo.w);
         return crate::winograd::conv(x, dims, &u, geo.o, geo.win.padding, bias, act, pool);
@@ -578,7 +579,7 @@ pub(crate) struct GemmConv {
     pub act: Activation,
     pub pool: bool,
     /// Where a constant weight keeps its Winograd transform between calls.
-    pub transformed: Option<TransformedWeight>,
+    pub transformed: Option<KeptBuffer>,
 }
 
 impl GemmConv {

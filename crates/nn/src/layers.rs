@@ -25,9 +25,9 @@ use crate::conv::{
     conv2d_act_kept, conv2d_act_max_pool2_kept, conv_transpose2d as conv_transpose2d_op, Activation,
 };
 use crate::conv::{Conv2dParams, ConvTranspose2dParams};
+use crate::memo::KeptBuffer;
 use crate::memo::Memo;
 use crate::norm::{BatchNorm, EvalKey};
-use crate::winograd::TransformedWeight;
 
 /// A 2-D convolution layer: `weight (O, C/groups, kh, kw)`, optional `bias (O)`.
 #[derive(Debug, Clone)]
@@ -39,8 +39,8 @@ pub struct Conv2d {
     /// into them in evaluation is computed once per state of the BatchNorm, and a Winograd
     /// layer's transformed weight once per weight.
     constant: bool,
-    folded: Memo<EvalKey, (Tensor, Tensor, TransformedWeight)>,
-    transformed: TransformedWeight,
+    folded: Memo<EvalKey, (Tensor, Tensor, KeptBuffer)>,
+    transformed: KeptBuffer,
 }
 
 impl Conv2d {
@@ -50,12 +50,12 @@ impl Conv2d {
     /// Winograd's algorithm transforms its weight once rather than on every call.
     pub fn new(weight: Tensor, bias: Option<Tensor>, params: Conv2dParams) -> Conv2d {
         let constant = !weight.is_variable() && !bias.as_ref().is_some_and(Tensor::is_variable);
-        let (folded, transformed) = (Memo::default(), TransformedWeight::default());
+        let (folded, transformed) = (Memo::default(), KeptBuffer::default());
         Conv2d { weight, bias, params, constant, folded, transformed }
     }
 
     /// Where this layer keeps its weight's Winograd transform: only a constant weight's.
-    fn kept(&self) -> Option<&TransformedWeight> {
+    fn kept(&self) -> Option<&KeptBuffer> {
         self.constant.then_some(&self.transformed)
     }
 
@@ -134,7 +134,7 @@ impl Conv2d {
         if let Some(key) = bn.eval_key().filter(|_| self.constant) {
             let (weight, bias, kept) = self.folded.get_or_try(key, || {
                 let (weight, bias) = self.fold(bn)?;
-                Ok((weight, bias, TransformedWeight::default()))
+                Ok((weight, bias, KeptBuffer::default()))
             })?;
             return conv2d_act_kept(x, &weight, Some(&bias), self.params, act, Some(&kept));
         }
@@ -291,12 +291,19 @@ fn transpose_init(out_channels: usize, kernel: usize) -> Init {
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// The weight is not a variable: its transpose (what batches of more than a few rows
+    /// multiply by) is made once and kept.
+    constant: bool,
+    transposed: KeptBuffer,
 }
 
 impl Linear {
-    /// A layer over existing tensors: `weight (out, in)`, optional `bias (out)`.
+    /// A layer over existing tensors: `weight (out, in)`, optional `bias (out)`. When the
+    /// weight is not a variable (an inference model's), the transpose that batched inputs
+    /// multiply by is made on the first such call and kept.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Linear {
-        Linear { weight, bias }
+        let constant = !weight.is_variable();
+        Linear { weight, bias, constant, transposed: KeptBuffer::default() }
     }
 
     /// The `(out, in)` weight.
@@ -312,7 +319,8 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::linear::linear(x, &self.weight, self.bias.as_ref())
+        let kept = self.constant.then_some(&self.transposed);
+        crate::linear::linear_kept(x, &self.weight, self.bias.as_ref(), kept)
     }
 }
 

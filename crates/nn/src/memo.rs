@@ -1,7 +1,8 @@
 //! One memoised value per layer, recomputed when its key changes: what inference paths keep
 //! between calls (folded BatchNorm constants) when the tensors they derive from are constants.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use candle_core::Result;
 
@@ -36,5 +37,42 @@ impl<K: PartialEq + Copy, V: Clone> Memo<K, V> {
         let value = compute()?;
         *slot = Some((key, value.clone()));
         Ok(value)
+    }
+}
+
+/// A buffer derived from a constant weight (its Winograd transform, its transpose), computed on
+/// first use and kept: layers over constant tensors (an inference model's) hold one per weight,
+/// so the derivation runs once rather than on every call. Clones share the value, as clones of
+/// a layer share its tensors.
+#[derive(Clone, Default)]
+pub(crate) struct KeptBuffer(Arc<OnceLock<Vec<f32>>>);
+
+impl std::fmt::Debug for KeptBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.get().is_some() { "computed" } else { "not computed" };
+        f.debug_tuple("KeptBuffer").field(&state).finish()
+    }
+}
+
+impl KeptBuffer {
+    /// The kept buffer, or `compute()`'s, kept when nothing was. A kept buffer of another
+    /// length than `len` (the holder's weight changed shape) is not used: `compute()`'s is
+    /// returned without being kept.
+    pub fn get(
+        &self,
+        len: usize,
+        compute: impl FnOnce() -> Result<Vec<f32>>,
+    ) -> Result<Cow<'_, [f32]>> {
+        if let Some(kept) = self.0.get() {
+            return Ok(if kept.len() == len {
+                Cow::Borrowed(kept.as_slice())
+            } else {
+                Cow::Owned(compute()?)
+            });
+        }
+        let value = compute()?;
+        // A concurrent first call may have stored its (identical) buffer first.
+        let kept = self.0.get_or_init(|| value);
+        Ok(Cow::Borrowed(kept.as_slice()))
     }
 }

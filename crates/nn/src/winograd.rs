@@ -6,7 +6,7 @@
 //! The batch's output is cut into tiles of 2x2 pixels, and the rows of tiles into blocks that
 //! run in parallel, each on one thread: the block's input tiles are transformed
 //! (`V = B^T d B`, 16 values per tile and channel), multiplied by the transformed weights
-//! (`U = G g G^T`, computed once per call, or once per constant weight: [`TransformedWeight`])
+//! (`U = G g G^T`, computed once per call, or once per constant weight: `memo::KeptBuffer`)
 //! in 16 matrix products `M_xi = U_xi V_xi` of
 //! `(O, C) x (C, tiles)`, and transformed back (`Y = A^T M A`) with the bias and activation
 //! applied while the values are in cache. A block's `V` and `M` take about 1 MiB (L2-sized),
@@ -20,7 +20,6 @@
 //! largest output against f64 loops.
 
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
 
 use candle_core::{bail, Result};
 use multiversion::multiversion;
@@ -32,7 +31,7 @@ use crate::panel::COL_ALIGN;
 use crate::sgemm::{matmul, Mat, MatMut};
 
 /// Transformed positions per tile (4x4).
-const POS: usize = 16;
+pub(crate) const POS: usize = 16;
 
 /// Values of one block's transformed inputs and products together (1 MiB), sized for L2.
 const BLOCK_VALUES: usize = 256 * 1024;
@@ -115,43 +114,6 @@ pub(crate) fn transform_weight(wt: &[f32], o: usize, c: usize, adjoint: bool) ->
         }
     });
     Ok(u)
-}
-
-/// A constant weight's transform, computed on its first use and kept: an inference model's
-/// layers hold one (per folded weight), so the transform runs once rather than on every call.
-/// Clones share the value, as clones of a layer share its tensors.
-#[derive(Clone, Default)]
-pub(crate) struct TransformedWeight(Arc<OnceLock<Vec<f32>>>);
-
-impl std::fmt::Debug for TransformedWeight {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = if self.0.get().is_some() { "computed" } else { "not computed" };
-        f.debug_tuple("TransformedWeight").field(&state).finish()
-    }
-}
-
-impl TransformedWeight {
-    /// The forward transform of `wt (O, C, 3, 3)`: the kept one, or computed now and kept. A
-    /// kept value of another size (the holder's weight changed shape) is not used.
-    pub(crate) fn get(
-        &self,
-        wt: &[f32],
-        o: usize,
-        c: usize,
-    ) -> Result<std::borrow::Cow<'_, [f32]>> {
-        let fits = |u: &[f32]| u.len() == POS * o * c;
-        if let Some(u) = self.0.get() {
-            return Ok(if fits(u) {
-                std::borrow::Cow::Borrowed(u.as_slice())
-            } else {
-                std::borrow::Cow::Owned(transform_weight(wt, o, c, false)?)
-            });
-        }
-        let u = transform_weight(wt, o, c, false)?;
-        // A concurrent first call may have stored its (identical) transform first.
-        let kept = self.0.get_or_init(|| u);
-        Ok(std::borrow::Cow::Borrowed(kept.as_slice()))
-    }
 }
 
 /// Row `r` of the 16 transformed matrices, written at `at` in each of `dst`'s 16 slices: the

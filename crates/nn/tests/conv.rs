@@ -521,7 +521,7 @@ fn kept_winograd_transform_matches_a_fresh_one() {
     let b = randn(&[o], "kwb", DType::F32);
     let p = Conv2dParams { padding: 1, ..Default::default() };
     let conv = Conv2d::new(w.clone(), Some(b.clone()), p);
-    let kept = |layer: &Conv2d| format!("{layer:?}").contains("TransformedWeight(\"computed\")");
+    let kept = |layer: &Conv2d| format!("{layer:?}").contains("KeptBuffer(\"computed\")");
     assert!(!kept(&conv));
     let fresh = conv2d(&x, &w, Some(&b), p).unwrap();
     for call in 0..2 {
