@@ -138,6 +138,33 @@ pub(crate) fn par_blocks<T>(
     out
 }
 
+/// Tiles of [`transpose_into`]: 16 source rows (a destination row's 64-byte line, written
+/// whole) by 256 source columns (16 KiB read as 16 streams), so that a tile's reads and
+/// writes sit in L1 together.
+const TILE_ROWS: usize = 16;
+const TILE_COLS: usize = 256;
+
+/// `dst (cols, rows) = src (rows, cols)^T`, tile by tile, the destination's blocks of
+/// [`TILE_COLS`] rows in parallel.
+pub(crate) fn transpose_into(src: &[f32], (rows, cols): (usize, usize), dst: &mut [f32]) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    use rayon::prelude::*;
+    dst[..rows * cols].par_chunks_mut(TILE_COLS * rows).enumerate().for_each(|(b, block)| {
+        let first = b * TILE_COLS;
+        let width = block.len() / rows;
+        for r0 in (0..rows).step_by(TILE_ROWS) {
+            for i in r0..(r0 + TILE_ROWS).min(rows) {
+                let row = &src[i * cols + first..i * cols + first + width];
+                for (p, &v) in row.iter().enumerate() {
+                    block[p * rows + i] = v;
+                }
+            }
+        }
+    });
+}
+
 /// The contiguous f32 slice of a CPU storage, for kernels that take f32 only.
 pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, name: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(d) = s else { bail!("{name}: the CPU kernel takes f32") };
@@ -312,6 +339,23 @@ pub(crate) fn with_scratch<R>(
 #[cfg(test)]
 mod tests {
     use std::mem::MaybeUninit;
+
+    /// Against the definition, on shapes that fill no tile, part of one, and several tiles
+    /// each way with partial ones at the ends.
+    #[test]
+    fn transpose_matches_its_definition() {
+        for (rows, cols) in [(1, 1), (3, 5), (16, 256), (17, 257), (40, 700), (0, 4)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let mut dst = vec![f32::NAN; rows * cols + 3];
+            super::transpose_into(&src, (rows, cols), &mut dst);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(dst[j * rows + i], src[i * cols + j], "{rows}x{cols} ({i}, {j})");
+                }
+            }
+            assert!(dst[rows * cols..].iter().all(|v| v.is_nan()), "{rows}x{cols}: wrote past");
+        }
+    }
 
     /// Every block lands at its offset; a block left partly unwritten is an error, not
     /// uninitialised output.

@@ -149,12 +149,6 @@ impl Linear {
     }
 }
 
-/// Tiles of [`transpose_into`]: 16 source rows (a destination row's 64-byte line, written
-/// whole) by 256 source columns (16 KiB read as 16 streams), so that a tile's reads and
-/// writes sit in L1 together.
-const TILE_ROWS: usize = 16;
-const TILE_COLS: usize = 256;
-
 /// `x (m, k) W^T` for `W (n, k)` as `x` times `W^T` laid out `(k, n)` row-major: the kept
 /// transpose of a constant weight, or one made now in scratch. The `gemm` crate, handed `W`
 /// itself as either operand (`x W^T` with `W^T` a strided view, or `(W x^T)^T`), reads it
@@ -176,37 +170,17 @@ fn product_with_transposed_weight(
         Some(kept) => {
             let wt = kept.get(k * n, || {
                 let mut wt = vec![0f32; k * n];
-                transpose_into(w, (n, k), &mut wt);
+                crate::cpu::transpose_into(w, (n, k), &mut wt);
                 Ok(wt)
             })?;
             product(&wt, &mut y)?;
         }
         None => crate::cpu::with_scratch(k * n, 0, |wt, _| {
-            transpose_into(w, (n, k), wt);
+            crate::cpu::transpose_into(w, (n, k), wt);
             product(wt, &mut y)
         })?,
     }
     Ok(y)
-}
-
-/// `dst (cols, rows) = src (rows, cols)^T`, tile by tile, the destination's blocks of
-/// [`TILE_COLS`] rows in parallel.
-fn transpose_into(src: &[f32], (rows, cols): (usize, usize), dst: &mut [f32]) {
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    dst[..rows * cols].par_chunks_mut(TILE_COLS * rows).enumerate().for_each(|(b, block)| {
-        let first = b * TILE_COLS;
-        let width = block.len() / rows;
-        for r0 in (0..rows).step_by(TILE_ROWS) {
-            for i in r0..(r0 + TILE_ROWS).min(rows) {
-                let row = &src[i * cols + first..i * cols + first + width];
-                for (p, &v) in row.iter().enumerate() {
-                    block[p * rows + i] = v;
-                }
-            }
-        }
-    });
 }
 
 /// The gradients of a linear layer's input, weight and bias.
