@@ -466,6 +466,17 @@ fn folded_batch_norm_matches_separate_layers() {
     }
 }
 
+/// A BatchNorm over constant tensors (`name` seeds them): scale near 2, variance at least
+/// 0.5, momentum 0.5 so that one training pass moves the running statistics visibly.
+fn constant_batch_norm(o: usize, name: &str) -> deeprecog_nn::norm::BatchNorm {
+    use deeprecog_nn::norm::{BatchNorm, BatchNormConfig};
+    let bw = (randn(&[o], &format!("{name}bw"), DType::F32) + 2.0).unwrap();
+    let bb = randn(&[o], &format!("{name}bb"), DType::F32);
+    let rm = randn(&[o], &format!("{name}rm"), DType::F32);
+    let rv = (randn(&[o], &format!("{name}rv"), DType::F32).abs().unwrap() + 0.5).unwrap();
+    BatchNorm::new(bw, bb, rm, rv, BatchNormConfig { eps: 1e-5, momentum: 0.5 }).unwrap()
+}
+
 /// Over constant tensors (an inference model's), the folded weights are computed once and
 /// kept, and recomputed after the BatchNorm's running statistics change (a training pass):
 /// each evaluation equals the separate convolution and BatchNorm of that moment.
@@ -474,16 +485,11 @@ fn folded_constants_follow_the_batch_norm_state() {
     use candle_core::{Module, ModuleT};
     use deeprecog_nn::conv::Activation;
     use deeprecog_nn::layers::Conv2d;
-    use deeprecog_nn::norm::{BatchNorm, BatchNormConfig};
     let (c, o) = (3, 4);
     let x = randn(&[2, c, 6, 5], "fcx", DType::F32);
     let w = randn(&[o, c, 3, 3], "fcw", DType::F32);
     let b = randn(&[o], "fcb", DType::F32);
-    let bw = (randn(&[o], "fcbw", DType::F32) + 2.0).unwrap();
-    let (bb, rm) = (randn(&[o], "fcbb", DType::F32), randn(&[o], "fcrm", DType::F32));
-    let rv = (randn(&[o], "fcrv", DType::F32).abs().unwrap() + 0.5).unwrap();
-    let cfg = BatchNormConfig { eps: 1e-5, momentum: 0.5 };
-    let bn = BatchNorm::new(bw, bb, rm, rv, cfg).unwrap();
+    let bn = constant_batch_norm(o, "fc");
     let p = Conv2dParams { padding: 1, ..Default::default() };
     let conv = Conv2d::new(w, Some(b), p);
     let separate = || {
@@ -514,7 +520,6 @@ fn kept_winograd_transform_matches_a_fresh_one() {
     use candle_core::{Module, ModuleT};
     use deeprecog_nn::conv::{conv2d_act, conv2d_act_max_pool2, Activation};
     use deeprecog_nn::layers::Conv2d;
-    use deeprecog_nn::norm::{BatchNorm, BatchNormConfig};
     let (c, o) = (16, 18);
     let x = randn(&[2, c, 9, 8], "kwx", DType::F32);
     let w = randn(&[o, c, 3, 3], "kww", DType::F32);
@@ -532,10 +537,7 @@ fn kept_winograd_transform_matches_a_fresh_one() {
     let d = max_diff(&conv.forward_act_max_pool2(&x, Activation::Relu).unwrap(), &pooled);
     assert_eq!(d, 0.0, "fused pooling");
 
-    let bw = (randn(&[o], "kwbw", DType::F32) + 2.0).unwrap();
-    let (bb, rm) = (randn(&[o], "kwbb", DType::F32), randn(&[o], "kwrm", DType::F32));
-    let rv = (randn(&[o], "kwrv", DType::F32).abs().unwrap() + 0.5).unwrap();
-    let bn = BatchNorm::new(bw, bb, rm, rv, BatchNormConfig { eps: 1e-5, momentum: 0.5 }).unwrap();
+    let bn = constant_batch_norm(o, "kw");
     let folded_fresh = || {
         let (scale, shift) = bn.eval_scale_shift().unwrap();
         let wf = w.broadcast_mul(&scale.reshape((o, 1, 1, 1)).unwrap()).unwrap();
