@@ -9,7 +9,8 @@ WORKLOAD: scratch3 | resnet50-frozen | mobilenetv2 | dcgan64 (input size implied
 Runs in a scratch venv (torch, torchvision, onnx, onnxruntime); never a project dependency.
 With ANCHOR_DEVICE=cuda the torch engines run on GPU 0 (cudnn.benchmark on, each step ending
 with a device synchronisation) for benches/gpu/run.sh; `resnet34` = 224 inference there;
-ANCHOR_AMP=1 adds bf16 autocast around the forward passes and losses.
+ANCHOR_AMP=1 adds bf16 autocast around the forward passes and losses. ANCHOR_FREEZE_D=1 holds
+dcgan64's discriminator weights out of autograd during the generator's step.
 """
 import io
 import os
@@ -133,6 +134,9 @@ if workload == "dcgan64":
     opt_d = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
     bce = nn.BCEWithLogitsLoss()
     real = torch.randn(batch, 3, 64, 64, device=dev).tanh()
+    # ANCHOR_FREEZE_D=1: no discriminator weight gradients in the generator's step (what
+    # deeprecog's GanStep does; pytorch/examples computes and discards them).
+    freeze_d = os.environ.get("ANCHOR_FREEZE_D") == "1"
     ones, zeros = torch.ones(batch, device=dev), torch.zeros(batch, device=dev)
 
     def step():
@@ -143,9 +147,11 @@ if workload == "dcgan64":
         loss_d.backward()
         opt_d.step()
         opt_g.zero_grad()
+        d.requires_grad_(not freeze_d)
         with autocast():
             loss_g = bce(d(fake).view(-1), ones)
         loss_g.backward()
+        d.requires_grad_(True)
         opt_g.step()
 else:
     build, size = models[workload]

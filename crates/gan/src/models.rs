@@ -450,8 +450,11 @@ impl SnConv {
         Ok(self.weight.broadcast_div(&sigma)?)
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// With `frozen` the weight enters as a constant: the backward pass computes no gradient
+    /// for it (see [`Discriminator::forward_frozen`]).
+    fn forward(&self, x: &Tensor, train: bool, frozen: bool) -> Result<Tensor> {
         let w = self.effective_weight(train)?;
+        let w = if frozen { w.detach() } else { w };
         let conv = Conv2d::new(w, self.bias.clone(), self.config);
         Ok(conv.forward(x)?)
     }
@@ -602,6 +605,36 @@ impl Discriminator {
         conditions: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor> {
+        self.logits(images, conditions, train, false)
+    }
+
+    /// [`Discriminator::forward`] with the convolution, dense and embedding weights entering as
+    /// constants: a backward pass from these logits reaches `images` (and through them the
+    /// generator) but computes no gradient for those weights. The generator's step discards
+    /// them, and on DCGAN's shapes they are half of the discriminator's backward pass
+    /// (PyTorch users get the same saving with `requires_grad_(False)` around that step).
+    /// Logits, input gradients, BatchNorm statistics and spectral-norm power iterations are
+    /// those of `forward`, bit for bit.
+    ///
+    /// # Errors
+    /// As [`Discriminator::forward`].
+    pub fn forward_frozen(
+        &self,
+        images: &Tensor,
+        conditions: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.logits(images, conditions, train, true)
+    }
+
+    fn logits(
+        &self,
+        images: &Tensor,
+        conditions: Option<&Tensor>,
+        train: bool,
+        frozen: bool,
+    ) -> Result<Tensor> {
+        let constant = |t: &Tensor| if frozen { t.detach() } else { t.clone() };
         let c = &self.config;
         let (n, ch, h, w) = images.dims4()?;
         if ch != c.channels || h != c.image_size || w != c.image_size {
@@ -625,7 +658,7 @@ impl Discriminator {
         match c.arch {
             Arch::Seed => {
                 for conv in &self.convs {
-                    x = leaky(&conv.forward(&x, train)?, slope)?;
+                    x = leaky(&conv.forward(&x, train, frozen)?, slope)?;
                 }
                 x = x.flatten_from(1)?;
                 if let Some(d) = &self.dropout {
@@ -633,21 +666,22 @@ impl Discriminator {
                 }
                 let (weight, bias) =
                     self.dense.as_ref().ok_or_else(|| Error::Config("no dense layer".into()))?;
-                Ok(x.matmul(&weight.t()?)?.broadcast_add(bias)?.squeeze(1)?)
+                let (weight, bias) = (constant(weight), constant(bias));
+                Ok(x.matmul(&weight.t()?)?.broadcast_add(&bias)?.squeeze(1)?)
             }
             Arch::Dcgan => {
                 let last = self.convs.len() - 1;
                 for (conv, norm) in self.convs[..last].iter().zip(&self.norms) {
-                    x = conv.forward(&x, train)?;
+                    x = conv.forward(&x, train, frozen)?;
                     if let Some(norm) = norm {
                         x = norm.forward_t(&x, train)?;
                     }
                     x = leaky(&x, slope)?;
                 }
-                let mut logits = self.convs[last].forward(&x, train)?.reshape(n)?;
+                let mut logits = self.convs[last].forward(&x, train, frozen)?.reshape(n)?;
                 if let (Some(embed), Some(y)) = (&self.embed, conditions) {
                     let features = x.sum((2, 3))?;
-                    let projected = y.to_dtype(x.dtype())?.matmul(&embed.t()?)?;
+                    let projected = y.to_dtype(x.dtype())?.matmul(&constant(embed).t()?)?;
                     logits = (logits + (features * projected)?.sum(D::Minus1)?)?;
                 }
                 Ok(logits)

@@ -392,7 +392,8 @@ impl GanStep {
             Arch::Dcgan => d.fake.clone(),
         };
         let fake_in = self.with_noise(&fake, ctx, "generator")?;
-        let logits = self.discriminator.forward(&fake_in, d.conditions.as_ref(), true)?;
+        // The discriminator's weight gradients would be computed and dropped here.
+        let logits = self.discriminator.forward_frozen(&fake_in, d.conditions.as_ref(), true)?;
         let ones = Tensor::ones(n, DType::F32, &self.device)?;
         let loss = bce_with_logits(&logits, &ones)?;
         self.g_opt.backward_step(&loss)?;

@@ -147,6 +147,60 @@ fn every_parameter_gets_a_gradient() {
 }
 
 #[test]
+fn a_frozen_discriminator_passes_the_same_gradients_to_the_generator() {
+    for config in [
+        small(GanConfig::seed(24)),
+        small(GanConfig::dcgan(32)),
+        small(GanConfig::conditional(32, vec![Attribute::Eyeglasses])),
+        GanConfig { spectral_norm: true, ..small(GanConfig::dcgan(32)) },
+    ] {
+        let y = config
+            .is_conditional()
+            .then(|| Tensor::new(&[[1f32], [-1.0], [1.0], [-1.0]], &dev()).unwrap());
+        let z = latents(4, config.latent_dim, 0, "z", &dev()).unwrap();
+        // Two identically seeded steps: a training-mode pass moves the spectral-norm vectors.
+        let run = |frozen: bool| {
+            let step = GanStep::new(&config, &GanOptim::recipe(config.arch), 2, &dev()).unwrap();
+            let fake = step.generator().forward(&z, y.as_ref(), true).unwrap();
+            let d = step.discriminator();
+            let logits = if frozen {
+                d.forward_frozen(&fake, y.as_ref(), true).unwrap()
+            } else {
+                d.forward(&fake, y.as_ref(), true).unwrap()
+            };
+            let grads = logits.sqr().unwrap().mean_all().unwrap().backward().unwrap();
+            let of = |vars: &VarMap| -> Vec<(String, usize, Option<Vec<f32>>)> {
+                let data = vars.data().lock().unwrap();
+                let mut v: Vec<_> = data
+                    .iter()
+                    .map(|(name, var)| {
+                        let g = grads
+                            .get(var.as_tensor())
+                            .map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                        (name.clone(), var.as_tensor().rank(), g)
+                    })
+                    .collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                v
+            };
+            let logits = logits.to_vec1::<f32>().unwrap();
+            (logits, of(step.generator_vars()), of(step.discriminator_vars()))
+        };
+        let (logits, g_grads, d_grads) = run(false);
+        let (frozen_logits, frozen_g_grads, frozen_d_grads) = run(true);
+        assert_eq!(logits, frozen_logits, "{config:?}");
+        assert_eq!(g_grads, frozen_g_grads, "{config:?}");
+        for ((name, rank, g), (_, _, frozen)) in d_grads.iter().zip(&frozen_d_grads) {
+            // Convolution, dense and embedding weights are 2-D or 4-D.
+            if *rank >= 2 {
+                assert!(g.is_some(), "{name}: no gradient when trained ({config:?})");
+                assert!(frozen.is_none(), "{name}: a gradient while frozen ({config:?})");
+            }
+        }
+    }
+}
+
+#[test]
 fn each_update_touches_its_own_network_only() {
     for config in [small(GanConfig::seed(24)), small(GanConfig::dcgan(32))] {
         let mut step = GanStep::new(&config, &GanOptim::recipe(config.arch), 3, &dev()).unwrap();
