@@ -304,7 +304,7 @@ pub(crate) fn im2col_into<T: WithDType>(
 /// [`SourceTable`] a whole plane at a time rather than row by row: the 4x4 stride-2 layers of
 /// DCGAN's discriminator and generator have outputs 4 to 16 wide, and per-row work (a run's
 /// bounds, a dispatched strided copy of 4 values) cost more than the copying.
-const NARROW_OUTPUT: usize = 16;
+pub(crate) const NARROW_OUTPUT: usize = 16;
 
 /// For every kernel tap and output position of rows `ys`, one past the index of its source in
 /// an input plane, or 0 in the padding: `tap(t)[y * OW + x]`.
@@ -427,6 +427,83 @@ pub(crate) fn col2im_into<T: WithDType>(
         out.par_chunks_mut(h * w).enumerate().for_each(add_plane);
     } else {
         out.chunks_mut(h * w).enumerate().for_each(add_plane);
+    }
+    Ok(())
+}
+
+/// [`im2col_into`]'s transpose for f32: one row of `C*kh*kw` values per output position of
+/// rows `ys` (images outermost), `(N*ys.len()*OW, C*kh*kw)` row-major, every value written.
+/// The weight gradient's product `dY cols^T` reads this layout as its right operand row by row,
+/// where `im2col`'s makes the matrix product gather each packed panel across rows.
+/// Parallel over output rows when `parallel`.
+pub(crate) fn im2row_into(
+    x: &[f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+    win: &Window,
+    ys: Range<usize>,
+    out: &mut [f32],
+    parallel: bool,
+) -> Result<()> {
+    let (oh, ow) = win.out_hw(h, w)?;
+    let (kh, kw) = win.kernel;
+    if ys.start > ys.end || ys.end > oh {
+        bail!("im2row: output rows {ys:?} of {oh}");
+    }
+    let k = c * kh * kw;
+    if out.len() != n * ys.len() * ow * k || x.len() != n * c * h * w {
+        bail!("im2row: buffers of {} and {} values for {n}x{c}x{h}x{w}", x.len(), out.len());
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    let ty = win.taps(h, oh, kh);
+    let tx = win.taps(w, ow, kw);
+    // The first source of each output column whose taps are all inside the row and adjacent.
+    let inside: Vec<Option<usize>> = (0..ow)
+        .map(|xo| {
+            let taps = &tx[xo * kw..(xo + 1) * kw];
+            let adjacent = win.dilation == 1 && taps.iter().all(Option::is_some);
+            taps[0].filter(|_| adjacent)
+        })
+        .collect();
+    let rows = ys.len();
+    let fill = |(r, block): (usize, &mut [f32])| {
+        let (img, y) = (r / rows, ys.start + r % rows);
+        let image = &x[img * c * h * w..(img + 1) * c * h * w];
+        let sources = &ty[y * kh..(y + 1) * kh];
+        for (xo, row) in block.chunks_exact_mut(k).enumerate() {
+            let taps = &tx[xo * kw..(xo + 1) * kw];
+            for (plane, row) in image.chunks_exact(h * w).zip(row.chunks_exact_mut(kh * kw)) {
+                for (&sy, dst) in sources.iter().zip(row.chunks_exact_mut(kw)) {
+                    let Some(sy) = sy else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let line = &plane[sy * w..(sy + 1) * w];
+                    // Fixed-size copies for the common widths: a slice copy of 3 or 4
+                    // values is a call to `memcpy`.
+                    let src = inside[xo].and_then(|sx| line.get(sx..sx + kw));
+                    if let (Ok(d), Some(Ok(s))) =
+                        (<&mut [f32; 4]>::try_from(&mut *dst), src.map(<&[f32; 4]>::try_from))
+                    {
+                        *d = *s;
+                    } else if let (Ok(d), Some(Ok(s))) =
+                        (<&mut [f32; 3]>::try_from(&mut *dst), src.map(<&[f32; 3]>::try_from))
+                    {
+                        *d = *s;
+                    } else {
+                        for (d, &t) in dst.iter_mut().zip(taps) {
+                            *d = t.map_or(0.0, |sx| line[sx]);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if parallel {
+        out.par_chunks_mut(ow * k).enumerate().for_each(fill);
+    } else {
+        out.chunks_mut(ow * k).enumerate().for_each(fill);
     }
     Ok(())
 }
@@ -956,5 +1033,43 @@ impl candle_core::CustomOp2 for ClipMask {
         yl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         crate::cuda::clip_mask((gs, gl), (ys, yl), self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn im2row_is_the_transpose_of_im2col() {
+        // (N, C, H, W), kernel, stride, padding, dilation, output rows.
+        let cases = [
+            ((2, 3, 9, 7), (4, 4), 2, 1, 1, 0..4),
+            ((1, 2, 8, 8), (3, 3), 1, 1, 1, 2..7),
+            ((3, 1, 6, 11), (3, 2), 2, 0, 1, 0..2),
+            ((1, 2, 10, 9), (3, 3), 1, 2, 2, 0..10),
+            ((2, 2, 5, 5), (1, 1), 1, 0, 1, 1..4),
+            ((1, 1, 4, 4), (4, 4), 1, 0, 1, 0..1),
+            ((1, 3, 7, 7), (5, 5), 3, 2, 1, 1..3),
+        ];
+        for ((n, c, h, w), kernel, stride, padding, dilation, ys) in cases {
+            let win = Window { kernel, stride, padding, dilation };
+            let x: Vec<f32> = (0..n * c * h * w).map(|i| (i as f32 * 0.61).sin() + 0.1).collect();
+            let (_, ow) = win.out_hw(h, w).unwrap();
+            let k = c * kernel.0 * kernel.1;
+            let p = n * ys.len() * ow;
+            let mut cols = vec![f32::NAN; k * p];
+            im2col_into(&x, (n, c, h, w), &win, ys.clone(), &mut cols, false).unwrap();
+            for parallel in [false, true] {
+                let mut rows = vec![f32::NAN; k * p];
+                im2row_into(&x, (n, c, h, w), &win, ys.clone(), &mut rows, parallel).unwrap();
+                for (i, row) in rows.chunks_exact(k).enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        let want = cols[j * p + i];
+                        assert_eq!(v.to_bits(), want.to_bits(), "{win:?} {ys:?}: ({i}, {j})");
+                    }
+                }
+            }
+        }
     }
 }
