@@ -458,14 +458,7 @@ pub(crate) fn im2row_into(
     }
     let ty = win.taps(h, oh, kh);
     let tx = win.taps(w, ow, kw);
-    // The first source of each output column whose taps are all inside the row and adjacent.
-    let inside: Vec<Option<usize>> = (0..ow)
-        .map(|xo| {
-            let taps = &tx[xo * kw..(xo + 1) * kw];
-            let adjacent = win.dilation == 1 && taps.iter().all(Option::is_some);
-            taps[0].filter(|_| adjacent)
-        })
-        .collect();
+    let inside = adjacent_taps(win, &tx, ow, kw);
     let rows = ys.len();
     let fill = |(r, block): (usize, &mut [f32])| {
         let (img, y) = (r / rows, ys.start + r % rows);
@@ -506,6 +499,89 @@ pub(crate) fn im2row_into(
         out.chunks_mut(ow * k).enumerate().for_each(fill);
     }
     Ok(())
+}
+
+/// The adjoint of [`im2row_into`]: rows of `C*kh*kw` values, one per output position of rows
+/// `ys` (images outermost), added back into a caller's `(N, C, H, W)` buffer; [`col2im_into`]
+/// of their transpose. Parallel over (image, channel) planes when `parallel`.
+pub(crate) fn row2im_into(
+    rows_data: &[f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+    win: &Window,
+    ys: Range<usize>,
+    out: &mut [f32],
+    parallel: bool,
+) -> Result<()> {
+    let (oh, ow) = win.out_hw(h, w)?;
+    let (kh, kw) = win.kernel;
+    if ys.start > ys.end || ys.end > oh {
+        bail!("row2im: output rows {ys:?} of {oh}");
+    }
+    let k = c * kh * kw;
+    let p = ys.len() * ow;
+    if rows_data.len() != n * p * k || out.len() != n * c * h * w {
+        bail!("row2im: {} values for {n} x {p} rows of {k}", rows_data.len());
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    let ty = win.taps(h, oh, kh);
+    let tx = win.taps(w, ow, kw);
+    let inside = adjacent_taps(win, &tx, ow, kw);
+    let add_plane = |(plane_idx, plane): (usize, &mut [f32])| {
+        let (img, ch) = (plane_idx / c, plane_idx % c);
+        let image_rows = &rows_data[img * p * k..(img + 1) * p * k];
+        for (y, band) in ys.clone().zip(image_rows.chunks_exact(ow * k)) {
+            for (xo, row) in band.chunks_exact(k).enumerate() {
+                let taps = &tx[xo * kw..(xo + 1) * kw];
+                let fields = row[ch * kh * kw..(ch + 1) * kh * kw].chunks_exact(kw);
+                for (&sy, src) in ty[y * kh..(y + 1) * kh].iter().zip(fields) {
+                    let Some(sy) = sy else { continue };
+                    let line = &mut plane[sy * w..(sy + 1) * w];
+                    let dst = inside[xo].and_then(|sx| line.get_mut(sx..sx + kw));
+                    // Fixed-size adds for the common widths (see `im2row_into`).
+                    match dst {
+                        Some(d) if kw == 4 => add_fixed::<4>(d, src),
+                        Some(d) if kw == 3 => add_fixed::<3>(d, src),
+                        _ => {
+                            for (&v, &t) in src.iter().zip(taps) {
+                                if let Some(d) = t.and_then(|sx| line.get_mut(sx)) {
+                                    *d += v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if parallel {
+        out.par_chunks_mut(h * w).enumerate().for_each(add_plane);
+    } else {
+        out.chunks_mut(h * w).enumerate().for_each(add_plane);
+    }
+    Ok(())
+}
+
+/// `dst += src` for slices of `N` values (a no-op for other lengths, which callers exclude).
+fn add_fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+    if let (Ok(d), Ok(s)) = (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
+        for (d, s) in d.iter_mut().zip(s) {
+            *d += s;
+        }
+    }
+}
+
+/// For each output position along a row, the first of its `kw` sources when they are all
+/// inside the input and adjacent (dilation 1): where a row's values are one contiguous piece.
+fn adjacent_taps(win: &Window, tx: &[Option<usize>], ow: usize, kw: usize) -> Vec<Option<usize>> {
+    (0..ow)
+        .map(|xo| {
+            let taps = &tx[xo * kw..(xo + 1) * kw];
+            let adjacent = win.dilation == 1 && taps.iter().all(Option::is_some);
+            taps[0].filter(|_| adjacent)
+        })
+        .collect()
 }
 
 fn dims4(layout: &Layout) -> Result<(usize, usize, usize, usize)> {
@@ -1041,7 +1117,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn im2row_is_the_transpose_of_im2col() {
+    fn rows_are_the_transposed_columns() {
         // (N, C, H, W), kernel, stride, padding, dilation, output rows.
         let cases = [
             ((2, 3, 9, 7), (4, 4), 2, 1, 1, 0..4),
@@ -1060,6 +1136,20 @@ mod tests {
             let p = n * ys.len() * ow;
             let mut cols = vec![f32::NAN; k * p];
             im2col_into(&x, (n, c, h, w), &win, ys.clone(), &mut cols, false).unwrap();
+            // The adjoints: the transposed columns added back give col2im's sums.
+            let base: Vec<f32> = (0..x.len()).map(|i| (i as f32 * 0.23).cos()).collect();
+            let mut want = base.clone();
+            col2im_into(&cols, (n, c, h, w), &win, ys.clone(), &mut want, false).unwrap();
+            let transposed: Vec<f32> = (0..k * p).map(|i| cols[(i % k) * p + i / k]).collect();
+            for parallel in [false, true] {
+                let mut got = base.clone();
+                let dims = (n, c, h, w);
+                row2im_into(&transposed, dims, &win, ys.clone(), &mut got, parallel).unwrap();
+                // Up to rounding: the two add a pixel's contributions in different orders.
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() <= 1e-5, "{win:?} {ys:?}: pixel {i}: {g} vs {w}");
+                }
+            }
             for parallel in [false, true] {
                 let mut rows = vec![f32::NAN; k * p];
                 im2row_into(&x, (n, c, h, w), &win, ys.clone(), &mut rows, parallel).unwrap();

@@ -25,7 +25,8 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::conv::{
-    col2im_into, im2col_into, im2row_into, Activation, Conv2dParams, Window, NARROW_OUTPUT,
+    col2im_into, im2col_into, im2row_into, row2im_into, Activation, Conv2dParams, Window,
+    NARROW_OUTPUT,
 };
 use crate::cpu::{f32_slice, with_scratch, ConvGrads};
 use crate::memo::KeptBuffer;
@@ -293,7 +294,9 @@ fn product(
 }
 
 /// `dcols_g = W_g^T dY_g` for each group `g`: `dy` holds each group's `O/G` rows of `n` values,
-/// `rs` apart, and `dcols` is `(G*K, n)`.
+/// `rs` apart, and `dcols` is `(G*K, n)`, or with `rows` its transpose `(n, G*K)` (for
+/// [`row2im_into`]).
+#[allow(clippy::too_many_arguments)]
 fn transposed_product(
     geo: &Geometry,
     wt: &[f32],
@@ -301,19 +304,39 @@ fn transposed_product(
     n: usize,
     rs: usize,
     dcols: &mut [f32],
+    rows: bool,
     parallel: bool,
 ) -> Result<()> {
     let (k, og) = (geo.k(), geo.og());
+    let gk = geo.groups * k;
     for g in 0..geo.groups {
-        matmul(
-            MatMut::rows(&mut dcols[g * k * n..], k, n),
-            Mat::rows(&wt[g * og * k..], og, k).t(),
-            Mat { data: &dy[g * og * rs..], rows: og, cols: n, rs, cs: 1 },
-            false,
-            parallel,
-        )?;
+        let w = Mat::rows(&wt[g * og * k..], og, k);
+        let dy = Mat { data: &dy[g * og * rs..], rows: og, cols: n, rs, cs: 1 };
+        if rows {
+            let dst = MatMut { data: &mut dcols[g * k..], rows: n, cols: k, rs: gk, cs: 1 };
+            matmul(dst, dy.t(), w, false, parallel)?;
+        } else {
+            matmul(MatMut::rows(&mut dcols[g * k * n..], k, n), w.t(), dy, false, parallel)?;
+        }
     }
     Ok(())
+}
+
+/// Adds `dcols` (from [`transposed_product`], as rows or columns) back into the images.
+fn scatter(
+    geo: &Geometry,
+    ch: &Chunk,
+    dcols: &[f32],
+    rows: bool,
+    ys: Range<usize>,
+    dx: &mut [f32],
+    parallel: bool,
+) -> Result<()> {
+    if rows {
+        row2im_into(dcols, ch.dims, &geo.win, ys, dx, parallel)
+    } else {
+        col2im_into(dcols, ch.dims, &geo.win, ys, dx, parallel)
+    }
 }
 
 thread_local! {
@@ -491,36 +514,39 @@ fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
         let gys = &gy[ch.imgs.start * o * p..ch.imgs.end * o * p];
         let bands = geo.bands(&ch, true);
         if ch.direct {
-            return transposed_product(geo, wt, gys, p, p, dx, parallel);
+            return transposed_product(geo, wt, gys, p, p, dx, false, parallel);
         }
+        // Rows where `col2im` would add value by value anyway (see `weight_grad_rows`).
+        let rows = geo.weight_grad_rows();
         if ch.b > 1 {
             let all = 0..geo.oh;
             return with_scratch(geo.cols_len(&ch, &all), ch.tmp_len, |dcols, tmp| {
                 let g_cols = geo.gathered(&ch, gys, tmp);
-                transposed_product(geo, wt, g_cols, ch.cols_n, ch.cols_n, dcols, parallel)?;
-                col2im_into(dcols, ch.dims, &geo.win, all, dx, parallel)
+                let n = ch.cols_n;
+                transposed_product(geo, wt, g_cols, n, n, dcols, rows, parallel)?;
+                scatter(geo, &ch, dcols, rows, all, dx, parallel)
             });
         }
         if parallel && bands.len() > 1 {
             let parts = bands
                 .par_iter()
                 .map(|ys| {
-                    let n = ys.len() * ow;
+                    let (n, dy) = (ys.len() * ow, &gys[ys.start * ow..]);
                     let mut dcols = vec![0f32; geo.cols_len(&ch, ys)];
-                    transposed_product(geo, wt, &gys[ys.start * ow..], n, p, &mut dcols, false)?;
+                    transposed_product(geo, wt, dy, n, p, &mut dcols, rows, false)?;
                     Ok(dcols)
                 })
                 .collect::<Result<Vec<_>>>()?;
             for (ys, dcols) in bands.into_iter().zip(&parts) {
-                col2im_into(dcols, ch.dims, &geo.win, ys, dx, true)?;
+                scatter(geo, &ch, dcols, rows, ys, dx, true)?;
             }
             return Ok(());
         }
         for ys in bands {
             with_scratch(geo.cols_len(&ch, &ys), 0, |dcols, _| {
-                let n = ys.len() * ow;
-                transposed_product(geo, wt, &gys[ys.start * ow..], n, p, dcols, parallel)?;
-                col2im_into(dcols, ch.dims, &geo.win, ys, dx, parallel)
+                let (n, dy) = (ys.len() * ow, &gys[ys.start * ow..]);
+                transposed_product(geo, wt, dy, n, p, dcols, rows, parallel)?;
+                scatter(geo, &ch, dcols, rows, ys, dx, parallel)
             })?;
         }
         Ok(())
