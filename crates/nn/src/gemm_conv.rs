@@ -156,11 +156,13 @@ impl Geometry {
         (self.win.kernel, self.win.stride, self.win.padding) == ((1, 1), 1, 0)
     }
 
-    /// Whether the weight gradient takes its columns as rows ([`im2row_into`]), which spares
-    /// its product's packing a gather across rows: where `im2col` copies value by value anyway
-    /// (narrow or strided outputs). Wide stride-1 rows are contiguous runs for `im2col` but
-    /// 3-value pieces for `im2row` (scratch3's training step measured 7% slower with them).
-    fn weight_grad_rows(&self) -> bool {
+    /// Whether the backward passes lay their columns out as rows, one per output position:
+    /// the weight gradient's [`im2row_into`] spares its product's packing a gather across
+    /// rows, and the input gradient's [`row2im_into`] adds a row's taps four values at a time.
+    /// Chosen where `im2col` / `col2im` move value by value anyway (narrow or strided outputs):
+    /// wide stride-1 rows are contiguous runs for them but 3-value pieces for rows (scratch3's
+    /// training step measured 7% slower with rows).
+    fn rows_layout(&self) -> bool {
         self.ow <= NARROW_OUTPUT || self.win.stride > 1
     }
 
@@ -516,8 +518,7 @@ fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
         if ch.direct {
             return transposed_product(geo, wt, gys, p, p, dx, false, parallel);
         }
-        // Rows where `col2im` would add value by value anyway (see `weight_grad_rows`).
-        let rows = geo.weight_grad_rows();
+        let rows = geo.rows_layout();
         if ch.b > 1 {
             let all = 0..geo.oh;
             return with_scratch(geo.cols_len(&ch, &all), ch.tmp_len, |dcols, tmp| {
@@ -580,7 +581,7 @@ fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
                     };
                     // The columns as `(n, G*K)` rows (`im2row`) where that is no dearer to
                     // write, else as `(G*K, n)`; a single pointwise image is its own columns.
-                    let rows = !ch.direct && geo.weight_grad_rows();
+                    let rows = !ch.direct && geo.rows_layout();
                     let cols = if rows {
                         im2row_into(xs, ch.dims, &geo.win, ys, cols_buf, parallel)?;
                         &*cols_buf
