@@ -24,11 +24,15 @@ OURS=target/release/examples/throughput
 rate() { "$@" | tail -n 1 | sed -n 's/^images\/s: //p'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
-# workload batch mode | our arguments | anchor arguments
+# workload batch mode | our arguments | anchor arguments [| anchor environment]
+# dcgan64-dfrozen runs our same GAN iteration against PyTorch with the discriminator's weights
+# out of autograd during the generator's step, as ours are (pytorch/examples' loop, the
+# dcgan64 row, computes their gradients there and discards them).
 ROWS=(
     "scratch3 32 train|--model scratch3 --input 128 --batch 32 --train|scratch3 32 torch-train"
     "resnet50-frozen 32 train|--model resnet50 --input 128 --batch 32 --train --freeze layer1|resnet50-frozen 32 torch-train"
     "dcgan64 64 train|--gan dcgan64 --batch 64|dcgan64 64 torch-train"
+    "dcgan64-dfrozen 64 train|--gan dcgan64 --batch 64|dcgan64 64 torch-train|ANCHOR_FREEZE_D=1"
     "mobilenetv2 16 train|--model mobilenetv2 --input 224 --batch 16 --train|mobilenetv2 16 torch-train"
     "scratch3 1 infer|--model scratch3 --input 128 --batch 1|scratch3 1 ort-infer"
     "scratch3 32 infer|--model scratch3 --input 128 --batch 32|scratch3 32 ort-infer"
@@ -40,7 +44,7 @@ DATE=$(date +%F)
 OUT=benches/results/cpu-$(echo "$CPU" | tr -cs 'A-Za-z0-9' '-' | sed 's/-$//')-$DATE.json
 JSON_ROWS=()
 for row in "${ROWS[@]}"; do
-    IFS='|' read -r label ours_args anchor_args <<<"$row"
+    IFS='|' read -r label ours_args anchor_args anchor_env <<<"$row"
     read -r workload batch mode <<<"$label"
     # Inference iterations last milliseconds: ten times as many keep the median steady.
     iters=$ITERS
@@ -51,7 +55,8 @@ for row in "${ROWS[@]}"; do
     for _ in $(seq "$ROUNDS"); do
         # shellcheck disable=SC2086
         OURS_RATES+=("$(rate "$OURS" $ours_args --iters "$iters")")
-        ANCHOR_RATES+=("$(rate "$VENV/bin/python" benches/torch_cpu_anchors.py "$a_work" "$a_batch" "$engine" "$iters" 2 2>/dev/null)")
+        # shellcheck disable=SC2086
+        ANCHOR_RATES+=("$(rate env $anchor_env "$VENV/bin/python" benches/torch_cpu_anchors.py "$a_work" "$a_batch" "$engine" "$iters" 2 2>/dev/null)")
     done
     ours=$(median "${OURS_RATES[@]}")
     anchor=$(median "${ANCHOR_RATES[@]}")

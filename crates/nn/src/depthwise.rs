@@ -550,7 +550,7 @@ impl CustomOp2 for DepthwiseGradInput {
         }
         let (s, p) = (self.op.stride, self.op.padding);
         let layout = Phased::new(h, wd, p, s);
-        let mut out = vec![0f32; n * c * h * wd];
+        let mut out = crate::cpu::zeroed(n * c * h * wd);
         out.par_chunks_mut((h * wd).max(1)).enumerate().for_each_init(
             || vec![0f32; layout.len()],
             |padded, (plane, dst)| {

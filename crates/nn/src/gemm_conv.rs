@@ -389,14 +389,14 @@ fn forward(
         return Ok(out);
     }
     if !pool {
-        let mut out = vec![0f32; geo.n * o * p];
+        let mut out = crate::cpu::zeroed(geo.n * o * p);
         for_chunks(geo, &mut out, o * p, |ci, out, parallel| {
             forward_chunk(geo, ci, x, wt, bias, act, out, parallel)
         })?;
         return Ok(out);
     }
     let (ph, pw) = (geo.oh / 2, ow / 2);
-    let mut out = vec![0f32; geo.n * o * ph * pw];
+    let mut out = crate::cpu::zeroed(geo.n * o * ph * pw);
     if out.is_empty() {
         return Ok(out);
     }
@@ -510,7 +510,7 @@ fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
     }
     let (p, o, ow) = (geo.p(), geo.o, geo.ow);
     let chw = geo.c * geo.h * geo.w;
-    let mut dx = vec![0f32; geo.n * chw];
+    let mut dx = crate::cpu::zeroed(geo.n * chw);
     for_chunks(geo, &mut dx, chw, |ci, dx, parallel| {
         let ch = geo.chunk(ci);
         let gys = &gy[ch.imgs.start * o * p..ch.imgs.end * o * p];

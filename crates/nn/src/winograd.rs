@@ -189,7 +189,7 @@ pub(crate) fn conv(
     let blocks = shape.blocks();
     let (rows_out, cols_out) = shape.out_hw();
     let plane_len = rows_out * cols_out;
-    let mut out = vec![0f32; n * o * plane_len];
+    let mut out = crate::cpu::zeroed(n * o * plane_len);
     // Every output plane cut at the blocks' boundaries, so that each block writes its own
     // pieces: block b's are those of its images' planes, image by image, channel by channel.
     let mut pieces: Vec<Vec<&mut [f32]>> = blocks.iter().map(|_| Vec::new()).collect();
