@@ -108,7 +108,7 @@ impl CustomOp1 for LeakyRelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, self.name())?;
-        let mut y = vec![0f32; x.len()];
+        let mut y = crate::cpu::zeroed(x.len());
         y.par_chunks_mut(BLOCK).zip(x.par_chunks(BLOCK)).for_each(|(y, x)| {
             crate::simd::leaky(y, x, self.slope);
         });
@@ -143,7 +143,7 @@ impl CustomOp2 for LeakyReluGrad {
         if g.len() != x.len() {
             bail!("leaky_relu backward: gradient {:?} for input {:?}", gl.shape(), xl.shape());
         }
-        let mut dx = vec![0f32; x.len()];
+        let mut dx = crate::cpu::zeroed(x.len());
         dx.par_chunks_mut(BLOCK)
             .zip(g.par_chunks(BLOCK))
             .zip(x.par_chunks(BLOCK))

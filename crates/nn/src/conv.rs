@@ -1091,7 +1091,7 @@ impl candle_core::CustomOp2 for ClipMask {
             bail!("clip mask: gradient {:?} for output {:?}", gl.shape(), yl.shape());
         }
         let max = self.max;
-        let mut out = vec![0f32; g.len()];
+        let mut out = crate::cpu::zeroed(g.len());
         out.par_chunks_mut(1 << 14).zip(g.par_chunks(1 << 14)).zip(y.par_chunks(1 << 14)).for_each(
             |((o, g), y)| {
                 crate::simd::clip_mask(o, g, y, max);

@@ -361,7 +361,7 @@ impl CustomOp3 for Normalize {
         let stats = f32_slice(ss, sl, self.name())?;
         let affine = f32_slice(as_, al, self.name())?;
         let (_, c, sp) = ncs(xl)?;
-        let mut y = vec![0f32; x.len()];
+        let mut y = crate::cpu::zeroed(x.len());
         y.par_chunks_mut(sp).zip(x.par_chunks(sp)).enumerate().for_each(|(plane, (dst, src))| {
             let ch = plane % c;
             let inv = 1.0 / (f64::from(stats[c + ch]) + self.eps).sqrt();
@@ -562,7 +562,7 @@ impl CustomOp3 for GradInput {
         let y = f32_slice(ys, yl, self.name())?;
         let (_, c, sp) = ncs(xl)?;
         let ch = &self.channel;
-        let mut dx = vec![0f32; x.len()];
+        let mut dx = crate::cpu::zeroed(x.len());
         dx.par_chunks_mut(sp).enumerate().for_each(|(plane, dst)| {
             let k = plane % c;
             let at = plane * sp;
@@ -604,7 +604,7 @@ impl CustomOp3 for ChannelAffine {
         if scale.len() != c || shift.len() != c {
             bail!("batch norm: {} scales for {c} channels", scale.len());
         }
-        let mut y = vec![0f32; x.len()];
+        let mut y = crate::cpu::zeroed(x.len());
         y.par_chunks_mut(sp.max(1)).zip(x.par_chunks(sp.max(1))).enumerate().for_each(
             |(plane, (dst, src))| {
                 simd::affine_act(dst, src, scale[plane % c], shift[plane % c], self.clip);
