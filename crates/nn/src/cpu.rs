@@ -1,7 +1,6 @@
 //! What the custom ops' CPU kernels share: the contiguous slice a layout covers, and a dispatch
 //! over the float storage types.
 
-use rayon::iter::ParallelExtend;
 use std::cell::RefCell;
 
 use candle_core::{bail, CpuStorage, Layout, Result};
@@ -348,9 +347,16 @@ pub(crate) fn zeroed(len: usize) -> Vec<f32> {
     if len < PARALLEL_ZERO {
         return vec![0f32; len];
     }
-    let mut v = Vec::with_capacity(len);
-    v.par_extend(rayon::iter::repeat_n(0f32, len));
-    v
+    // Blocks of `PARALLEL_ZERO` values, each a `memset`.
+    let clear = |_, part: &mut [std::mem::MaybeUninit<f32>]| {
+        part.fill(std::mem::MaybeUninit::new(0.0));
+        part.len()
+    };
+    match par_fill(len, PARALLEL_ZERO, clear) {
+        Ok(v) => v,
+        // Unreachable (every block is written whole); the plain allocation is still right.
+        Err(_) => vec![0f32; len],
+    }
 }
 
 #[cfg(test)]
