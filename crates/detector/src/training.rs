@@ -760,7 +760,7 @@ pub fn train_detector_with(
         sbi: config.sbi.is_some(),
         test_on_self_blends,
         split: [splits.train.len(), splits.valid.len(), splits.test.len()],
-        best_epoch: history.best().map_or(0, |r| r.epoch + 1),
+        best_epoch: history.best().map_or(0, |r| r.epoch),
         epochs: history.epochs.len(),
         skipped,
     };

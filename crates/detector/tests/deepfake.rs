@@ -177,6 +177,8 @@ fn self_blended_training_never_sees_a_fake() {
     config.sbi = Some(Default::default());
     let outcome = train_detector(&set, &config, &Device::Cpu).unwrap();
     assert!(outcome.report.sbi && outcome.card.sbi);
+    // Epochs are numbered from 1: the only epoch run is the one kept.
+    assert_eq!((outcome.report.best_epoch, outcome.report.epochs), (1, 1));
     // The test side is the set's own crops, fakes included.
     assert_eq!(outcome.report.test.n, outcome.report.split[2]);
     assert!(outcome.report.test.fakes > 0 && !outcome.report.test_on_self_blends);
