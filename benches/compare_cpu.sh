@@ -2,9 +2,10 @@
 # The CPU-kernel comparison: deeprecog (`examples/throughput`) against PyTorch CPU (training
 # steps) and onnxruntime (inference) on the same networks, batch sizes and cores, back to back,
 # one row at a time. Prints each row's images/s and ratio and writes
-# benches/results/cpu-<cpu>-<date>.json:
-#   {"cpu": "...", "cores": n, "date": "YYYY-MM-DD", "torch": "...", "onnxruntime": "...",
-#    "rounds": r, "rows": [{"workload", "batch", "mode", "anchor", "ours", "anchor_images_s", "ratio",
+# benches/results/cpu-<cpu>-f<family>m<model>-<date>.json:
+#   {"cpu": "...", "cpu_family": f, "cpu_model": m, "simd": "avx512" | "avx2", "cores": n,
+#    "date": "YYYY-MM-DD", "torch": "...", "onnxruntime": "...", "rounds": r,
+#    "rows": [{"workload", "batch", "mode", "anchor", "ours", "anchor_images_s", "ratio",
 #              "ours_runs", "anchor_runs"}]}   (ours, anchor_images_s: medians of the runs)
 # The anchors run in a scratch venv under target/ (torch, torchvision, onnx, onnxruntime);
 # nothing is added to the project. ITERS (default 5) timed iterations per training row, ten
@@ -40,8 +41,13 @@ ROWS=(
     "mobilenetv2 1 infer|--model mobilenetv2 --input 224 --batch 1|mobilenetv2 1 ort-infer"
 )
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+# A virtual machine's model name can be as short as "AMD EPYC" for a Zen 3 and a Zen 4 alike:
+# family, model and the widest vector extension tell them apart (and pick our kernels' path).
+FAMILY=$(sed -n 's/^cpu family[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+MODEL=$(sed -n 's/^model[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+SIMD=$(grep -m 1 -q ' avx512f' /proc/cpuinfo && echo avx512 || echo avx2)
 DATE=$(date +%F)
-OUT=benches/results/cpu-$(echo "$CPU" | tr -cs 'A-Za-z0-9' '-' | sed 's/-$//')-$DATE.json
+OUT=benches/results/cpu-$(echo "$CPU" | tr -cs 'A-Za-z0-9' '-' | sed 's/-$//')-f${FAMILY}m${MODEL}-$DATE.json
 JSON_ROWS=()
 for row in "${ROWS[@]}"; do
     IFS='|' read -r label ours_args anchor_args anchor_env <<<"$row"
@@ -69,8 +75,8 @@ VERSIONS=$("$VENV/bin/python" -c 'import torch, onnxruntime; print(torch.__versi
 read -r TORCH ORT <<<"$VERSIONS"
 mkdir -p benches/results
 {
-    printf '{"cpu": "%s", "cores": %s, "date": "%s", "torch": "%s", "onnxruntime": "%s", "rounds": %s, "rows": [\n' \
-        "$CPU" "$(nproc)" "$DATE" "$TORCH" "$ORT" "$ROUNDS"
+    printf '{"cpu": "%s", "cpu_family": %s, "cpu_model": %s, "simd": "%s", "cores": %s, "date": "%s", "torch": "%s", "onnxruntime": "%s", "rounds": %s, "rows": [\n' \
+        "$CPU" "$FAMILY" "$MODEL" "$SIMD" "$(nproc)" "$DATE" "$TORCH" "$ORT" "$ROUNDS"
     for i in "${!JSON_ROWS[@]}"; do
         sep=$([[ $i -lt $((${#JSON_ROWS[@]} - 1)) ]] && echo "," || true)
         printf '  %s%s\n' "${JSON_ROWS[$i]}" "$sep"

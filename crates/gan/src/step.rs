@@ -8,7 +8,8 @@
 //!    `label_noise`); DCGAN scores the halves separately (BatchNorm statistics per half) and
 //!    adds their losses, as pytorch/examples does.
 //! 2. The generator, through the discriminator with all-real targets (the non-saturating loss);
-//!    only the generator's optimizer steps. The seed GAN draws fresh latents for it; DCGAN
+//!    only the generator's optimizer steps, and the discriminator runs with its weights as
+//!    constants ([`Discriminator::forward_frozen`](crate::Discriminator::forward_frozen)). The seed GAN draws fresh latents for it; DCGAN
 //!    reuses the batch just generated.
 //!
 //! Every random draw (latents, label jitter, instance noise, the conditions given to generated
