@@ -40,24 +40,32 @@ pub(crate) fn product(dst: &mut [f32], a: &[f32], b: &[f32], (m, n, k): (usize, 
 /// and four broadcasts of `a` per twelve multiply-adds (32 vector registers on AVX-512).
 #[multiversion(targets("x86_64+avx512f+avx512vl"))]
 fn product_wide(dst: &mut [f32], a: &[f32], b: &[f32], mnk: (usize, usize, usize)) {
-    blocks::<4>(dst, a, b, mnk);
+    blocks::<4, 48>(dst, a, b, mnk);
 }
 
-/// Two rows by 48 columns: twelve 8-lane accumulators within AVX2's sixteen registers.
+/// Six rows by 16 columns: twelve 8-lane accumulators, two loads of `b` and a broadcast, 15 of
+/// AVX2's sixteen registers. (Two rows by 48 columns, the same twelve accumulators, needed six
+/// registers for `b`: the compiler kept four accumulators on the stack, reloaded and stored
+/// every step.)
 #[multiversion(targets("x86_64+avx2+fma"))]
 fn product_narrow(dst: &mut [f32], a: &[f32], b: &[f32], mnk: (usize, usize, usize)) {
-    blocks::<2>(dst, a, b, mnk);
+    blocks::<6, 16>(dst, a, b, mnk);
 }
 
-/// The product in column panels of 48, then 32 or 16, each swept by blocks of `R` rows and
-/// then single rows; `k` runs innermost so the accumulators stay in registers.
+/// The product in column panels of up to `W_MAX` (48, then 32 or 16), each swept by blocks of
+/// `R` rows and then smaller ones; `k` runs innermost so the accumulators stay in registers.
 #[inline(always)]
-fn blocks<const R: usize>(dst: &mut [f32], a: &[f32], b: &[f32], (m, n, k): (usize, usize, usize)) {
+fn blocks<const R: usize, const W_MAX: usize>(
+    dst: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+) {
     let mut j = 0;
     while j < n {
         j += match n - j {
-            w if w >= 48 => panel::<R, 48>(dst, a, b, (m, n, k), j),
-            32 => panel::<R, 32>(dst, a, b, (m, n, k), j),
+            w if W_MAX >= 48 && w >= 48 => panel::<R, 48>(dst, a, b, (m, n, k), j),
+            32 if W_MAX >= 32 => panel::<R, 32>(dst, a, b, (m, n, k), j),
             _ => panel::<R, 16>(dst, a, b, (m, n, k), j),
         };
     }
@@ -79,6 +87,16 @@ fn panel<const R: usize, const W: usize>(
         while i + R <= m {
             tile::<R, W>(dst, a, b, (n, k), (i, j), depth.clone());
             i += R;
+        }
+        // The rows left over in blocks of 4 and 2 where they fit: a single row has too few
+        // accumulators to hide the multiply-add's latency (two chains where eight are needed).
+        if R > 4 && i + 4 <= m {
+            tile::<4, W>(dst, a, b, (n, k), (i, j), depth.clone());
+            i += 4;
+        }
+        if R > 2 && i + 2 <= m {
+            tile::<2, W>(dst, a, b, (n, k), (i, j), depth.clone());
+            i += 2;
         }
         while i < m {
             tile::<1, W>(dst, a, b, (n, k), (i, j), depth.clone());
@@ -143,7 +161,8 @@ mod tests {
 
     #[test]
     fn products_match_an_f64_triple_loop() {
-        // Row counts around the 4- and 2-row blocks, every panel width mix (16 .. 112), k from 1.
+        // Row counts around the 4- and 6-row blocks, every panel width mix (16 .. 112), k from 1
+        // to past one depth block.
         for (case, &(m, n, k)) in [
             (1, 16, 1),
             (3, 32, 5),
@@ -153,6 +172,7 @@ mod tests {
             (9, 96, 33),
             (16, 112, 64),
             (2, 160, 9),
+            (13, 48, 150),
         ]
         .iter()
         .enumerate()
@@ -172,7 +192,7 @@ mod tests {
             // Both instruction sets' blockings where this machine has them.
             let mut narrow = vec![f32::NAN; m * n];
             product_narrow(&mut narrow, &a, &b, (m, n, k));
-            assert_eq!(narrow, dst, "{m}x{n}x{k}: the 2-row blocking agrees bit for bit");
+            assert_eq!(narrow, dst, "{m}x{n}x{k}: the 6-row blocking agrees bit for bit");
         }
     }
 }
