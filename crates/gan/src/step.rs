@@ -9,8 +9,8 @@
 //!    adds their losses, as pytorch/examples does.
 //! 2. The generator, through the discriminator with all-real targets (the non-saturating loss);
 //!    only the generator's optimizer steps, and the discriminator runs with its weights as
-//!    constants ([`Discriminator::forward_frozen`](crate::Discriminator::forward_frozen)). The seed GAN draws fresh latents for it; DCGAN
-//!    reuses the batch just generated.
+//!    constants ([`Discriminator::forward_frozen`](crate::Discriminator::forward_frozen)).
+//!    The seed GAN draws fresh latents for it; DCGAN reuses the batch just generated.
 //!
 //! Every random draw (latents, label jitter, instance noise, the conditions given to generated
 //! images) comes from the stream of `(seed, step, name)`, so a resumed run repeats the
