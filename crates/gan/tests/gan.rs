@@ -107,19 +107,29 @@ fn dcgan_parameter_names_are_pytorch_examples() {
     assert_eq!(total, 3_576_704 + 2 * 960);
 }
 
-#[test]
-fn every_parameter_gets_a_gradient() {
-    for config in [
+/// Seed, DCGAN, conditional and spectral-norm DCGAN, small.
+fn every_kind() -> [GanConfig; 4] {
+    [
         small(GanConfig::seed(24)),
         small(GanConfig::dcgan(32)),
         small(GanConfig::conditional(32, vec![Attribute::Eyeglasses])),
         GanConfig { spectral_norm: true, ..small(GanConfig::dcgan(32)) },
-    ] {
+    ]
+}
+
+/// Four seeded latents, and conditions where `config` takes them.
+fn four_inputs(config: &GanConfig) -> (Tensor, Option<Tensor>) {
+    let y = config
+        .is_conditional()
+        .then(|| Tensor::new(&[[1f32], [-1.0], [1.0], [-1.0]], &dev()).unwrap());
+    (latents(4, config.latent_dim, 0, "z", &dev()).unwrap(), y)
+}
+
+#[test]
+fn every_parameter_gets_a_gradient() {
+    for config in every_kind() {
         let step = GanStep::new(&config, &GanOptim::recipe(config.arch), 2, &dev()).unwrap();
-        let y = config
-            .is_conditional()
-            .then(|| Tensor::new(&[[1f32], [-1.0], [1.0], [-1.0]], &dev()).unwrap());
-        let z = latents(4, config.latent_dim, 0, "z", &dev()).unwrap();
+        let (z, y) = four_inputs(&config);
         let fake = step.generator().forward(&z, y.as_ref(), true).unwrap();
         let loss = step
             .discriminator()
@@ -148,16 +158,8 @@ fn every_parameter_gets_a_gradient() {
 
 #[test]
 fn a_frozen_discriminator_passes_the_same_gradients_to_the_generator() {
-    for config in [
-        small(GanConfig::seed(24)),
-        small(GanConfig::dcgan(32)),
-        small(GanConfig::conditional(32, vec![Attribute::Eyeglasses])),
-        GanConfig { spectral_norm: true, ..small(GanConfig::dcgan(32)) },
-    ] {
-        let y = config
-            .is_conditional()
-            .then(|| Tensor::new(&[[1f32], [-1.0], [1.0], [-1.0]], &dev()).unwrap());
-        let z = latents(4, config.latent_dim, 0, "z", &dev()).unwrap();
+    for config in every_kind() {
+        let (z, y) = four_inputs(&config);
         // Two identically seeded steps: a training-mode pass moves the spectral-norm vectors.
         let run = |frozen: bool| {
             let step = GanStep::new(&config, &GanOptim::recipe(config.arch), 2, &dev()).unwrap();

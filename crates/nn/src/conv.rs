@@ -261,11 +261,7 @@ pub(crate) fn im2col_into<T: WithDType>(
                 }
             }
         };
-        if parallel {
-            out.par_chunks_mut(n * p).enumerate().for_each(fill_row);
-        } else {
-            out.chunks_mut(n * p).enumerate().for_each(fill_row);
-        }
+        each_chunk(out, n * p, parallel, fill_row);
         return Ok(());
     }
     let runs = win.runs(w, ow, kw);
@@ -292,11 +288,7 @@ pub(crate) fn im2col_into<T: WithDType>(
             }
         }
     };
-    if parallel {
-        out.par_chunks_mut(n * p).enumerate().for_each(fill_row);
-    } else {
-        out.chunks_mut(n * p).enumerate().for_each(fill_row);
-    }
+    each_chunk(out, n * p, parallel, fill_row);
     Ok(())
 }
 
@@ -401,11 +393,7 @@ pub(crate) fn col2im_into<T: WithDType>(
                 }
             }
         };
-        if parallel {
-            out.par_chunks_mut(h * w).enumerate().for_each(add_plane);
-        } else {
-            out.chunks_mut(h * w).enumerate().for_each(add_plane);
-        }
+        each_chunk(out, h * w, parallel, add_plane);
         return Ok(());
     }
     let runs = win.runs(w, ow, kw);
@@ -423,11 +411,7 @@ pub(crate) fn col2im_into<T: WithDType>(
             }
         }
     };
-    if parallel {
-        out.par_chunks_mut(h * w).enumerate().for_each(add_plane);
-    } else {
-        out.chunks_mut(h * w).enumerate().for_each(add_plane);
-    }
+    each_chunk(out, h * w, parallel, add_plane);
     Ok(())
 }
 
@@ -444,21 +428,14 @@ pub(crate) fn im2row_into(
     out: &mut [f32],
     parallel: bool,
 ) -> Result<()> {
-    let (oh, ow) = win.out_hw(h, w)?;
     let (kh, kw) = win.kernel;
-    if ys.start > ys.end || ys.end > oh {
-        bail!("im2row: output rows {ys:?} of {oh}");
-    }
-    let k = c * kh * kw;
+    let RowTaps { ty, tx, inside, ow, k } = RowTaps::new("im2row", (c, h, w), win, &ys)?;
     if out.len() != n * ys.len() * ow * k || x.len() != n * c * h * w {
         bail!("im2row: buffers of {} and {} values for {n}x{c}x{h}x{w}", x.len(), out.len());
     }
     if out.is_empty() {
         return Ok(());
     }
-    let ty = win.taps(h, oh, kh);
-    let tx = win.taps(w, ow, kw);
-    let inside = adjacent_taps(win, &tx, ow, kw);
     let rows = ys.len();
     let fill = |(r, block): (usize, &mut [f32])| {
         let (img, y) = (r / rows, ys.start + r % rows);
@@ -493,11 +470,7 @@ pub(crate) fn im2row_into(
             }
         }
     };
-    if parallel {
-        out.par_chunks_mut(ow * k).enumerate().for_each(fill);
-    } else {
-        out.chunks_mut(ow * k).enumerate().for_each(fill);
-    }
+    each_chunk(out, ow * k, parallel, fill);
     Ok(())
 }
 
@@ -512,12 +485,8 @@ pub(crate) fn row2im_into(
     out: &mut [f32],
     parallel: bool,
 ) -> Result<()> {
-    let (oh, ow) = win.out_hw(h, w)?;
     let (kh, kw) = win.kernel;
-    if ys.start > ys.end || ys.end > oh {
-        bail!("row2im: output rows {ys:?} of {oh}");
-    }
-    let k = c * kh * kw;
+    let RowTaps { ty, tx, inside, ow, k } = RowTaps::new("row2im", (c, h, w), win, &ys)?;
     let p = ys.len() * ow;
     if rows_data.len() != n * p * k || out.len() != n * c * h * w {
         bail!("row2im: {} values for {n} x {p} rows of {k}", rows_data.len());
@@ -525,9 +494,6 @@ pub(crate) fn row2im_into(
     if out.is_empty() {
         return Ok(());
     }
-    let ty = win.taps(h, oh, kh);
-    let tx = win.taps(w, ow, kw);
-    let inside = adjacent_taps(win, &tx, ow, kw);
     let add_plane = |(plane_idx, plane): (usize, &mut [f32])| {
         let (img, ch) = (plane_idx / c, plane_idx % c);
         let image_rows = &rows_data[img * p * k..(img + 1) * p * k];
@@ -555,11 +521,7 @@ pub(crate) fn row2im_into(
             }
         }
     };
-    if parallel {
-        out.par_chunks_mut(h * w).enumerate().for_each(add_plane);
-    } else {
-        out.chunks_mut(h * w).enumerate().for_each(add_plane);
-    }
+    each_chunk(out, h * w, parallel, add_plane);
     Ok(())
 }
 
@@ -572,16 +534,57 @@ fn add_fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// For each output position along a row, the first of its `kw` sources when they are all
-/// inside the input and adjacent (dilation 1): where a row's values are one contiguous piece.
-fn adjacent_taps(win: &Window, tx: &[Option<usize>], ow: usize, kw: usize) -> Vec<Option<usize>> {
-    (0..ow)
-        .map(|xo| {
-            let taps = &tx[xo * kw..(xo + 1) * kw];
-            let adjacent = win.dilation == 1 && taps.iter().all(Option::is_some);
-            taps[0].filter(|_| adjacent)
-        })
-        .collect()
+/// `f((index, chunk))` for each `size`-long chunk of `out`, on rayon's threads when `parallel`.
+fn each_chunk<T: Send>(
+    out: &mut [T],
+    size: usize,
+    parallel: bool,
+    f: impl Fn((usize, &mut [T])) + Send + Sync,
+) {
+    if parallel {
+        out.par_chunks_mut(size).enumerate().for_each(f);
+    } else {
+        out.chunks_mut(size).enumerate().for_each(f);
+    }
+}
+
+/// What [`im2row_into`] and [`row2im_into`] look up for output rows `ys` of `(C, H, W)` images.
+struct RowTaps {
+    /// The source row of each (output row, kernel row), `None` in the padding.
+    ty: Vec<Option<usize>>,
+    /// The source column of each (output column, kernel column).
+    tx: Vec<Option<usize>>,
+    /// For each output column, the first of its `kw` sources when they are all inside the
+    /// input and adjacent (dilation 1): where a row's values are one contiguous piece.
+    inside: Vec<Option<usize>>,
+    /// Output width.
+    ow: usize,
+    /// Values per row: `C*kh*kw`.
+    k: usize,
+}
+
+impl RowTaps {
+    fn new(
+        op: &str,
+        (c, h, w): (usize, usize, usize),
+        win: &Window,
+        ys: &Range<usize>,
+    ) -> Result<Self> {
+        let (oh, ow) = win.out_hw(h, w)?;
+        let (kh, kw) = win.kernel;
+        if ys.start > ys.end || ys.end > oh {
+            bail!("{op}: output rows {ys:?} of {oh}");
+        }
+        let tx = win.taps(w, ow, kw);
+        let inside = (0..ow)
+            .map(|xo| {
+                let taps = &tx[xo * kw..(xo + 1) * kw];
+                let adjacent = win.dilation == 1 && taps.iter().all(Option::is_some);
+                taps[0].filter(|_| adjacent)
+            })
+            .collect();
+        Ok(Self { ty: win.taps(h, oh, kh), tx, inside, ow, k: c * kh * kw })
+    }
 }
 
 fn dims4(layout: &Layout) -> Result<(usize, usize, usize, usize)> {
