@@ -13,6 +13,10 @@ use candle_core::{Device, Result, Tensor};
 use deeprecog_nn::conv::{conv2d_act, Activation, Conv2dParams};
 use deeprecog_nn::depthwise::{depthwise_conv2d_act, Padding};
 
+// The allocator the project's binaries use: outputs reuse freed blocks instead of fresh pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Median milliseconds of `f` over 25 timings, after two warm-up calls.
 fn median_ms(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;

@@ -1,24 +1,26 @@
 //! The f32 CPU convolution as one custom op: forward, and its input and weight gradients, each
-//! an `im2col` (or `col2im`) and a GEMM per chunk of images, reading and writing NCHW buffers
-//! in place.
+//! an `im2col` (or `col2im`) and a product per chunk of images, reading and writing NCHW
+//! buffers in place.
 //!
 //! [`crate::conv::im2col`] + `matmul` + transpose as separate candle ops cost, per
 //! convolution, the whole batch's columns in memory, a transpose of the output (and of its
 //! gradient) between `(O, N*P)` and NCHW, and one autograd node per step, each of which candle's
 //! backward pass accumulates into a fresh zeroed gradient. Here the batch is cut into chunks
 //! of images whose columns (`C*kh*kw x B*OH*OW`) fit a per-thread scratch buffer; with one image
-//! per chunk the GEMM writes the image's `(O, OH*OW)` output plane block directly, with several
-//! (small feature maps, where one image's columns would starve the micro-kernel) the chunk's
-//! output is scattered back. A single image whose columns outgrow L2 is computed in bands of
-//! output rows, each band's columns written and multiplied while still in cache. Chunks run in
-//! parallel (one single-threaded GEMM each) when there are at least as many as threads, else
-//! one after the other with a parallel GEMM (a lone image's bands side by side instead). The
-//! weight gradient sums over chunks in a fixed partition and order, so results do not depend
-//! on scheduling. The bias and a following ReLU are applied to each output plane while it is
-//! in cache.
+//! per chunk the product writes the image's `(O, OH*OW)` output plane block directly, with
+//! several (small feature maps, where one image's columns would starve the micro-kernel) the
+//! chunk's output is scattered back. A single image whose columns outgrow L2 is computed in
+//! bands of output rows, each band's columns written and multiplied while still in cache.
+//! Chunks run in parallel (one single-threaded product each) when there are at least as many
+//! as threads, else one after the other with the product's rows split over the threads (a lone
+//! image's bands side by side instead). The forward products run on [`crate::planes`] (the
+//! weight packed once per call, or once for a constant weight; the bias and activation applied
+//! in registers; the output never cleared), the gradients' on `gemm`. The weight gradient sums
+//! over chunks in a fixed partition and order, so results do not depend on scheduling.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -30,7 +32,8 @@ use crate::conv::{
 };
 use crate::cpu::{f32_slice, with_scratch, ConvGrads};
 use crate::memo::KeptBuffer;
-use crate::sgemm::{matmul, matmul_new_blocks, par_column_bands, Mat, MatMut};
+use crate::planes::{self, Epilogue};
+use crate::sgemm::{matmul, Mat, MatMut};
 
 /// Columns per GEMM below which images are grouped into one chunk: the AVX-512 micro-kernel
 /// covers 48 x 6 (or 6 x 48) outputs at a time, and packing costs are paid per product.
@@ -41,9 +44,6 @@ const MIN_CHUNK_COLUMNS: usize = 256;
 /// core's L2 cache. Measured on AVX-512 (`benches/NOTES.md`), a 3x3 convolution's product over
 /// a whole 64x64 image ran at 41-61 GFLOP/s on one core, over 256-column bands at 76-91.
 const BAND_VALUES: usize = 64 * 1024;
-
-/// Values per parallel task of an epilogue pass (bias and activation).
-const EPILOGUE_BLOCK: usize = 1 << 14;
 
 /// Fewest columns in a band: the weight is packed once per product, so a band must be wide
 /// enough for that to stay a small fraction of its work.
@@ -223,7 +223,7 @@ impl Geometry {
         if ch.b == 1 {
             return gys;
         }
-        regroup(gys, tmp, (ch.b, self.o, self.p()), false);
+        regroup(gys, tmp, (ch.b, self.o, self.p()));
         tmp
     }
 }
@@ -243,11 +243,11 @@ struct Chunk {
 
 /// Runs `f(chunk index, chunk's slice of out, parallel GEMM?)` over the geometry's chunks, in
 /// parallel when the geometry says so. `per_image` is the length of one image's block in `out`.
-fn for_chunks(
+fn for_chunks<T: Send>(
     geo: &Geometry,
-    out: &mut [f32],
+    out: &mut [T],
     per_image: usize,
-    f: impl Fn(usize, &mut [f32], bool) -> Result<()> + Sync,
+    f: impl Fn(usize, &mut [T], bool) -> Result<()> + Sync,
 ) -> Result<()> {
     let chunk_len = (geo.per_chunk * per_image).max(1);
     if geo.parallel_chunks {
@@ -257,42 +257,14 @@ fn for_chunks(
     }
 }
 
-/// `(B, O, P)` (NCHW) into `(O, B*P)` (the GEMM's layout for a chunk), or back with `to_nchw`.
-fn regroup(src: &[f32], dst: &mut [f32], (b, o, p): (usize, usize, usize), to_nchw: bool) {
+/// `(B, O, P)` (NCHW) into `(O, B*P)` (the GEMM's layout for a chunk).
+fn regroup(src: &[f32], dst: &mut [f32], (b, o, p): (usize, usize, usize)) {
     for img in 0..b {
         for ch in 0..o {
             let (nchw, gemm) = ((img * o + ch) * p, ch * b * p + img * p);
-            if to_nchw {
-                dst[nchw..nchw + p].copy_from_slice(&src[gemm..gemm + p]);
-            } else {
-                dst[gemm..gemm + p].copy_from_slice(&src[nchw..nchw + p]);
-            }
+            dst[gemm..gemm + p].copy_from_slice(&src[nchw..nchw + p]);
         }
     }
-}
-
-/// `dst_g = W_g cols_g` for each group `g`: `cols` is `(G*K, n)`, and `dst` holds each group's
-/// `O/G` rows of `n` values, `rs` apart.
-fn product(
-    geo: &Geometry,
-    wt: &[f32],
-    cols: &[f32],
-    n: usize,
-    dst: &mut [f32],
-    rs: usize,
-    parallel: bool,
-) -> Result<()> {
-    let (k, og) = (geo.k(), geo.og());
-    for g in 0..geo.groups {
-        matmul(
-            MatMut { data: &mut dst[g * og * rs..], rows: og, cols: n, rs, cs: 1 },
-            Mat::rows(&wt[g * og * k..], og, k),
-            Mat::rows(&cols[g * k * n..], k, n),
-            false,
-            parallel,
-        )?;
-    }
-    Ok(())
 }
 
 /// `dcols_g = W_g^T dY_g` for each group `g`: `dy` holds each group's `O/G` rows of `n` values,
@@ -368,31 +340,48 @@ fn forward(
         return crate::winograd::conv(x, dims, &u, geo.o, geo.win.padding, bias, act, pool);
     }
     let (p, o, ow) = (geo.p(), geo.o, geo.ow);
+    // The products run on `planes`, over the weight packed once per call (or once for a
+    // constant weight, kept in `transformed`), group after group.
+    let (k, og) = (geo.k(), geo.og());
+    let per_group = planes::packed_len(og, k);
+    let pack = || {
+        let mut packed = Vec::with_capacity(geo.groups * per_group);
+        for w in wt.chunks_exact((og * k).max(1)).take(geo.groups) {
+            packed.extend(planes::pack(w, (og, k)));
+        }
+        Ok(packed)
+    };
+    let packed = match transformed {
+        Some(kept) => kept.get(geo.groups * per_group, pack)?,
+        None => Cow::Owned(pack()?),
+    };
     if geo.n == 1 && geo.groups == 1 && geo.pointwise() && !pool {
-        // One image through a 1x1 layer: the product is the NCHW output, its output channels
-        // split over the threads, each block written once by a single-threaded product and
-        // given its bias and activation while still in that core's cache.
+        // One image through a 1x1 layer: the input is the product's right operand and the
+        // output planes its rows, split over the threads in whole register blocks.
         let threads = rayon::current_num_threads().max(1);
-        let epilogue = bias.is_some() || act != Activation::Identity;
-        let out = matmul_new_blocks(
-            Mat::rows(wt, o, geo.c),
-            Mat::rows(x, geo.c, p),
-            o.div_ceil(threads),
-            |first, planes| {
-                if epilogue {
-                    for (i, v) in planes.chunks_mut(p.max(1)).enumerate() {
-                        crate::simd::bias_act(v, bias.map_or(0.0, |b| b[first + i]), act);
-                    }
-                }
-            },
-        )?;
-        return Ok(out);
+        let block = o.div_ceil(threads).next_multiple_of(planes::block_rows()) * p.max(1);
+        return crate::cpu::par_fill(o * p, block, |start, part| {
+            let first = start / p.max(1);
+            let mut rows: Vec<_> = part.chunks_mut(p.max(1)).collect();
+            let bias = bias.map(|b| &b[first..]);
+            planes::product(&mut rows, &packed[first * k..], x, (p, k, p), Epilogue { bias, act });
+            part.len()
+        });
     }
     if !pool {
-        let mut out = crate::cpu::zeroed(geo.n * o * p);
-        for_chunks(geo, &mut out, o * p, |ci, out, parallel| {
-            forward_chunk(geo, ci, x, wt, bias, act, out, parallel)
+        // Every value is written by a product (or copied from one), so nothing is cleared.
+        let len = geo.n * o * p;
+        let mut out = Vec::with_capacity(len);
+        for_chunks(geo, &mut out.spare_capacity_mut()[..len], o * p, |ci, out, parallel| {
+            forward_chunk(geo, ci, x, &packed, bias, act, out, parallel)
         })?;
+        // SAFETY: the chunks cover the first `len` slots and `forward_chunk` writes all of a
+        // chunk's values or fails (and then `?` above returned before this point); `f32`
+        // needs no drop and the capacity is at least `len`.
+        #[allow(unsafe_code)]
+        unsafe {
+            out.set_len(len);
+        }
         return Ok(out);
     }
     let (ph, pw) = (geo.oh / 2, ow / 2);
@@ -404,7 +393,8 @@ fn forward(
         let mut full = UNPOOLED.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let len = geo.chunk(ci).b * o * p;
         full.resize(len.max(full.len()), 0.0);
-        forward_chunk(geo, ci, x, wt, bias, act, &mut full[..len], parallel)?;
+        let unpooled = planes::uninit(&mut full[..len]);
+        forward_chunk(geo, ci, x, &packed, bias, act, unpooled, parallel)?;
         for (src, dst) in full[..len].chunks_exact(p).zip(out.chunks_exact_mut(ph * pw)) {
             for (y, row) in dst.chunks_exact_mut(pw).enumerate() {
                 let (top, bottom) = src[2 * y * ow..(2 * y + 2) * ow].split_at(ow);
@@ -417,16 +407,17 @@ fn forward(
     Ok(out)
 }
 
-/// Chunk `ci`'s output, bias and activation applied, into its NCHW block `out`.
+/// Chunk `ci`'s output, bias and activation applied, into its NCHW block `out`, every value
+/// written. `packed` is the weight as [`planes::pack`] lays it out, group after group.
 #[allow(clippy::too_many_arguments)]
 fn forward_chunk(
     geo: &Geometry,
     ci: usize,
     x: &[f32],
-    wt: &[f32],
+    packed: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     parallel: bool,
 ) -> Result<()> {
     let (p, o, ow) = (geo.p(), geo.o, geo.ow);
@@ -434,66 +425,84 @@ fn forward_chunk(
     let ch = geo.chunk(ci);
     let xs = &x[ch.imgs.start * chw..ch.imgs.end * chw];
     let bands = geo.bands(&ch, true);
-    let epilogue = bias.is_some() || act != Activation::Identity;
+    let (k, og) = (geo.k(), geo.og());
+    let per_group = planes::packed_len(og, k);
+    // Group g's packed weight and epilogue.
+    let group = |g: usize| {
+        let bias = bias.map(|b| &b[g * og..]);
+        (&packed[g * per_group..], Epilogue { bias, act })
+    };
     if ch.b > 1 {
         let all = 0..geo.oh;
+        let n = ch.cols_n;
         with_scratch(geo.cols_len(&ch, &all), ch.tmp_len, |cols_buf, tmp| {
             let cols = geo.columns(&ch, xs, all, cols_buf, parallel)?;
-            product(geo, wt, cols, ch.cols_n, tmp, ch.cols_n, parallel)?;
-            regroup(tmp, out, (ch.b, o, p), true);
-            Ok::<_, candle_core::Error>(())
-        })?;
+            for g in 0..geo.groups {
+                let (w, e) = group(g);
+                let dst = planes::uninit(&mut tmp[g * og * n..]);
+                planes::product_rows(
+                    dst,
+                    (og, n),
+                    0..n,
+                    w,
+                    &cols[g * k * n..],
+                    (k, n),
+                    e,
+                    parallel,
+                );
+            }
+            ungroup(tmp, out, (ch.b, o, p));
+            Ok(())
+        })
     } else if parallel && bands.len() > 1 {
         // One image on all threads: bands side by side, each band's single-threaded products
         // written straight into its columns of the output planes (rather than each band's
-        // small product split across threads), and given the bias and activation while they
-        // are in that core's cache.
+        // small product split across threads), with the bias and activation in registers.
         let columns: Vec<Range<usize>> =
             bands.iter().map(|ys| ys.start * ow..ys.end * ow).collect();
-        let (k, og) = (geo.k(), geo.og());
-        let planes = MatMut { data: out, rows: o, cols: p, rs: p, cs: 1 };
-        par_column_bands(planes, &columns, |i, mut band| {
+        planes::par_column_bands(out, (o, p, p), &columns, |i, mut band| {
             let ys = bands[i].clone();
             let n = ys.len() * ow;
             with_scratch(geo.cols_len(&ch, &ys), 0, |cols_buf, _| {
                 let cols = geo.columns(&ch, xs, ys, cols_buf, false)?;
-                for g in 0..geo.groups {
-                    let lhs = Mat::rows(&wt[g * og * k..], og, k);
-                    band.product(g * og, lhs, Mat::rows(&cols[g * k * n..], k, n))?;
+                let mut rows = band.rows();
+                for (g, rows) in rows.chunks_mut(og.max(1)).enumerate().take(geo.groups) {
+                    let (w, e) = group(g);
+                    planes::product(rows, w, &cols[g * k * n..], (n, k, n), e);
                 }
-                Ok::<_, candle_core::Error>(())
-            })?;
-            if epilogue {
-                band.for_each_row(|r, row| {
-                    crate::simd::bias_act(row, bias.map_or(0.0, |b| b[r]), act);
-                });
-            }
-            Ok(())
-        })?;
-        return Ok(());
+                Ok(())
+            })
+        })
     } else {
         // The product's rows are the image's output planes (`P` apart), a band at a time.
         for ys in bands {
             with_scratch(geo.cols_len(&ch, &ys), 0, |cols_buf, _| {
                 let n = ys.len() * ow;
-                let dst = &mut out[ys.start * ow..];
-                let cols = geo.columns(&ch, xs, ys, cols_buf, parallel)?;
-                product(geo, wt, cols, n, dst, p, parallel)
+                let cols = geo.columns(&ch, xs, ys.clone(), cols_buf, parallel)?;
+                let at = ys.start * ow..ys.end * ow;
+                for g in 0..geo.groups {
+                    let (w, e) = group(g);
+                    let dst = &mut out[g * og * p..];
+                    let b = &cols[g * k * n..];
+                    planes::product_rows(dst, (og, p), at.clone(), w, b, (k, n), e, parallel);
+                }
+                Ok::<_, candle_core::Error>(())
             })?;
         }
+        Ok(())
     }
-    if epilogue {
-        let epilogue = |(plane, values): (usize, &mut [f32])| {
-            crate::simd::bias_act(values, bias.map_or(0.0, |b| b[plane % o]), act);
-        };
-        if parallel {
-            let planes = (EPILOGUE_BLOCK / p.max(1)).max(1);
-            out.par_chunks_mut(p.max(1)).with_min_len(planes).enumerate().for_each(epilogue);
-        } else {
-            out.chunks_mut(p.max(1)).enumerate().for_each(epilogue);
+}
+
+/// A chunk's `(O, B*P)` product back into its NCHW block `(B, O, P)`.
+fn ungroup(src: &[f32], dst: &mut [MaybeUninit<f32>], (b, o, p): (usize, usize, usize)) {
+    for img in 0..b {
+        for ch in 0..o {
+            let (nchw, gemm) = ((img * o + ch) * p, ch * b * p + img * p);
+            for (d, &v) in dst[nchw..nchw + p].iter_mut().zip(&src[gemm..gemm + p]) {
+                d.write(v);
+            }
         }
     }
-    Ok(())
 }
 
 /// The input gradient: per chunk (or band of one image's output rows) `dcols = W^T dY` and

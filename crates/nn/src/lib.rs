@@ -34,6 +34,7 @@ mod memo;
 pub mod norm;
 pub mod optim;
 mod panel;
+mod planes;
 pub mod pool;
 pub mod preprocess;
 pub mod schedule;
