@@ -20,6 +20,7 @@ const COL_STEP: usize = 16;
 
 /// Rows of `b` per pass when the depth is larger: 512 rows of 48 columns are 96 KiB, an L2
 /// resident panel that every row block of `a` sweeps.
+#[cfg(target_arch = "x86_64")]
 const DEPTH: usize = 512;
 
 /// The bias and activation applied to a finished register block.
@@ -398,12 +399,14 @@ fn product_narrow(
 /// Values of `b` a column block may hold (256 KiB): it stays in L2 while every row block of
 /// `a` sweeps it, and each row block's packed values (8 x 512 at most, 16 KiB) stay in L1
 /// while it sweeps the column block.
+#[cfg(target_arch = "x86_64")]
 const COLUMN_BLOCK_VALUES: usize = 64 * 1024;
 
 /// Calls `tile(rows of dst, packed block of a, columns, depth, last, epilogue of those rows)`
 /// for each depth block, each column block within it (whole multiples of `panel` columns
 /// holding at most [`COLUMN_BLOCK_VALUES`] of `b`) and each block of `r` rows (`a` packed by
 /// [`pack`] for `r`): `a` streams once per column block, not once per panel.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn each_block<'e>(
     dst: &mut [&mut [MaybeUninit<f32>]],
