@@ -60,6 +60,23 @@ impl Conv {
         }
         self.conv.forward_bn_t(x, &bn.0, train, act)
     }
+
+    /// `act(bn(conv(x)) + residual)`, in evaluation mode as one pass
+    /// ([`Conv2d::forward_bn_residual_t`]).
+    pub(crate) fn forward_bn_residual_t(
+        &self,
+        x: &Tensor,
+        bn: &BatchNorm,
+        train: bool,
+        residual: &Tensor,
+        act: Activation,
+    ) -> Result<Tensor> {
+        if train {
+            let y = self.forward_bn_t(x, bn, train, Activation::Identity)?;
+            return deeprecog_nn::activation::add_act(&y, residual, act);
+        }
+        self.conv.forward_bn_residual_t(x, &bn.0, train, residual, act)
+    }
 }
 
 pub(crate) fn kaiming_fan_out() -> Init {

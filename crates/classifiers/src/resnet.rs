@@ -146,17 +146,20 @@ impl Block {
 
 impl ModuleT for Block {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = x.clone();
-        let last = self.convs.len() - 1;
-        for (i, (c, bn)) in self.convs.iter().enumerate() {
-            let act = if i < last { Activation::Relu } else { Activation::Identity };
-            y = c.forward_bn_t(&y, bn, train, act)?;
-        }
         let shortcut = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        add_act(&y, &shortcut, Activation::Relu)
+        let Some(((last, last_bn), convs)) = self.convs.split_last() else {
+            return add_act(x, &shortcut, Activation::Relu);
+        };
+        let mut y = x.clone();
+        for (c, bn) in convs {
+            y = c.forward_bn_t(&y, bn, train, Activation::Relu)?;
+        }
+        // The shortcut is added in the last convolution's epilogue where nothing records
+        // gradients (inference), else by a separate op: the same values either way.
+        last.forward_bn_residual_t(&y, last_bn, train, &shortcut, Activation::Relu)
     }
 }
 

@@ -785,6 +785,58 @@ pub(crate) fn conv2d_act_kept(
     }
 }
 
+/// `act(conv2d(x, weight) + bias + residual)`: a residual block's last convolution and its
+/// addition. When nothing records gradients (constants, as in an inference model) on the CPU
+/// in f32, the residual is added in the convolution's epilogue, with no separate pass over the
+/// output: the same values, bit for bit, as [`conv2d_act`] with no activation followed by
+/// [`crate::activation::add_act`], which is what runs otherwise.
+///
+/// # Errors
+/// As [`conv2d`], and a residual of another shape than the convolution's output.
+pub fn conv2d_residual_act(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: &Tensor,
+    p: Conv2dParams,
+    act: Activation,
+) -> Result<Tensor> {
+    conv2d_residual_act_kept(x, weight, bias, residual, p, act, None)
+}
+
+/// [`conv2d_residual_act`], a constant weight's packing kept in `transformed`.
+pub(crate) fn conv2d_residual_act_kept(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: &Tensor,
+    p: Conv2dParams,
+    act: Activation,
+    transformed: Option<&KeptBuffer>,
+) -> Result<Tensor> {
+    let operands = [Some(x), Some(weight), bias, Some(residual)];
+    let constant_f32 = operands.iter().flatten().all(|t| t.dtype() == DType::F32 && !t.track_op());
+    let (c, (o, _, kh, kw)) = (x.dim(1)?, weight.dims4()?);
+    // As `conv2d_act_kept` routes it: depthwise layers have their own kernels.
+    let depthwise = p.groups == c && o == c && p.dilation == 1 && kh == kw;
+    if x.device().is_cpu()
+        && constant_f32
+        && !depthwise
+        && crate::gemm_conv::ResidualConv::applies(x.dims(), weight.dims(), p)?
+    {
+        let op = crate::gemm_conv::ResidualConv {
+            params: p,
+            act,
+            bias: bias.map(|b| b.flatten_all()?.to_vec1::<f32>()).transpose()?,
+            transformed: transformed.cloned(),
+        };
+        let (x, weight, residual) = (x.contiguous()?, weight.contiguous()?, residual.contiguous()?);
+        return x.apply_op3(&weight, &residual, op);
+    }
+    let y = conv2d_act_kept(x, weight, bias, p, Activation::Identity, transformed)?;
+    crate::activation::add_act(&y, residual, act)
+}
+
 /// [`conv2d_act`] followed by a 2x2 stride-2 max-pool ([`crate::pool::max_pool2d`] with kernel
 /// 2, stride 2, no padding): the block of the scratch CNN and VGG. When nothing records
 /// gradients (the input, weight and bias are constants, as in an inference model) on the CPU in

@@ -319,8 +319,10 @@ thread_local! {
 }
 
 /// The forward pass: `(N, C, H, W) * (O, C/G, kh, kw) (+ bias) (-> activation)`, and with
-/// `pool` a 2x2 stride-2 max-pool of that, each chunk's output pooled while in cache. A
-/// Winograd layer takes its transformed weight from `transformed` when given.
+/// `pool` a 2x2 stride-2 max-pool of that, each chunk's output pooled while in cache; with
+/// `residual` (the output's shape, not with `pool` or Winograd) `act(conv + bias + residual)`.
+/// A constant layer keeps its Winograd transform or packed weight in `transformed`.
+#[allow(clippy::too_many_arguments)]
 fn forward(
     geo: &Geometry,
     x: &[f32],
@@ -329,7 +331,11 @@ fn forward(
     act: Activation,
     pool: bool,
     transformed: Option<&KeptBuffer>,
+    residual: Option<&[f32]>,
 ) -> Result<Vec<f32>> {
+    if residual.is_some() && (pool || geo.winograd()) {
+        bail!("conv2d: a residual is added only by the product's epilogue");
+    }
     if geo.winograd() {
         let transform = || crate::winograd::transform_weight(wt, geo.o, geo.c, false);
         let u = match transformed {
@@ -361,11 +367,14 @@ fn forward(
         let threads = rayon::current_num_threads().max(1);
         let block = o.div_ceil(threads).next_multiple_of(planes::block_rows()) * p.max(1);
         return crate::cpu::par_fill(o * p, block, |start, part| {
-            let first = start / p.max(1);
+            let (first, len) = (start / p.max(1), part.len());
             let mut rows: Vec<_> = part.chunks_mut(p.max(1)).collect();
+            let res: Option<Vec<&[f32]>> =
+                residual.map(|r| r[start..start + len].chunks(p.max(1)).collect());
             let bias = bias.map(|b| &b[first..]);
-            planes::product(&mut rows, &packed[first * k..], x, (p, k, p), Epilogue { bias, act });
-            part.len()
+            let e = Epilogue { bias, residual: res.as_deref(), act };
+            planes::product(&mut rows, &packed[first * k..], x, (p, k, p), e);
+            len
         });
     }
     if !pool {
@@ -373,7 +382,9 @@ fn forward(
         let len = geo.n * o * p;
         let mut out = Vec::with_capacity(len);
         for_chunks(geo, &mut out.spare_capacity_mut()[..len], o * p, |ci, out, parallel| {
-            forward_chunk(geo, ci, x, &packed, bias, act, out, parallel)
+            let imgs = geo.chunk(ci).imgs;
+            let res = residual.map(|r| &r[imgs.start * o * p..imgs.end * o * p]);
+            forward_chunk(geo, ci, x, &packed, (bias, res, act), out, parallel)
         })?;
         // SAFETY: the chunks cover the first `len` slots and `forward_chunk` writes all of a
         // chunk's values or fails (and then `?` above returned before this point); `f32`
@@ -394,7 +405,7 @@ fn forward(
         let len = geo.chunk(ci).b * o * p;
         full.resize(len.max(full.len()), 0.0);
         let unpooled = planes::uninit(&mut full[..len]);
-        forward_chunk(geo, ci, x, &packed, bias, act, unpooled, parallel)?;
+        forward_chunk(geo, ci, x, &packed, (bias, None, act), unpooled, parallel)?;
         for (src, dst) in full[..len].chunks_exact(p).zip(out.chunks_exact_mut(ph * pw)) {
             for (y, row) in dst.chunks_exact_mut(pw).enumerate() {
                 let (top, bottom) = src[2 * y * ow..(2 * y + 2) * ow].split_at(ow);
@@ -407,16 +418,16 @@ fn forward(
     Ok(out)
 }
 
-/// Chunk `ci`'s output, bias and activation applied, into its NCHW block `out`, every value
-/// written. `packed` is the weight as [`planes::pack`] lays it out, group after group.
-#[allow(clippy::too_many_arguments)]
+/// Chunk `ci`'s output, `act(product + bias + residual)`, into its NCHW block `out`, every
+/// value written. `packed` is the weight as [`planes::pack`] lays it out, group after group;
+/// `residual` is the chunk's block of the residual input.
+#[allow(clippy::type_complexity)]
 fn forward_chunk(
     geo: &Geometry,
     ci: usize,
     x: &[f32],
     packed: &[f32],
-    bias: Option<&[f32]>,
-    act: Activation,
+    (bias, residual, act): (Option<&[f32]>, Option<&[f32]>, Activation),
     out: &mut [MaybeUninit<f32>],
     parallel: bool,
 ) -> Result<()> {
@@ -427,31 +438,27 @@ fn forward_chunk(
     let bands = geo.bands(&ch, true);
     let (k, og) = (geo.k(), geo.og());
     let per_group = planes::packed_len(og, k);
-    // Group g's packed weight and epilogue.
+    // Group g's packed weight, bias and residual.
     let group = |g: usize| {
         let bias = bias.map(|b| &b[g * og..]);
-        (&packed[g * per_group..], Epilogue { bias, act })
+        (&packed[g * per_group..], bias, residual.map(|r| &r[g * og * p..]))
     };
     if ch.b > 1 {
         let all = 0..geo.oh;
         let n = ch.cols_n;
         with_scratch(geo.cols_len(&ch, &all), ch.tmp_len, |cols_buf, tmp| {
             let cols = geo.columns(&ch, xs, all, cols_buf, parallel)?;
+            // A residual (NCHW) is added, and the activation applied, as the product is
+            // copied back.
+            let in_product = if residual.is_some() { Activation::Identity } else { act };
             for g in 0..geo.groups {
-                let (w, e) = group(g);
+                let (w, bias, _) = group(g);
                 let dst = planes::uninit(&mut tmp[g * og * n..]);
-                planes::product_rows(
-                    dst,
-                    (og, n),
-                    0..n,
-                    w,
-                    &cols[g * k * n..],
-                    (k, n),
-                    e,
-                    parallel,
-                );
+                let b = &cols[g * k * n..];
+                let e = (bias, None, in_product);
+                planes::product_rows(dst, (og, n), 0..n, w, b, (k, n), e, parallel);
             }
-            ungroup(tmp, out, (ch.b, o, p));
+            ungroup(tmp, out, (ch.b, o, p), residual.map(|r| (r, act)));
             Ok(())
         })
     } else if parallel && bands.len() > 1 {
@@ -464,10 +471,14 @@ fn forward_chunk(
             let ys = bands[i].clone();
             let n = ys.len() * ow;
             with_scratch(geo.cols_len(&ch, &ys), 0, |cols_buf, _| {
+                let at = ys.start * ow..ys.end * ow;
                 let cols = geo.columns(&ch, xs, ys, cols_buf, false)?;
                 let mut rows = band.rows();
                 for (g, rows) in rows.chunks_mut(og.max(1)).enumerate().take(geo.groups) {
-                    let (w, e) = group(g);
+                    let (w, bias, res) = group(g);
+                    let res: Option<Vec<&[f32]>> = res
+                        .map(|r| (0..og).map(|i| &r[i * p + at.start..i * p + at.end]).collect());
+                    let e = Epilogue { bias, residual: res.as_deref(), act };
                     planes::product(rows, w, &cols[g * k * n..], (n, k, n), e);
                 }
                 Ok(())
@@ -481,9 +492,10 @@ fn forward_chunk(
                 let cols = geo.columns(&ch, xs, ys.clone(), cols_buf, parallel)?;
                 let at = ys.start * ow..ys.end * ow;
                 for g in 0..geo.groups {
-                    let (w, e) = group(g);
+                    let (w, bias, res) = group(g);
                     let dst = &mut out[g * og * p..];
                     let b = &cols[g * k * n..];
+                    let e = (bias, res, act);
                     planes::product_rows(dst, (og, p), at.clone(), w, b, (k, n), e, parallel);
                 }
                 Ok::<_, candle_core::Error>(())
@@ -493,13 +505,28 @@ fn forward_chunk(
     }
 }
 
-/// A chunk's `(O, B*P)` product back into its NCHW block `(B, O, P)`.
-fn ungroup(src: &[f32], dst: &mut [MaybeUninit<f32>], (b, o, p): (usize, usize, usize)) {
+/// A chunk's `(O, B*P)` product back into its NCHW block `(B, O, P)`, with
+/// `act(value + residual)` when given a residual (of the block's layout) and its activation.
+fn ungroup(
+    src: &[f32],
+    dst: &mut [MaybeUninit<f32>],
+    (b, o, p): (usize, usize, usize),
+    residual: Option<(&[f32], Activation)>,
+) {
     for img in 0..b {
         for ch in 0..o {
             let (nchw, gemm) = ((img * o + ch) * p, ch * b * p + img * p);
-            for (d, &v) in dst[nchw..nchw + p].iter_mut().zip(&src[gemm..gemm + p]) {
-                d.write(v);
+            let (dst, src) = (&mut dst[nchw..nchw + p], &src[gemm..gemm + p]);
+            match residual {
+                None => dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                    d.write(v);
+                }),
+                Some((res, act)) => {
+                    let res = &res[nchw..nchw + p];
+                    dst.iter_mut().zip(src.iter().zip(res)).for_each(|(d, (&v, &r))| {
+                        d.write(act.apply(v + r));
+                    })
+                }
             }
         }
     }
@@ -631,6 +658,57 @@ fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
     Ok(total)
 }
 
+/// `act(conv(x, weight) + bias + residual)` as one forward pass over `(x, weight, residual)`,
+/// the residual added in the product's epilogue (no separate pass over the output): for
+/// operands that record no gradients (the op has no backward pass).
+pub(crate) struct ResidualConv {
+    pub params: Conv2dParams,
+    pub act: Activation,
+    /// The bias, one value per output channel.
+    pub bias: Option<Vec<f32>>,
+    /// Where a constant weight keeps its packing between calls.
+    pub transformed: Option<KeptBuffer>,
+}
+
+impl ResidualConv {
+    /// Whether the op computes `(x, weight)`'s convolution: not a Winograd layer's (whose
+    /// output transform has no residual).
+    pub(crate) fn applies(x: &[usize], weight: &[usize], params: Conv2dParams) -> Result<bool> {
+        Ok(!Geometry::new(x, weight, params)?.winograd())
+    }
+}
+
+impl candle_core::CustomOp3 for ResidualConv {
+    fn name(&self) -> &'static str {
+        "deeprecog-conv2d-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let geo = Geometry::new(xl.dims(), wl.dims(), self.params)?;
+        let shape = (geo.n, geo.o, geo.oh, geo.ow);
+        if rl.dims() != [shape.0, shape.1, shape.2, shape.3] {
+            bail!("conv2d: residual {:?} for an output of {shape:?}", rl.dims());
+        }
+        if self.bias.as_ref().is_some_and(|b| b.len() != geo.o) {
+            bail!("conv2d: a bias of other than {} values", geo.o);
+        }
+        let x = f32_slice(xs, xl, "conv2d")?;
+        let wt = f32_slice(ws, wl, "conv2d")?;
+        let residual = Some(f32_slice(rs, rl, "conv2d residual")?);
+        let (bias, kept) = (self.bias.as_deref(), self.transformed.as_ref());
+        let out = forward(&geo, x, wt, bias, self.act, false, kept, residual)?;
+        Ok((CpuStorage::F32(out), Shape::from(shape)))
+    }
+}
+
 /// The convolution op: `(x, weight)` or `(x, weight, bias)`, with an optional clipping
 /// activation after, and optionally a 2x2 stride-2 max-pool after that (an op without a
 /// backward pass: applied only where nothing records gradients).
@@ -666,7 +744,7 @@ impl GemmConv {
             Some((_, bl)) => bail!("conv2d: bias {:?} for {} channels", bl.dims(), geo.o),
             None => None,
         };
-        let out = forward(&geo, x, wt, b, self.act, self.pool, self.transformed.as_ref())?;
+        let out = forward(&geo, x, wt, b, self.act, self.pool, self.transformed.as_ref(), None)?;
         let (oh, ow) = if self.pool { (geo.oh / 2, geo.ow / 2) } else { (geo.oh, geo.ow) };
         Ok((CpuStorage::F32(out), Shape::from((geo.n, geo.o, oh, ow))))
     }

@@ -22,7 +22,8 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::conv::{
-    conv2d_act_kept, conv2d_act_max_pool2_kept, conv_transpose2d as conv_transpose2d_op, Activation,
+    conv2d_act_kept, conv2d_act_max_pool2_kept, conv2d_residual_act_kept,
+    conv_transpose2d as conv_transpose2d_op, Activation,
 };
 use crate::conv::{Conv2dParams, ConvTranspose2dParams};
 use crate::memo::KeptBuffer;
@@ -140,6 +141,41 @@ impl Conv2d {
         }
         let (weight, bias) = self.fold(bn)?;
         conv2d_act_kept(x, &weight, Some(&bias), self.params, act, None)
+    }
+
+    /// `act(bn(conv(x)) + residual)`: a residual block's last convolution, its BatchNorm and
+    /// the addition of the shortcut. In evaluation over constants (an inference model) the
+    /// BatchNorm is folded as in [`Conv2d::forward_bn_t`] and the residual added in the
+    /// convolution's epilogue ([`crate::conv::conv2d_residual_act`]); otherwise it is
+    /// [`Conv2d::forward_bn_t`] followed by [`crate::activation::add_act`], with the same
+    /// values.
+    ///
+    /// # Errors
+    /// As [`Conv2d::forward_bn_t`], and a residual of another shape than the output.
+    pub fn forward_bn_residual_t(
+        &self,
+        x: &Tensor,
+        bn: &BatchNorm,
+        train: bool,
+        residual: &Tensor,
+        act: Activation,
+    ) -> Result<Tensor> {
+        let key = bn.eval_key().filter(|_| self.constant && !train);
+        let o = self.weight.dim(0)?;
+        match key {
+            Some(key) if bn.weight().elem_count() == o => {
+                let (weight, bias, kept) = self.folded.get_or_try(key, || {
+                    let (weight, bias) = self.fold(bn)?;
+                    Ok((weight, bias, KeptBuffer::default()))
+                })?;
+                let p = self.params;
+                conv2d_residual_act_kept(x, &weight, Some(&bias), residual, p, act, Some(&kept))
+            }
+            _ => {
+                let y = self.forward_bn_t(x, bn, train, Activation::Identity)?;
+                crate::activation::add_act(&y, residual, act)
+            }
+        }
     }
 
     /// The weight scaled per output channel by `bn`'s evaluation scale, and the bias

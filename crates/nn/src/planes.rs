@@ -23,12 +23,41 @@ const COL_STEP: usize = 16;
 #[cfg(target_arch = "x86_64")]
 const DEPTH: usize = 512;
 
-/// The bias and activation applied to a finished register block.
+/// What a finished output gets: `act(v + bias + residual)`.
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue<'a> {
     /// One value per row of `dst` (from its first), or none.
     pub bias: Option<&'a [f32]>,
+    /// Values added after the bias, one row per row of `dst` (from its first), indexed by the
+    /// same columns: a residual connection's input.
+    pub residual: Option<&'a [&'a [f32]]>,
     pub act: Activation,
+}
+
+impl<'a> Epilogue<'a> {
+    /// The bias and activation alone.
+    pub fn new(bias: Option<&'a [f32]>, act: Activation) -> Epilogue<'a> {
+        Epilogue { bias, residual: None, act }
+    }
+
+    /// The epilogue of rows `first..` of this one's.
+    fn rows_from(self, first: usize) -> Epilogue<'a> {
+        Epilogue {
+            bias: self.bias.map(|b| &b[first..]),
+            residual: self.residual.map(|r| &r[first..]),
+            act: self.act,
+        }
+    }
+
+    /// What the register blocks apply: with a residual, the bias alone (the residual and
+    /// activation follow over each column block while it is in cache).
+    #[cfg(target_arch = "x86_64")]
+    fn in_registers(self) -> Epilogue<'a> {
+        match self.residual {
+            Some(_) => Epilogue::new(self.bias, Activation::Identity),
+            None => self,
+        }
+    }
 }
 
 thread_local! {
@@ -131,6 +160,7 @@ fn product_on(
     debug_assert!(dst.iter().all(|r| r.len() >= n));
     debug_assert!(k == 0 || b.len() >= (k - 1) * b_rs + n);
     debug_assert!(epilogue.bias.is_none_or(|bias| bias.len() >= m));
+    debug_assert!(epilogue.residual.is_none_or(|r| r.len() >= m && r.iter().all(|r| r.len() >= n)));
     let whole = n / COL_STEP * COL_STEP;
     if whole > 0 {
         kernel(isa, dst, packed, b, (whole, k, b_rs), epilogue);
@@ -150,11 +180,24 @@ fn product_on(
         }
         let mut rows: Vec<&mut [MaybeUninit<f32>]> =
             out.chunks_exact_mut(COL_STEP).map(uninit).collect();
-        kernel(isa, &mut rows, packed, cols, (COL_STEP, k, COL_STEP), epilogue);
+        // A residual's last columns are added here, before the activation, in the kernels'
+        // order: `(v + bias) + residual`.
+        let Some(residual) = epilogue.residual else {
+            kernel(isa, &mut rows, packed, cols, (COL_STEP, k, COL_STEP), epilogue);
+            drop(rows);
+            for (d, r) in dst.iter_mut().zip(out.chunks_exact(COL_STEP)) {
+                for (x, &v) in d[whole..n].iter_mut().zip(&r[..tail]) {
+                    x.write(v);
+                }
+            }
+            return;
+        };
+        let shifted = Epilogue::new(epilogue.bias, Activation::Identity);
+        kernel(isa, &mut rows, packed, cols, (COL_STEP, k, COL_STEP), shifted);
         drop(rows);
-        for (d, r) in dst.iter_mut().zip(out.chunks_exact(COL_STEP)) {
-            for (x, &v) in d[whole..n].iter_mut().zip(&r[..tail]) {
-                x.write(v);
+        for ((d, r), res) in dst.iter_mut().zip(out.chunks_exact(COL_STEP)).zip(residual) {
+            for ((x, &v), &a) in d[whole..n].iter_mut().zip(&r[..tail]).zip(&res[whole..n]) {
+                x.write(epilogue.act.apply(v + a));
             }
         }
     });
@@ -207,8 +250,9 @@ pub(crate) fn block_rows() -> usize {
 }
 
 /// [`product`] over rows `0..m` of a row-major `dst` (row stride `rs`), columns `cols` of
-/// each: `b`'s rows (`b_rs` apart) hold those columns' inputs from their first value. The rows
-/// are split over rayon's threads, in whole register blocks, when `parallel`.
+/// each: `b`'s rows (`b_rs` apart) hold those columns' inputs from their first value. A
+/// `residual` has `dst`'s layout. The rows are split over rayon's threads, in whole register
+/// blocks, when `parallel`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn product_rows(
     dst: &mut [MaybeUninit<f32>],
@@ -217,7 +261,7 @@ pub(crate) fn product_rows(
     packed: &[f32],
     b: &[f32],
     (k, b_rs): (usize, usize),
-    epilogue: Epilogue<'_>,
+    (bias, residual, act): (Option<&[f32]>, Option<&[f32]>, Activation),
     parallel: bool,
 ) {
     use rayon::prelude::*;
@@ -229,8 +273,12 @@ pub(crate) fn product_rows(
         let mut views: Vec<&mut [MaybeUninit<f32>]> =
             dst.chunks_mut(rs).take(rows).map(|row| &mut row[cols.clone()]).collect();
         let packed = &packed[first * k..];
-        let bias = epilogue.bias.map(|bias| &bias[first..]);
-        product(&mut views, packed, b, (n, k, b_rs), Epilogue { bias, ..epilogue });
+        let res: Option<Vec<&[f32]>> = residual.map(|res| {
+            (first..first + rows).map(|r| &res[r * rs + cols.start..r * rs + cols.end]).collect()
+        });
+        let bias = bias.map(|bias| &bias[first..]);
+        let epilogue = Epilogue { bias, residual: res.as_deref(), act };
+        product(&mut views, packed, b, (n, k, b_rs), epilogue);
     };
     let threads = rayon::current_num_threads().max(1);
     let r = block_rows();
@@ -333,9 +381,11 @@ fn portable(
 ) {
     for (i, row) in dst.iter_mut().enumerate() {
         let shift = epilogue.bias.map_or(0.0, |bias| bias[i]);
+        let res = epilogue.residual.map(|rows| rows[i]);
         for (j, out) in row[..n].iter_mut().enumerate() {
             let dot = (0..k).fold(0f32, |acc, p| a[i * k + p].mul_add(b[p * b_rs + j], acc));
-            out.write(epilogue.act.apply(dot + shift));
+            let v = res.map_or(dot + shift, |res| dot + shift + res[j]);
+            out.write(epilogue.act.apply(v));
         }
     }
 }
@@ -358,23 +408,30 @@ fn product_wide(
     epilogue: Epilogue<'_>,
 ) {
     let shape = (n, k, WIDE_ROWS, 48);
-    each_block(dst, a, shape, epilogue, |rows, block, cols, depth, last, e| {
-        let mut j = cols.start;
-        while j < cols.end {
-            let w = match cols.end - j {
-                w if w >= 48 => 48,
-                32 => 32,
-                _ => 16,
-            };
-            let d = depth.clone();
-            match w {
-                48 => wide::tile::<3>(rows, block, b, (j, b_rs), d, last, e),
-                32 => wide::tile::<2>(rows, block, b, (j, b_rs), d, last, e),
-                _ => wide::tile::<1>(rows, block, b, (j, b_rs), d, last, e),
+    each_block(
+        dst,
+        a,
+        shape,
+        epilogue,
+        |rows, block, cols, depth, last, e| {
+            let mut j = cols.start;
+            while j < cols.end {
+                let w = match cols.end - j {
+                    w if w >= 48 => 48,
+                    32 => 32,
+                    _ => 16,
+                };
+                let d = depth.clone();
+                match w {
+                    48 => wide::tile::<3>(rows, block, b, (j, b_rs), d, last, e),
+                    32 => wide::tile::<2>(rows, block, b, (j, b_rs), d, last, e),
+                    _ => wide::tile::<1>(rows, block, b, (j, b_rs), d, last, e),
+                }
+                j += w;
             }
-            j += w;
-        }
-    });
+        },
+        |dst, res, cols, act| wide::add_residual(dst, res, cols, act),
+    );
 }
 
 /// Six rows by 16 columns on AVX2: twelve accumulators, two loads and a broadcast (15 of the
@@ -389,11 +446,18 @@ fn product_narrow(
     epilogue: Epilogue<'_>,
 ) {
     let shape = (n, k, NARROW_ROWS, COL_STEP);
-    each_block(dst, a, shape, epilogue, |rows, block, cols, depth, last, e| {
-        for j in cols.step_by(COL_STEP) {
-            narrow::tile(rows, block, b, (j, b_rs), depth.clone(), last, e);
-        }
-    });
+    each_block(
+        dst,
+        a,
+        shape,
+        epilogue,
+        |rows, block, cols, depth, last, e| {
+            for j in cols.step_by(COL_STEP) {
+                narrow::tile(rows, block, b, (j, b_rs), depth.clone(), last, e);
+            }
+        },
+        |dst, res, cols, act| narrow::add_residual(dst, res, cols, act),
+    );
 }
 
 /// Values of `b` a column block may hold (256 KiB): it stays in L2 while every row block of
@@ -405,7 +469,10 @@ const COLUMN_BLOCK_VALUES: usize = 64 * 1024;
 /// Calls `tile(rows of dst, packed block of a, columns, depth, last, epilogue of those rows)`
 /// for each depth block, each column block within it (whole multiples of `panel` columns
 /// holding at most [`COLUMN_BLOCK_VALUES`] of `b`) and each block of `r` rows (`a` packed by
-/// [`pack`] for `r`): `a` streams once per column block, not once per panel.
+/// [`pack`] for `r`): `a` streams once per column block, not once per panel. With a residual,
+/// the tiles apply the bias alone and `finish(dst, residual, columns, act)` adds the residual
+/// and applies the activation over each finished column block while it is in cache (in the
+/// tiles, the residual's loads made the compiler keep the accumulators in memory).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn each_block<'e>(
@@ -421,6 +488,7 @@ fn each_block<'e>(
         bool,
         Epilogue<'e>,
     ),
+    mut finish: impl FnMut(&mut [&mut [MaybeUninit<f32>]], &[&[f32]], Range<usize>, Activation),
 ) {
     let mut p = 0;
     loop {
@@ -432,8 +500,11 @@ fn each_block<'e>(
             let cols = c..(c + width).min(n);
             for (i, rows) in dst.chunks_mut(r).enumerate() {
                 let block = &a[i * r * k + depth.start * r..i * r * k + depth.end * r];
-                let bias = epilogue.bias.map(|bias| &bias[i * r..]);
-                tile(rows, block, cols.clone(), depth.clone(), last, Epilogue { bias, ..epilogue });
+                let e = epilogue.in_registers().rows_from(i * r);
+                tile(rows, block, cols.clone(), depth.clone(), last, e);
+            }
+            if let (true, Some(residual)) = (last, epilogue.residual) {
+                finish(dst, residual, cols.clone(), epilogue.act);
             }
             c = cols.end;
         }
@@ -532,6 +603,39 @@ mod wide {
             }
         }
     }
+
+    /// `dst = act(dst + residual)` over `cols` (a multiple of 16 wide) of every row, values the
+    /// tiles have just written.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn add_residual(
+        dst: &mut [&mut [MaybeUninit<f32>]],
+        residual: &[&[f32]],
+        cols: Range<usize>,
+        act: Activation,
+    ) {
+        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+        for (d, r) in dst.iter_mut().zip(residual) {
+            let (d, r) = (&mut d[cols.clone()], &r[cols.clone()]);
+            for (d, r) in d.chunks_exact_mut(16).zip(r.chunks_exact(16)) {
+                // SAFETY: both chunks hold 16 values; the tiles wrote `d` (initialised).
+                #[allow(unsafe_code)]
+                let (v, a) = unsafe {
+                    (_mm512_loadu_ps(d.as_ptr().cast::<f32>()), _mm512_loadu_ps(r.as_ptr()))
+                };
+                let x = _mm512_add_ps(v, a);
+                let x = match act {
+                    Activation::Identity => x,
+                    Activation::Relu => _mm512_max_ps(x, zero),
+                    Activation::Relu6 => _mm512_min_ps(_mm512_max_ps(x, zero), six),
+                };
+                // SAFETY: `d` holds 16 values.
+                #[allow(unsafe_code)]
+                unsafe {
+                    _mm512_storeu_ps(d.as_mut_ptr().cast::<f32>(), x)
+                };
+            }
+        }
+    }
 }
 
 /// The register blocks as AVX2 code.
@@ -613,6 +717,39 @@ mod narrow {
             }
         }
     }
+
+    /// `dst = act(dst + residual)` over `cols` (a multiple of 8 wide) of every row, values the
+    /// tiles have just written.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn add_residual(
+        dst: &mut [&mut [MaybeUninit<f32>]],
+        residual: &[&[f32]],
+        cols: Range<usize>,
+        act: Activation,
+    ) {
+        let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
+        for (d, r) in dst.iter_mut().zip(residual) {
+            let (d, r) = (&mut d[cols.clone()], &r[cols.clone()]);
+            for (d, r) in d.chunks_exact_mut(8).zip(r.chunks_exact(8)) {
+                // SAFETY: both chunks hold 8 values; the tiles wrote `d` (initialised).
+                #[allow(unsafe_code)]
+                let (v, a) = unsafe {
+                    (_mm256_loadu_ps(d.as_ptr().cast::<f32>()), _mm256_loadu_ps(r.as_ptr()))
+                };
+                let x = _mm256_add_ps(v, a);
+                let x = match act {
+                    Activation::Identity => x,
+                    Activation::Relu => _mm256_max_ps(x, zero),
+                    Activation::Relu6 => _mm256_min_ps(_mm256_max_ps(x, zero), six),
+                };
+                // SAFETY: `d` holds 8 values.
+                #[allow(unsafe_code)]
+                unsafe {
+                    _mm256_storeu_ps(d.as_mut_ptr().cast::<f32>(), x)
+                };
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -645,6 +782,8 @@ mod tests {
             (17, 100, 600, 101, Activation::Relu6),
             (7, 5, 1030, 9, Activation::Identity),
             (2, 160, 9, 170, Activation::Relu),
+            // Several column blocks (128 columns each at a depth of 512), two depth blocks.
+            (9, 400, 520, 400, Activation::Relu),
         ];
         for (case, &(m, n, k, b_rs, act)) in cases.iter().enumerate() {
             let a = values(m * k, 3 * case as u64 + 1);
@@ -654,13 +793,23 @@ mod tests {
             let mut out = vec![f32::NAN; m * (n + 3)];
             let mut rows: Vec<_> = out.chunks_exact_mut(n + 3).map(uninit).collect();
             let with_bias = case % 2 == 0;
-            let epilogue = Epilogue { bias: with_bias.then_some(&bias[..]), act };
+            // Most cases add a residual (rows of `n + 3`, like the destination's).
+            let residual = values(m * (n + 3), 3 * case as u64 + 4);
+            let res_rows: Vec<&[f32]> = residual.chunks_exact(n + 3).collect();
+            let with_residual = case % 4 != 0;
+            let epilogue = Epilogue {
+                bias: with_bias.then_some(&bias[..]),
+                residual: with_residual.then_some(&res_rows[..]),
+                act,
+            };
             product(&mut rows, &pack(&a, (m, k)), &b, (n, k, b_rs), epilogue);
             for i in 0..m {
                 for j in 0..n {
                     let dot: f64 =
                         (0..k).map(|p| f64::from(a[i * k + p]) * f64::from(b[p * b_rs + j])).sum();
-                    let shifted = dot + if with_bias { f64::from(bias[i]) } else { 0.0 };
+                    let shifted = dot
+                        + if with_bias { f64::from(bias[i]) } else { 0.0 }
+                        + if with_residual { f64::from(res_rows[i][j]) } else { 0.0 };
                     let want = match act {
                         Activation::Identity => shifted,
                         Activation::Relu => shifted.max(0.0),
@@ -738,7 +887,7 @@ mod band_tests {
                 let mut rows = band.rows();
                 assert_eq!(rows.len(), m);
                 visits.fetch_add(rows.len(), std::sync::atomic::Ordering::Relaxed);
-                let e = Epilogue { bias: None, act: Activation::Identity };
+                let e = Epilogue::new(None, Activation::Identity);
                 let (upper, lower) = rows.split_at_mut(half);
                 product(upper, &top, &rhs, (cols.len(), k, cols.len()), e);
                 product(lower, &bottom, &rhs, (cols.len(), k, cols.len()), e);

@@ -687,3 +687,60 @@ fn untracked_operands_get_no_gradient_and_change_no_other() {
         }
     }
 }
+
+/// A residual added in the convolution's epilogue equals the convolution followed by
+/// `add_act`, bit for bit, on every path of the forward pass: one image through a 1x1 layer,
+/// single-image chunks, several images per chunk, a lone image's parallel bands, groups, a
+/// Winograd layer (which runs the two ops); operands that record gradients take the two ops
+/// too; a residual of another shape is an error.
+#[test]
+fn residual_in_the_epilogue_matches_conv_then_add() {
+    use deeprecog_nn::activation::add_act;
+    use deeprecog_nn::conv::{conv2d_act, conv2d_residual_act, Activation};
+    // (n, c, h, w, o, k, stride, padding, groups)
+    let cases = [
+        (1, 24, 9, 11, 40, 1, 1, 0, 1),
+        (3, 16, 20, 20, 24, 1, 1, 0, 1),
+        (8, 32, 7, 7, 48, 1, 1, 0, 1),
+        (1, 8, 40, 40, 16, 3, 2, 1, 1),
+        (2, 12, 17, 13, 20, 3, 2, 1, 2),
+        (2, 64, 12, 12, 64, 3, 1, 1, 1),
+        (4, 10, 6, 6, 20, 1, 2, 0, 1),
+    ];
+    for (i, &(n, c, h, w, o, k, stride, padding, groups)) in cases.iter().enumerate() {
+        let seed = 100 + 4 * i as u64;
+        let x = common::randn(seed, &[n, c, h, w], "x", DType::F32);
+        let wt = (common::randn(seed + 1, &[o, c / groups, k, k], "w", DType::F32) * 0.2).unwrap();
+        let bias = common::randn(seed + 2, &[o], "b", DType::F32);
+        let p = Conv2dParams { stride, padding, groups, ..Default::default() };
+        let y = conv2d_act(&x, &wt, Some(&bias), p, Activation::Identity).unwrap();
+        let residual = common::randn(seed + 3, y.dims(), "r", DType::F32);
+        for act in [Activation::Relu, Activation::Identity, Activation::Relu6] {
+            let want = add_act(&y, &residual, act).unwrap();
+            let got = conv2d_residual_act(&x, &wt, Some(&bias), &residual, p, act).unwrap();
+            let bits = |t: &Tensor| -> Vec<u32> {
+                t.flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            assert_eq!(bits(&got), bits(&want), "case {i} {act:?}");
+        }
+        // Tracked operands: the two ops, the same values, and a gradient reaches the residual.
+        let var = Var::from_tensor(&residual).unwrap();
+        let tracked = conv2d_residual_act(&x, &wt, Some(&bias), &var, p, Activation::Relu).unwrap();
+        let want = add_act(&y, &residual, Activation::Relu).unwrap();
+        assert_eq!(max_diff(&tracked, &want), 0.0, "case {i}");
+        let grads = tracked.sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&var).is_some(), "case {i}: no gradient for the residual");
+    }
+    let x = common::randn(9, &[1, 4, 5, 5], "x", DType::F32);
+    let wt = common::randn(10, &[6, 4, 1, 1], "w", DType::F32);
+    let wrong = common::randn(11, &[1, 6, 5, 4], "r", DType::F32);
+    let p = Conv2dParams::default();
+    assert!(conv2d_residual_act(&x, &wt, None, &wrong, p, deeprecog_nn::conv::Activation::Relu)
+        .is_err());
+}
