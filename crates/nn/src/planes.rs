@@ -131,9 +131,10 @@ fn pack_for(isa: Isa, a: &[f32], (m, k): (usize, usize)) -> Vec<f32> {
     packed
 }
 
-/// `dst[i][j] = act(bias[i] + sum_p a[i, p] * b[p * b_rs + j])` for every row `i` of `dst`
-/// and `j < n`: `a` is `(dst.len(), k)` as [`pack`] lays it out, `b`'s rows are `b_rs` apart.
-/// Single-threaded; callers give each thread its own rows or columns.
+/// `dst[i][j] = act(bias[i] + sum_p a[i, p] * b[p * b_rs + j] + residual[i][j])` for every row
+/// `i` of `dst` and `j < n` (the bias and residual when the epilogue has them): `a` is
+/// `(dst.len(), k)` as [`pack`] lays it out, `b`'s rows are `b_rs` apart. Single-threaded;
+/// callers give each thread its own rows or columns.
 ///
 /// # Panics
 /// Never for consistent sizes; debug assertions check them (the callers own the buffers).
