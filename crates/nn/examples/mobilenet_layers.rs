@@ -3,15 +3,17 @@
 //! projection layers, the last 1x1) with a bias and its activation, as the BatchNorm-folded
 //! inference path runs them, on all threads.
 //!
-//! `cargo run --release -p deeprecog-nn --example mobilenet_layers` prints, per kind of layer,
-//! the milliseconds per image (the median of 25 timings of each layer, after warm-up, summed
-//! over the layers of that kind) and its share of the sum.
+//! `cargo run --release -p deeprecog-nn --example mobilenet_layers [-- --each]` prints, per kind
+//! of layer, the milliseconds per image (the median of 25 timings of each layer, after warm-up,
+//! summed over the layers of that kind), its share of the sum and its GFLOP/s; with `--each`,
+//! every layer first. The layers are constant [`Conv2d`]s, as an inference model's are: their
+//! weights are packed once, not on every call.
 
 use std::time::Instant;
 
 use candle_core::{Device, Result, Tensor};
-use deeprecog_nn::conv::{conv2d_act, Activation, Conv2dParams};
-use deeprecog_nn::depthwise::{depthwise_conv2d_act, Padding};
+use deeprecog_nn::conv::{Activation, Conv2dParams};
+use deeprecog_nn::layers::Conv2d;
 
 // The allocator the project's binaries use: outputs reuse freed blocks instead of fresh pages.
 #[global_allocator]
@@ -81,36 +83,48 @@ fn layers() -> Vec<Layer> {
 }
 
 fn main() -> Result<()> {
-    let mut kinds: Vec<(&str, f64, usize)> = Vec::new();
+    let each = std::env::args().any(|a| a == "--each");
+    let mut kinds: Vec<(&str, f64, usize, f64)> = Vec::new();
     for (i, &(kind, c, o, side, k, stride)) in layers().iter().enumerate() {
         let x = seeded((1, c, side, side), 3 * i as u64)?;
         let groups = if kind.starts_with("depthwise") { c } else { 1 };
         let w = (seeded((o, c / groups, k, k), 3 * i as u64 + 1)? * 0.1)?;
         let b = seeded((1, 1, 1, o), 3 * i as u64 + 2)?.flatten_all()?;
+        let p = Conv2dParams { stride, padding: k / 2, groups, ..Default::default() };
+        let conv = Conv2d::new(w, Some(b), p);
         // Projections are linear (the bottleneck); everything else ends in ReLU6.
         let act =
             if kind.starts_with("project") { Activation::Identity } else { Activation::Relu6 };
-        let ms = median_ms(|| {
-            if groups > 1 {
-                depthwise_conv2d_act(&x, &w, Some(&b), stride, Padding::same(1), act)?;
-            } else {
-                let p = Conv2dParams { stride, padding: k / 2, ..Default::default() };
-                conv2d_act(&x, &w, Some(&b), p, act)?;
-            }
-            Ok(())
-        })?;
-        match kinds.iter_mut().find(|(name, _, _)| *name == kind) {
+        let ms = median_ms(|| conv.forward_act(&x, act).map(|_| ()))?;
+        let out_side = side.div_ceil(stride);
+        let flops = 2.0 * (o * (c / groups) * k * k * out_side * out_side) as f64;
+        if each {
+            let gflops = flops / ms / 1e6;
+            println!("{kind:<14} {c:>4} -> {o:>4} at {side:>3}: {ms:7.3} ms {gflops:6.1} GFLOP/s");
+        }
+        match kinds.iter_mut().find(|(name, ..)| *name == kind) {
             Some(entry) => {
                 entry.1 += ms;
                 entry.2 += 1;
+                entry.3 += flops;
             }
-            None => kinds.push((kind, ms, 1)),
+            None => kinds.push((kind, ms, 1, flops)),
         }
     }
     let total: f64 = kinds.iter().map(|k| k.1).sum();
-    for (kind, ms, count) in &kinds {
-        println!("{kind:<14} {count:>3} layers {ms:8.3} ms  {:5.1}%", 100.0 * ms / total);
+    let all_flops: f64 = kinds.iter().map(|k| k.3).sum();
+    for (kind, ms, count, flops) in &kinds {
+        let gflops = flops / ms / 1e6;
+        println!(
+            "{kind:<14} {count:>3} layers {ms:8.3} ms  {:5.1}%  {gflops:6.1} GFLOP/s",
+            100.0 * ms / total
+        );
     }
-    println!("{:<14} {:>3} layers {total:8.3} ms", "all", layers().len());
+    println!(
+        "{:<14} {:>3} layers {total:8.3} ms  {:.1} GFLOP/s",
+        "all",
+        layers().len(),
+        all_flops / total / 1e6
+    );
     Ok(())
 }

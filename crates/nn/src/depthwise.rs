@@ -212,6 +212,28 @@ impl Depthwise {
             )
         };
         let shape = Shape::from((n, c, oh, ow));
+        #[cfg(target_arch = "x86_64")]
+        if k == 3
+            && s <= 2
+            && p == Padding::same(1)
+            && std::arch::is_x86_feature_detected!("avx512f")
+        {
+            // Whole rows of 16 lanes, the plane's border as masked loads, the bias and
+            // activation before the only store: nothing cleared, no second pass.
+            let out = crate::cpu::par_fill(len, (oh * ow).max(1), |start, dst| {
+                let plane = start / (oh * ow).max(1);
+                let ch = plane % c;
+                let src = &x[plane * h * wd..(plane + 1) * h * wd];
+                let taps: [f32; 9] = std::array::from_fn(|i| w[ch * 9 + i]);
+                let finish = epilogue.then(|| (bias.map_or(0.0, |b| b[ch]), act));
+                // SAFETY: the CPU has AVX-512F (checked above), all these functions need.
+                #[allow(unsafe_code)]
+                unsafe {
+                    wide::same3(src, (h, wd), s, &taps, finish, dst)
+                }
+            })?;
+            return Ok((CpuStorage::F32(out), shape));
+        }
         if k == 3 && s == 1 && p == Padding::same(1) && wd >= 2 {
             // The common case reads the planes in place: rows outside the plane are a zero
             // row, the two edge columns are computed apart.
@@ -401,6 +423,193 @@ fn same3_s2_plane(src: &[f32], w: usize, zeros: &[f32], t: &[f32; 9], dst: &mut 
         let (b1, b2) = rest.split_at_mut(2 * half);
         let (r0, r1, r2) = (split_views(r0, b0, n), split_views(r1, b1, n), split_views(r2, b2, n));
         taps3(&mut out_row[1..1 + n], [r0, r1, r2], t);
+    }
+}
+
+/// The 3x3 depthwise planes padded by 1 (strides 1 and 2) as AVX-512 code: each output row in
+/// steps of 16 columns, the plane's border read as masked loads (lanes outside the plane load
+/// zero, the padding's value), the nine products summed in [`taps3`]'s order, so that the
+/// results are those of [`same3_plane`] and [`same3_s2_plane`] followed by
+/// [`crate::simd::bias_act`]. Rows of 7 or 14 columns, where those loops ran scalar, are one
+/// masked step.
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    use crate::conv::Activation;
+
+    /// The mask of lanes `0..n`.
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// The lanes `i` of a load at column `x` of a `w`-wide row that fall inside it.
+    fn inside(x: isize, w: usize) -> __mmask16 {
+        let end = (w as isize - x).clamp(0, 16) as usize;
+        lanes(end) & !lanes(x.min(0).unsigned_abs())
+    }
+
+    /// `row[x + i]` in the lanes `i` of `mask` (which [`inside`] gave for `x` and the row's
+    /// length, or fewer), zero elsewhere and everywhere for a row outside the plane.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn load(row: Option<&[f32]>, x: isize, mask: __mmask16) -> __m512 {
+        let Some(row) = row else { return _mm512_setzero_ps() };
+        debug_assert_eq!(mask & !inside(x, row.len()), 0);
+        // SAFETY: the enabled lanes `i` are `row[x + i]` with `0 <= x + i < row.len()` (the
+        // mask is within `inside(x, row.len())`), inside the slice; masked-off lanes are not
+        // accessed, so the base pointer may lie outside it (hence `wrapping_offset`).
+        #[allow(unsafe_code)]
+        unsafe {
+            _mm512_maskz_loadu_ps(mask, row.as_ptr().wrapping_offset(x))
+        }
+    }
+
+    /// `act(x + shift)`, the epilogue when there is one.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn finished(x: __m512, finish: Option<(f32, Activation)>) -> __m512 {
+        let Some((shift, act)) = finish else { return x };
+        let (zero, x) = (_mm512_setzero_ps(), _mm512_add_ps(x, _mm512_set1_ps(shift)));
+        match act {
+            Activation::Identity => x,
+            // `max(x, 0)` is 0 for a NaN `x`, as `f32::max`; `clamp` keeps a NaN, as
+            // `f32::clamp` does (`max`/`min` return their second operand when unordered).
+            Activation::Relu => _mm512_max_ps(x, zero),
+            Activation::Relu6 => _mm512_min_ps(_mm512_set1_ps(6.0), _mm512_max_ps(zero, x)),
+        }
+    }
+
+    /// One `(h, w)` plane `src` through the 3x3 `taps` at `stride` 1 or 2 with padding 1 into
+    /// `dst` (`ceil(h / s) x ceil(w / s)`), every value of which it writes; returns how many.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn same3(
+        src: &[f32],
+        (h, w): (usize, usize),
+        stride: usize,
+        taps: &[f32; 9],
+        finish: Option<(f32, Activation)>,
+        dst: &mut [MaybeUninit<f32>],
+    ) -> usize {
+        let mut t = [_mm512_setzero_ps(); 9];
+        for i in 0..9 {
+            t[i] = _mm512_set1_ps(taps[i]);
+        }
+        match stride {
+            1 => plane::<1>(src, (h, w), &t, finish, dst),
+            _ => plane::<2>(src, (h, w), &t, finish, dst),
+        }
+    }
+
+    /// [`same3`] at stride `S`, two output rows at a time: two independent chains of sums
+    /// (each is nine dependent steps) and the input rows they share loaded once.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn plane<const S: usize>(
+        src: &[f32],
+        (h, w): (usize, usize),
+        t: &[__m512; 9],
+        finish: Option<(f32, Activation)>,
+        dst: &mut [MaybeUninit<f32>],
+    ) -> usize {
+        let (oh, ow) = (h.div_ceil(S), w.div_ceil(S));
+        let dst = &mut dst[..oh * ow];
+        let mut oy = 0;
+        while oy + 2 <= oh {
+            band::<S, 2>(src, (h, w), oy, t, finish, &mut dst[oy * ow..(oy + 2) * ow]);
+            oy += 2;
+        }
+        if oy < oh {
+            band::<S, 1>(src, (h, w), oy, t, finish, &mut dst[oy * ow..(oy + 1) * ow]);
+        }
+        dst.len()
+    }
+
+    /// Output rows `oy..oy + R` (`out`, `R` rows of `ceil(w / S)`) of [`plane`].
+    // Input rows and taps by constant index (loops the compiler unrolls), so that the vectors
+    // stay in registers.
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn band<const S: usize, const R: usize>(
+        src: &[f32],
+        (h, w): (usize, usize),
+        oy: usize,
+        t: &[__m512; 9],
+        finish: Option<(f32, Activation)>,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        let ow = w.div_ceil(S);
+        // Input rows `top..top + inputs`, those outside the plane as `None` (zeros).
+        let (top, inputs) = ((oy * S) as isize - 1, (R - 1) * S + 3);
+        let mut rows: [Option<&[f32]>; 5] = [None; 5];
+        for i in 0..5 {
+            let y = top + i as isize;
+            if i < inputs && (0..h as isize).contains(&y) {
+                rows[i] = Some(&src[y as usize * w..(y as usize + 1) * w]);
+            }
+        }
+        // Even and odd lanes of a pair of vectors: a stride-2 row's centre and right taps.
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        // Each input row's previous odd columns, whose last is the left tap of the next first.
+        let mut carry = [_mm512_setzero_ps(); 5];
+        let mut x = 0;
+        while x < ow {
+            // Per input row, the left, centre and right taps' inputs of 16 output columns.
+            let mut v = [[_mm512_setzero_ps(); 3]; 5];
+            if S == 1 {
+                let at = x as isize;
+                let masks = [inside(at - 1, w), inside(at, w), inside(at + 1, w)];
+                for i in 0..5 {
+                    if i < inputs {
+                        for kx in 0..3 {
+                            v[i][kx] = load(rows[i], at + kx as isize - 1, masks[kx]);
+                        }
+                    }
+                }
+            } else {
+                let at = 2 * x as isize;
+                let masks = [inside(at, w), inside(at + 16, w)];
+                for i in 0..5 {
+                    if i < inputs {
+                        let (lo, hi) =
+                            (load(rows[i], at, masks[0]), load(rows[i], at + 16, masks[1]));
+                        let o = _mm512_permutex2var_ps(lo, odd, hi);
+                        // Lane 0 from the carry's lane 15, lanes 1.. from `o`'s 0..15.
+                        let left = _mm512_alignr_epi32(
+                            _mm512_castps_si512(o),
+                            _mm512_castps_si512(carry[i]),
+                            15,
+                        );
+                        v[i] = [_mm512_castsi512_ps(left), _mm512_permutex2var_ps(lo, even, hi), o];
+                        carry[i] = o;
+                    }
+                }
+            }
+            for r in 0..R {
+                // The nine products added left to right, in [`super::taps3`]'s order (no fused
+                // multiply-adds).
+                let mut s = _mm512_mul_ps(t[0], v[r * S][0]);
+                for tap in 1..9 {
+                    s = _mm512_add_ps(s, _mm512_mul_ps(t[tap], v[r * S + tap / 3][tap % 3]));
+                }
+                let y = finished(s, finish);
+                let at = r * ow + x;
+                // SAFETY: the enabled lanes are `out[at..at + min(16, ow - x)]`, inside row `r`
+                // of `out` (`R` rows of `ow`).
+                #[allow(unsafe_code)]
+                unsafe {
+                    _mm512_mask_storeu_ps(out[at..].as_mut_ptr().cast::<f32>(), lanes(ow - x), y)
+                };
+            }
+            x += 16;
+        }
     }
 }
 
@@ -711,7 +920,7 @@ mod tests {
             (3, 3, Padding { top: 2, left: 0, bottom: 0, right: 2 }),
         ] {
             // Even and odd sides, and the narrowest planes the in-place 3x3 paths take.
-            for (h, w) in [(9, 8), (7, 7), (2, 2), (3, 3), (1, 5), (4, 1)] {
+            for (h, w) in [(9, 8), (7, 7), (2, 2), (3, 3), (1, 5), (4, 1), (5, 37), (4, 17)] {
                 let (n, c) = (2, 3);
                 if h + pad.top + pad.bottom < k || w + pad.left + pad.right < k {
                     continue;
@@ -740,6 +949,68 @@ mod tests {
                     .to_scalar::<f32>()
                     .unwrap();
                 assert!(diff < 1e-5, "k {k} stride {stride} {pad:?} {h}x{w}: {diff}");
+            }
+        }
+    }
+
+    /// The AVX-512 planes against the portable path (the phase-split copy, `forward_plane`,
+    /// `bias_act`): the same sums in the same order, so equal values, over widths around the
+    /// 16-lane steps, one-row and one-column planes, both strides and every epilogue.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn wide_planes_equal_the_portable_path() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let taps: [f32; 9] = std::array::from_fn(|i| ((i * 7 % 9) as f32 - 4.0) / 3.0);
+        for (h, w) in [
+            (1, 1),
+            (1, 5),
+            (4, 1),
+            (2, 2),
+            (7, 7),
+            (5, 15),
+            (6, 16),
+            (3, 17),
+            (5, 33),
+            (9, 47),
+            (8, 64),
+        ] {
+            let src: Vec<f32> = (0..h * w).map(|i| ((i * 37 % 29) as f32 - 14.0) / 4.0).collect();
+            for stride in [1, 2] {
+                for finish in [
+                    None,
+                    Some((0.75, Activation::Relu6)),
+                    Some((-0.5, Activation::Relu)),
+                    Some((0.25, Activation::Identity)),
+                ] {
+                    let layout = Phased::new(h, w, Padding::same(1), stride);
+                    let mut padded = vec![0f32; layout.len()];
+                    layout.fill(&src, &mut padded);
+                    let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+                    let mut want = vec![0f32; oh * ow];
+                    forward_plane(&layout, &padded, &taps, 3, &mut want, ow);
+                    if let Some((shift, act)) = finish {
+                        crate::simd::bias_act(&mut want, shift, act);
+                    }
+                    // A destination longer than the plane: the kernel writes its plane only.
+                    let mut got = vec![f32::NAN; oh * ow + 3];
+                    // SAFETY: AVX-512F is present (checked above).
+                    #[allow(unsafe_code)]
+                    let written = unsafe {
+                        wide::same3(
+                            &src,
+                            (h, w),
+                            stride,
+                            &taps,
+                            finish,
+                            crate::planes::uninit(&mut got),
+                        )
+                    };
+                    assert_eq!(written, oh * ow);
+                    assert_eq!(got[..oh * ow], want[..], "{h}x{w} stride {stride} {finish:?}");
+                    assert!(got[oh * ow..].iter().all(|v| v.is_nan()), "{h}x{w}: past the plane");
+                }
             }
         }
     }
