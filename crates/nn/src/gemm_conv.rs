@@ -365,6 +365,37 @@ fn forward(
         // One image through a 1x1 layer: the input is the product's right operand and the
         // output planes its rows, split over the threads in whole register blocks.
         let threads = rayon::current_num_threads().max(1);
+        let blocks = o.div_ceil(planes::block_rows());
+        if threads > 1 && blocks % threads != 0 && p >= 2 * COLUMN_SPLIT * threads {
+            // Register blocks that do not divide evenly (24 channels: two blocks against one)
+            // leave a thread idle for part of the layer; wide planes split by columns instead.
+            let width = p.div_ceil(threads).next_multiple_of(16);
+            let columns: Vec<Range<usize>> =
+                (0..p).step_by(width).map(|c| c..(c + width).min(p)).collect();
+            let mut out = Vec::with_capacity(o * p);
+            planes::par_column_bands(
+                &mut out.spare_capacity_mut()[..o * p],
+                (o, p, p),
+                &columns,
+                |i, mut band| {
+                    let at = columns[i].clone();
+                    let res: Option<Vec<&[f32]>> = residual
+                        .map(|r| (0..o).map(|i| &r[i * p + at.start..i * p + at.end]).collect());
+                    let e = Epilogue { bias, residual: res.as_deref(), act };
+                    planes::product(&mut band.rows(), &packed, &x[at.start..], (at.len(), k, p), e);
+                    Ok(())
+                },
+            )?;
+            // SAFETY: the bands cover every column of every row of the first `o * p` slots
+            // (`columns` partitions `0..p`), and `par_column_bands` returned only after every
+            // band's product wrote all of its values (`product` writes every `dst[i][j]`,
+            // `j < n`); `f32` needs no drop and the capacity is `o * p`.
+            #[allow(unsafe_code)]
+            unsafe {
+                out.set_len(o * p);
+            }
+            return Ok(out);
+        }
         let block = o.div_ceil(threads).next_multiple_of(planes::block_rows()) * p.max(1);
         return crate::cpu::par_fill(o * p, block, |start, part| {
             let (first, len) = (start / p.max(1), part.len());
@@ -417,6 +448,10 @@ fn forward(
     })?;
     Ok(out)
 }
+
+/// Columns per thread below which a one-image 1x1 layer is not split by columns: a band should
+/// hold whole 48-column register blocks.
+const COLUMN_SPLIT: usize = 48;
 
 /// Chunk `ci`'s output, `act(product + bias + residual)`, into its NCHW block `out`, every
 /// value written. `packed` is the weight as [`planes::pack`] lays it out, group after group;

@@ -169,8 +169,17 @@ fn product_on(
     if whole == n {
         return;
     }
-    // The last columns, zero-padded to one step, through the same kernel.
     let tail = n - whole;
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Wide {
+        // SAFETY: `Isa::Wide` is detected only where AVX-512F is present.
+        #[allow(unsafe_code)]
+        unsafe {
+            wide_tail(dst, packed, b, (whole..n, k, b_rs), epilogue)
+        };
+        return;
+    }
+    // The last columns, zero-padded to one step, through the same kernel.
     TAIL.with(|buf| {
         let mut buf = buf.borrow_mut();
         buf.clear();
@@ -435,6 +444,62 @@ fn product_wide(
     );
 }
 
+/// The last `cols` (fewer than 16) of every row on AVX-512, a column at a time with the eight
+/// rows of a register block as one vector: a padded 16-wide step would spend eight 16-lane
+/// multiply-adds per depth step on them, these spend one 8-lane one per column (a 7x7 plane's
+/// 49th column cost as much as its first 16).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn wide_tail(
+    dst: &mut [&mut [MaybeUninit<f32>]],
+    a: &[f32],
+    b: &[f32],
+    (cols, k, b_rs): (Range<usize>, usize, usize),
+    epilogue: Epilogue<'_>,
+) {
+    // A column's sum is a chain of dependent multiply-adds: a few columns of one register
+    // block would wait on their latency, so fewer columns go with more register blocks (up to
+    // four, 32 rows, whose packed values stay in cache while their columns go by).
+    for (g, group) in dst.chunks_mut(4 * WIDE_ROWS).enumerate() {
+        let first = g * 4 * WIDE_ROWS;
+        let mut j = cols.start;
+        while j < cols.end {
+            let c = (cols.end - j).min(8);
+            let want = if c <= 2 {
+                4
+            } else if c <= 4 {
+                2
+            } else {
+                1
+            };
+            let mut r0 = 0;
+            while r0 < group.len() {
+                let blocks = if (group.len() - r0).div_ceil(WIDE_ROWS) >= want { want } else { 1 };
+                let end = (r0 + blocks * WIDE_ROWS).min(group.len());
+                let rows = &mut group[r0..end];
+                let (a, e) = (&a[(first + r0) * k..], epilogue.rows_from(first + r0));
+                let at = (j, k, b_rs);
+                match (c, blocks) {
+                    (1, 4) => wide::columns::<1, 4>(rows, a, b, at, e),
+                    (2, 4) => wide::columns::<2, 4>(rows, a, b, at, e),
+                    (3, 2) => wide::columns::<3, 2>(rows, a, b, at, e),
+                    (4, 2) => wide::columns::<4, 2>(rows, a, b, at, e),
+                    (1, _) => wide::columns::<1, 1>(rows, a, b, at, e),
+                    (2, _) => wide::columns::<2, 1>(rows, a, b, at, e),
+                    (3, _) => wide::columns::<3, 1>(rows, a, b, at, e),
+                    (4, _) => wide::columns::<4, 1>(rows, a, b, at, e),
+                    (5, _) => wide::columns::<5, 1>(rows, a, b, at, e),
+                    (6, _) => wide::columns::<6, 1>(rows, a, b, at, e),
+                    (7, _) => wide::columns::<7, 1>(rows, a, b, at, e),
+                    _ => wide::columns::<8, 1>(rows, a, b, at, e),
+                }
+                r0 = end;
+            }
+            j += c;
+        }
+    }
+}
+
 /// Six rows by 16 columns on AVX2: twelve accumulators, two loads and a broadcast (15 of the
 /// 16 registers; see `panel`).
 #[cfg(target_arch = "x86_64")]
@@ -601,6 +666,64 @@ mod wide {
                 unsafe {
                     _mm512_storeu_ps(d.as_mut_ptr().cast::<f32>().add(16 * v), x)
                 };
+            }
+        }
+    }
+
+    /// Columns `j..j + C` of `dst`'s rows over the whole depth `k`, `B` register blocks of `R`
+    /// rows at most (or one when `B` is 1, of fewer rows if `dst` has fewer), `a` packed from
+    /// the first: the product with those columns of `b`, each column's `R` rows one 8-lane
+    /// vector (a row of a packed block), the sums in the tiles' order; then
+    /// `act((v + bias) + residual)`, as the tiles and [`add_residual`] apply it. With `B > 1`
+    /// `dst` holds more than `(B - 1) R` rows (the last block's absent rows are computed as
+    /// zeros and not stored).
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn columns<const C: usize, const B: usize>(
+        dst: &mut [&mut [MaybeUninit<f32>]],
+        a: &[f32],
+        b: &[f32],
+        (j, k, b_rs): (usize, usize, usize),
+        epilogue: Epilogue<'_>,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); C]; B];
+        let blocks: [&[f32]; B] = std::array::from_fn(|i| &a[i * R * k..(i + 1) * R * k]);
+        for p in 0..k {
+            let b_p = &b[p * b_rs + j..p * b_rs + j + C];
+            for i in 0..B {
+                let a_p = &blocks[i][p * R..p * R + R];
+                // SAFETY: `a_p` holds `R` (8) values.
+                #[allow(unsafe_code)]
+                let w = unsafe { _mm256_loadu_ps(a_p.as_ptr()) };
+                for c in 0..C {
+                    acc[i][c] = _mm256_fmadd_ps(w, _mm256_set1_ps(b_p[c]), acc[i][c]);
+                }
+            }
+        }
+        let mut sums = [[[0f32; R]; C]; B];
+        for i in 0..B {
+            for c in 0..C {
+                // SAFETY: `sums[i][c]` holds 8 values.
+                #[allow(unsafe_code)]
+                unsafe {
+                    _mm256_storeu_ps(sums[i][c].as_mut_ptr(), acc[i][c])
+                };
+            }
+        }
+        for (r, row) in dst.iter_mut().enumerate().take(B * R) {
+            let shift = epilogue.bias.map_or(0.0, |bias| bias[r]);
+            for c in 0..C {
+                let mut v = sums[r / R][c][r % R] + shift;
+                if let Some(residual) = epilogue.residual {
+                    v += residual[r][j + c];
+                }
+                // The vector kernels' activation: `max(v, 0)` is 0 for a NaN `v`.
+                row[j + c].write(match epilogue.act {
+                    Activation::Identity => v,
+                    Activation::Relu => v.max(0.0),
+                    Activation::Relu6 => v.max(0.0).min(6.0),
+                });
             }
         }
     }
@@ -773,6 +896,15 @@ mod tests {
             (2, 160, 9, 170, Activation::Relu),
             // Several column blocks (128 columns each at a depth of 512), two depth blocks.
             (9, 400, 520, 400, Activation::Relu),
+            // Column tails of 1, 9 and 15 (7x7 planes, 5x5 planes, a tail past 8 columns).
+            (10, 49, 530, 49, Activation::Relu6),
+            (16, 25, 40, 27, Activation::Relu),
+            (6, 31, 20, 33, Activation::Identity),
+            // Tails of 2, 3 and 1 column over four, two and one register blocks at a time
+            // (the last block partial).
+            (27, 50, 33, 50, Activation::Relu),
+            (13, 19, 21, 19, Activation::Relu6),
+            (40, 65, 17, 66, Activation::Identity),
         ];
         for (case, &(m, n, k, b_rs, act)) in cases.iter().enumerate() {
             let a = values(m * k, 3 * case as u64 + 1);

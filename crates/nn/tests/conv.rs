@@ -19,7 +19,7 @@ fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
 /// (n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)
 type Case = (usize, usize, usize, usize, usize, (usize, usize), usize, usize, usize, usize);
 
-const CASES: [Case; 26] = [
+const CASES: [Case; 27] = [
     (2, 3, 7, 9, 4, (3, 3), 1, 1, 1, 1),
     // One image through a 1x1 layer: the product writes the output directly.
     (1, 5, 6, 7, 4, (1, 1), 1, 0, 1, 1),
@@ -56,6 +56,9 @@ const CASES: [Case; 26] = [
     // More than 128 output channels: the Winograd products on the `gemm` crate instead of the
     // panel kernel.
     (1, 16, 24, 23, 130, (3, 3), 1, 1, 1, 1),
+    // One image through a 1x1 layer of 24 channels (three register blocks of rows, uneven
+    // over two threads): split by columns instead, 196 columns (a 4-column tail).
+    (1, 12, 14, 14, 24, (1, 1), 1, 0, 1, 1),
 ];
 
 /// Direct loops in f64: the output, and the input / weight gradients of `sum(y * r)`.
@@ -706,6 +709,7 @@ fn residual_in_the_epilogue_matches_conv_then_add() {
         (2, 12, 17, 13, 20, 3, 2, 1, 2),
         (2, 64, 12, 12, 64, 3, 1, 1, 1),
         (4, 10, 6, 6, 20, 1, 2, 0, 1),
+        (1, 16, 14, 14, 24, 1, 1, 0, 1),
     ];
     for (i, &(n, c, h, w, o, k, stride, padding, groups)) in cases.iter().enumerate() {
         let seed = 100 + 4 * i as u64;
