@@ -718,7 +718,9 @@ mod wide {
                 if let Some(residual) = epilogue.residual {
                     v += residual[r][j + c];
                 }
-                // The vector kernels' activation: `max(v, 0)` is 0 for a NaN `v`.
+                // The vector kernels' activation: `max(v, 0)` is 0 for a NaN `v` (`clamp`
+                // would keep the NaN).
+                #[allow(clippy::manual_clamp)]
                 row[j + c].write(match epilogue.act {
                     Activation::Identity => v,
                     Activation::Relu => v.max(0.0),
