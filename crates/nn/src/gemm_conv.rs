@@ -449,6 +449,11 @@ fn forward(
     Ok(out)
 }
 
+/// Output pixels per image from which a chunk of several images runs one product per image
+/// (written into its NCHW block) rather than one over the chunk's gathered columns: a product
+/// that wide keeps the weight's streaming per column block a small share of its work.
+const PER_IMAGE_COLUMNS: usize = 128;
+
 /// Columns per thread below which a one-image 1x1 layer is not split by columns: a band should
 /// hold whole 48-column register blocks.
 const COLUMN_SPLIT: usize = 48;
@@ -478,6 +483,32 @@ fn forward_chunk(
         let bias = bias.map(|b| &b[g * og..]);
         (&packed[g * per_group..], bias, residual.map(|r| &r[g * og * p..]))
     };
+    if ch.b > 1 && p >= PER_IMAGE_COLUMNS {
+        // Each image's product written straight into its NCHW block (its residual added and
+        // its activation applied there), from its own columns: no gathered `(O, B*P)` copy to
+        // scatter back, and a 1x1 layer reads its input where it lies.
+        let (all, n) = (0..geo.oh, ch.cols_n);
+        let pointwise = geo.pointwise();
+        let len = if pointwise { 0 } else { geo.cols_len(&ch, &all) };
+        return with_scratch(len, 0, |cols_buf, _| {
+            let cols = if pointwise { xs } else { geo.columns(&ch, xs, all, cols_buf, parallel)? };
+            for (img, out) in out.chunks_mut(o * p).enumerate().take(ch.b) {
+                let res = residual.map(|r| &r[img * o * p..(img + 1) * o * p]);
+                for g in 0..geo.groups {
+                    let (w, bias, _) = group(g);
+                    let (b, b_rs) = if pointwise {
+                        (&cols[img * chw + g * k * p..], p)
+                    } else {
+                        (&cols[g * k * n + img * p..], n)
+                    };
+                    let e = (bias, res.map(|r| &r[g * og * p..]), act);
+                    let dst = &mut out[g * og * p..];
+                    planes::product_rows(dst, (og, p), 0..p, w, b, (k, b_rs), e, parallel);
+                }
+            }
+            Ok(())
+        });
+    }
     if ch.b > 1 {
         let all = 0..geo.oh;
         let n = ch.cols_n;

@@ -19,7 +19,7 @@ fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
 /// (n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)
 type Case = (usize, usize, usize, usize, usize, (usize, usize), usize, usize, usize, usize);
 
-const CASES: [Case; 27] = [
+const CASES: [Case; 29] = [
     (2, 3, 7, 9, 4, (3, 3), 1, 1, 1, 1),
     // One image through a 1x1 layer: the product writes the output directly.
     (1, 5, 6, 7, 4, (1, 1), 1, 0, 1, 1),
@@ -59,6 +59,10 @@ const CASES: [Case; 27] = [
     // One image through a 1x1 layer of 24 channels (three register blocks of rows, uneven
     // over two threads): split by columns instead, 196 columns (a 4-column tail).
     (1, 12, 14, 14, 24, (1, 1), 1, 0, 1, 1),
+    // Chunks of two images of 144 output pixels, each image's product written into its own
+    // block: a 1x1 layer reading its input in place, a grouped strided 3x3 one from columns.
+    (4, 6, 12, 12, 10, (1, 1), 1, 0, 1, 1),
+    (4, 6, 24, 23, 10, (3, 3), 2, 1, 1, 2),
 ];
 
 /// Direct loops in f64: the output, and the input / weight gradients of `sum(y * r)`.
@@ -710,6 +714,8 @@ fn residual_in_the_epilogue_matches_conv_then_add() {
         (2, 64, 12, 12, 64, 3, 1, 1, 1),
         (4, 10, 6, 6, 20, 1, 2, 0, 1),
         (1, 16, 14, 14, 24, 1, 1, 0, 1),
+        (4, 16, 12, 12, 24, 1, 1, 0, 1),
+        (4, 8, 24, 24, 16, 3, 2, 1, 1),
     ];
     for (i, &(n, c, h, w, o, k, stride, padding, groups)) in cases.iter().enumerate() {
         let seed = 100 + 4 * i as u64;
