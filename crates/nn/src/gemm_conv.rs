@@ -339,7 +339,7 @@ fn forward(
     if geo.winograd() {
         let transform = || crate::winograd::transform_weight(wt, geo.o, geo.c, false);
         let u = match transformed {
-            Some(kept) => kept.get(crate::winograd::POS * geo.o * geo.c, transform)?,
+            Some(kept) => kept.get(crate::winograd::transformed_len(geo.o, geo.c), transform)?,
             None => Cow::Owned(transform()?),
         };
         let dims = (geo.n, geo.c, geo.h, geo.w);

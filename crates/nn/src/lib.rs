@@ -33,7 +33,6 @@ pub mod loss;
 mod memo;
 pub mod norm;
 pub mod optim;
-mod panel;
 mod planes;
 pub mod pool;
 pub mod preprocess;

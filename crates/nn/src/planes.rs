@@ -501,7 +501,7 @@ fn wide_tail(
 }
 
 /// Six rows by 16 columns on AVX2: twelve accumulators, two loads and a broadcast (15 of the
-/// 16 registers; see `panel`).
+/// 16 registers).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn product_narrow(
@@ -881,7 +881,19 @@ mod narrow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::panel::tests::values;
+
+    /// Deterministic values in [-1, 1).
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
 
     #[test]
     fn products_match_an_f64_triple_loop_with_their_epilogue() {

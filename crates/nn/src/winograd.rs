@@ -27,8 +27,6 @@ use rayon::prelude::*;
 
 use crate::conv::Activation;
 use crate::cpu::with_scratch;
-use crate::panel::COL_ALIGN;
-use crate::sgemm::{matmul, Mat, MatMut};
 
 /// Transformed positions per tile (4x4).
 pub(crate) const POS: usize = 16;
@@ -41,11 +39,9 @@ const BLOCK_VALUES: usize = 256 * 1024;
 const MIN_TILES: usize = 128;
 const MAX_TILES: usize = 512;
 
-/// Most output channels whose products run on [`crate::panel::product`]: wider ones go to the
-/// `gemm` crate, whose cache blocking and micro-kernel outrun the panel kernel by about 5% on
-/// 256- and 512-channel products once the copy it makes of the transformed input is amortised
-/// over that many outputs (single-thread timings of the sixteen products, benches/NOTES.md).
-const PANEL_MAX_OUTPUTS: usize = 128;
+/// The products' column counts are padded to a multiple of this (one AVX-512 register of
+/// f32, two AVX2 ones): [`crate::planes`]' vector loops then have no column tail.
+const COL_ALIGN: usize = 16;
 
 /// Fewest input and output channels for which the transformed products beat `im2col` + GEMM:
 /// with few input channels the 16 products are `(O, C) x (C, tiles)` with a tiny `C`, which
@@ -87,7 +83,8 @@ pub(crate) fn applies(
 
 /// The transformed weights of `wt (O, C, 3, 3)` as 16 matrices: `(16, O, C)`, or with
 /// `adjoint` those of the input gradient's convolution (the kernel rotated by 180 degrees,
-/// channels swapped): `(16, C, O)`. `U = G g G^T`, `G = [[1, 0, 0], [1/2, 1/2, 1/2],
+/// channels swapped): `(16, C, O)`; each matrix packed as [`crate::planes::pack`] lays it out
+/// ([`transformed_len`] values in all). `U = G g G^T`, `G = [[1, 0, 0], [1/2, 1/2, 1/2],
 /// [1/2, -1/2, 1/2], [0, 0, 1]]`, computed for each matrix row's kernels side by side, blocks of
 /// rows in parallel, each row written straight into its place in the 16 matrices.
 pub(crate) fn transform_weight(wt: &[f32], o: usize, c: usize, adjoint: bool) -> Result<Vec<f32>> {
@@ -113,7 +110,20 @@ pub(crate) fn transform_weight(wt: &[f32], o: usize, c: usize, adjoint: bool) ->
             transform_row(wt, c, t * per + r, adjoint, part, r * cols);
         }
     });
-    Ok(u)
+    // Each matrix in the layout the products read it in ([`crate::planes::pack`]).
+    let packed: Vec<Vec<f32>> = u
+        .par_chunks_exact(rows * cols)
+        .map(|matrix| crate::planes::pack(matrix, (rows, cols)))
+        .collect();
+    Ok(packed.concat())
+}
+
+/// Values of [`transform_weight`]'s result for `rows x cols` matrices.
+pub(crate) fn transformed_len(rows: usize, cols: usize) -> usize {
+    if rows * cols == 0 {
+        return 0;
+    }
+    POS * crate::planes::packed_len(rows, cols)
 }
 
 /// Row `r` of the 16 transformed matrices, written at `at` in each of `dst`'s 16 slices: the
@@ -182,7 +192,10 @@ pub(crate) fn conv(
     if h + 2 * pad < 3 || w + 2 * pad < 3 {
         bail!("winograd: a {h}x{w} input padded by {pad} is smaller than the 3x3 kernel");
     }
-    if x.len() != n * c * h * w || u.len() != POS * o * c || bias.is_some_and(|b| b.len() != o) {
+    if x.len() != n * c * h * w
+        || u.len() != transformed_len(o, c)
+        || bias.is_some_and(|b| b.len() != o)
+    {
         bail!("winograd: buffers do not fit {n}x{c}x{h}x{w} to {o} channels");
     }
     let shape = Tiling::new((n, c, h, w), o, pad, pool);
@@ -313,15 +326,14 @@ impl Tiling {
             if tp > tiles {
                 v.chunks_exact_mut(tp).for_each(|row| row[tiles..].fill(0.0));
             }
-            for (xi, (v, m)) in v.chunks_exact(c * tp).zip(m.chunks_exact_mut(o * tp)).enumerate() {
-                let u = &u[xi * o * c..(xi + 1) * o * c];
-                if o <= PANEL_MAX_OUTPUTS {
-                    crate::panel::product(m, u, v, (o, tp, c));
-                } else {
-                    let (lhs, rhs) = (Mat::rows(u, o, c), Mat::rows(v, c, tp));
-                    matmul(MatMut::rows(m, o, tp), lhs, rhs, false, false)?;
-                }
+            let per = transformed_len(o, c) / POS;
+            let mut products: Vec<_> = m.chunks_exact_mut(tp).map(crate::planes::uninit).collect();
+            let none = crate::planes::Epilogue::new(None, Activation::Identity);
+            for (xi, (v, m)) in v.chunks_exact(c * tp).zip(products.chunks_exact_mut(o)).enumerate()
+            {
+                crate::planes::product(m, &u[xi * per..(xi + 1) * per], v, (tp, c, tp), none);
             }
+            drop(products);
             let (y, work) = buf.split_at_mut(4 * tiles);
             let first_image = rows.start / self.th;
             for oc in 0..o {
