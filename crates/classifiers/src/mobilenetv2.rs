@@ -22,7 +22,6 @@ use deeprecog_nn::dropout::SeededDropout;
 use deeprecog_nn::layers::Linear;
 use serde::{Deserialize, Serialize};
 
-use deeprecog_nn::activation::add_act;
 use deeprecog_nn::conv::Activation;
 
 use crate::backbone::{batch_norm, global_avg_pool, Backbone, FrozenStages, PretrainedSpec};
@@ -152,11 +151,12 @@ impl ModuleT for InvertedResidual {
             None => x.clone(),
         };
         y = self.depthwise.forward_t(&y, train)?;
-        y = self.project.forward_bn_t(&y, &self.project_bn, train, Activation::Identity)?;
+        let (project, bn) = (&self.project, &self.project_bn);
         if self.residual {
-            y = add_act(&y, x, Activation::Identity)?;
+            // The shortcut added in the projection's epilogue (evaluation over constants).
+            return project.forward_bn_residual_t(&y, bn, train, x, Activation::Identity);
         }
-        Ok(y)
+        project.forward_bn_t(&y, bn, train, Activation::Identity)
     }
 }
 
