@@ -161,9 +161,11 @@ impl Geometry {
     /// rows, and the input gradient's [`row2im_into`] adds a row's taps four values at a time.
     /// Chosen where `im2col` / `col2im` move value by value anyway (narrow or strided outputs):
     /// wide stride-1 rows are contiguous runs for them but 3-value pieces for rows (scratch3's
-    /// training step measured 7% slower with rows).
+    /// training step measured 7% slower with rows). Never for a 1x1 stride-1 layer: its columns
+    /// are its input planes (copied whole, or not at all), where rows would transpose them
+    /// (MobileNetV2's training step at batch 16: +28%).
     fn rows_layout(&self) -> bool {
-        self.ow <= NARROW_OUTPUT || self.win.stride > 1
+        !self.pointwise() && (self.ow <= NARROW_OUTPUT || self.win.stride > 1)
     }
 
     /// The images of chunk `i`.
