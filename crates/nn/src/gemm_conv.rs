@@ -381,8 +381,9 @@ fn forward(
                 &columns,
                 |i, mut band| {
                     let at = columns[i].clone();
-                    let res: Option<Vec<&[f32]>> = residual
-                        .map(|r| (0..o).map(|i| &r[i * p + at.start..i * p + at.end]).collect());
+                    let res: Option<Vec<&[f32]>> = residual.map(|r| {
+                        (0..o).map(|row| &r[row * p + at.start..row * p + at.end]).collect()
+                    });
                     let e = Epilogue { bias, residual: res.as_deref(), act };
                     planes::product(&mut band.rows(), &packed, &x[at.start..], (at.len(), k, p), e);
                     Ok(())
