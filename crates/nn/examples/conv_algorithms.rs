@@ -7,38 +7,14 @@
 //! milliseconds per call (median of 25 timings after warm-up) and the direct convolution's
 //! GFLOP/s for each algorithm.
 
-use std::time::Instant;
+mod common;
 
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{Result, Var};
+use common::{median_ms, seeded};
 use deeprecog_nn::conv::{conv2d_relu, set_winograd, Conv2dParams};
 
-/// Median milliseconds of `f` over 25 timings, after two warm-up calls.
-fn median_ms(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    f()?;
-    let mut times = Vec::with_capacity(25);
-    for _ in 0..25 {
-        let t = Instant::now();
-        f()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[12])
-}
-
-fn seeded(shape: (usize, usize, usize, usize), seed: u64) -> Result<Tensor> {
-    let n = shape.0 * shape.1 * shape.2 * shape.3;
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu)
-}
+/// Timings per median (after two warm-up calls).
+const TIMINGS: usize = 25;
 
 fn main() -> Result<()> {
     // (what, batch, in channels, out channels, side)
@@ -72,7 +48,7 @@ fn main() -> Result<()> {
         for train in [false, true] {
             for winograd in [true, false] {
                 set_winograd(winograd);
-                let ms = median_ms(|| {
+                let ms = median_ms(TIMINGS, || {
                     if train {
                         let y = conv2d_relu(x.as_tensor(), w.as_tensor(), None, p)?;
                         y.sum_all()?.backward()?;

@@ -9,9 +9,10 @@
 //! every layer first. The layers are constant [`Conv2d`]s, as an inference model's are: their
 //! weights are packed once, not on every call.
 
-use std::time::Instant;
+mod common;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::Result;
+use common::{median_ms, seeded};
 use deeprecog_nn::conv::{Activation, Conv2dParams};
 use deeprecog_nn::layers::Conv2d;
 
@@ -19,33 +20,8 @@ use deeprecog_nn::layers::Conv2d;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Median milliseconds of `f` over 25 timings, after two warm-up calls.
-fn median_ms(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    f()?;
-    let mut times = Vec::with_capacity(25);
-    for _ in 0..25 {
-        let t = Instant::now();
-        f()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[12])
-}
-
-fn seeded(shape: (usize, usize, usize, usize), seed: u64) -> Result<Tensor> {
-    let n = shape.0 * shape.1 * shape.2 * shape.3;
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu)
-}
+/// Timings per median (after two warm-up calls).
+const TIMINGS: usize = 15;
 
 /// One convolution of the network: (kind, in channels, out channels, input side, kernel, stride).
 type Layer = (&'static str, usize, usize, usize, usize, usize);
@@ -95,7 +71,7 @@ fn main() -> Result<()> {
         // Projections are linear (the bottleneck); everything else ends in ReLU6.
         let act =
             if kind.starts_with("project") { Activation::Identity } else { Activation::Relu6 };
-        let ms = median_ms(|| conv.forward_act(&x, act).map(|_| ()))?;
+        let ms = median_ms(TIMINGS, || conv.forward_act(&x, act).map(|_| ()))?;
         let out_side = side.div_ceil(stride);
         let flops = 2.0 * (o * (c / groups) * k * k * out_side * out_side) as f64;
         if each {

@@ -9,9 +9,10 @@
 //! after warm-up, summed over the layers of that kind), its share of the sum and the direct
 //! convolution's GFLOP/s; with `--each`, every layer first.
 
-use std::time::Instant;
+mod common;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::Result;
+use common::{median_ms, seeded};
 use deeprecog_nn::activation::add_act;
 use deeprecog_nn::conv::{Activation, Conv2dParams};
 use deeprecog_nn::layers::Conv2d;
@@ -20,33 +21,8 @@ use deeprecog_nn::layers::Conv2d;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Median milliseconds of `f` over 15 timings, after two warm-up calls.
-fn median_ms(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    f()?;
-    let mut times = Vec::with_capacity(15);
-    for _ in 0..15 {
-        let t = Instant::now();
-        f()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[7])
-}
-
-fn seeded(shape: (usize, usize, usize, usize), seed: u64) -> Result<Tensor> {
-    let n = shape.0 * shape.1 * shape.2 * shape.3;
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu)
-}
+/// Timings per median (after two warm-up calls).
+const TIMINGS: usize = 15;
 
 /// One convolution of the network: (kind, in channels, out channels, input side, kernel,
 /// stride); kind "residual" is the bottleneck's addition (`out` channels at `side`).
@@ -83,7 +59,7 @@ fn main() -> Result<()> {
         let x = seeded((batch, c, side, side), 3 * i as u64)?;
         let (ms, flops) = if kind == "residual" {
             let shortcut = seeded((batch, c, side, side), 3 * i as u64 + 1)?;
-            (median_ms(|| add_act(&x, &shortcut, Activation::Relu).map(|_| ()))?, 0.0)
+            (median_ms(TIMINGS, || add_act(&x, &shortcut, Activation::Relu).map(|_| ()))?, 0.0)
         } else {
             let w = (seeded((o, c, k, k), 3 * i as u64 + 1)? * 0.05)?;
             let b = seeded((1, 1, 1, o), 3 * i as u64 + 2)?.flatten_all()?;
@@ -97,7 +73,7 @@ fn main() -> Result<()> {
             };
             let out_side = (side + 2 * (k / 2) - k) / stride + 1;
             let flops = 2.0 * (batch * o * c * k * k * out_side * out_side) as f64;
-            (median_ms(|| conv.forward_act(&x, act).map(|_| ()))?, flops)
+            (median_ms(TIMINGS, || conv.forward_act(&x, act).map(|_| ()))?, flops)
         };
         if each {
             let gflops = flops / ms / 1e6;

@@ -437,6 +437,41 @@ pub(crate) fn im2row_into(
         return Ok(());
     }
     let rows = ys.len();
+    if win.dilation == 1 {
+        // Every tap's `kw` values are one run of a zero-padded copy of the plane: no bounds
+        // to look up per run.
+        let pad = win.padding;
+        let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+        let padded = padded_planes(x, (n * c, h, w), pad, parallel);
+        let s = win.stride;
+        let fill = |(r, block): (usize, &mut [f32])| {
+            let (img, y) = (r / rows, ys.start + r % rows);
+            let image = &padded[img * c * hp * wp..(img + 1) * c * hp * wp];
+            for (xo, row) in block.chunks_exact_mut(k).enumerate() {
+                for (plane, row) in image.chunks_exact(hp * wp).zip(row.chunks_exact_mut(kh * kw)) {
+                    for (i, dst) in row.chunks_exact_mut(kw).enumerate() {
+                        let at = (y * s + i) * wp + xo * s;
+                        let src = &plane[at..at + kw];
+                        // Fixed-size copies for the common widths: a slice copy of 3 or 4
+                        // values is a call to `memcpy`.
+                        if let (Ok(d), Ok(v)) =
+                            (<&mut [f32; 4]>::try_from(&mut *dst), <&[f32; 4]>::try_from(src))
+                        {
+                            *d = *v;
+                        } else if let (Ok(d), Ok(v)) =
+                            (<&mut [f32; 3]>::try_from(&mut *dst), <&[f32; 3]>::try_from(src))
+                        {
+                            *d = *v;
+                        } else {
+                            crate::simd::copy_short(dst, src);
+                        }
+                    }
+                }
+            }
+        };
+        each_chunk(out, ow * k, parallel, fill);
+        return Ok(());
+    }
     let fill = |(r, block): (usize, &mut [f32])| {
         let (img, y) = (r / rows, ys.start + r % rows);
         let image = &x[img * c * h * w..(img + 1) * c * h * w];
@@ -472,6 +507,30 @@ pub(crate) fn im2row_into(
     };
     each_chunk(out, ow * k, parallel, fill);
     Ok(())
+}
+
+/// `planes` `(P, H, W)` planes zero-padded by `pad` on every side (`(P, H + 2 pad, W + 2 pad)`),
+/// or the planes themselves without padding.
+fn padded_planes<T: WithDType>(
+    x: &[T],
+    (planes, h, w): (usize, usize, usize),
+    pad: usize,
+    parallel: bool,
+) -> std::borrow::Cow<'_, [T]> {
+    if pad == 0 {
+        return std::borrow::Cow::Borrowed(x);
+    }
+    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+    let mut out = vec![T::zero(); planes * hp * wp];
+    let copy = |(i, dst): (usize, &mut [T])| {
+        let src = &x[i * h * w..(i + 1) * h * w];
+        for (y, row) in src.chunks_exact(w).enumerate() {
+            let at = (y + pad) * wp + pad;
+            dst[at..at + w].copy_from_slice(row);
+        }
+    };
+    each_chunk(&mut out, (hp * wp).max(1), parallel, copy);
+    std::borrow::Cow::Owned(out)
 }
 
 /// The adjoint of [`im2row_into`]: rows of `C*kh*kw` values, one per output position of rows
@@ -683,6 +742,72 @@ pub fn conv2d(
     conv2d_act(x, weight, bias, p, Activation::Identity)
 }
 
+/// The gradient of [`conv2d`] (no bias) with respect to its input of shape `input`, given the
+/// gradient `grad (N, O, OH, OW)` of its output and `weight (O, C/groups, kh, kw)`: PyTorch's
+/// `torch.nn.grad.conv2d_input`: the kernel [`conv2d`]'s backward pass runs (called directly
+/// in f32 on the CPU and on CUDA with `cudnn`, through autograd elsewhere and for a depthwise
+/// layer on the CPU). Its result has no autograd history.
+///
+/// # Errors
+/// Shapes that do not fit together, a window that does not fit the input.
+pub fn conv2d_input_grad(
+    grad: &Tensor,
+    weight: &Tensor,
+    input: (usize, usize, usize, usize),
+    p: Conv2dParams,
+) -> Result<Tensor> {
+    let f32s = (grad.dtype(), weight.dtype()) == (DType::F32, DType::F32);
+    if backward_on_gemm_conv(input.1, weight.dims4()?, p, grad.device(), f32s) {
+        return crate::gemm_conv::gradient(grad, weight, p, input, true);
+    }
+    let x = candle_core::Var::zeros(input, weight.dtype(), weight.device())?;
+    let y = conv2d(x.as_tensor(), &weight.detach(), None, p)?;
+    let grads = (y * grad.detach())?.sum_all()?.backward()?;
+    match grads.get(x.as_tensor()) {
+        Some(g) => Ok(g.detach()),
+        None => bail!("conv2d_input_grad: no gradient reached the input"),
+    }
+}
+
+/// The gradient of [`conv2d`] (no bias) with respect to its weight of shape `weight`, given
+/// its input `x (N, C, H, W)` and the gradient `grad (N, O, OH, OW)` of its output: PyTorch's
+/// `torch.nn.grad.conv2d_weight`, computed as [`conv2d_input_grad`] is.
+///
+/// # Errors
+/// As [`conv2d_input_grad`].
+pub fn conv2d_weight_grad(
+    x: &Tensor,
+    grad: &Tensor,
+    weight: (usize, usize, usize, usize),
+    p: Conv2dParams,
+) -> Result<Tensor> {
+    let f32s = (x.dtype(), grad.dtype()) == (DType::F32, DType::F32);
+    if backward_on_gemm_conv(x.dim(1)?, weight, p, x.device(), f32s) {
+        return crate::gemm_conv::gradient(x, grad, p, weight, false);
+    }
+    let w = candle_core::Var::zeros(weight, x.dtype(), x.device())?;
+    let y = conv2d(&x.detach(), w.as_tensor(), None, p)?;
+    let grads = (y * grad.detach())?.sum_all()?.backward()?;
+    match grads.get(w.as_tensor()) {
+        Some(g) => Ok(g.detach()),
+        None => bail!("conv2d_weight_grad: no gradient reached the weight"),
+    }
+}
+
+/// Whether [`conv2d`]'s backward pass over `c` input channels and a weight of `weight`'s shape
+/// runs on the `gemm_conv` kernels (as [`conv2d_act_kept`] dispatches): f32 operands on a
+/// device with its own convolutions, other than a depthwise layer on the CPU.
+fn backward_on_gemm_conv(
+    c: usize,
+    (o, _, kh, kw): (usize, usize, usize, usize),
+    p: Conv2dParams,
+    device: &candle_core::Device,
+    f32s: bool,
+) -> bool {
+    let depthwise = p.groups == c && o == c && p.dilation == 1 && kh == kw;
+    f32s && crate::cpu::own_conv(device) && !(depthwise && device.is_cpu())
+}
+
 /// [`conv2d`] followed by a ReLU; on the CPU in f32 the bias and the ReLU are applied to each
 /// output block as the product writes it, and the backward pass masks the gradient first.
 ///
@@ -729,6 +854,7 @@ pub(crate) fn conv2d_act_kept(
     }
     let depthwise = g == c && o == c && p.dilation == 1 && kh == kw;
     let all_f32 = [Some(x), Some(weight), bias].iter().flatten().all(|t| t.dtype() == DType::F32);
+    // (`backward_on_gemm_conv` follows this dispatch.)
     let own = crate::cpu::own_conv(x.device()) && all_f32;
     #[cfg(feature = "cudnn")]
     if own && x.device().is_cuda() && autocast_bf16() {

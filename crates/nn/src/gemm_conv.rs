@@ -32,6 +32,7 @@ use crate::conv::{
 };
 use crate::cpu::{f32_slice, with_scratch, ConvGrads};
 use crate::memo::KeptBuffer;
+use crate::phases;
 use crate::planes::{self, Epilogue};
 use crate::sgemm::{matmul, Mat, MatMut};
 
@@ -615,6 +616,34 @@ fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
     }
     let (p, o, ow) = (geo.p(), geo.o, geo.ow);
     let chw = geo.c * geo.h * geo.w;
+    let shapes = phases::Shapes {
+        input: (geo.c, geo.h, geo.w),
+        output: (o, geo.oh, ow),
+        groups: geo.groups,
+        win: geo.win,
+    };
+    if phases::applies(&shapes) {
+        let phased = phases::PhasedWeight::new(shapes, wt);
+        let len = geo.n * chw;
+        let mut dx = Vec::with_capacity(len);
+        for_chunks(geo, &mut dx.spare_capacity_mut()[..len], chw, |ci, dx, parallel| {
+            let ch = geo.chunk(ci);
+            let gys = &gy[ch.imgs.start * o * p..ch.imgs.end * o * p];
+            let (cols_len, out_len) = phased.scratch_len(ch.b);
+            with_scratch(cols_len, out_len, |cols, out| {
+                phased.input_grad(gys, ch.b, dx, (cols, out), parallel)
+            })
+        })?;
+        // SAFETY: the chunks partition the first `len` slots and each chunk's
+        // `PhasedWeight::input_grad` returned `Ok` only after writing every value of its
+        // images (its phases partition each image's positions; on an error we returned above
+        // without setting the length); `f32` needs no drop and the capacity is `len`.
+        #[allow(unsafe_code)]
+        unsafe {
+            dx.set_len(len);
+        }
+        return Ok(dx);
+    }
     let mut dx = crate::cpu::zeroed(geo.n * chw);
     for_chunks(geo, &mut dx, chw, |ci, dx, parallel| {
         let ch = geo.chunk(ci);
@@ -878,6 +907,19 @@ impl GemmConv {
 }
 
 crate::cpu::conv_custom_ops!(GemmConv, "deeprecog-conv2d", "deeprecog-conv2d-bias");
+
+/// A convolution's input gradient (`input`: from `(dY, weight)`) or weight gradient (from
+/// `(x, dY)`) of shape `dims`, as the backward pass computes it, outside autograd.
+pub(crate) fn gradient(
+    a: &Tensor,
+    b: &Tensor,
+    params: Conv2dParams,
+    dims: (usize, usize, usize, usize),
+    input: bool,
+) -> Result<Tensor> {
+    let wrt = if input { Wrt::Input } else { Wrt::Weight };
+    a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &Grad { params, dims, wrt })
+}
 
 /// Which gradient a [`Grad`] op computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

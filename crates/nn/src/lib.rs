@@ -33,6 +33,7 @@ pub mod loss;
 mod memo;
 pub mod norm;
 pub mod optim;
+mod phases;
 mod planes;
 pub mod pool;
 pub mod preprocess;

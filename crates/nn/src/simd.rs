@@ -381,6 +381,19 @@ pub(crate) fn leaky_grad(d: &mut [f32], g: &[f32], x: &[f32], slope: f32) {
     }
 }
 
+/// `dst.copy_from_slice(src)` for short runs (a few to a few dozen values) without a call to
+/// `memcpy`: eight values at a time, then one by one.
+pub(crate) fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    let (d8, d_rest) = dst.as_chunks_mut::<8>();
+    let (s8, s_rest) = src.as_chunks::<8>();
+    for (d, s) in d8.iter_mut().zip(s8) {
+        *d = *s;
+    }
+    for (d, s) in d_rest.iter_mut().zip(s_rest) {
+        *d = *s;
+    }
+}
+
 /// `dst[i] = src[i * stride]` (`src` holds at least `(dst.len() - 1) * stride + 1` values); the
 /// stride-2 case (4x4 / 3x3 stride-2 `im2col`) as a de-interleave the compiler vectorises.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]

@@ -1,12 +1,14 @@
 //! `conv::conv2d` against direct loops (forward and both gradients) and candle's forward on odd
 //! shapes, strides, padding, dilation, groups and batch 1 (the Winograd path among them); `im2col` /
-//! `col2im` as adjoints; a finite-difference check in f64.
+//! `col2im` as adjoints; a finite-difference check in f64; the gradient functions against the
+//! backward pass and direct loops.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{DType, Device, Tensor, Var};
 use deeprecog_nn::conv::{
-    col2im, conv2d, conv_transpose2d, im2col, Conv2dParams, ConvTranspose2dParams, Window,
+    col2im, conv2d, conv2d_input_grad, conv2d_weight_grad, conv_transpose2d, im2col, Conv2dParams,
+    ConvTranspose2dParams, Window,
 };
 
 mod common;
@@ -19,7 +21,7 @@ fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
 /// (n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)
 type Case = (usize, usize, usize, usize, usize, (usize, usize), usize, usize, usize, usize);
 
-const CASES: [Case; 29] = [
+const CASES: [Case; 34] = [
     (2, 3, 7, 9, 4, (3, 3), 1, 1, 1, 1),
     // One image through a 1x1 layer: the product writes the output directly.
     (1, 5, 6, 7, 4, (1, 1), 1, 0, 1, 1),
@@ -63,6 +65,15 @@ const CASES: [Case; 29] = [
     // block: a 1x1 layer reading its input in place, a grouped strided 3x3 one from columns.
     (4, 6, 12, 12, 10, (1, 1), 1, 0, 1, 1),
     (4, 6, 24, 23, 10, (3, 3), 2, 1, 1, 2),
+    // Strided windows over 8 or more input channels per group and 8 or more columns per
+    // phase row, whose input gradients are one stride-1 product per phase: DCGAN's 4x4
+    // stride 2, 9 channels (a register block and a row), 1x1 stride 2 (phases no tap
+    // reaches), stride 3 with groups, several images per chunk.
+    (2, 8, 12, 17, 16, (4, 4), 2, 1, 1, 1),
+    (3, 9, 7, 19, 5, (3, 3), 2, 1, 1, 1),
+    (2, 10, 9, 16, 7, (1, 1), 2, 0, 1, 1),
+    (2, 16, 11, 25, 6, (5, 5), 3, 2, 1, 2),
+    (12, 8, 4, 16, 8, (4, 4), 2, 1, 1, 1),
 ];
 
 /// Direct loops in f64: the output, and the input / weight gradients of `sum(y * r)`.
@@ -115,6 +126,41 @@ fn max_rel(a: &Tensor, b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
+}
+
+/// `conv2d_input_grad` / `conv2d_weight_grad` are the backward pass's kernels in f32 (equal
+/// values) and go through autograd in f64 (the direct loops' values).
+#[test]
+fn gradient_functions_match_the_backward_pass() {
+    for (i, &(n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)) in
+        CASES.iter().enumerate().step_by(3)
+    {
+        let p = Conv2dParams { stride, padding, dilation, groups };
+        for dtype in [DType::F32, DType::F64] {
+            let x = Var::from_tensor(&randn(&[n, c, h, w], &format!("gx{i}"), dtype)).unwrap();
+            let wt = Var::from_tensor(&randn(&[o, c / groups, kh, kw], &format!("gw{i}"), dtype))
+                .unwrap();
+            let y = conv2d(x.as_tensor(), wt.as_tensor(), None, p).unwrap();
+            let r = randn(y.dims(), &format!("gr{i}"), dtype);
+            let dx = conv2d_input_grad(&r, wt.as_tensor(), (n, c, h, w), p).unwrap();
+            let dw = conv2d_weight_grad(x.as_tensor(), &r, (o, c / groups, kh, kw), p).unwrap();
+            assert_eq!((dx.dims(), dw.dims()), (x.dims(), wt.dims()), "case {i} {dtype:?}");
+            if dtype == DType::F32 {
+                let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let same = |a: &Tensor, b: &Tensor| max_diff(a, b) == 0.0;
+                assert!(same(&dx, grads.get(x.as_tensor()).unwrap()), "case {i}: input gradient");
+                assert!(same(&dw, grads.get(wt.as_tensor()).unwrap()), "case {i}: weight gradient");
+            } else {
+                let (_, want_dx, want_dw) = naive(x.as_tensor(), wt.as_tensor(), &r, p);
+                let (gx, gw) = (max_rel(&dx, &want_dx), max_rel(&dw, &want_dw));
+                assert!(gx < 1e-10 && gw < 1e-10, "case {i}: f64 gradients {gx:e}, {gw:e}");
+            }
+        }
+    }
+    let g = Tensor::zeros((1, 4, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    let w = Tensor::zeros((4, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    let p = Conv2dParams::default();
+    assert!(conv2d_input_grad(&g, &w, (1, 2, 6, 6), p).is_err(), "gradient of the wrong size");
 }
 
 #[test]
@@ -343,6 +389,14 @@ fn transposed_convolution_matches_direct_loops() {
         // Inputs large enough for the adjoint convolution to run in bands of rows.
         (1, 8, 40, 40, 4, (4, 4), 2, 1, 0, 1, 1),
         (3, 4, 36, 36, 4, (4, 4), 2, 1, 0, 1, 1),
+        // 8 or more output channels per group, outputs 16 or more wide (24 for stride 3): the
+        // forward pass by phases (see the conv2d cases), with output padding, groups, stride 3,
+        // several images per chunk.
+        (2, 6, 5, 8, 8, (4, 4), 2, 1, 0, 1, 1),
+        (1, 4, 9, 8, 16, (3, 3), 2, 1, 1, 1, 2),
+        (2, 3, 4, 8, 10, (5, 5), 3, 2, 2, 1, 1),
+        (1, 4, 6, 8, 8, (1, 1), 2, 0, 1, 1, 1),
+        (6, 5, 3, 8, 9, (4, 4), 2, 1, 0, 1, 1),
     ];
     for (i, &(n, c, h, w, o, (kh, kw), stride, padding, output_padding, dilation, groups)) in
         cases.iter().enumerate()
