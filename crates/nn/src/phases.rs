@@ -5,11 +5,12 @@
 //! contributions from one fixed subset of the kernel rows only, `i = i0 + s m` with
 //! `i0 = (r + p) mod s`, each from output row `a + q - m` (`q = (r + p - i0) / s`). So each
 //! of the `s^2` phases of the input gradient is a small stride-1 correlation of the output
-//! gradient with a sub-kernel: its columns are contiguous runs of the output gradient's rows,
-//! its product runs on [`crate::planes`], and its result is interleaved into the gradient,
-//! every value written once. The alternative (`W^T dY`, then every output position's
-//! `C kh kw` values added back into the image) moved four to sixteen times the image's size
-//! through read-modify-write passes: a tenth of a DCGAN training step.
+//! gradient with a sub-kernel: its columns are runs of the output gradient's rows (padded once
+//! with zeros so that no run crosses an edge), its product runs on [`crate::planes`], and its
+//! result is interleaved into the gradient, every value written once. The alternative
+//! (`W^T dY`, then every output position's `C kh kw` values added back into the image) moved
+//! four to sixteen times the image's size through read-modify-write passes: a tenth of a
+//! DCGAN training step.
 
 use std::mem::MaybeUninit;
 
@@ -46,6 +47,14 @@ fn axis_phases(size: usize, kernel: usize, stride: usize, padding: usize) -> Vec
         .collect()
 }
 
+/// Zero rows (or columns) an axis of `out` output positions needs before and after it so that
+/// every phase's taps read inside: tap `m` of a phase reads `a + q - m` for `a < len`.
+fn margins(phases: &[AxisPhase], out: usize) -> (usize, usize) {
+    let before = phases.iter().map(|ph| (ph.taps.len().max(1) - 1).saturating_sub(ph.q));
+    let after = phases.iter().map(|ph| (ph.len + ph.q).saturating_sub(out));
+    (before.max().unwrap_or(0), after.max().unwrap_or(0))
+}
+
 /// The shapes of one strided convolution whose input gradient is computed by phases.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Shapes {
@@ -57,9 +66,9 @@ pub(crate) struct Shapes {
     pub win: Window,
 }
 
-/// Narrowest phase rows (input columns / stride) worth copying as runs: DCGAN's 4x4 stride-2
-/// layers with 8x8 inputs (phase rows of 4) measured twice as slow by phases, the per-run
-/// work outweighing the copy (`benches/NOTES.md`).
+/// Narrowest phase rows (input columns / stride) computed by phases: DCGAN's 4x4 stride-2
+/// layers with 8x8 inputs (phase rows of 4) measured 1.4 to 2 times slower by phases than by
+/// `W^T dY` and `row2im` (`benches/NOTES.md`).
 const MIN_PHASE_WIDTH: usize = 8;
 
 /// Whether [`PhasedWeight`] computes this input gradient: a stride above 1, no dilation, at
@@ -162,6 +171,16 @@ impl PhasedWeight {
                 dx.len()
             );
         }
+        // The output gradient with zero margins: each tap's phase rows are then plain runs.
+        let (top, bottom) = margins(&self.ys, oh);
+        let (left, right) = margins(&self.xs, ow);
+        let (hp, wp) = (oh + top + bottom, ow + left + right);
+        let mut padded = vec![0f32; b * o * hp * wp];
+        for (src, dst) in gy.chunks_exact(oh * ow).zip(padded.chunks_exact_mut(hp * wp)) {
+            for (row, line) in src.chunks_exact(ow).zip(dst[top * wp..].chunks_exact_mut(wp)) {
+                line[left..left + ow].copy_from_slice(row);
+            }
+        }
         for (pi, py) in self.ys.iter().enumerate() {
             for (pj, px) in self.xs.iter().enumerate() {
                 let pp = py.len * px.len;
@@ -177,9 +196,15 @@ impl PhasedWeight {
                         let fill = |(row, dst): (usize, &mut [f32])| {
                             let (ol, m, t) =
                                 (row / taps, row % taps / px.taps.len(), row % px.taps.len());
+                            // Phase row `a` reads padded row `a + q - m + top` from column
+                            // `q - t + left`.
+                            let first = (py.q + top - m) * wp + px.q + left - t;
                             for (img, block) in dst.chunks_exact_mut(pp).enumerate() {
-                                let plane = &gy[(img * o + g * og + ol) * oh * ow..][..oh * ow];
-                                phase_rows(plane, (oh, ow), (py, m), (px, t), block);
+                                let plane = &padded[(img * o + g * og + ol) * hp * wp..];
+                                for (a, row) in block.chunks_exact_mut(px.len).enumerate() {
+                                    let at = first + a * wp;
+                                    crate::simd::copy_short(row, &plane[at..at + px.len]);
+                                }
                             }
                         };
                         if parallel {
@@ -222,31 +247,6 @@ impl PhasedWeight {
             }
         }
         Ok(())
-    }
-}
-
-/// One image's columns of tap `(py.taps[m], px.taps[t])` over phase `(py, px)`: `block[a * px.len
-/// + x] = plane[a + py.q - m][x + px.q - t]`, zero outside the `(oh, ow)` plane.
-fn phase_rows(
-    plane: &[f32],
-    (oh, ow): (usize, usize),
-    (py, m): (&AxisPhase, usize),
-    (px, t): (&AxisPhase, usize),
-    block: &mut [f32],
-) {
-    // Output column `x` reads source column `x + px.q - t`: inside for `lo <= x < hi`.
-    let lo = t.saturating_sub(px.q).min(px.len);
-    let hi = (ow + t).saturating_sub(px.q).clamp(lo, px.len);
-    for (a, row) in block.chunks_exact_mut(px.len).enumerate() {
-        let sy = (a + py.q).checked_sub(m).filter(|&sy| sy < oh);
-        let Some(sy) = sy.filter(|_| lo < hi) else {
-            row.fill(0.0);
-            continue;
-        };
-        row[..lo].fill(0.0);
-        row[hi..].fill(0.0);
-        let start = sy * ow + lo + px.q - t;
-        crate::simd::copy_short(&mut row[lo..hi], &plane[start..start + hi - lo]);
     }
 }
 
