@@ -15,8 +15,10 @@
 //! as threads, else one after the other with the product's rows split over the threads (a lone
 //! image's bands side by side instead). The forward products run on [`crate::planes`] (the
 //! weight packed once per call, or once for a constant weight; the bias and activation applied
-//! in registers; the output never cleared), the gradients' on `gemm`. The weight gradient sums
-//! over chunks in a fixed partition and order, so results do not depend on scheduling.
+//! in registers; the output never cleared), the gradients' on `gemm`, except strided layers'
+//! input gradients, which [`crate::phases`] computes per stride phase on `planes`. The weight
+//! gradient sums over chunks in a fixed partition and order, so results do not depend on
+//! scheduling.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
