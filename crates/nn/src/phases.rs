@@ -147,8 +147,7 @@ impl PhasedWeight {
     }
 
     /// The input gradient of `b` images into `dx` (`(b, C, H, W)`, every value written once)
-    /// from
-    /// their output gradient `gy` (`(b, O, OH, OW)`), with scratch buffers of at least
+    /// from their output gradient `gy` (`(b, O, OH, OW)`), with scratch buffers of at least
     /// [`Self::scratch_len`]; the columns and products split over rayon's threads when
     /// `parallel`.
     pub(crate) fn input_grad(
@@ -164,7 +163,7 @@ impl PhasedWeight {
         let (o, oh, ow) = s.output;
         let (cg, og) = (c / s.groups, o / s.groups);
         let stride = s.win.stride;
-        if gy.len() != b * o * oh * ow || dx.len() != b * c * h * w {
+        if gy.len() != b * o * oh * ow || dx.len() != b * c * h * w || oh * ow * h * w == 0 {
             candle_core::bail!(
                 "conv2d input gradient: {} and {} values for {b} images",
                 gy.len(),
