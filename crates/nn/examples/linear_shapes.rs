@@ -7,37 +7,15 @@
 //! `cargo run --release -p deeprecog-nn --example linear_shapes` prints, per shape, the median
 //! microseconds of 200 calls of each, after warm-up, and candle's time over each of ours.
 
-use std::time::Instant;
+mod common;
 
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{Module, Result};
+use common::{median_ms, seeded};
 use deeprecog_nn::linear::linear;
 
-/// Median microseconds of `f` over 200 timings, after five warm-up calls.
-fn median_us(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    for _ in 0..5 {
-        f()?;
-    }
-    let mut times = Vec::with_capacity(200);
-    for _ in 0..200 {
-        let t = Instant::now();
-        f()?;
-        times.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[100])
-}
-
-fn seeded(rows: usize, cols: usize, seed: u64) -> Result<Tensor> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let v: Vec<f32> = (0..rows * cols)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
-    Tensor::from_vec(v, (rows, cols), &Device::Cpu)
+/// Median microseconds of `f` over 200 timings, after two warm-up calls.
+fn median_us(f: impl FnMut() -> Result<()>) -> Result<f64> {
+    Ok(median_ms(200, f)? * 1e3)
 }
 
 fn main() -> Result<()> {
@@ -52,9 +30,9 @@ fn main() -> Result<()> {
         ("mobilenetv2 classifier", 1, 1280, 1000),
         ("resnet50 fc", 8, 2048, 1000),
     ] {
-        let x = seeded(batch, inp, 1)?;
-        let w = seeded(out, inp, 2)?;
-        let b = seeded(1, out, 3)?.flatten_all()?;
+        let x = seeded((batch, inp), 1)?;
+        let w = seeded((out, inp), 2)?;
+        let b = seeded((1, out), 3)?.flatten_all()?;
         let candle = candle_nn::Linear::new(w.clone(), Some(b.clone()));
         let layer = deeprecog_nn::layers::Linear::new(w.clone(), Some(b.clone()));
         let ours = median_us(|| linear(&x, &w, Some(&b)).map(drop))?;
