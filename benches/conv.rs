@@ -24,6 +24,7 @@ fn randn(shape: &[usize], name: &str) -> Tensor {
 
 fn bench(c: &mut Criterion) {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     // (label, n, c, h, o, k, stride, padding)
     let cases = [
         ("b32_3x128x128_to_32_k3", 32, 3, 128, 32, 3, 1, 1),

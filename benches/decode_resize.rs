@@ -39,6 +39,7 @@ fn decode_resize(path: &std::path::Path, resize: &Resize) -> usize {
 
 fn bench(c: &mut Criterion) {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     let files = images();
     let resize = Resize::new(128, 128);
     let mut group = c.benchmark_group("decode_resize_178x218_to_128");

@@ -50,6 +50,7 @@ fn ten_second_video(dir: &Path) -> PathBuf {
 
 fn bench(c: &mut Criterion) {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     let device = Device::Cpu;
     let frame = frame();
     let mut group = c.benchmark_group("blazeface_640x360");

@@ -29,6 +29,7 @@ use fid_stats::xorshift_stats as stats;
 
 fn bench(c: &mut Criterion) {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     let mut group = c.benchmark_group("frechet_distance");
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);

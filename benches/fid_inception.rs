@@ -22,6 +22,7 @@ use deeprecog::dataset::Image;
 
 fn bench(c: &mut Criterion) {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     let assets = deeprecog::nn::assets::dir(Path::new(env!("CARGO_MANIFEST_DIR")));
     let (weights, photo) = (assets.join("fid/default_1.pt"), assets.join("faces/group_1927.png"));
     for needed in [&weights, &photo] {

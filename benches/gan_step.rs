@@ -20,6 +20,7 @@ use deeprecog::train::StepContext;
 
 fn bench(c: &mut Criterion) {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     let device = Device::Cpu;
     let config = GanConfig::dcgan(64);
     let mut group = c.benchmark_group("dcgan64_iteration");

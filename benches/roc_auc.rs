@@ -35,6 +35,7 @@ fn data(n: usize) -> (Vec<bool>, Vec<f64>) {
 
 fn bench(c: &mut Criterion) {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     let mut group = c.benchmark_group("roc_auc");
     group.sample_size(20);
     group.measurement_time(std::time::Duration::from_secs(10));

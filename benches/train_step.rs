@@ -50,6 +50,7 @@ fn bench_model(c: &mut Criterion, label: &str, cfg: &ZooConfig) {
 
 fn bench(c: &mut Criterion) {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     let scratch = ZooConfig::new(ModelName::Scratch(3));
     bench_model(c, "scratch3", &scratch);
     let resnet = ZooConfig {

@@ -166,6 +166,7 @@ fn run(cli: Cli) -> AnyResult<()> {
 
 fn main() -> ExitCode {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     let Err(e) = run(Cli::parse()) else { return ExitCode::SUCCESS };
     eprintln!("error: {e}");
     ExitCode::FAILURE

@@ -30,6 +30,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     let Cli { input, output } = Cli::parse();
     match convert(&input, &output) {
         Ok(s) => {

@@ -308,6 +308,7 @@ fn run(cli: Cli) -> AnyResult<()> {
 
 fn main() -> ExitCode {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     let Err(e) = run(Cli::parse()) else { return ExitCode::SUCCESS };
     // One line, whatever the error's own text holds, so scripts can read it.
     let message = e.to_string().replace(['\r', '\n'], " ");

@@ -213,6 +213,7 @@ fn run(cli: Cli) -> AnyResult<()> {
 
 fn main() -> ExitCode {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

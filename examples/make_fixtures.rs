@@ -23,6 +23,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     let out = Cli::parse().out;
     let started = Instant::now();
     match deeprecog::fixtures::generate(&out) {

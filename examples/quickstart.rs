@@ -41,6 +41,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     let cli = Cli::parse();
     let config = QuickstartConfig {
         data: cli.data,

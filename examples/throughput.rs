@@ -62,6 +62,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     deeprecog::alloc::keep_freed_memory();
+    deeprecog::nn::device::park_candle_workers();
     let cli = Cli::parse();
     deeprecog::nn::conv::set_winograd(!cli.no_winograd);
     let workload = match (cli.gan, cli.model) {

@@ -67,6 +67,28 @@ pub fn select(choice: DeviceChoice) -> Result<Device> {
     }
 }
 
+/// The environment variable through which candle 0.11 sets how long its element-wise workers
+/// spin after each op before they sleep (25,000 pauses by default).
+const CANDLE_SPIN_LIMIT: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+/// Lets candle's own element-wise worker threads sleep as soon as an op ends instead of spinning.
+///
+/// candle 0.11 runs large element-wise CPU ops (`a + b`, `a * b`: a gradient summed in the
+/// backward pass, a loss) on a pool of its own threads beside rayon's, and after each op those
+/// threads poll for the next one for about half a millisecond. The project's convolutions run
+/// on rayon's workers, one per core, so that spinning takes a core from the next convolution
+/// while it lasts: on 2 cores a DCGAN training step ran 3.8% faster with the workers parked at
+/// once (`benches/NOTES.md`, twelfth pass). A following element-wise op wakes them again.
+///
+/// Sets `CANDLE_BARRIER_POOL_SPIN_LIMIT=0` unless the environment already sets it. candle
+/// reads it when its pool starts (its first large element-wise op), so call this first thing
+/// in `main`, before any thread is started, as the project's binaries do.
+pub fn park_candle_workers() {
+    if std::env::var_os(CANDLE_SPIN_LIMIT).is_none() {
+        std::env::set_var(CANDLE_SPIN_LIMIT, "0");
+    }
+}
+
 /// Runs `f` on one of rayon's worker threads and returns its result: a forward pass (or a
 /// training step) called this way starts each op's parallel loops from inside the pool, by
 /// work stealing, instead of handing every loop to the pool from outside and putting the
