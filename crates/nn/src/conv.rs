@@ -250,18 +250,23 @@ pub(crate) fn im2col_into<T: WithDType>(
     }
     if ow <= NARROW_OUTPUT && h * w < u32::MAX as usize - 1 {
         let table = SourceTable::new(win, w, (ow, kw), &ty, ys.clone());
-        let fill_row = |(row, dst): (usize, &mut [T])| {
-            let (ch, tap) = (row / (kh * kw), row % (kh * kw));
-            let sources = table.tap(tap);
-            for (img, block) in dst.chunks_exact_mut(p).enumerate() {
-                let plane = &x[(img * c + ch) * h * w..(img * c + ch + 1) * h * w];
-                for (d, &at) in block.iter_mut().zip(sources) {
-                    let source = (at as usize).checked_sub(1).and_then(|i| plane.get(i));
-                    *d = source.copied().unwrap_or(T::zero());
+        let taps = kh * kw;
+        // A channel's taps together: each image's plane is copied once behind a zero, which
+        // the padding's sources (0) read, so that every value is one unconditional load.
+        let fill_channel = |(ch, dst): (usize, &mut [T])| {
+            let mut plane = vec![T::zero(); h * w + 1];
+            for img in 0..n {
+                let src = &x[(img * c + ch) * h * w..(img * c + ch + 1) * h * w];
+                plane[1..].copy_from_slice(src);
+                for (tap, row) in dst.chunks_exact_mut(n * p).enumerate() {
+                    let block = &mut row[img * p..(img + 1) * p];
+                    for (d, &at) in block.iter_mut().zip(table.tap(tap)) {
+                        *d = plane[at as usize];
+                    }
                 }
             }
         };
-        each_chunk(out, n * p, parallel, fill_row);
+        each_chunk(out, taps * n * p, parallel, fill_channel);
         return Ok(());
     }
     let runs = win.runs(w, ow, kw);
