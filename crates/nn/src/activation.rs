@@ -19,7 +19,6 @@
 //! ```
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use crate::conv::Activation;
 use crate::cpu::f32_slice;
@@ -108,10 +107,9 @@ impl CustomOp1 for LeakyRelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, self.name())?;
-        let mut y = crate::cpu::zeroed(x.len());
-        y.par_chunks_mut(BLOCK).zip(x.par_chunks(BLOCK)).for_each(|(y, x)| {
-            crate::simd::leaky(y, x, self.slope);
-        });
+        let y = crate::cpu::par_fill(x.len(), BLOCK, |start, y| {
+            crate::simd::leaky(y, &x[start..], self.slope)
+        })?;
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -143,11 +141,9 @@ impl CustomOp2 for LeakyReluGrad {
         if g.len() != x.len() {
             bail!("leaky_relu backward: gradient {:?} for input {:?}", gl.shape(), xl.shape());
         }
-        let mut dx = crate::cpu::zeroed(x.len());
-        dx.par_chunks_mut(BLOCK)
-            .zip(g.par_chunks(BLOCK))
-            .zip(x.par_chunks(BLOCK))
-            .for_each(|((d, g), x)| crate::simd::leaky_grad(d, g, x, self.slope));
+        let dx = crate::cpu::par_fill(x.len(), BLOCK, |start, d| {
+            crate::simd::leaky_grad(d, &g[start..], &x[start..], self.slope)
+        })?;
         Ok((CpuStorage::F32(dx), gl.shape().clone()))
     }
 }

@@ -257,7 +257,7 @@ pub(crate) fn im2col_into<T: WithDType>(
             let mut plane = vec![T::zero(); h * w + 1];
             for img in 0..n {
                 let src = &x[(img * c + ch) * h * w..(img * c + ch + 1) * h * w];
-                plane[1..].copy_from_slice(src);
+                crate::simd::copy_short(&mut plane[1..], src);
                 for (tap, row) in dst.chunks_exact_mut(n * p).enumerate() {
                     let block = &mut row[img * p..(img + 1) * p];
                     for (d, &at) in block.iter_mut().zip(table.tap(tap)) {
@@ -285,7 +285,7 @@ pub(crate) fn im2col_into<T: WithDType>(
                 out_row[..a].fill(T::zero());
                 out_row[b..].fill(T::zero());
                 if win.stride == 1 {
-                    out_row[a..b].copy_from_slice(&line[..b - a]);
+                    crate::simd::copy_short(&mut out_row[a..b], &line[..b - a]);
                 } else {
                     let (run, st) = (&mut out_row[a..b], win.stride);
                     crate::simd::gather_strided(run, &line[..(run.len() - 1) * st + 1], st);
@@ -531,7 +531,7 @@ fn padded_planes<T: WithDType>(
         let src = &x[i * h * w..(i + 1) * h * w];
         for (y, row) in src.chunks_exact(w).enumerate() {
             let at = (y + pad) * wp + pad;
-            dst[at..at + w].copy_from_slice(row);
+            crate::simd::copy_short(&mut dst[at..at + w], row);
         }
     };
     each_chunk(&mut out, (hp * wp).max(1), parallel, copy);
@@ -1277,12 +1277,9 @@ impl candle_core::CustomOp2 for ClipMask {
             bail!("clip mask: gradient {:?} for output {:?}", gl.shape(), yl.shape());
         }
         let max = self.max;
-        let mut out = crate::cpu::zeroed(g.len());
-        out.par_chunks_mut(1 << 14).zip(g.par_chunks(1 << 14)).zip(y.par_chunks(1 << 14)).for_each(
-            |((o, g), y)| {
-                crate::simd::clip_mask(o, g, y, max);
-            },
-        );
+        let out = crate::cpu::par_fill(g.len(), 1 << 14, |start, o| {
+            crate::simd::clip_mask(o, &g[start..], &y[start..], max)
+        })?;
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
 

@@ -361,14 +361,13 @@ impl CustomOp3 for Normalize {
         let stats = f32_slice(ss, sl, self.name())?;
         let affine = f32_slice(as_, al, self.name())?;
         let (_, c, sp) = ncs(xl)?;
-        let mut y = crate::cpu::zeroed(x.len());
-        y.par_chunks_mut(sp).zip(x.par_chunks(sp)).enumerate().for_each(|(plane, (dst, src))| {
-            let ch = plane % c;
+        let y = crate::cpu::par_fill(x.len(), sp, |at, dst| {
+            let ch = at / sp % c;
             let inv = 1.0 / (f64::from(stats[c + ch]) + self.eps).sqrt();
             let scale = (inv * f64::from(affine[ch])) as f32;
             let shift = affine[c + ch] - stats[ch] * scale;
-            simd::affine_act(dst, src, scale, shift, self.clip);
-        });
+            simd::affine_act(dst, &x[at..], scale, shift, self.clip)
+        })?;
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -562,16 +561,14 @@ impl CustomOp3 for GradInput {
         let y = f32_slice(ys, yl, self.name())?;
         let (_, c, sp) = ncs(xl)?;
         let ch = &self.channel;
-        let mut dx = crate::cpu::zeroed(x.len());
-        dx.par_chunks_mut(sp).enumerate().for_each(|(plane, dst)| {
-            let k = plane % c;
-            let at = plane * sp;
+        let dx = crate::cpu::par_fill(x.len(), sp, |at, dst| {
+            let k = at / sp % c;
             let [scale, mean_g, mean_gx] = self.coef[k];
             let consts =
                 BnGrad { mean: ch.mean[k], inv_std: ch.inv_std[k], scale, mean_g, mean_gx };
             let (xs, gs, ys) = (&x[at..at + sp], &g[at..at + sp], &y[at..at + sp]);
-            simd::bn_grad_input(dst, xs, gs, ys, consts, ch.clip);
-        });
+            simd::bn_grad_input(dst, xs, gs, ys, consts, ch.clip)
+        })?;
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
 }
@@ -604,12 +601,10 @@ impl CustomOp3 for ChannelAffine {
         if scale.len() != c || shift.len() != c {
             bail!("batch norm: {} scales for {c} channels", scale.len());
         }
-        let mut y = crate::cpu::zeroed(x.len());
-        y.par_chunks_mut(sp.max(1)).zip(x.par_chunks(sp.max(1))).enumerate().for_each(
-            |(plane, (dst, src))| {
-                simd::affine_act(dst, src, scale[plane % c], shift[plane % c], self.clip);
-            },
-        );
+        let y = crate::cpu::par_fill(x.len(), sp.max(1), |at, dst| {
+            let ch = at / sp.max(1) % c;
+            simd::affine_act(dst, &x[at..], scale[ch], shift[ch], self.clip)
+        })?;
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 

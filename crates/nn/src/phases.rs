@@ -177,7 +177,7 @@ impl PhasedWeight {
         let mut padded = vec![0f32; b * o * hp * wp];
         for (src, dst) in gy.chunks_exact(oh * ow).zip(padded.chunks_exact_mut(hp * wp)) {
             for (row, line) in src.chunks_exact(ow).zip(dst[top * wp..].chunks_exact_mut(wp)) {
-                line[left..left + ow].copy_from_slice(row);
+                crate::simd::copy_short(&mut line[left..left + ow], row);
             }
         }
         for (pi, py) in self.ys.iter().enumerate() {

@@ -4,6 +4,8 @@
 //! multiply-add is introduced (Rust does not contract `a * b + c`), so every version computes
 //! the same bits.
 
+use std::mem::MaybeUninit;
+
 use multiversion::multiversion;
 
 use crate::conv::Activation;
@@ -46,12 +48,14 @@ pub(crate) fn add_act(
 }
 
 /// `out[i] = g[i]` where `0 < y[i] < max`, else 0: the gradient through a clipping activation
-/// from its output.
+/// from its output. Returns the number of values written (the common length).
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn clip_mask(out: &mut [f32], g: &[f32], y: &[f32], max: f32) {
-    for ((o, &g), &y) in out.iter_mut().zip(g).zip(y) {
-        *o = if y > 0.0 && y < max { g } else { 0.0 };
+pub(crate) fn clip_mask(out: &mut [MaybeUninit<f32>], g: &[f32], y: &[f32], max: f32) -> usize {
+    let n = out.len().min(g.len()).min(y.len());
+    for ((o, &g), &y) in out[..n].iter_mut().zip(g).zip(y) {
+        o.write(if y > 0.0 && y < max { g } else { 0.0 });
     }
+    n
 }
 
 /// `dst[i * stride] += src[i]` over the common length. At stride 2 the elements in between
@@ -186,18 +190,25 @@ fn grad_sums_with(
     (combine(a, ta), combine(b, tb))
 }
 
-/// `dst = act(src * scale + shift)`.
+/// `dst = act(src * scale + shift)`; returns the number of values written (the common length).
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn affine_act(dst: &mut [f32], src: &[f32], scale: f32, shift: f32, act: Activation) {
+pub(crate) fn affine_act(
+    dst: &mut [MaybeUninit<f32>],
+    src: &[f32],
+    scale: f32,
+    shift: f32,
+    act: Activation,
+) -> usize {
+    let n = dst.len().min(src.len());
+    let pairs = dst[..n].iter_mut().zip(src);
     match act {
-        Activation::Identity => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift),
-        Activation::Relu => {
-            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * scale + shift).max(0.0))
-        }
+        Activation::Identity => pairs.for_each(|(d, &v)| _ = d.write(v * scale + shift)),
+        Activation::Relu => pairs.for_each(|(d, &v)| _ = d.write((v * scale + shift).max(0.0))),
         Activation::Relu6 => {
-            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * scale + shift).clamp(0.0, 6.0))
+            pairs.for_each(|(d, &v)| _ = d.write((v * scale + shift).clamp(0.0, 6.0)))
         }
     }
+    n
 }
 
 /// Per-channel constants of BatchNorm's input gradient.
@@ -214,16 +225,16 @@ pub(crate) struct BnGrad {
 }
 
 /// `dst = scale * (dy' - mean_g - xhat * mean_gx)` with `xhat = (x - mean) * inv_std` and `dy'`
-/// as in [`grad_sums`].
+/// as in [`grad_sums`]. Returns the number of values written (the common length).
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
 pub(crate) fn bn_grad_input(
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     x: &[f32],
     g: &[f32],
     y: &[f32],
     k: BnGrad,
     act: Activation,
-) {
+) -> usize {
     match act.ceiling() {
         None => bn_grad_input_with(dst, x, g, y, k, |gv, _| gv),
         Some(max) => {
@@ -242,17 +253,19 @@ pub(crate) fn bn_grad_input(
 /// [`bn_grad_input`] with the mask `pass(dy, y)` (inlined into each compiled version).
 #[inline(always)]
 fn bn_grad_input_with(
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     x: &[f32],
     g: &[f32],
     y: &[f32],
     k: BnGrad,
     pass: impl Fn(f32, f32) -> f32,
-) {
-    for (((d, &xv), &gv), &yv) in dst.iter_mut().zip(x).zip(g).zip(y) {
+) -> usize {
+    let n = dst.len().min(x.len()).min(g.len()).min(y.len());
+    for (((d, &xv), &gv), &yv) in dst[..n].iter_mut().zip(x).zip(g).zip(y) {
         let xhat = (xv - k.mean) * k.inv_std;
-        *d = k.scale * (pass(gv, yv) - k.mean_g - xhat * k.mean_gx);
+        d.write(k.scale * (pass(gv, yv) - k.mean_g - xhat * k.mean_gx));
     }
+    n
 }
 
 #[cfg(test)]
@@ -365,32 +378,45 @@ pub(crate) fn adam(theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k
     }
 }
 
-/// `y = x` where `x > 0`, `x * slope` elsewhere.
+/// `y = x` where `x > 0`, `x * slope` elsewhere; returns the number of values written (the
+/// common length).
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn leaky(y: &mut [f32], x: &[f32], slope: f32) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = if x > 0.0 { x } else { x * slope };
+pub(crate) fn leaky(y: &mut [MaybeUninit<f32>], x: &[f32], slope: f32) -> usize {
+    let n = y.len().min(x.len());
+    for (y, &x) in y[..n].iter_mut().zip(x) {
+        y.write(if x > 0.0 { x } else { x * slope });
     }
+    n
 }
 
-/// `d = g` where `x > 0`, `g * slope` elsewhere.
+/// `d = g` where `x > 0`, `g * slope` elsewhere; returns the number of values written (the
+/// common length).
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn leaky_grad(d: &mut [f32], g: &[f32], x: &[f32], slope: f32) {
-    for ((d, &g), &x) in d.iter_mut().zip(g).zip(x) {
-        *d = if x > 0.0 { g } else { g * slope };
+pub(crate) fn leaky_grad(d: &mut [MaybeUninit<f32>], g: &[f32], x: &[f32], slope: f32) -> usize {
+    let n = d.len().min(g.len()).min(x.len());
+    for ((d, &g), &x) in d[..n].iter_mut().zip(g).zip(x) {
+        d.write(if x > 0.0 { g } else { g * slope });
     }
+    n
 }
 
-/// `dst.copy_from_slice(src)` for short runs (a few to a few dozen values) without a call to
-/// `memcpy`: eight values at a time, then one by one.
+/// `dst.copy_from_slice(src)` without a call to `memcpy`: eight values at a time, then one by
+/// one. For short runs (a few to a few dozen values) the call costs more than the copy; for
+/// runs of a few KiB glibc's `memcpy` uses `rep movsb`, which AMD's Zen cores run several
+/// times slower when the destination's offset within a cache line differs from the source's
+/// (a plane copied one value past its buffer's start: `benches/NOTES.md`, thirteenth pass).
 pub(crate) fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    use std::sync::atomic::{compiler_fence, Ordering};
     let (d8, d_rest) = dst.as_chunks_mut::<8>();
     let (s8, s_rest) = src.as_chunks::<8>();
     for (d, s) in d8.iter_mut().zip(s8) {
         *d = *s;
+        // Emits nothing; keeps LLVM from recognising the loop as a `memcpy` call.
+        compiler_fence(Ordering::SeqCst);
     }
     for (d, s) in d_rest.iter_mut().zip(s_rest) {
         *d = *s;
+        compiler_fence(Ordering::SeqCst);
     }
 }
 

@@ -215,6 +215,12 @@ fn im2col_matches_its_definition() {
     let cases = [
         ([2, 3, 7, 6], Window { kernel: (3, 2), stride: 2, padding: 1, dilation: 1 }),
         ([2, 2, 12, 16], Window { kernel: (4, 4), stride: 2, padding: 1, dilation: 1 }),
+        ([3, 2, 8, 8], Window { kernel: (4, 4), stride: 2, padding: 1, dilation: 1 }),
+        ([1, 3, 8, 7], Window { kernel: (1, 1), stride: 2, padding: 0, dilation: 1 }),
+        ([2, 2, 11, 9], Window { kernel: (5, 5), stride: 3, padding: 2, dilation: 1 }),
+        ([1, 1, 5, 4], Window { kernel: (3, 3), stride: 2, padding: 3, dilation: 1 }),
+        ([2, 1, 9, 10], Window { kernel: (2, 3), stride: 4, padding: 0, dilation: 1 }),
+        ([1, 2, 6, 6], Window { kernel: (3, 3), stride: 1, padding: 1, dilation: 1 }),
         ([1, 2, 9, 40], Window { kernel: (3, 3), stride: 2, padding: 1, dilation: 1 }),
         ([1, 2, 9, 40], Window { kernel: (4, 4), stride: 1, padding: 2, dilation: 2 }),
     ];
