@@ -115,21 +115,43 @@ pub(crate) fn pack(a: &[f32], (m, k): (usize, usize)) -> Vec<f32> {
 }
 
 fn pack_for(isa: Isa, a: &[f32], (m, k): (usize, usize)) -> Vec<f32> {
+    use rayon::prelude::*;
     let rows = isa.rows();
-    let mut packed = vec![0f32; m.div_ceil(rows) * rows * k];
+    let len = m.div_ceil(rows) * rows * k;
     if k == 0 {
-        return packed;
+        return Vec::new();
     }
-    for (block, dst) in packed.chunks_exact_mut(rows * k).enumerate() {
-        for r in 0..rows.min(m - block * rows) {
-            let row = &a[(block * rows + r) * k..(block * rows + r + 1) * k];
-            for (p, &v) in row.iter().enumerate() {
-                dst[p * rows + r] = v;
+    // Block `block`'s values column after column, each column's `rows` values side by side
+    // (reading the rows in step), the rows past `m` zero.
+    let fill = |(block, dst): (usize, &mut [MaybeUninit<f32>])| {
+        let live = rows.min(m - block * rows);
+        let src = &a[block * rows * k..(block * rows + live) * k];
+        for (p, column) in dst.chunks_exact_mut(rows).enumerate() {
+            for (r, d) in column.iter_mut().enumerate() {
+                d.write(if r < live { src[r * k + p] } else { 0.0 });
             }
         }
+    };
+    let mut packed = Vec::with_capacity(len);
+    let spare = &mut packed.spare_capacity_mut()[..len];
+    if len >= PARALLEL_PACK {
+        // A weight of megabytes (DCGAN's 512 x 4096) packed on one thread kept the others
+        // waiting for a training step's convolution to start.
+        spare.par_chunks_exact_mut(rows * k).enumerate().for_each(fill);
+    } else {
+        spare.chunks_exact_mut(rows * k).enumerate().for_each(fill);
+    }
+    // SAFETY: the blocks cover the first `len` slots (`len` is a multiple of `rows * k`) and
+    // `fill` wrote every value of each; `f32` needs no drop and the capacity is `len`.
+    #[allow(unsafe_code)]
+    unsafe {
+        packed.set_len(len);
     }
     packed
 }
+
+/// Values from which [`pack`] runs on all threads.
+const PARALLEL_PACK: usize = 1 << 16;
 
 /// `dst[i][j] = act(bias[i] + sum_p a[i, p] * b[p * b_rs + j] + residual[i][j])` for every row
 /// `i` of `dst` and `j < n` (the bias and residual when the epilogue has them): `a` is
@@ -983,6 +1005,26 @@ mod tests {
                         bits(&out[row]),
                         "{isa:?} {m}x{n}x{k}: row {i}"
                     );
+                }
+            }
+        }
+    }
+
+    /// Packed blocks hold each column's rows side by side and zeros past the last row, on one
+    /// thread and (from `PARALLEL_PACK` values) on all of them.
+    #[test]
+    fn packing_lays_out_blocks_of_rows_column_by_column() {
+        for isa in [Isa::Portable, Isa::detect()] {
+            let rows = isa.rows();
+            for (m, k) in [(1, 3), (13, 7), (2 * rows + 3, 5000), (rows, super::PARALLEL_PACK)] {
+                let a = values(m * k, (m * k) as u64);
+                let packed = pack_for(isa, &a, (m, k));
+                assert_eq!(packed.len(), m.div_ceil(rows) * rows * k, "{m} x {k}");
+                for (i, &v) in packed.iter().enumerate() {
+                    let (block, p, r) = (i / (rows * k), i / rows % k, i % rows);
+                    let row = block * rows + r;
+                    let want = if row < m { a[row * k + p] } else { 0.0 };
+                    assert_eq!(v.to_bits(), want.to_bits(), "{m} x {k}: value {i}");
                 }
             }
         }
