@@ -673,10 +673,10 @@ impl Discriminator {
                 let last = self.convs.len() - 1;
                 for (conv, norm) in self.convs[..last].iter().zip(&self.norms) {
                     x = conv.forward(&x, train, frozen)?;
-                    if let Some(norm) = norm {
-                        x = norm.forward_t(&x, train)?;
-                    }
-                    x = leaky(&x, slope)?;
+                    x = match norm {
+                        Some(norm) => norm.forward_leaky_relu_t(&x, train, slope)?,
+                        None => leaky(&x, slope)?,
+                    };
                 }
                 let mut logits = self.convs[last].forward(&x, train, frozen)?.reshape(n)?;
                 if let (Some(embed), Some(y)) = (&self.embed, conditions) {

@@ -39,7 +39,7 @@ use rayon::prelude::*;
 
 use crate::conv::Activation;
 use crate::memo::Memo;
-use crate::simd::{self, BnGrad};
+use crate::simd::{self, After, BnGrad};
 
 use crate::cpu::{f32_slice, ncs};
 
@@ -223,7 +223,29 @@ impl BatchNorm {
         self.forward_impl(x, train, act)
     }
 
+    /// Batch normalisation followed by a LeakyReLU of `slope` (DCGAN's discriminator), in one
+    /// pass forward and backward when training in f32 on the CPU, with the same bits as
+    /// [`ModuleT::forward_t`] then [`crate::activation::leaky_relu`], which is what runs
+    /// elsewhere.
+    ///
+    /// # Errors
+    /// As [`BatchNorm::forward_relu_t`]; a non-finite or negative slope.
+    pub fn forward_leaky_relu_t(&self, x: &Tensor, train: bool, slope: f64) -> Result<Tensor> {
+        if !(slope.is_finite() && slope >= 0.0) {
+            bail!("leaky_relu: slope {slope} must be finite and >= 0");
+        }
+        if train && x.device().is_cpu() {
+            return self.forward_after(x, train, After::Leaky(slope as f32));
+        }
+        crate::activation::leaky_relu(&self.forward_impl(x, train, Activation::Identity)?, slope)
+    }
+
     fn forward_impl(&self, x: &Tensor, train: bool, clip: Activation) -> Result<Tensor> {
+        self.forward_after(x, train, After::Clip(clip))
+    }
+
+    /// `after` is a clip anywhere, a LeakyReLU only in training on the CPU.
+    fn forward_after(&self, x: &Tensor, train: bool, after: After) -> Result<Tensor> {
         let c = self.weight.elem_count();
         if x.rank() < 2 || x.dim(1)? != c {
             bail!("batch norm over {c} channels: input of shape {:?}", x.dims());
@@ -235,12 +257,14 @@ impl BatchNorm {
             let own = crate::cpu::own_kernels(x.device());
             if own && x.dtype() == DType::F32 && scale.dtype() == DType::F32 {
                 let x = x.contiguous()?;
-                return x.apply_op3(&scale, &shift, ChannelAffine { clip });
+                if let After::Clip(clip) = after {
+                    return x.apply_op3(&scale, &shift, ChannelAffine { clip });
+                }
             }
             let y = x
                 .broadcast_mul(&scale.reshape(bshape.as_slice())?.to_dtype(x.dtype())?)?
                 .broadcast_add(&shift.reshape(bshape.as_slice())?.to_dtype(x.dtype())?)?;
-            return clip.tensor(y);
+            return after_tensor(after, y);
         }
         let m = x.elem_count() / c;
         if m < 2 {
@@ -254,7 +278,7 @@ impl BatchNorm {
             let x3 = x.contiguous()?;
             let stats = x3.apply_op1_no_bwd(&ChannelStats)?;
             let affine = Tensor::stack(&[&self.weight, &self.bias], 0)?.to_dtype(DType::F32)?;
-            let op = Normalize { eps: self.config.eps, clip };
+            let op = Normalize { eps: self.config.eps, after };
             let y = x3.apply_op3(&stats, &affine, op)?;
             (y, stats.get(0)?, stats.get(1)?)
         } else {
@@ -273,7 +297,7 @@ impl BatchNorm {
                 .broadcast_mul(&inv)?
                 .broadcast_mul(&self.weight.reshape(bshape.as_slice())?.to_dtype(inner)?)?
                 .broadcast_add(&self.bias.reshape(bshape.as_slice())?.to_dtype(inner)?)?;
-            let y = clip.tensor(y)?;
+            let y = after_tensor(after, y)?;
             (y.to_dtype(x.dtype())?, mean.flatten_all()?.detach(), var.flatten_all()?.detach())
         };
         let mom = self.config.momentum;
@@ -292,6 +316,14 @@ impl BatchNorm {
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.forward_impl(x, train, Activation::Identity)
+    }
+}
+
+/// `after` applied by separate ops (the unfused paths).
+fn after_tensor(after: After, y: Tensor) -> Result<Tensor> {
+    match after {
+        After::Clip(clip) => clip.tensor(y),
+        After::Leaky(slope) => crate::activation::leaky_relu(&y, f64::from(slope)),
     }
 }
 
@@ -340,7 +372,7 @@ impl CustomOp1 for ChannelStats {
 #[derive(Debug, Clone, Copy)]
 struct Normalize {
     eps: f64,
-    clip: Activation,
+    after: After,
 }
 
 impl CustomOp3 for Normalize {
@@ -366,7 +398,7 @@ impl CustomOp3 for Normalize {
             let inv = 1.0 / (f64::from(stats[c + ch]) + self.eps).sqrt();
             let scale = (inv * f64::from(affine[ch])) as f32;
             let shift = affine[c + ch] - stats[ch] * scale;
-            simd::affine_act(dst, &x[at..], scale, shift, self.clip)
+            simd::affine_act(dst, &x[at..], scale, shift, self.after)
         })?;
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
@@ -381,7 +413,10 @@ impl CustomOp3 for Normalize {
         as_: &candle_core::CudaStorage,
         al: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        crate::cuda::bn_normalize((xs, xl), (ss, sl), (as_, al), self.eps, self.clip)
+        let After::Clip(clip) = self.after else {
+            bail!("batch norm: a fused LeakyReLU runs on the CPU only");
+        };
+        crate::cuda::bn_normalize((xs, xl), (ss, sl), (as_, al), self.eps, clip)
     }
 
     fn bwd(
@@ -401,7 +436,7 @@ impl CustomOp3 for Normalize {
         let affine = affine.flatten_all()?.to_vec1::<f32>()?;
         let inv_std: Vec<f32> =
             (0..c).map(|ch| (1.0 / (f64::from(stats[c + ch]) + self.eps).sqrt()) as f32).collect();
-        let channel = Channel { mean: stats[..c].to_vec(), inv_std, clip: self.clip };
+        let channel = Channel { mean: stats[..c].to_vec(), inv_std, after: self.after };
         let grad = grad.contiguous()?;
         let res = res.contiguous()?;
         // sums[0] = sum(dy * xhat) = d weight, sums[1] = sum(dy) = d bias.
@@ -421,7 +456,7 @@ impl CustomOp3 for Normalize {
 struct Channel {
     mean: Vec<f32>,
     inv_std: Vec<f32>,
-    clip: Activation,
+    after: After,
 }
 
 #[cfg(feature = "cuda")]
@@ -437,7 +472,10 @@ impl Normalize {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = self.clip.mask(&grad.contiguous()?, res)?.contiguous()?;
+        let After::Clip(clip) = self.after else {
+            bail!("batch norm: a fused LeakyReLU runs on the CPU only");
+        };
+        let g = clip.mask(&grad.contiguous()?, res)?.contiguous()?;
         let (x, stats) = (x.contiguous()?, stats.contiguous()?);
         let sums = x.apply_op3_no_bwd(&g, &stats, &CudaBackward { eps: self.eps, sums: true })?;
         let consts = Tensor::cat(&[&stats, &affine.contiguous()?, &sums], 0)?;
@@ -522,7 +560,7 @@ impl CustomOp3 for GradSums {
                 for i in 0..n {
                     let at = (i * c + k) * sp;
                     let (xp, gp, yp) = (&x[at..at + sp], &g[at..at + sp], &y[at..at + sp]);
-                    let (a, b) = simd::grad_sums(xp, gp, yp, ch.mean[k], ch.clip);
+                    let (a, b) = simd::grad_sums(xp, gp, yp, ch.mean[k], ch.after);
                     sg += f64::from(a);
                     sgx += f64::from(b);
                 }
@@ -567,7 +605,7 @@ impl CustomOp3 for GradInput {
             let consts =
                 BnGrad { mean: ch.mean[k], inv_std: ch.inv_std[k], scale, mean_g, mean_gx };
             let (xs, gs, ys) = (&x[at..at + sp], &g[at..at + sp], &y[at..at + sp]);
-            simd::bn_grad_input(dst, xs, gs, ys, consts, ch.clip)
+            simd::bn_grad_input(dst, xs, gs, ys, consts, ch.after)
         })?;
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
@@ -603,7 +641,7 @@ impl CustomOp3 for ChannelAffine {
         }
         let y = crate::cpu::par_fill(x.len(), sp.max(1), |at, dst| {
             let ch = at / sp.max(1) % c;
-            simd::affine_act(dst, &x[at..], scale[ch], shift[ch], self.clip)
+            simd::affine_act(dst, &x[at..], scale[ch], shift[ch], After::Clip(self.clip))
         })?;
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }

@@ -149,14 +149,31 @@ pub(crate) fn sum_sq_dev(x: &[f32], mean: f32) -> f32 {
     combine(acc, tail)
 }
 
+/// What a fused normalisation applies to its output: a clipping activation, or a LeakyReLU of a
+/// non-negative slope (whose output is positive exactly where its input is, so the backward
+/// pass can tell the two branches apart from the output as for a ReLU).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum After {
+    /// [`Activation`]: none, ReLU or ReLU6.
+    Clip(Activation),
+    /// `y = z` where `z > 0`, `slope * z` elsewhere (as [`leaky`]).
+    Leaky(f32),
+}
+
 /// BatchNorm's backward sums over one plane: `(sum(dy'), sum(dy' * (x - mean)))` where `dy'`
-/// is `dy` zeroed where `act` clipped the output `y`; summed as [`sum`].
+/// is `dy` through `after`'s gradient, read from its output `y` (zeroed where a clip cut it,
+/// times the slope where a LeakyReLU's output is not positive); summed as [`sum`].
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn grad_sums(x: &[f32], g: &[f32], y: &[f32], mean: f32, act: Activation) -> (f32, f32) {
-    match act.ceiling() {
-        None => grad_sums_with(x, g, y, mean, |gv, _| gv),
-        Some(max) => {
-            grad_sums_with(x, g, y, mean, |gv, yv| if yv > 0.0 && yv < max { gv } else { 0.0 })
+pub(crate) fn grad_sums(x: &[f32], g: &[f32], y: &[f32], mean: f32, after: After) -> (f32, f32) {
+    match after {
+        After::Clip(act) => match act.ceiling() {
+            None => grad_sums_with(x, g, y, mean, |gv, _| gv),
+            Some(max) => {
+                grad_sums_with(x, g, y, mean, |gv, yv| if yv > 0.0 && yv < max { gv } else { 0.0 })
+            }
+        },
+        After::Leaky(s) => {
+            grad_sums_with(x, g, y, mean, |gv, yv| if yv > 0.0 { gv } else { gv * s })
         }
     }
 }
@@ -190,23 +207,32 @@ fn grad_sums_with(
     (combine(a, ta), combine(b, tb))
 }
 
-/// `dst = act(src * scale + shift)`; returns the number of values written (the common length).
+/// `dst = after(src * scale + shift)`; returns the number of values written (the common
+/// length).
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
 pub(crate) fn affine_act(
     dst: &mut [MaybeUninit<f32>],
     src: &[f32],
     scale: f32,
     shift: f32,
-    act: Activation,
+    after: After,
 ) -> usize {
     let n = dst.len().min(src.len());
     let pairs = dst[..n].iter_mut().zip(src);
-    match act {
-        Activation::Identity => pairs.for_each(|(d, &v)| _ = d.write(v * scale + shift)),
-        Activation::Relu => pairs.for_each(|(d, &v)| _ = d.write((v * scale + shift).max(0.0))),
-        Activation::Relu6 => {
+    match after {
+        After::Clip(Activation::Identity) => {
+            pairs.for_each(|(d, &v)| _ = d.write(v * scale + shift))
+        }
+        After::Clip(Activation::Relu) => {
+            pairs.for_each(|(d, &v)| _ = d.write((v * scale + shift).max(0.0)))
+        }
+        After::Clip(Activation::Relu6) => {
             pairs.for_each(|(d, &v)| _ = d.write((v * scale + shift).clamp(0.0, 6.0)))
         }
+        After::Leaky(s) => pairs.for_each(|(d, &v)| {
+            let z = v * scale + shift;
+            d.write(if z > 0.0 { z } else { z * s });
+        }),
     }
     n
 }
@@ -233,19 +259,24 @@ pub(crate) fn bn_grad_input(
     g: &[f32],
     y: &[f32],
     k: BnGrad,
-    act: Activation,
+    after: After,
 ) -> usize {
-    match act.ceiling() {
-        None => bn_grad_input_with(dst, x, g, y, k, |gv, _| gv),
-        Some(max) => {
-            bn_grad_input_with(
-                dst,
-                x,
-                g,
-                y,
-                k,
-                |gv, yv| if yv > 0.0 && yv < max { gv } else { 0.0 },
-            )
+    match after {
+        After::Clip(act) => match act.ceiling() {
+            None => bn_grad_input_with(dst, x, g, y, k, |gv, _| gv),
+            Some(max) => {
+                bn_grad_input_with(
+                    dst,
+                    x,
+                    g,
+                    y,
+                    k,
+                    |gv, yv| if yv > 0.0 && yv < max { gv } else { 0.0 },
+                )
+            }
+        },
+        After::Leaky(s) => {
+            bn_grad_input_with(dst, x, g, y, k, |gv, yv| if yv > 0.0 { gv } else { gv * s })
         }
     }
 }
@@ -323,18 +354,28 @@ mod tests {
             assert!(close(sum(&x), want), "sum of {n}: {} vs {want}", sum(&x));
             let want: f64 = x.iter().map(|&v| (f64::from(v) - 0.25).powi(2)).sum();
             assert!(close(sum_sq_dev(&x, 0.25), want), "squares of {n}");
-            for act in [Activation::Identity, Activation::Relu, Activation::Relu6] {
-                let pass = |i: usize| match act.ceiling() {
-                    None => true,
-                    Some(max) => y[i] > 0.0 && y[i] < max,
+            let clips =
+                [Activation::Identity, Activation::Relu, Activation::Relu6].map(After::Clip);
+            for after in clips.into_iter().chain([After::Leaky(0.2)]) {
+                // The factor through the activation's gradient, read from its output.
+                let factor = |i: usize| match after {
+                    After::Clip(act) => match act.ceiling() {
+                        None => 1.0,
+                        Some(max) => f64::from(u8::from(y[i] > 0.0 && y[i] < max)),
+                    },
+                    After::Leaky(s) => {
+                        if y[i] > 0.0 {
+                            1.0
+                        } else {
+                            f64::from(s)
+                        }
+                    }
                 };
-                let ga: f64 = (0..n).filter(|&i| pass(i)).map(|i| f64::from(g[i])).sum();
-                let gb: f64 = (0..n)
-                    .filter(|&i| pass(i))
-                    .map(|i| f64::from(g[i]) * (f64::from(x[i]) - 0.5))
-                    .sum();
-                let (a, b) = grad_sums(&x, &g, &y, 0.5, act);
-                assert!(close(a, ga) && close(b, gb), "grad sums of {n}, {act:?}");
+                let ga: f64 = (0..n).map(|i| factor(i) * f64::from(g[i])).sum();
+                let gb: f64 =
+                    (0..n).map(|i| factor(i) * f64::from(g[i]) * (f64::from(x[i]) - 0.5)).sum();
+                let (a, b) = grad_sums(&x, &g, &y, 0.5, after);
+                assert!(close(a, ga) && close(b, gb), "grad sums of {n}, {after:?}");
             }
         }
     }

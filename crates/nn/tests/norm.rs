@@ -239,3 +239,64 @@ fn fused_relu6_matches_a_separate_clamp() {
         }
     }
 }
+
+/// `forward_leaky_relu_t` (the LeakyReLU fused into the normalisation on the CPU in training)
+/// against the plain layer followed by `activation::leaky_relu`, in training and evaluation mode,
+/// at DCGAN's slope and at 0: the same output and input, weight and bias gradients (as values:
+/// the two paths may differ in the sign of a zero). A negative slope is refused.
+#[test]
+fn fused_leaky_relu_matches_the_separate_ops() {
+    use deeprecog_nn::activation::leaky_relu;
+    let cfg = BatchNormConfig { eps: 1e-5, momentum: 0.1 };
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (train, slope) in [(true, 0.2), (true, 0.0), (false, 0.2)] {
+        let x = randn(&[3, 5, 4, 3], "lkx", DType::F32);
+        let w = (randn(&[5], "lkw", DType::F32) + 1.0).unwrap();
+        let b = randn(&[5], "lkb", DType::F32);
+        let rm = randn(&[5], "lkm", DType::F32);
+        let rv = (randn(&[5], "lkv", DType::F32).abs().unwrap() + 0.5).unwrap();
+        let run = |fused: bool| {
+            let (xv, wv, bv) = (
+                Var::from_tensor(&x).unwrap(),
+                Var::from_tensor(&w).unwrap(),
+                Var::from_tensor(&b).unwrap(),
+            );
+            let bn = BatchNorm::new(
+                wv.as_tensor().clone(),
+                bv.as_tensor().clone(),
+                rm.clone(),
+                rv.clone(),
+                cfg,
+            )
+            .unwrap();
+            let y = if fused {
+                bn.forward_leaky_relu_t(xv.as_tensor(), train, slope).unwrap()
+            } else {
+                leaky_relu(&bn.forward_t(xv.as_tensor(), train).unwrap(), slope).unwrap()
+            };
+            let r = randn(y.dims(), "lkr", DType::F32);
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let grads: Vec<Tensor> =
+                [&xv, &wv, &bv].iter().map(|v| g.get(v.as_tensor()).unwrap().clone()).collect();
+            (y, grads, bn.running_mean().clone())
+        };
+        let ((y1, g1, m1), (y2, g2, m2)) = (run(true), run(false));
+        let negative = values(&y2).iter().filter(|&&v| v < 0.0).count();
+        assert!(slope == 0.0 || negative > 10, "some outputs on the leaky side: {negative}");
+        assert_eq!(values(&y1), values(&y2), "train {train}, slope {slope}: outputs");
+        for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+            assert_eq!(values(a), values(b), "train {train}, slope {slope}: gradient {i}");
+        }
+        assert_eq!(values(&m1), values(&m2), "train {train}, slope {slope}: running mean");
+    }
+    let bn = BatchNorm::new(
+        Tensor::ones(2, DType::F32, &Device::Cpu).unwrap(),
+        Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap(),
+        Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap(),
+        Tensor::ones(2, DType::F32, &Device::Cpu).unwrap(),
+        cfg,
+    )
+    .unwrap();
+    let x = randn(&[2, 2, 3, 3], "lkn", DType::F32);
+    assert!(bn.forward_leaky_relu_t(&x, true, -0.1).is_err());
+}
