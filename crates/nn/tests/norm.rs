@@ -192,12 +192,32 @@ fn one_value_per_channel_and_wrong_channels_are_errors() {
     assert!(bn.forward_t(&four, true).is_err());
 }
 
+/// `forward(layer, x)` for a layer over variables of `[x, w, b]` and running statistics
+/// `rm`, `rv`, then the gradients of `sum(y * r)` (`r` seeded by `tag`) with respect to the
+/// three variables: the output, those gradients and the layer's new running mean.
+fn run_layer(
+    [x, w, b]: [&Tensor; 3],
+    [rm, rv]: [&Tensor; 2],
+    tag: &str,
+    forward: impl Fn(&BatchNorm, &Tensor) -> Tensor,
+) -> (Tensor, Vec<Tensor>, Tensor) {
+    let vars = [x, w, b].map(|t| Var::from_tensor(t).unwrap());
+    let cfg = BatchNormConfig { eps: 1e-5, momentum: 0.1 };
+    let [xv, wv, bv] = &vars;
+    let (w, b) = (wv.as_tensor().clone(), bv.as_tensor().clone());
+    let bn = BatchNorm::new(w, b, rm.clone(), rv.clone(), cfg).unwrap();
+    let y = forward(&bn, xv.as_tensor());
+    let r = randn(y.dims(), tag, DType::F32);
+    let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let grads = vars.iter().map(|v| g.get(v.as_tensor()).unwrap().clone()).collect();
+    (y, grads, bn.running_mean().clone())
+}
+
 /// `forward_relu6_t` (the clip fused into the normalisation) against the plain layer followed
 /// by candle's `clamp(0, 6)`, in training and evaluation mode: output and the input, weight and
 /// bias gradients. A weight of about 4 puts a good share of the outputs above 6.
 #[test]
 fn fused_relu6_matches_a_separate_clamp() {
-    let cfg = BatchNormConfig { eps: 1e-5, momentum: 0.1 };
     for train in [true, false] {
         let x = randn(&[3, 5, 4, 3], "r6x", DType::F32);
         let w = (randn(&[5], "r6w", DType::F32) + 4.0).unwrap();
@@ -205,28 +225,13 @@ fn fused_relu6_matches_a_separate_clamp() {
         let rm = randn(&[5], "r6m", DType::F32);
         let rv = (randn(&[5], "r6v", DType::F32).abs().unwrap() + 0.5).unwrap();
         let run = |fused: bool| {
-            let (xv, wv, bv) = (
-                Var::from_tensor(&x).unwrap(),
-                Var::from_tensor(&w).unwrap(),
-                Var::from_tensor(&b).unwrap(),
-            );
-            let bn = BatchNorm::new(
-                wv.as_tensor().clone(),
-                bv.as_tensor().clone(),
-                rm.clone(),
-                rv.clone(),
-                cfg,
-            )
-            .unwrap();
-            let y = if fused {
-                bn.forward_relu6_t(xv.as_tensor(), train).unwrap()
-            } else {
-                bn.forward_t(xv.as_tensor(), train).unwrap().clamp(0f32, 6f32).unwrap()
-            };
-            let r = randn(y.dims(), "r6r", DType::F32);
-            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let grads: Vec<Tensor> =
-                [&xv, &wv, &bv].iter().map(|v| g.get(v.as_tensor()).unwrap().clone()).collect();
+            let (y, grads, _) = run_layer([&x, &w, &b], [&rm, &rv], "r6r", |bn, x| {
+                if fused {
+                    bn.forward_relu6_t(x, train).unwrap()
+                } else {
+                    bn.forward_t(x, train).unwrap().clamp(0f32, 6f32).unwrap()
+                }
+            });
             (y, grads)
         };
         let ((y1, g1), (y2, g2)) = (run(true), run(false));
@@ -256,29 +261,13 @@ fn fused_leaky_relu_matches_the_separate_ops() {
         let rm = randn(&[5], "lkm", DType::F32);
         let rv = (randn(&[5], "lkv", DType::F32).abs().unwrap() + 0.5).unwrap();
         let run = |fused: bool| {
-            let (xv, wv, bv) = (
-                Var::from_tensor(&x).unwrap(),
-                Var::from_tensor(&w).unwrap(),
-                Var::from_tensor(&b).unwrap(),
-            );
-            let bn = BatchNorm::new(
-                wv.as_tensor().clone(),
-                bv.as_tensor().clone(),
-                rm.clone(),
-                rv.clone(),
-                cfg,
-            )
-            .unwrap();
-            let y = if fused {
-                bn.forward_leaky_relu_t(xv.as_tensor(), train, slope).unwrap()
-            } else {
-                leaky_relu(&bn.forward_t(xv.as_tensor(), train).unwrap(), slope).unwrap()
-            };
-            let r = randn(y.dims(), "lkr", DType::F32);
-            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let grads: Vec<Tensor> =
-                [&xv, &wv, &bv].iter().map(|v| g.get(v.as_tensor()).unwrap().clone()).collect();
-            (y, grads, bn.running_mean().clone())
+            run_layer([&x, &w, &b], [&rm, &rv], "lkr", |bn, x| {
+                if fused {
+                    bn.forward_leaky_relu_t(x, train, slope).unwrap()
+                } else {
+                    leaky_relu(&bn.forward_t(x, train).unwrap(), slope).unwrap()
+                }
+            })
         };
         let ((y1, g1, m1), (y2, g2, m2)) = (run(true), run(false));
         let negative = values(&y2).iter().filter(|&&v| v < 0.0).count();
