@@ -224,9 +224,9 @@ impl BatchNorm {
     }
 
     /// Batch normalisation followed by a LeakyReLU of `slope` (DCGAN's discriminator), in one
-    /// pass forward and backward when training in f32 on the CPU, with the same bits as
-    /// [`ModuleT::forward_t`] then [`crate::activation::leaky_relu`], which is what runs
-    /// elsewhere.
+    /// pass forward and backward when training in f32 on the CPU, with the same values as
+    /// [`ModuleT::forward_t`] then [`crate::activation::leaky_relu`] (a gradient's zero may
+    /// differ in sign), which is what runs elsewhere.
     ///
     /// # Errors
     /// As [`BatchNorm::forward_relu_t`]; a non-finite or negative slope.
