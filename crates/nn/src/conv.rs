@@ -248,9 +248,39 @@ pub(crate) fn im2col_into<T: WithDType>(
     if out.is_empty() {
         return Ok(());
     }
+    let taps = kh * kw;
+    if win.stride == 2
+        && win.dilation == 1
+        && (STRIDE2_ROWS..=NARROW_OUTPUT).contains(&ow)
+        && as_f32(x).is_some()
+        && crate::simd::stride2_rows_vectorised()
+    {
+        // Each image's plane copied once into a zero-padded one, after which every tap's
+        // output row is the de-interleave of one run of it.
+        let (pw, pad) = (w + 2 * win.padding, win.padding);
+        let ph = h + 2 * pad;
+        let fill_channel = |(ch, dst): (usize, &mut [T])| {
+            let mut padded = vec![0f32; ph * pw];
+            for img in 0..n {
+                let src = &x[(img * c + ch) * h * w..(img * c + ch + 1) * h * w];
+                let src = as_f32(src).unwrap_or_default();
+                for (row, line) in padded[pad * pw..].chunks_exact_mut(pw).zip(src.chunks_exact(w))
+                {
+                    crate::simd::copy_short(&mut row[pad..pad + w], line);
+                }
+                for (tap, row) in dst.chunks_exact_mut(n * p).enumerate() {
+                    let (i, j) = (tap / kw, tap % kw);
+                    let block = as_f32_mut(&mut row[img * p..(img + 1) * p]).unwrap_or_default();
+                    let start = (2 * ys.start + i) * pw + j;
+                    crate::simd::gather_rows_stride2(block, &padded, (start, 2 * pw, ow));
+                }
+            }
+        };
+        each_chunk(out, taps * n * p, parallel, fill_channel);
+        return Ok(());
+    }
     if ow <= NARROW_OUTPUT && h * w < u32::MAX as usize - 1 {
         let table = SourceTable::new(win, w, (ow, kw), &ty, ys.clone());
-        let taps = kh * kw;
         // A channel's taps together: each image's plane is copied once behind a zero, which
         // the padding's sources (0) read, so that every value is one unconditional load.
         let fill_channel = |(ch, dst): (usize, &mut [T])| {
@@ -260,6 +290,10 @@ pub(crate) fn im2col_into<T: WithDType>(
                 crate::simd::copy_short(&mut plane[1..], src);
                 for (tap, row) in dst.chunks_exact_mut(n * p).enumerate() {
                     let block = &mut row[img * p..(img + 1) * p];
+                    if let (Some(block), Some(plane)) = (as_f32_mut(block), as_f32(&plane)) {
+                        crate::simd::gather_table(block, plane, table.tap(tap));
+                        continue;
+                    }
                     for (d, &at) in block.iter_mut().zip(table.tap(tap)) {
                         *d = plane[at as usize];
                     }
@@ -295,6 +329,32 @@ pub(crate) fn im2col_into<T: WithDType>(
     };
     each_chunk(out, n * p, parallel, fill_row);
     Ok(())
+}
+
+/// Output widths from which a stride-2 narrow `im2col` copies rows by de-interleaving: below,
+/// a row is too short for a vector of its own and the table's gathers are as fast.
+const STRIDE2_ROWS: usize = 8;
+
+/// `values` as `f32`s when `T` is `f32`.
+fn as_f32<T: WithDType>(values: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: `T` is `f32` (the same type id), so the slice already is an `[f32]`.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<f32>(), values.len())
+        }
+    })
+}
+
+/// [`as_f32`] for a mutable slice.
+fn as_f32_mut<T: WithDType>(values: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: as in `as_f32`; the returned slice borrows `values` exclusively.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<f32>(), values.len())
+        }
+    })
 }
 
 /// Output rows at most this wide are gathered (`im2col`) and scattered (`col2im`) through a
@@ -1298,6 +1358,44 @@ impl candle_core::CustomOp2 for ClipMask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bands of output rows through each path of `im2col_into` (row runs, the table, stride-2
+    /// rows), on one thread and on several, against the definition.
+    #[test]
+    fn im2col_bands_match_the_definition() {
+        // (N, C, H, W), kernel, stride, padding, output rows.
+        let cases = [
+            ((2, 3, 12, 32), (4, 4), 2, 1, 2..5),
+            ((1, 2, 9, 27), (3, 3), 2, 1, 1..4),
+            ((2, 2, 8, 8), (4, 4), 2, 1, 1..3),
+            ((1, 2, 9, 40), (3, 3), 2, 1, 3..5),
+            ((2, 1, 7, 30), (1, 1), 2, 0, 0..4),
+        ];
+        for ((n, c, h, w), kernel, stride, padding, ys) in cases {
+            let win = Window { kernel, stride, padding, dilation: 1 };
+            let x: Vec<f32> = (0..n * c * h * w).map(|i| (i as f32 * 0.37).sin()).collect();
+            let (_, ow) = win.out_hw(h, w).unwrap();
+            let (kh, kw) = kernel;
+            let p = ys.len() * ow;
+            for parallel in [false, true] {
+                let mut cols = vec![f32::NAN; c * kh * kw * n * p];
+                im2col_into(&x, (n, c, h, w), &win, ys.clone(), &mut cols, parallel).unwrap();
+                for (row, values) in cols.chunks_exact(n * p).enumerate() {
+                    let (ch, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
+                    for (col, &got) in values.iter().enumerate() {
+                        let (img, y, xx) = (col / p, ys.start + col % p / ow, col % ow);
+                        let sy = (y * stride + i).checked_sub(padding).filter(|&v| v < h);
+                        let sx = (xx * stride + j).checked_sub(padding).filter(|&v| v < w);
+                        let want = match (sy, sx) {
+                            (Some(sy), Some(sx)) => x[((img * c + ch) * h + sy) * w + sx],
+                            _ => 0.0,
+                        };
+                        assert_eq!(got.to_bits(), want.to_bits(), "{win:?} {ys:?}: {row} {col}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn rows_are_the_transposed_columns() {

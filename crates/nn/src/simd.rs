@@ -308,6 +308,49 @@ mod tests {
     }
 
     #[test]
+    fn table_and_stride2_gathers_match_index_loops() {
+        let src = values(300, 5);
+        for n in [0, 1, 15, 16, 17, 40] {
+            let idx: Vec<u32> = (0..n).map(|i| ((i * 97 + 13) % 300) as u32).collect();
+            let mut dst = vec![f32::NAN; n];
+            gather_table(&mut dst, &src, &idx);
+            for (d, &i) in dst.iter().zip(&idx) {
+                assert_eq!(d.to_bits(), src[i as usize].to_bits(), "{n} values");
+            }
+        }
+        // Every width a row may have, sources up to the last value of `src`.
+        for w in 1..=16 {
+            for (start, row_step, rows) in [(0, 2 * w, 1), (3, 40, 4), (7, 2 * w + 5, 6)] {
+                let mut dst = vec![f32::NAN; rows * w];
+                let last = start + (rows - 1) * row_step + 2 * (w - 1);
+                let src = &src[..=last];
+                gather_rows_stride2(&mut dst, src, (start, row_step, w));
+                for (r, row) in dst.chunks_exact(w).enumerate() {
+                    for (x, v) in row.iter().enumerate() {
+                        let want = src[start + r * row_step + 2 * x];
+                        assert_eq!(v.to_bits(), want.to_bits(), "width {w}, row {r}, {x}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "gather_table")]
+    fn a_table_index_past_the_source_panics() {
+        let mut dst = vec![0.0; 16];
+        let idx: Vec<u32> = (0..16).map(|i| if i == 9 { 100 } else { i }).collect();
+        gather_table(&mut dst, &values(100, 1), &idx);
+    }
+
+    #[test]
+    #[should_panic(expected = "gather_rows_stride2")]
+    fn a_stride2_row_past_the_source_panics() {
+        let mut dst = vec![0.0; 32];
+        gather_rows_stride2(&mut dst, &values(60, 1), (0, 30, 16));
+    }
+
+    #[test]
     fn dot_matches_an_f64_sum() {
         for n in [0, 1, 7, 31, 32, 33, 64, 65, 1000] {
             let (a, b) = (values(n, 4), values(n, 5));
@@ -477,6 +520,142 @@ pub(crate) fn gather_strided<T: Copy>(dst: &mut [T], src: &[T], stride: usize) {
     } else {
         for (o, &v) in dst.iter_mut().zip(src.iter().step_by(stride.max(1))) {
             *o = v;
+        }
+    }
+}
+
+/// `dst[i] = src[idx[i] as usize]` over the common length of `dst` and `idx`: on AVX-512, 16
+/// values per gather instruction where a scalar loop spends a load of the index, a bounds check
+/// and a load of the value on each (narrow `im2col`'s table-driven copy).
+///
+/// # Panics
+/// An index outside `src`.
+pub(crate) fn gather_table(dst: &mut [f32], src: &[f32], idx: &[u32]) {
+    let n = dst.len().min(idx.len());
+    let (dst, idx) = (&mut dst[..n], &idx[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if n >= 16 && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is present (checked above).
+        #[allow(unsafe_code)]
+        unsafe {
+            gather_table_avx512(dst, src, idx)
+        };
+        return;
+    }
+    for (d, &i) in dst.iter_mut().zip(idx) {
+        *d = src[i as usize];
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn gather_table_avx512(dst: &mut [f32], src: &[f32], idx: &[u32]) {
+    use std::arch::x86_64::*;
+    // Indices at or past this are outside `src` (a `src` of 2^32 values or more has none).
+    let len = _mm512_set1_epi32(u32::try_from(src.len()).unwrap_or(u32::MAX) as i32);
+    let (d16, d_rest) = dst.as_chunks_mut::<16>();
+    let (i16, i_rest) = idx.as_chunks::<16>();
+    for (d, i) in d16.iter_mut().zip(i16) {
+        // SAFETY: `i` holds 16 `u32`s (one unaligned 512-bit load).
+        #[allow(unsafe_code)]
+        let at = unsafe { _mm512_loadu_si512(i.as_ptr().cast()) };
+        let inside = _mm512_cmplt_epu32_mask(at, len);
+        assert!(inside == 0xFFFF, "gather_table: an index past {} values", src.len());
+        // SAFETY: every lane's index is below `src.len()` (checked just above), so each of the
+        // 16 loads reads an element of `src`; `d` holds 16 values for the store.
+        #[allow(unsafe_code)]
+        unsafe {
+            let v = _mm512_i32gather_ps::<4>(at, src.as_ptr());
+            _mm512_storeu_ps(d.as_mut_ptr(), v);
+        }
+    }
+    for (d, &i) in d_rest.iter_mut().zip(i_rest) {
+        *d = src[i as usize];
+    }
+}
+
+/// Whether [`gather_rows_stride2`] runs its AVX-512 code on this CPU (elsewhere it is a plain
+/// loop, slower than [`gather_table`]'s for the same copy).
+pub(crate) fn stride2_rows_vectorised() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `dst[r * w + x] = src[start + r * row_step + 2 * x]` for every row `r` of `dst` (`w` values
+/// each, `w <= 16`): a stride-2 window's taps over a zero-padded plane, one output row per
+/// de-interleave on AVX-512 (two masked loads, a two-source permute and a masked store) where
+/// [`gather_table`] spends a gather per 16 values.
+///
+/// # Panics
+/// `w` of 0 or over 16, `dst` not whole rows, or a source past `src`.
+pub(crate) fn gather_rows_stride2(
+    dst: &mut [f32],
+    src: &[f32],
+    (start, row_step, w): (usize, usize, usize),
+) {
+    assert!(
+        (1..=16).contains(&w) && dst.len().is_multiple_of(w),
+        "gather_rows_stride2: rows of {w}"
+    );
+    let rows = dst.len() / w;
+    if rows == 0 {
+        return;
+    }
+    let last = start + (rows - 1) * row_step + 2 * (w - 1);
+    assert!(last < src.len(), "gather_rows_stride2: source {last} of {}", src.len());
+    #[cfg(target_arch = "x86_64")]
+    if stride2_rows_vectorised() {
+        // SAFETY: AVX-512F is present (checked just above); every source index is at most
+        // `last`, inside `src` (asserted).
+        #[allow(unsafe_code)]
+        unsafe {
+            stride2_rows_avx512(dst, src, (start, row_step, w))
+        };
+        return;
+    }
+    for (r, row) in dst.chunks_exact_mut(w).enumerate() {
+        let from = start + r * row_step;
+        for (x, d) in row.iter_mut().enumerate() {
+            *d = src[from + 2 * x];
+        }
+    }
+}
+
+/// # Safety
+/// AVX-512F present; `dst` whole rows of `w` (1 to 16) values; every
+/// `start + r * row_step + 2 * x` (`r` a row of `dst`, `x < w`) inside `src`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(unsafe_code)]
+unsafe fn stride2_rows_avx512(
+    dst: &mut [f32],
+    src: &[f32],
+    (start, row_step, w): (usize, usize, usize),
+) {
+    use std::arch::x86_64::*;
+    // A row's sources span `2w - 1` values: the first 16 in one register, the rest in a
+    // second; the masks keep both loads inside them (masked-off lanes are not read).
+    let span = 2 * w - 1;
+    let lo_mask: __mmask16 = if span >= 16 { 0xFFFF } else { (1u16 << span) - 1 };
+    let hi_mask: __mmask16 = if span > 16 { (1u16 << (span - 16)) - 1 } else { 0 };
+    let out_mask: __mmask16 = if w == 16 { 0xFFFF } else { (1u16 << w) - 1 };
+    // Lane x takes element 2x of the 32 in (lo, hi).
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (r, row) in dst.chunks_exact_mut(w).enumerate() {
+        // SAFETY: the lanes the masks keep are the row's sources, inside `src` (the caller's
+        // contract); the store's `w` lanes are `row`'s values.
+        unsafe {
+            let p = src.as_ptr().add(start + r * row_step);
+            let lo = _mm512_maskz_loadu_ps(lo_mask, p);
+            let hi = if hi_mask == 0 { lo } else { _mm512_maskz_loadu_ps(hi_mask, p.add(16)) };
+            let v = _mm512_permutex2var_ps(lo, even, hi);
+            _mm512_mask_storeu_ps(row.as_mut_ptr(), out_mask, v);
         }
     }
 }

@@ -209,7 +209,8 @@ fn forward_and_gradients_match_direct_loops() {
 }
 
 /// `im2col` against its definition on outputs up to 16 wide (gathered a plane at a time
-/// through a table) and wider (row by row), strided, dilated, padded.
+/// through a table, or at stride 2 from 8 wide as de-interleaved rows) and wider (row by row),
+/// strided, dilated, padded.
 #[test]
 fn im2col_matches_its_definition() {
     let cases = [
@@ -223,6 +224,13 @@ fn im2col_matches_its_definition() {
         ([1, 2, 6, 6], Window { kernel: (3, 3), stride: 1, padding: 1, dilation: 1 }),
         ([1, 2, 9, 40], Window { kernel: (3, 3), stride: 2, padding: 1, dilation: 1 }),
         ([1, 2, 9, 40], Window { kernel: (4, 4), stride: 1, padding: 2, dilation: 2 }),
+        // Stride-2 outputs 8 to 16 wide (de-interleaved rows of a padded plane): 16, 14, 11,
+        // 10 and 15 wide, padding 0 to 2, non-square kernels.
+        ([2, 2, 9, 32], Window { kernel: (4, 4), stride: 2, padding: 1, dilation: 1 }),
+        ([1, 3, 10, 27], Window { kernel: (3, 3), stride: 2, padding: 1, dilation: 1 }),
+        ([2, 1, 7, 23], Window { kernel: (3, 3), stride: 2, padding: 0, dilation: 1 }),
+        ([1, 2, 6, 20], Window { kernel: (2, 5), stride: 2, padding: 2, dilation: 1 }),
+        ([3, 2, 5, 30], Window { kernel: (1, 1), stride: 2, padding: 0, dilation: 1 }),
     ];
     for (case, (dims, win)) in cases.into_iter().enumerate() {
         let [n, c, h, w] = dims;
