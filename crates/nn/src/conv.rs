@@ -251,28 +251,37 @@ pub(crate) fn im2col_into<T: WithDType>(
     let taps = kh * kw;
     if win.stride == 2
         && win.dilation == 1
-        && (STRIDE2_ROWS..=NARROW_OUTPUT).contains(&ow)
+        && ow >= STRIDE2_ROWS
+        // With fewer taps than phases, most of the padded copy would go unread (a 1x1 stride-2
+        // shortcut reads a quarter of its input).
+        && kh * kw >= 4
+        // The work is split by channel: a 3-channel stem on all threads would leave one idle.
+        && (!parallel || c >= 4 * rayon::current_num_threads())
         && as_f32(x).is_some()
         && crate::simd::stride2_rows_vectorised()
     {
-        // Each image's plane copied once into a zero-padded one, after which every tap's
-        // output row is the de-interleave of one run of it.
-        let (pw, pad) = (w + 2 * win.padding, win.padding);
-        let ph = h + 2 * pad;
+        // The input rows the band's windows cover, of each image's plane, copied once into a
+        // zero-padded block, after which every tap's output row is the de-interleave of one
+        // run of it. Only the band's rows: a band of a few output rows of a large plane would
+        // otherwise copy all of it each time.
+        let (pad, pw) = (win.padding, w + 2 * win.padding);
+        let rows_in = 2 * (ys.len() - 1) + kh;
         let fill_channel = |(ch, dst): (usize, &mut [T])| {
-            let mut padded = vec![0f32; ph * pw];
+            let mut padded = vec![0f32; rows_in * pw];
             for img in 0..n {
                 let src = &x[(img * c + ch) * h * w..(img * c + ch + 1) * h * w];
                 let src = as_f32(src).unwrap_or_default();
-                for (row, line) in padded[pad * pw..].chunks_exact_mut(pw).zip(src.chunks_exact(w))
-                {
-                    crate::simd::copy_short(&mut row[pad..pad + w], line);
+                for (r, row) in padded.chunks_exact_mut(pw).enumerate() {
+                    // Padded row `2 * ys.start + r` is input row `2 * ys.start + r - pad`.
+                    let sy = (2 * ys.start + r).checked_sub(pad).filter(|&sy| sy < h);
+                    if let Some(sy) = sy {
+                        crate::simd::copy_short(&mut row[pad..pad + w], &src[sy * w..(sy + 1) * w]);
+                    }
                 }
                 for (tap, row) in dst.chunks_exact_mut(n * p).enumerate() {
                     let (i, j) = (tap / kw, tap % kw);
                     let block = as_f32_mut(&mut row[img * p..(img + 1) * p]).unwrap_or_default();
-                    let start = (2 * ys.start + i) * pw + j;
-                    crate::simd::gather_rows_stride2(block, &padded, (start, 2 * pw, ow));
+                    crate::simd::gather_rows_stride2(block, &padded, (i * pw + j, 2 * pw, ow));
                 }
             }
         };
@@ -331,8 +340,8 @@ pub(crate) fn im2col_into<T: WithDType>(
     Ok(())
 }
 
-/// Output widths from which a stride-2 narrow `im2col` copies rows by de-interleaving: below,
-/// a row is too short for a vector of its own and the table's gathers are as fast.
+/// Output widths from which a stride-2 `im2col` copies rows by de-interleaving: below, a row
+/// is too short for a vector of its own and the table's gathers are as fast.
 const STRIDE2_ROWS: usize = 8;
 
 /// `values` as `f32`s when `T` is `f32`.

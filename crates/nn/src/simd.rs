@@ -309,17 +309,17 @@ mod tests {
 
     #[test]
     fn table_and_stride2_gathers_match_index_loops() {
-        let src = values(300, 5);
+        let src = values(500, 5);
         for n in [0, 1, 15, 16, 17, 40] {
-            let idx: Vec<u32> = (0..n).map(|i| ((i * 97 + 13) % 300) as u32).collect();
+            let idx: Vec<u32> = (0..n).map(|i| ((i * 97 + 13) % 500) as u32).collect();
             let mut dst = vec![f32::NAN; n];
             gather_table(&mut dst, &src, &idx);
             for (d, &i) in dst.iter().zip(&idx) {
                 assert_eq!(d.to_bits(), src[i as usize].to_bits(), "{n} values");
             }
         }
-        // Every width a row may have, sources up to the last value of `src`.
-        for w in 1..=16 {
+        // Widths of one piece of 16 and of several, sources up to the last value of `src`.
+        for w in (1..=16).chain([17, 20, 31, 32, 33]) {
             for (start, row_step, rows) in [(0, 2 * w, 1), (3, 40, 4), (7, 2 * w + 5, 6)] {
                 let mut dst = vec![f32::NAN; rows * w];
                 let last = start + (rows - 1) * row_step + 2 * (w - 1);
@@ -587,22 +587,19 @@ pub(crate) fn stride2_rows_vectorised() -> bool {
     }
 }
 
-/// `dst[r * w + x] = src[start + r * row_step + 2 * x]` for every row `r` of `dst` (`w` values
-/// each, `w <= 16`): a stride-2 window's taps over a zero-padded plane, one output row per
-/// de-interleave on AVX-512 (two masked loads, a two-source permute and a masked store) where
-/// [`gather_table`] spends a gather per 16 values.
+/// `dst[r * w + x] = src[start + r * row_step + 2 * x]` for every row `r` of `dst` (`w`
+/// values each): a stride-2 window's taps over a zero-padded plane, each 16 values of an output
+/// row one de-interleave on AVX-512 (two masked loads, a two-source permute and a masked store)
+/// where [`gather_table`] spends a gather on them and a row-by-row strided copy a call per row.
 ///
 /// # Panics
-/// `w` of 0 or over 16, `dst` not whole rows, or a source past `src`.
+/// `w` of 0, `dst` not whole rows, or a source past `src`.
 pub(crate) fn gather_rows_stride2(
     dst: &mut [f32],
     src: &[f32],
     (start, row_step, w): (usize, usize, usize),
 ) {
-    assert!(
-        (1..=16).contains(&w) && dst.len().is_multiple_of(w),
-        "gather_rows_stride2: rows of {w}"
-    );
+    assert!(w > 0 && dst.len().is_multiple_of(w), "gather_rows_stride2: rows of {w}");
     let rows = dst.len() / w;
     if rows == 0 {
         return;
@@ -628,7 +625,7 @@ pub(crate) fn gather_rows_stride2(
 }
 
 /// # Safety
-/// AVX-512F present; `dst` whole rows of `w` (1 to 16) values; every
+/// AVX-512F present; `dst` whole rows of `w` (at least 1) values; every
 /// `start + r * row_step + 2 * x` (`r` a row of `dst`, `x < w`) inside `src`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
@@ -639,23 +636,27 @@ unsafe fn stride2_rows_avx512(
     (start, row_step, w): (usize, usize, usize),
 ) {
     use std::arch::x86_64::*;
-    // A row's sources span `2w - 1` values: the first 16 in one register, the rest in a
-    // second; the masks keep both loads inside them (masked-off lanes are not read).
-    let span = 2 * w - 1;
-    let lo_mask: __mmask16 = if span >= 16 { 0xFFFF } else { (1u16 << span) - 1 };
-    let hi_mask: __mmask16 = if span > 16 { (1u16 << (span - 16)) - 1 } else { 0 };
-    let out_mask: __mmask16 = if w == 16 { 0xFFFF } else { (1u16 << w) - 1 };
     // Lane x takes element 2x of the 32 in (lo, hi).
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     for (r, row) in dst.chunks_exact_mut(w).enumerate() {
-        // SAFETY: the lanes the masks keep are the row's sources, inside `src` (the caller's
-        // contract); the store's `w` lanes are `row`'s values.
-        unsafe {
-            let p = src.as_ptr().add(start + r * row_step);
-            let lo = _mm512_maskz_loadu_ps(lo_mask, p);
-            let hi = if hi_mask == 0 { lo } else { _mm512_maskz_loadu_ps(hi_mask, p.add(16)) };
-            let v = _mm512_permutex2var_ps(lo, even, hi);
-            _mm512_mask_storeu_ps(row.as_mut_ptr(), out_mask, v);
+        for (piece, out) in row.chunks_mut(16).enumerate() {
+            let n = out.len();
+            // The piece's sources span `2n - 1` values: the first 16 in one register, the
+            // rest in a second; the masks keep both loads inside them (masked-off lanes are
+            // not read).
+            let span = 2 * n - 1;
+            let lo_mask: __mmask16 = if span >= 16 { 0xFFFF } else { (1u16 << span) - 1 };
+            let hi_mask: __mmask16 = if span > 16 { (1u16 << (span - 16)) - 1 } else { 0 };
+            let out_mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+            // SAFETY: the lanes the masks keep are the piece's sources, inside `src` (the
+            // caller's contract); the store's `n` lanes are `out`'s values.
+            unsafe {
+                let p = src.as_ptr().add(start + r * row_step + 32 * piece);
+                let lo = _mm512_maskz_loadu_ps(lo_mask, p);
+                let hi = if hi_mask == 0 { lo } else { _mm512_maskz_loadu_ps(hi_mask, p.add(16)) };
+                let v = _mm512_permutex2var_ps(lo, even, hi);
+                _mm512_mask_storeu_ps(out.as_mut_ptr(), out_mask, v);
+            }
         }
     }
 }

@@ -208,9 +208,9 @@ fn forward_and_gradients_match_direct_loops() {
     }
 }
 
-/// `im2col` against its definition on outputs up to 16 wide (gathered a plane at a time
-/// through a table, or at stride 2 from 8 wide as de-interleaved rows) and wider (row by row),
-/// strided, dilated, padded.
+/// `im2col` against its definition: outputs up to 16 wide (gathered a plane at a time through
+/// a table), stride 2 from 8 wide (de-interleaved rows of a padded plane), other strides and
+/// dilations row by row; padded, non-square.
 #[test]
 fn im2col_matches_its_definition() {
     let cases = [
@@ -231,6 +231,9 @@ fn im2col_matches_its_definition() {
         ([2, 1, 7, 23], Window { kernel: (3, 3), stride: 2, padding: 0, dilation: 1 }),
         ([1, 2, 6, 20], Window { kernel: (2, 5), stride: 2, padding: 2, dilation: 1 }),
         ([3, 2, 5, 30], Window { kernel: (1, 1), stride: 2, padding: 0, dilation: 1 }),
+        // Wider stride-2 rows, in pieces of 16: 32 and 40 wide, a 7x7 stem's padding of 3.
+        ([2, 3, 6, 64], Window { kernel: (4, 4), stride: 2, padding: 1, dilation: 1 }),
+        ([1, 3, 9, 79], Window { kernel: (7, 7), stride: 2, padding: 3, dilation: 1 }),
     ];
     for (case, (dims, win)) in cases.into_iter().enumerate() {
         let [n, c, h, w] = dims;
