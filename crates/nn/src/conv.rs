@@ -369,7 +369,8 @@ fn as_f32_mut<T: WithDType>(values: &mut [T]) -> Option<&mut [f32]> {
 /// Output rows at most this wide are gathered (`im2col`) and scattered (`col2im`) through a
 /// [`SourceTable`] a whole plane at a time rather than row by row: the 4x4 stride-2 layers of
 /// DCGAN's discriminator and generator have outputs 4 to 16 wide, and per-row work (a run's
-/// bounds, a dispatched strided copy of 4 values) cost more than the copying.
+/// bounds, a dispatched strided copy of 4 values) cost more than the copying. (`im2col` at
+/// stride 2 takes de-interleaved rows instead from [`STRIDE2_ROWS`] wide.)
 pub(crate) const NARROW_OUTPUT: usize = 16;
 
 /// For every kernel tap and output position of rows `ys`, one past the index of its source in
