@@ -254,7 +254,7 @@ pub(crate) fn im2col_into<T: WithDType>(
         && ow >= STRIDE2_ROWS
         // With fewer taps than phases, most of the padded copy would go unread (a 1x1 stride-2
         // shortcut reads a quarter of its input).
-        && kh * kw >= 4
+        && taps >= 4
         // The work is split by channel: a 3-channel stem on all threads would leave one idle.
         && (!parallel || c >= 4 * rayon::current_num_threads())
         && as_f32(x).is_some()
@@ -1380,6 +1380,8 @@ mod tests {
             ((2, 2, 8, 8), (4, 4), 2, 1, 1..3),
             ((1, 2, 9, 40), (3, 3), 2, 1, 3..5),
             ((2, 1, 7, 30), (1, 1), 2, 0, 0..4),
+            // Enough channels for the stride-2 rows to be split over the threads as well.
+            ((1, 8, 9, 32), (4, 4), 2, 1, 0..3),
         ];
         for ((n, c, h, w), kernel, stride, padding, ys) in cases {
             let win = Window { kernel, stride, padding, dilation: 1 };

@@ -542,8 +542,15 @@ pub(crate) fn gather_table(dst: &mut [f32], src: &[f32], idx: &[u32]) {
         };
         return;
     }
+    gather_table_scalar(dst, src, idx);
+}
+
+/// [`gather_table`] value by value, with its panic.
+fn gather_table_scalar(dst: &mut [f32], src: &[f32], idx: &[u32]) {
     for (d, &i) in dst.iter_mut().zip(idx) {
-        *d = src[i as usize];
+        let v = src.get(i as usize);
+        assert!(v.is_some(), "gather_table: index {i} past {} values", src.len());
+        *d = v.copied().unwrap_or_default();
     }
 }
 
@@ -569,9 +576,7 @@ fn gather_table_avx512(dst: &mut [f32], src: &[f32], idx: &[u32]) {
             _mm512_storeu_ps(d.as_mut_ptr(), v);
         }
     }
-    for (d, &i) in d_rest.iter_mut().zip(i_rest) {
-        *d = src[i as usize];
-    }
+    gather_table_scalar(d_rest, src, i_rest);
 }
 
 /// Whether [`gather_rows_stride2`] runs its AVX-512 code on this CPU (elsewhere it is a plain
