@@ -584,6 +584,107 @@ pub(crate) fn im2row_into(
     Ok(())
 }
 
+/// Columns `cols` of [`im2row_into`]'s rows (whole kernel rows: both ends multiples of `kw`)
+/// for every output position of `n` images, each row `width` values long (zeros past
+/// `cols.len()`), read from the images' planes zero-padded by the window's padding (`padded`:
+/// `(n*c, h + 2 pad, w + 2 pad)`, from [`pad_planes_into`]). A panel of the weight gradient's
+/// right operand, which its product reads as rows `width` apart, one after the other, where
+/// whole `im2row` rows (`C*kh*kw` values apart, a multiple of 4 KiB for 4x4 windows) put
+/// every depth step of a column block on another page and in the same L1 set. Dilation 1.
+pub(crate) fn im2row_panel_into(
+    padded: &[f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+    win: &Window,
+    cols: Range<usize>,
+    width: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let (kh, kw) = win.kernel;
+    let (oh, ow) = win.out_hw(h, w)?;
+    let (hp, wp) = (h + 2 * win.padding, w + 2 * win.padding);
+    let k = c * kh * kw;
+    if win.dilation != 1
+        || !cols.start.is_multiple_of(kw)
+        || !cols.end.is_multiple_of(kw)
+        || cols.start > cols.end
+        || cols.end > k
+        || width < cols.len()
+    {
+        bail!("im2row panel: columns {cols:?} of {k} in rows of {width}, window {win:?}");
+    }
+    if padded.len() != n * c * hp * wp || out.len() != n * oh * ow * width {
+        bail!(
+            "im2row panel: buffers of {} and {} values for {n}x{c}x{h}x{w}",
+            padded.len(),
+            out.len()
+        );
+    }
+    // Where each kernel row of the panel starts in an image's padded planes.
+    let starts: Vec<usize> =
+        (cols.start / kw..cols.end / kw).map(|q| (q / kh) * hp * wp + (q % kh) * wp).collect();
+    let s = win.stride;
+    let live = cols.len();
+    let mut rows = out.chunks_exact_mut(width.max(1));
+    for image in padded.chunks_exact((c * hp * wp).max(1)).take(n) {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let Some(row) = rows.next() else { return Ok(()) };
+                let at = y * s * wp + xo * s;
+                let (taps, rest) = row.split_at_mut(live);
+                for (dst, &start) in taps.chunks_exact_mut(kw).zip(&starts) {
+                    let src = &image[at + start..at + start + kw];
+                    // Fixed-size copies for the common widths, as in `im2row_into`.
+                    if let (Ok(d), Ok(v)) =
+                        (<&mut [f32; 4]>::try_from(&mut *dst), <&[f32; 4]>::try_from(src))
+                    {
+                        *d = *v;
+                    } else if let (Ok(d), Ok(v)) =
+                        (<&mut [f32; 3]>::try_from(&mut *dst), <&[f32; 3]>::try_from(src))
+                    {
+                        *d = *v;
+                    } else {
+                        dst.copy_from_slice(src);
+                    }
+                }
+                rest.fill(0.0);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `(P, H, W)` planes zero-padded by `pad` on every side into `out` (`(P, H + 2 pad, W + 2
+/// pad)`, every value written), on the calling thread.
+pub(crate) fn pad_planes_into(
+    x: &[f32],
+    (planes, h, w): (usize, usize, usize),
+    pad: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+    if x.len() != planes * h * w || out.len() != planes * hp * wp {
+        bail!(
+            "pad planes: {} and {} values for {planes}x{h}x{w} padded by {pad}",
+            x.len(),
+            out.len()
+        );
+    }
+    if pad == 0 {
+        out.copy_from_slice(x);
+        return Ok(());
+    }
+    for (src, dst) in x.chunks_exact((h * w).max(1)).zip(out.chunks_exact_mut((hp * wp).max(1))) {
+        dst[..pad * wp].fill(0.0);
+        dst[(pad + h) * wp..].fill(0.0);
+        for (row, line) in src.chunks_exact(w.max(1)).zip(dst[pad * wp..].chunks_exact_mut(wp)) {
+            line[..pad].fill(0.0);
+            crate::simd::copy_short(&mut line[pad..pad + w], row);
+            line[pad + w..].fill(0.0);
+        }
+    }
+    Ok(())
+}
+
 /// `planes` `(P, H, W)` planes zero-padded by `pad` on every side (`(P, H + 2 pad, W + 2 pad)`),
 /// or the planes themselves without padding.
 fn padded_planes<T: WithDType>(
@@ -1406,6 +1507,59 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Panels of `im2row`'s columns, from padded planes, hold `im2row_into`'s values bit for
+    /// bit, then zeros to the panel's width.
+    #[test]
+    fn im2row_panels_are_column_ranges_of_its_rows() {
+        // (N, C, H, W), kernel, stride, padding, panel columns, panel width.
+        let cases = [
+            ((2, 3, 9, 7), (4, 4), 2, 1, 16..48, 48),
+            ((1, 6, 8, 8), (3, 3), 1, 1, 48..54, 16),
+            ((3, 2, 6, 11), (3, 2), 2, 0, 0..12, 16),
+            ((1, 3, 7, 7), (5, 5), 3, 2, 30..75, 48),
+            ((2, 4, 5, 5), (1, 1), 2, 0, 1..4, 16),
+        ];
+        for ((n, c, h, w), kernel, stride, padding, cols, width) in cases {
+            let win = Window { kernel, stride, padding, dilation: 1 };
+            let x: Vec<f32> = (0..n * c * h * w).map(|i| (i as f32 * 0.43).sin() + 0.2).collect();
+            let (oh, ow) = win.out_hw(h, w).unwrap();
+            let k = c * kernel.0 * kernel.1;
+            let mut rows = vec![f32::NAN; n * oh * ow * k];
+            im2row_into(&x, (n, c, h, w), &win, 0..oh, &mut rows, false).unwrap();
+            let (hp, wp) = (h + 2 * padding, w + 2 * padding);
+            let mut padded = vec![f32::NAN; n * c * hp * wp];
+            pad_planes_into(&x, (n * c, h, w), padding, &mut padded).unwrap();
+            let mut panel = vec![f32::NAN; n * oh * ow * width];
+            im2row_panel_into(&padded, (n, c, h, w), &win, cols.clone(), width, &mut panel)
+                .unwrap();
+            for (r, (got, want)) in panel.chunks_exact(width).zip(rows.chunks_exact(k)).enumerate()
+            {
+                for (j, &v) in got.iter().enumerate() {
+                    let want = if j < cols.len() { want[cols.start + j] } else { 0.0 };
+                    assert_eq!(
+                        v.to_bits(),
+                        want.to_bits(),
+                        "{win:?} {cols:?}: row {r}, column {j}"
+                    );
+                }
+            }
+        }
+        // Columns that split a kernel row, a panel narrower than its columns, dilation.
+        let win = Window { kernel: (3, 3), stride: 1, padding: 1, dilation: 1 };
+        let padded = vec![0f32; 2 * 6 * 6];
+        let mut panel = vec![0f32; 16 * 16];
+        for (cols, width, win) in [
+            (1..6, 16, win),
+            (0..18, 16, win),
+            (0..9, 16, Window { dilation: 2, padding: 2, ..win }),
+        ] {
+            let padded = if win.dilation == 2 { vec![0f32; 2 * 8 * 8] } else { padded.clone() };
+            let res =
+                im2row_panel_into(&padded, (1, 2, 4, 4), &win, cols.clone(), width, &mut panel);
+            assert!(res.is_err(), "{cols:?} in {width} with {win:?}");
         }
     }
 

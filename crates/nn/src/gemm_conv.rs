@@ -16,9 +16,10 @@
 //! image's bands side by side instead). The forward products run on [`crate::planes`] (the
 //! weight packed once per call, or once for a constant weight; the bias and activation applied
 //! in registers; the output never cleared), the gradients' on `gemm`, except strided layers'
-//! input gradients, which [`crate::phases`] computes per stride phase on `planes`. The weight
-//! gradient sums over chunks in a fixed partition and order, so results do not depend on
-//! scheduling.
+//! input gradients, which [`crate::phases`] computes per stride phase on `planes`, and the
+//! weight gradients of strided and narrow layers, which `planes` sums over groups of images,
+//! one 48-column panel of their `im2row` at a time. The weight gradient sums over chunks in a
+//! fixed partition and order, so results do not depend on scheduling.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -169,6 +170,26 @@ impl Geometry {
     /// (MobileNetV2's training step at batch 16: +28%).
     fn rows_layout(&self) -> bool {
         !self.pointwise() && (self.ow <= NARROW_OUTPUT || self.win.stride > 1)
+    }
+
+    /// Whether the weight gradient runs on [`weight_grad_panels`]: one group, a window whose
+    /// rows tile a panel, dilation 1, images for every thread (below that, `gemm`'s products
+    /// split over the threads instead), and products deep and wide enough for packing the
+    /// output gradient to pay: DCGAN's first and last layers (48 columns) and its 1x1 -> 4x4
+    /// layer (32 output positions per thread), ResNet's 1x1 stride-2 shortcuts (a panel row is
+    /// 48 single values) and its last 3x3 stride-2 layer (a 4x4 output) measured slower on
+    /// panels.
+    fn panel_weight_grad(&self) -> bool {
+        let threads = rayon::current_num_threads().max(1);
+        self.groups == 1
+            && self.rows_layout()
+            && self.win.dilation == 1
+            && PANEL.is_multiple_of(self.win.kernel.1)
+            && self.parallel_chunks
+            && self.win.kernel != (1, 1)
+            && self.p() >= MIN_PANEL_POSITIONS
+            && self.k() >= MIN_PANEL_COLUMNS
+            && self.n.div_ceil(threads) * self.p() >= MIN_PANEL_DEPTH
     }
 
     /// The images of chunk `i`.
@@ -694,6 +715,9 @@ fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
 /// The weight gradient: `sum over chunks (and bands) of dY_chunk cols_chunk^T`, the chunks split
 /// into one fixed contiguous run per thread, each run summed in order, the runs added in order.
 fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
+    if geo.panel_weight_grad() {
+        return weight_grad_panels(geo, x, gy);
+    }
     let (p, k, og, o, ow) = (geo.p(), geo.k(), geo.og(), geo.o, geo.ow);
     let chw = geo.c * geo.h * geo.w;
     let runs = if geo.parallel_chunks { rayon::current_num_threads().min(geo.chunks) } else { 1 };
@@ -754,6 +778,92 @@ fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
     let mut total = parts.next().unwrap_or_else(|| vec![0f32; o * k]);
     for part in parts {
         total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
+    }
+    Ok(total)
+}
+
+/// Columns of the weight gradient per product in [`weight_grad_panels`]: one 48-wide register
+/// block of [`planes`], three 4x4 kernels' taps.
+const PANEL: usize = 48;
+
+/// Depth (output positions, over several images) of one product in [`weight_grad_panels`]:
+/// two of [`planes`]' depth blocks, so that each image group's output gradient is packed once
+/// for many columns.
+const PANEL_DEPTH: usize = 1024;
+
+/// Fewest weight-gradient columns (`C*kh*kw`) for [`weight_grad_panels`].
+const MIN_PANEL_COLUMNS: usize = 4 * PANEL;
+
+/// Fewest output positions per image for [`weight_grad_panels`].
+const MIN_PANEL_POSITIONS: usize = 64;
+
+/// Fewest output positions per thread for [`weight_grad_panels`].
+const MIN_PANEL_DEPTH: usize = 256;
+
+/// The weight gradient `dY cols^T` on [`planes`]: each thread takes a contiguous run of images
+/// and sums into its own `(O, K)` block, image group by image group (`PANEL_DEPTH` output
+/// positions), each group's output gradient packed once as the left operand and its `im2row`
+/// written one 48-column panel at a time (rows 48 values apart, in L1 and L2 while the product
+/// reads them); the runs are added in order. Through `gemm`, each image's whole `im2row` block
+/// (1 MiB for DCGAN's 64 -> 128 layer) was packed again by the library, and the product summed
+/// over one image's positions at a time.
+fn weight_grad_panels(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
+    let (p, k, o, n) = (geo.p(), geo.k(), geo.o, geo.n);
+    let kp = k.next_multiple_of(16);
+    let (c, h, w, pad) = (geo.c, geo.h, geo.w, geo.win.padding);
+    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+    let chw = c * h * w;
+    let runs = rayon::current_num_threads().clamp(1, n.max(1));
+    let span = n.div_ceil(runs);
+    let per_group = PANEL_DEPTH.div_ceil(p.max(1)).min(span).max(1);
+    let run = |r: usize| -> Result<Vec<f32>> {
+        let mut acc = vec![0f32; o * kp];
+        let mut packed = Vec::new();
+        let images = (r * span).min(n)..((r + 1) * span).min(n);
+        for first in images.clone().step_by(per_group) {
+            let g = per_group.min(images.end - first);
+            planes::pack_planes_into(
+                &gy[first * o * p..(first + g) * o * p],
+                (g, o, p),
+                &mut packed,
+            );
+            let padded_len = g * c * hp * wp;
+            with_scratch(padded_len, g * p * PANEL, |padded, panel| {
+                let xs = &x[first * chw..(first + g) * chw];
+                crate::conv::pad_planes_into(xs, (g * c, h, w), pad, padded)?;
+                for start in (0..kp).step_by(PANEL) {
+                    let width = PANEL.min(kp - start);
+                    let cols = start.min(k)..(start + width).min(k);
+                    let panel = &mut panel[..g * p * width];
+                    crate::conv::im2row_panel_into(
+                        padded,
+                        (g, c, h, w),
+                        &geo.win,
+                        cols,
+                        width,
+                        panel,
+                    )?;
+                    let mut rows: Vec<&mut [f32]> = acc
+                        .chunks_exact_mut(kp)
+                        .map(|row| &mut row[start..start + width])
+                        .collect();
+                    planes::accumulate(&mut rows, &packed, panel, (width, g * p, width));
+                }
+                Ok::<_, candle_core::Error>(())
+            })?;
+        }
+        Ok(acc)
+    };
+    let partial: Vec<Vec<f32>> = if runs > 1 {
+        (0..runs).into_par_iter().map(run).collect::<Result<_>>()?
+    } else {
+        vec![run(0)?]
+    };
+    let mut total = vec![0f32; o * k];
+    for part in &partial {
+        for (t, row) in total.chunks_exact_mut(k.max(1)).zip(part.chunks_exact(kp.max(1))) {
+            t.iter_mut().zip(row).for_each(|(t, v)| *t += v);
+        }
     }
     Ok(total)
 }

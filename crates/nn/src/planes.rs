@@ -244,16 +244,106 @@ fn kernel(
     nkr: (usize, usize, usize),
     epilogue: Epilogue<'_>,
 ) {
+    kernel_onto(isa, dst, packed, b, nkr, epilogue, false);
+}
+
+/// [`kernel`], the sums started from `dst`'s values when `accumulate` (`dst` then holds
+/// initialised values).
+fn kernel_onto(
+    isa: Isa,
+    dst: &mut [&mut [MaybeUninit<f32>]],
+    packed: &[f32],
+    b: &[f32],
+    nkr: (usize, usize, usize),
+    epilogue: Epilogue<'_>,
+    accumulate: bool,
+) {
     match isa {
         // SAFETY: `Isa::detect` found the instruction set these functions are compiled for.
         #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
-        Isa::Wide => unsafe { product_wide(dst, packed, b, nkr, epilogue) },
+        Isa::Wide => unsafe { product_wide(dst, packed, b, nkr, epilogue, accumulate) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
-        Isa::Narrow => unsafe { product_narrow(dst, packed, b, nkr, epilogue) },
-        Isa::Portable => portable(dst, packed, b, nkr, epilogue),
+        Isa::Narrow => unsafe { product_narrow(dst, packed, b, nkr, epilogue, accumulate) },
+        Isa::Portable => portable(dst, packed, b, nkr, epilogue, accumulate),
+    }
+}
+
+/// `dst[i][j] += sum_p a[i, p] * b[p * b_rs + j]` for every row `i` of `dst` and `j < n`, in
+/// the order [`product`] sums (from `dst`'s value, then over `p`): a running sum over several
+/// products, such as a weight gradient's over chunks of images. `a` is `(dst.len(), k)` as
+/// [`pack`] lays it out.
+///
+/// # Panics
+/// If `n` is not a multiple of 16 (the vector kernels' column step; callers pad their columns).
+pub(crate) fn accumulate(
+    dst: &mut [&mut [f32]],
+    packed: &[f32],
+    b: &[f32],
+    (n, k, b_rs): (usize, usize, usize),
+) {
+    accumulate_on(Isa::detect(), dst, packed, b, (n, k, b_rs));
+}
+
+fn accumulate_on(
+    isa: Isa,
+    dst: &mut [&mut [f32]],
+    packed: &[f32],
+    b: &[f32],
+    (n, k, b_rs): (usize, usize, usize),
+) {
+    assert!(n.is_multiple_of(COL_STEP), "planes::accumulate: {n} columns, not a multiple of 16");
+    let m = dst.len();
+    debug_assert!(packed.len() >= m.div_ceil(isa.rows()) * isa.rows() * k);
+    debug_assert!(dst.iter().all(|r| r.len() >= n));
+    debug_assert!(k == 0 || b.len() >= (k - 1) * b_rs + n);
+    if n == 0 || k == 0 {
+        return;
+    }
+    let mut rows: Vec<&mut [MaybeUninit<f32>]> = dst.iter_mut().map(|r| uninit(r)).collect();
+    let epilogue = Epilogue::new(None, Activation::Identity);
+    kernel_onto(isa, &mut rows, packed, b, (n, k, b_rs), epilogue, true);
+}
+
+/// `(images, m, p)` blocks (an NCHW tensor's images, `m` planes of `p` values each) packed as
+/// [`pack`] packs the `(m, images * p)` matrix whose row `i` is plane `i` of every image in
+/// turn: a chunk's output gradient as the left operand of its weight gradient, without the
+/// row-major copy in between, into `packed` (its old values dropped). On the calling thread.
+pub(crate) fn pack_planes_into(
+    src: &[f32],
+    (images, m, p): (usize, usize, usize),
+    packed: &mut Vec<f32>,
+) {
+    pack_planes_for(Isa::detect(), src, (images, m, p), packed);
+}
+
+fn pack_planes_for(
+    isa: Isa,
+    src: &[f32],
+    (images, m, p): (usize, usize, usize),
+    packed: &mut Vec<f32>,
+) {
+    let rows = isa.rows();
+    let k = images * p;
+    debug_assert!(src.len() >= images * m * p);
+    packed.clear();
+    packed.resize(m.div_ceil(rows) * rows * k, 0.0);
+    if k == 0 {
+        return;
+    }
+    for (block, dst) in packed.chunks_exact_mut(rows * k).enumerate() {
+        let live = rows.min(m - block * rows);
+        for img in 0..images {
+            let dst = &mut dst[img * p * rows..(img + 1) * p * rows];
+            for r in 0..live {
+                let plane = &src[(img * m + block * rows + r) * p..][..p];
+                for (column, &v) in dst.chunks_exact_mut(rows).zip(plane) {
+                    column[r] = v;
+                }
+            }
+        }
     }
 }
 
@@ -410,12 +500,16 @@ fn portable(
     b: &[f32],
     (n, k, b_rs): (usize, usize, usize),
     epilogue: Epilogue<'_>,
+    accumulate: bool,
 ) {
     for (i, row) in dst.iter_mut().enumerate() {
         let shift = epilogue.bias.map_or(0.0, |bias| bias[i]);
         let res = epilogue.residual.map(|rows| rows[i]);
         for (j, out) in row[..n].iter_mut().enumerate() {
-            let dot = (0..k).fold(0f32, |acc, p| a[i * k + p].mul_add(b[p * b_rs + j], acc));
+            // SAFETY: with `accumulate`, `accumulate_on`'s caller handed initialised values.
+            #[allow(unsafe_code)]
+            let start = if accumulate { unsafe { out.assume_init() } } else { 0.0 };
+            let dot = (0..k).fold(start, |acc, p| a[i * k + p].mul_add(b[p * b_rs + j], acc));
             let v = res.map_or(dot + shift, |res| dot + shift + res[j]);
             out.write(epilogue.act.apply(v));
         }
@@ -438,6 +532,7 @@ fn product_wide(
     b: &[f32],
     (n, k, b_rs): (usize, usize, usize),
     epilogue: Epilogue<'_>,
+    accumulate: bool,
 ) {
     let shape = (n, k, WIDE_ROWS, 48);
     each_block(
@@ -445,7 +540,8 @@ fn product_wide(
         a,
         shape,
         epilogue,
-        |rows, block, cols, depth, last, e| {
+        accumulate,
+        |rows, block, cols, depth, flags, e| {
             let mut j = cols.start;
             while j < cols.end {
                 let w = match cols.end - j {
@@ -455,9 +551,9 @@ fn product_wide(
                 };
                 let d = depth.clone();
                 match w {
-                    48 => wide::tile::<3>(rows, block, b, (j, b_rs), d, last, e),
-                    32 => wide::tile::<2>(rows, block, b, (j, b_rs), d, last, e),
-                    _ => wide::tile::<1>(rows, block, b, (j, b_rs), d, last, e),
+                    48 => wide::tile::<3>(rows, block, b, (j, b_rs), d, flags, e),
+                    32 => wide::tile::<2>(rows, block, b, (j, b_rs), d, flags, e),
+                    _ => wide::tile::<1>(rows, block, b, (j, b_rs), d, flags, e),
                 }
                 j += w;
             }
@@ -532,6 +628,7 @@ fn product_narrow(
     b: &[f32],
     (n, k, b_rs): (usize, usize, usize),
     epilogue: Epilogue<'_>,
+    accumulate: bool,
 ) {
     let shape = (n, k, NARROW_ROWS, COL_STEP);
     each_block(
@@ -539,9 +636,10 @@ fn product_narrow(
         a,
         shape,
         epilogue,
-        |rows, block, cols, depth, last, e| {
+        accumulate,
+        |rows, block, cols, depth, flags, e| {
             for j in cols.step_by(COL_STEP) {
-                narrow::tile(rows, block, b, (j, b_rs), depth.clone(), last, e);
+                narrow::tile(rows, block, b, (j, b_rs), depth.clone(), flags, e);
             }
         },
         |dst, res, cols, act| narrow::add_residual(dst, res, cols, act),
@@ -568,12 +666,13 @@ fn each_block<'e>(
     a: &[f32],
     (n, k, r, panel): (usize, usize, usize, usize),
     epilogue: Epilogue<'e>,
+    accumulate: bool,
     mut tile: impl FnMut(
         &mut [&mut [MaybeUninit<f32>]],
         &[f32],
         Range<usize>,
         Range<usize>,
-        bool,
+        (bool, bool),
         Epilogue<'e>,
     ),
     mut finish: impl FnMut(&mut [&mut [MaybeUninit<f32>]], &[&[f32]], Range<usize>, Activation),
@@ -582,6 +681,7 @@ fn each_block<'e>(
     loop {
         let depth = p..(p + DEPTH).min(k);
         let last = depth.end == k;
+        let load = accumulate || depth.start > 0;
         let width = (COLUMN_BLOCK_VALUES / depth.len().max(1)).max(panel) / panel * panel;
         let mut c = 0;
         while c < n {
@@ -589,7 +689,7 @@ fn each_block<'e>(
             for (i, rows) in dst.chunks_mut(r).enumerate() {
                 let block = &a[i * r * k + depth.start * r..i * r * k + depth.end * r];
                 let e = epilogue.in_registers().rows_from(i * r);
-                tile(rows, block, cols.clone(), depth.clone(), last, e);
+                tile(rows, block, cols.clone(), depth.clone(), (load, last), e);
             }
             if let (true, Some(residual)) = (last, epilogue.residual) {
                 finish(dst, residual, cols.clone(), epilogue.act);
@@ -627,13 +727,13 @@ mod wide {
         b: &[f32],
         (j, b_rs): (usize, usize),
         depth: Range<usize>,
-        last: bool,
+        (load, last): (bool, bool),
         epilogue: Epilogue<'_>,
     ) {
         let w = 16 * NV;
         let mut acc = [[_mm512_setzero_ps(); NV]; R];
         let rows = dst.len().min(R);
-        if depth.start > 0 {
+        if load {
             for r in 0..R {
                 if r < rows {
                     let d = &dst[r][j..j + w];
@@ -806,12 +906,12 @@ mod narrow {
         b: &[f32],
         (j, b_rs): (usize, usize),
         depth: Range<usize>,
-        last: bool,
+        (load, last): (bool, bool),
         epilogue: Epilogue<'_>,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let rows = dst.len().min(R);
-        if depth.start > 0 {
+        if load {
             for r in 0..R {
                 if r < rows {
                     let d = &dst[r][j..j + COL_STEP];
@@ -1006,6 +1106,93 @@ mod tests {
                         "{isa:?} {m}x{n}x{k}: row {i}"
                     );
                 }
+            }
+        }
+    }
+
+    /// `accumulate` adds the product to what the rows hold, in [`product`]'s order: within
+    /// rounding of an f64 triple loop, and bit for bit the same on every kernel this machine
+    /// has; the values past `n` stay untouched.
+    #[test]
+    fn accumulating_products_add_to_what_the_rows_hold() {
+        // (m, n, k, b_rs): row counts around the register blocks, every panel width, depths
+        // past one depth block.
+        let cases = [(1, 16, 1, 16), (9, 48, 33, 48), (17, 32, 600, 40), (6, 96, 1030, 96)];
+        for (case, &(m, n, k, b_rs)) in cases.iter().enumerate() {
+            let a = values(m * k, 5 * case as u64 + 1);
+            let b = values(k * b_rs, 5 * case as u64 + 2);
+            let start = values(m * (n + 3), 5 * case as u64 + 3);
+            let mut isas = vec![Isa::Portable];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    isas.push(Isa::Narrow);
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    isas.push(Isa::Wide);
+                }
+            }
+            let mut results = Vec::new();
+            for isa in isas {
+                let mut out = start.clone();
+                let mut rows: Vec<&mut [f32]> = out.chunks_exact_mut(n + 3).collect();
+                accumulate_on(isa, &mut rows, &pack_for(isa, &a, (m, k)), &b, (n, k, b_rs));
+                for i in 0..m {
+                    for j in 0..n + 3 {
+                        let at = i * (n + 3) + j;
+                        if j >= n {
+                            assert_eq!(out[at].to_bits(), start[at].to_bits(), "{isa:?} past n");
+                            continue;
+                        }
+                        let dot: f64 = (0..k)
+                            .map(|p| f64::from(a[i * k + p]) * f64::from(b[p * b_rs + j]))
+                            .sum();
+                        let want = f64::from(start[at]) + dot;
+                        let got = f64::from(out[at]);
+                        assert!(
+                            (got - want).abs() < 1e-5 * (1.0 + k as f64),
+                            "{isa:?} {m}x{n}x{k} ({i}, {j}): {got} vs {want}"
+                        );
+                    }
+                }
+                results.push((isa, out));
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for (isa, out) in &results[1..] {
+                assert_eq!(bits(out), bits(&results[0].1), "{isa:?} against the portable sums");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "not a multiple of 16")]
+    fn accumulating_needs_whole_column_steps() {
+        let mut out = [0f32; 20];
+        let mut rows: Vec<&mut [f32]> = vec![&mut out[..]];
+        accumulate(&mut rows, &pack(&[1.0], (1, 1)), &[0.0; 20], (20, 1, 20));
+    }
+
+    /// Images' planes pack as the `(m, images * p)` matrix of each plane's rows image after
+    /// image.
+    #[test]
+    fn planes_of_several_images_pack_as_their_rows_side_by_side() {
+        for isa in [Isa::Portable, Isa::detect()] {
+            for (images, m, p) in [(1, 3, 5), (3, 13, 7), (4, 16, 64)] {
+                let src = values(images * m * p, (images * m * p) as u64);
+                let mut rows = vec![0f32; m * images * p];
+                for img in 0..images {
+                    for i in 0..m {
+                        let from = &src[(img * m + i) * p..][..p];
+                        rows[i * images * p + img * p..][..p].copy_from_slice(from);
+                    }
+                }
+                let mut packed = vec![f32::NAN; 3];
+                pack_planes_for(isa, &src, (images, m, p), &mut packed);
+                let want = pack_for(isa, &rows, (m, images * p));
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&packed), bits(&want), "{isa:?} {images}x{m}x{p}");
             }
         }
     }

@@ -21,7 +21,7 @@ fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
 /// (n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)
 type Case = (usize, usize, usize, usize, usize, (usize, usize), usize, usize, usize, usize);
 
-const CASES: [Case; 34] = [
+const CASES: [Case; 38] = [
     (2, 3, 7, 9, 4, (3, 3), 1, 1, 1, 1),
     // One image through a 1x1 layer: the product writes the output directly.
     (1, 5, 6, 7, 4, (1, 1), 1, 0, 1, 1),
@@ -74,6 +74,15 @@ const CASES: [Case; 34] = [
     (2, 10, 9, 16, 7, (1, 1), 2, 0, 1, 1),
     (2, 16, 11, 25, 6, (5, 5), 3, 2, 1, 2),
     (12, 8, 4, 16, 8, (4, 4), 2, 1, 1, 1),
+    // Weight gradients on `planes`, one 48-column panel of `im2row` at a time (192 or more
+    // columns, 64 or more output positions, 256 or more per thread): DCGAN's 4x4 stride 2
+    // (four whole panels), a 3x3 stride-2 one of 198 columns (a last panel of 6 live columns
+    // in 16), a narrow 3x3 stride-1 one of 216 columns (a last panel of 24 in 32), and 289
+    // output positions per image (groups of 4 images, a run of 5 on two threads).
+    (12, 12, 16, 16, 9, (4, 4), 2, 1, 1, 1),
+    (9, 22, 17, 19, 10, (3, 3), 2, 1, 1, 1),
+    (9, 24, 10, 10, 7, (3, 3), 1, 1, 1, 1),
+    (10, 16, 34, 34, 8, (4, 4), 2, 1, 1, 1),
 ];
 
 /// Direct loops in f64: the output, and the input / weight gradients of `sum(y * r)`.
@@ -161,6 +170,33 @@ fn gradient_functions_match_the_backward_pass() {
     let w = Tensor::zeros((4, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
     let p = Conv2dParams::default();
     assert!(conv2d_input_grad(&g, &w, (1, 2, 6, 6), p).is_err(), "gradient of the wrong size");
+}
+
+/// The weight gradient's panel path (images split over two or three threads) against the
+/// direct loops and against one thread's `gemm` path: the same sums in another order.
+#[test]
+fn weight_gradient_panels_match_direct_loops_on_any_thread_count() {
+    for (i, &(n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)) in
+        CASES.iter().enumerate().skip(CASES.len() - 4)
+    {
+        let p = Conv2dParams { stride, padding, dilation, groups };
+        let x = randn(&[n, c, h, w], &format!("px{i}"), DType::F32);
+        let wt = randn(&[o, c, kh, kw], &format!("pw{i}"), DType::F32);
+        let y = conv2d(&x, &wt, None, p).unwrap();
+        let r = randn(y.dims(), &format!("pr{i}"), DType::F32);
+        let (_, _, want) = naive(&x, &wt, &r, p);
+        let mut by_threads = Vec::new();
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let dw = pool.install(|| conv2d_weight_grad(&x, &r, (o, c, kh, kw), p)).unwrap();
+            let err = max_rel(&dw, &want);
+            assert!(err < 1e-5, "case {i} on {threads} threads: weight gradient {err:e}");
+            by_threads.push(dw);
+        }
+        let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        let spread = max_diff(&by_threads[1], &by_threads[2]) / scale;
+        assert!(spread < 1e-5, "case {i}: two and three threads differ by {spread:e} (relative)");
+    }
 }
 
 #[test]
