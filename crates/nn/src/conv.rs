@@ -646,7 +646,7 @@ pub(crate) fn im2row_panel_into(
                         dst.copy_from_slice(src);
                     }
                 }
-                rest.fill(0.0);
+                crate::simd::zero_short(rest);
             }
         }
     }

@@ -84,6 +84,12 @@ pub(crate) fn applies(s: &Shapes) -> bool {
         && c / s.groups >= planes::block_rows()
 }
 
+thread_local! {
+    /// Per-thread buffer for a chunk's output gradient with zero margins (taken out while in
+    /// use, so that a call that rayon runs on this thread meanwhile gets its own).
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The weight `(O, C/G, kh, kw)` as each phase's packed left operand: per phase, per group,
 /// the `(C/G, O/G * taps_y * taps_x)` matrix of its sub-kernel, transposed.
 pub(crate) struct PhasedWeight {
@@ -161,8 +167,6 @@ impl PhasedWeight {
         let s = &self.shapes;
         let (c, h, w) = s.input;
         let (o, oh, ow) = s.output;
-        let (cg, og) = (c / s.groups, o / s.groups);
-        let stride = s.win.stride;
         if gy.len() != b * o * oh * ow || dx.len() != b * c * h * w || oh * ow * h * w == 0 {
             candle_core::bail!(
                 "conv2d input gradient: {} and {} values for {b} images",
@@ -174,12 +178,42 @@ impl PhasedWeight {
         let (top, bottom) = margins(&self.ys, oh);
         let (left, right) = margins(&self.xs, ow);
         let (hp, wp) = (oh + top + bottom, ow + left + right);
-        let mut padded = vec![0f32; b * o * hp * wp];
+        let mut buf = PADDED.with(|buf| std::mem::take(&mut *buf.borrow_mut()));
+        // Every value is written below (margins cleared, rows copied): the buffer is only
+        // grown, never cleared, between calls.
+        if buf.len() < b * o * hp * wp {
+            buf.resize(b * o * hp * wp, 0.0);
+        }
+        let padded = &mut buf[..b * o * hp * wp];
         for (src, dst) in gy.chunks_exact(oh * ow).zip(padded.chunks_exact_mut(hp * wp)) {
+            dst[..top * wp].fill(0.0);
+            dst[(top + oh) * wp..].fill(0.0);
             for (row, line) in src.chunks_exact(ow).zip(dst[top * wp..].chunks_exact_mut(wp)) {
+                crate::simd::zero_short(&mut line[..left]);
                 crate::simd::copy_short(&mut line[left..left + ow], row);
+                crate::simd::zero_short(&mut line[left + ow..]);
             }
         }
+        let done = self.phase_products(padded, (b, hp, wp, top, left), dx, (cols, out), parallel);
+        PADDED.with(|slot| *slot.borrow_mut() = buf);
+        done
+    }
+
+    /// [`Self::input_grad`]'s products from the output gradient `padded` with zero margins
+    /// (`(b, O, hp, wp)`, the rows from row `top` and column `left`).
+    fn phase_products(
+        &self,
+        padded: &[f32],
+        (b, hp, wp, top, left): (usize, usize, usize, usize, usize),
+        dx: &mut [MaybeUninit<f32>],
+        (cols, out): (&mut [f32], &mut [f32]),
+        parallel: bool,
+    ) -> Result<()> {
+        let s = &self.shapes;
+        let (c, h, w) = s.input;
+        let o = s.output.0;
+        let (cg, og) = (c / s.groups, o / s.groups);
+        let stride = s.win.stride;
         for (pi, py) in self.ys.iter().enumerate() {
             for (pj, px) in self.xs.iter().enumerate() {
                 let pp = py.len * px.len;
@@ -229,6 +263,10 @@ impl PhasedWeight {
                         let src = &out[ci * n + img * pp..][..pp];
                         for (a, vals) in src.chunks_exact(px.len).enumerate() {
                             let row = &mut plane[(stride * a + py.r) * w..][..w];
+                            if stride == 2 {
+                                crate::simd::scatter_stride2(&mut row[px.r..], vals);
+                                continue;
+                            }
                             for (d, &v) in row[px.r..].iter_mut().step_by(stride).zip(vals) {
                                 d.write(v);
                             }

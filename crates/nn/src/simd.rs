@@ -335,6 +335,37 @@ mod tests {
         }
     }
 
+    /// Stride-2 scatters write every even slot from the source and leave the odd ones alone,
+    /// for lengths around the vector pieces, into destinations of the least length and longer.
+    #[test]
+    fn stride2_scatters_fill_the_even_slots() {
+        let src = values(80, 7);
+        for n in (0..=17).chain([31, 32, 33, 40]) {
+            for extra in [0, 1, 5] {
+                let len = if n == 0 { extra } else { 2 * n - 1 + extra };
+                let mut dst = vec![MaybeUninit::new(f32::NAN); len];
+                scatter_stride2(&mut dst, &src[..n]);
+                for (i, d) in dst.iter().enumerate() {
+                    // SAFETY: every slot was initialised with NaN above.
+                    #[allow(unsafe_code)]
+                    let v = unsafe { d.assume_init() };
+                    if i % 2 == 0 && i / 2 < n {
+                        assert_eq!(v.to_bits(), src[i / 2].to_bits(), "{n} values, slot {i}");
+                    } else {
+                        assert!(v.is_nan(), "{n} values: slot {i} written");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "scatter_stride2")]
+    fn a_stride2_scatter_past_the_destination_panics() {
+        let mut dst = vec![MaybeUninit::new(0.0); 30];
+        scatter_stride2(&mut dst, &values(16, 1));
+    }
+
     #[test]
     #[should_panic(expected = "gather_table")]
     fn a_table_index_past_the_source_panics() {
@@ -459,6 +490,16 @@ pub(crate) fn adam(theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k
         *v = (*v * k.beta2 + 0.0) + ((g * g) * k.one_minus_beta2 + 0.0);
         let denom = v.sqrt() * k.inv_sqrt_bc2 + k.eps;
         *t -= (*m / denom) * k.step_size + 0.0;
+    }
+}
+
+/// `dst` set to zeros: from a zero block for up to 16 values (a padded row's margins of one or
+/// two values, where `fill` is a call to `memset` per margin), `fill` beyond.
+pub(crate) fn zero_short(dst: &mut [f32]) {
+    const ZEROS: [f32; 16] = [0.0; 16];
+    match ZEROS.get(..dst.len()) {
+        Some(zeros) => copy_short(dst, zeros),
+        None => dst.fill(0.0),
     }
 }
 
@@ -661,6 +702,65 @@ unsafe fn stride2_rows_avx512(
                 let hi = if hi_mask == 0 { lo } else { _mm512_maskz_loadu_ps(hi_mask, p.add(16)) };
                 let v = _mm512_permutex2var_ps(lo, even, hi);
                 _mm512_mask_storeu_ps(out.as_mut_ptr(), out_mask, v);
+            }
+        }
+    }
+}
+
+/// `dst[2 i] = src[i]` for every `i < src.len()`, the odd slots between untouched: a stride-2
+/// phase's row interleaved into its image's row (the other phase fills the odd slots). On
+/// AVX-512, 16 values per pass as two permutes and two masked stores, where the value-by-value
+/// loop was one scalar store per value.
+///
+/// # Panics
+/// If `dst` is shorter than `2 * src.len() - 1`.
+pub(crate) fn scatter_stride2(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    let n = src.len();
+    assert!(n == 0 || dst.len() > 2 * (n - 1), "scatter_stride2: {n} values into {}", dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if n >= 8 && stride2_rows_vectorised() {
+        // SAFETY: AVX-512F is present (checked just above); `dst` holds slot `2 (n - 1)`
+        // (asserted).
+        #[allow(unsafe_code)]
+        unsafe {
+            scatter_stride2_avx512(dst, src)
+        };
+        return;
+    }
+    for (d, &v) in dst.iter_mut().step_by(2).zip(src) {
+        d.write(v);
+    }
+}
+
+/// # Safety
+/// AVX-512F present; `dst.len() > 2 * (src.len() - 1)`, `src` not empty.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(unsafe_code)]
+unsafe fn scatter_stride2_avx512(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    use std::arch::x86_64::*;
+    // Lanes 2x and 2x + 1 of the first output take value x of the piece, of the second value
+    // 8 + x; the odd lanes are masked off.
+    let low = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    let high = _mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    let even: u32 = 0x5555;
+    for (piece, values) in src.chunks(16).enumerate() {
+        let n = values.len();
+        let load: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+        // The piece's slots: 2n - 1 from `32 * piece`, split over the two stores.
+        let span = 2 * n - 1;
+        let first = if span >= 16 { 0xFFFF } else { (1u32 << span) - 1 };
+        let second = if span > 16 { (1u32 << (span - 16)) - 1 } else { 0 };
+        // SAFETY: the load's `n` lanes are `values`; the stores' kept lanes are slots
+        // `32 * piece + 2 x` for `x < n`, at most `2 (src.len() - 1)`, inside `dst` (the
+        // caller's contract).
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(load, values.as_ptr());
+            let out = dst.as_mut_ptr().cast::<f32>().add(32 * piece);
+            _mm512_mask_storeu_ps(out, (first & even) as __mmask16, _mm512_permutexvar_ps(low, v));
+            if second != 0 {
+                let kept = (second & even) as __mmask16;
+                _mm512_mask_storeu_ps(out.add(16), kept, _mm512_permutexvar_ps(high, v));
             }
         }
     }
