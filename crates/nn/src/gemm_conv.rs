@@ -712,6 +712,15 @@ fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
     Ok(dx)
 }
 
+/// `run(r)` for each of `runs` runs, on rayon's threads when there are several, in order.
+fn each_run(runs: usize, run: impl Fn(usize) -> Result<Vec<f32>> + Sync) -> Result<Vec<Vec<f32>>> {
+    if runs > 1 {
+        (0..runs).into_par_iter().map(&run).collect()
+    } else {
+        Ok(vec![run(0)?])
+    }
+}
+
 /// The weight gradient: `sum over chunks (and bands) of dY_chunk cols_chunk^T`, the chunks split
 /// into one fixed contiguous run per thread, each run summed in order, the runs added in order.
 fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
@@ -769,11 +778,7 @@ fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
         }
         Ok(acc)
     };
-    let partial: Vec<Vec<f32>> = if runs > 1 {
-        (0..runs).into_par_iter().map(run).collect::<Result<_>>()?
-    } else {
-        vec![run(0)?]
-    };
+    let partial = each_run(runs, run)?;
     let mut parts = partial.into_iter();
     let mut total = parts.next().unwrap_or_else(|| vec![0f32; o * k]);
     for part in parts {
@@ -854,11 +859,7 @@ fn weight_grad_panels(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>>
         }
         Ok(acc)
     };
-    let partial: Vec<Vec<f32>> = if runs > 1 {
-        (0..runs).into_par_iter().map(run).collect::<Result<_>>()?
-    } else {
-        vec![run(0)?]
-    };
+    let partial = each_run(runs, run)?;
     let mut total = vec![0f32; o * k];
     for part in &partial {
         for (t, row) in total.chunks_exact_mut(k.max(1)).zip(part.chunks_exact(kp.max(1))) {

@@ -1017,6 +1017,23 @@ mod tests {
             .collect()
     }
 
+    /// Every kernel this machine can run.
+    fn isas_here() -> Vec<Isa> {
+        let mut isas = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                isas.push(Isa::Narrow);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                isas.push(Isa::Wide);
+            }
+        }
+        isas
+    }
+
     #[test]
     fn products_match_an_f64_triple_loop_with_their_epilogue() {
         // Row counts around the 8-, 6-, 4- and 2-row blocks; column counts over every panel
@@ -1081,18 +1098,7 @@ mod tests {
                 assert!(out[i * (n + 3) + n..(i + 1) * (n + 3)].iter().all(|v| v.is_nan()));
             }
             // Every kernel this machine has agrees bit for bit (the same sums in the same order).
-            let mut isas = vec![Isa::Portable];
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    isas.push(Isa::Narrow);
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    isas.push(Isa::Wide);
-                }
-            }
+            let isas = isas_here();
             for isa in isas {
                 let mut other = vec![f32::NAN; m * (n + 3)];
                 let mut rows: Vec<_> = other.chunks_exact_mut(n + 3).map(uninit).collect();
@@ -1122,18 +1128,7 @@ mod tests {
             let a = values(m * k, 5 * case as u64 + 1);
             let b = values(k * b_rs, 5 * case as u64 + 2);
             let start = values(m * (n + 3), 5 * case as u64 + 3);
-            let mut isas = vec![Isa::Portable];
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    isas.push(Isa::Narrow);
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    isas.push(Isa::Wide);
-                }
-            }
+            let isas = isas_here();
             let mut results = Vec::new();
             for isa in isas {
                 let mut out = start.clone();
