@@ -714,8 +714,8 @@ mod wide {
     use crate::conv::Activation;
 
     /// Columns `j..j + 16 NV` of `dst`'s rows (at most `R`): `a`'s packed block over `depth`
-    /// times those columns of `b`'s rows, added to `dst` past the first depth block, the
-    /// epilogue applied after the last.
+    /// times those columns of `b`'s rows, added to `dst` when `load` (past the first depth
+    /// block, or from the first for [`super::accumulate`]), the epilogue applied after the last.
     // Rows and vectors by constant index (loops the compiler unrolls), so that the
     // accumulators stay in registers; iterator adaptors over `acc` kept them in memory.
     #[allow(clippy::needless_range_loop)]
