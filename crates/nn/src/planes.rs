@@ -186,7 +186,7 @@ fn product_on(
     debug_assert!(epilogue.residual.is_none_or(|r| r.len() >= m && r.iter().all(|r| r.len() >= n)));
     let whole = n / COL_STEP * COL_STEP;
     if whole > 0 {
-        kernel(isa, dst, packed, b, (whole, k, b_rs), epilogue);
+        kernel(isa, dst, packed, b, (whole, k, b_rs), epilogue, false);
     }
     if whole == n {
         return;
@@ -215,7 +215,7 @@ fn product_on(
         // A residual's last columns are added here, before the activation, in the kernels'
         // order: `(v + bias) + residual`.
         let Some(residual) = epilogue.residual else {
-            kernel(isa, &mut rows, packed, cols, (COL_STEP, k, COL_STEP), epilogue);
+            kernel(isa, &mut rows, packed, cols, (COL_STEP, k, COL_STEP), epilogue, false);
             drop(rows);
             for (d, r) in dst.iter_mut().zip(out.chunks_exact(COL_STEP)) {
                 for (x, &v) in d[whole..n].iter_mut().zip(&r[..tail]) {
@@ -225,7 +225,7 @@ fn product_on(
             return;
         };
         let shifted = Epilogue::new(epilogue.bias, Activation::Identity);
-        kernel(isa, &mut rows, packed, cols, (COL_STEP, k, COL_STEP), shifted);
+        kernel(isa, &mut rows, packed, cols, (COL_STEP, k, COL_STEP), shifted, false);
         drop(rows);
         for ((d, r), res) in dst.iter_mut().zip(out.chunks_exact(COL_STEP)).zip(residual) {
             for ((x, &v), &a) in d[whole..n].iter_mut().zip(&r[..tail]).zip(&res[whole..n]) {
@@ -235,21 +235,9 @@ fn product_on(
     });
 }
 
-/// `n` a multiple of [`COL_STEP`].
+/// `n` a multiple of [`COL_STEP`]; the sums started from `dst`'s values when `accumulate`
+/// (`dst` then holds initialised values).
 fn kernel(
-    isa: Isa,
-    dst: &mut [&mut [MaybeUninit<f32>]],
-    packed: &[f32],
-    b: &[f32],
-    nkr: (usize, usize, usize),
-    epilogue: Epilogue<'_>,
-) {
-    kernel_onto(isa, dst, packed, b, nkr, epilogue, false);
-}
-
-/// [`kernel`], the sums started from `dst`'s values when `accumulate` (`dst` then holds
-/// initialised values).
-fn kernel_onto(
     isa: Isa,
     dst: &mut [&mut [MaybeUninit<f32>]],
     packed: &[f32],
@@ -304,7 +292,7 @@ fn accumulate_on(
     }
     let mut rows: Vec<&mut [MaybeUninit<f32>]> = dst.iter_mut().map(|r| uninit(r)).collect();
     let epilogue = Epilogue::new(None, Activation::Identity);
-    kernel_onto(isa, &mut rows, packed, b, (n, k, b_rs), epilogue, true);
+    kernel(isa, &mut rows, packed, b, (n, k, b_rs), epilogue, true);
 }
 
 /// `(images, m, p)` blocks (an NCHW tensor's images, `m` planes of `p` values each) packed as
