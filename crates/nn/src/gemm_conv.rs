@@ -34,7 +34,7 @@ use crate::conv::{
     NARROW_OUTPUT,
 };
 use crate::cpu::{f32_slice, with_scratch, ConvGrads};
-use crate::memo::KeptBuffer;
+use crate::memo::{KeptBuffer, KeptLayout};
 use crate::phases;
 use crate::planes::{self, Epilogue};
 use crate::sgemm::{matmul, Mat, MatMut};
@@ -42,6 +42,11 @@ use crate::sgemm::{matmul, Mat, MatMut};
 /// Columns per GEMM below which images are grouped into one chunk: the AVX-512 micro-kernel
 /// covers 48 x 6 (or 6 x 48) outputs at a time, and packing costs are paid per product.
 const MIN_CHUNK_COLUMNS: usize = 256;
+
+/// Output pixels per image up to which a strided layer runs on [`crate::direct`]: DCGAN's
+/// 4x4 and 8x8 outputs, ResNet's 7x7 and 4x4 (at 224 and 128 pixels).
+#[cfg(target_arch = "x86_64")]
+const DIRECT_PIXELS: usize = 64;
 
 /// Values in one band's columns (256 KiB): a single image whose columns are larger is cut into
 /// bands of output rows, each band's `im2col` written and multiplied while it sits in the
@@ -193,6 +198,21 @@ impl Geometry {
     }
 
     /// The images of chunk `i`.
+    /// A strided layer with small outputs, computed by [`crate::direct`] from its padded input
+    /// (measured faster there than `im2col` + `planes`, `benches/NOTES.md`): one group, a
+    /// stride of 2 or more, a window larger than 1x1, at most [`DIRECT_PIXELS`] output pixels,
+    /// output channels a multiple of 16, an image or more per thread, AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    fn direct(&self) -> bool {
+        self.groups == 1
+            && self.win.stride >= 2
+            && self.win.kernel != (1, 1)
+            && self.p() <= DIRECT_PIXELS
+            && self.o.is_multiple_of(16)
+            && self.n >= rayon::current_num_threads()
+            && crate::direct::available()
+    }
+
     fn images(&self, i: usize) -> std::ops::Range<usize> {
         i * self.per_chunk..((i + 1) * self.per_chunk).min(self.n)
     }
@@ -365,11 +385,37 @@ fn forward(
     if geo.winograd() {
         let transform = || crate::winograd::transform_weight(wt, geo.o, geo.c, false);
         let u = match transformed {
-            Some(kept) => kept.get(crate::winograd::transformed_len(geo.o, geo.c), transform)?,
+            Some(kept) => kept.get(
+                KeptLayout::Winograd,
+                crate::winograd::transformed_len(geo.o, geo.c),
+                transform,
+            )?,
             None => Cow::Owned(transform()?),
         };
         let dims = (geo.n, geo.c, geo.h, geo.w);
         return crate::winograd::conv(x, dims, &u, geo.o, geo.win.padding, bias, act, pool);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if residual.is_none() && !pool && geo.direct() {
+        let shape = crate::direct::Shape {
+            n: geo.n,
+            c: geo.c,
+            h: geo.h,
+            w: geo.w,
+            o: geo.o,
+            kernel: geo.win.kernel,
+            stride: geo.win.stride,
+            padding: geo.win.padding,
+            dilation: geo.win.dilation,
+            out: (geo.oh, geo.ow),
+        };
+        let dims = (geo.o, geo.c, shape.taps());
+        let pack = || crate::direct::pack(wt, dims);
+        let packed = match transformed {
+            Some(kept) => kept.get(KeptLayout::Direct, crate::direct::packed_len(dims), pack)?,
+            None => Cow::Owned(pack()?),
+        };
+        return crate::direct::forward(&shape, x, &packed, bias, act);
     }
     let (p, o, ow) = (geo.p(), geo.o, geo.ow);
     // The products run on `planes`, over the weight packed once per call (or once for a
@@ -384,7 +430,7 @@ fn forward(
         Ok(packed)
     };
     let packed = match transformed {
-        Some(kept) => kept.get(geo.groups * per_group, pack)?,
+        Some(kept) => kept.get(KeptLayout::Planes, geo.groups * per_group, pack)?,
         None => Cow::Owned(pack()?),
     };
     if geo.n == 1 && geo.groups == 1 && geo.pointwise() && !pool {

@@ -23,6 +23,8 @@ mod cpu;
 mod cuda;
 pub mod depthwise;
 pub mod device;
+#[cfg(target_arch = "x86_64")]
+mod direct;
 pub mod dropout;
 mod gemm_conv;
 pub mod import;

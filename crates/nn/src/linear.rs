@@ -24,7 +24,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use crate::memo::KeptBuffer;
+use crate::memo::{KeptBuffer, KeptLayout};
 use crate::sgemm::{matmul, Mat, MatMut};
 
 /// Input rows up to which the product runs as dot products (each output reads its weight row
@@ -168,7 +168,7 @@ fn product_with_transposed_weight(
     };
     match kept {
         Some(kept) => {
-            let wt = kept.get(k * n, || {
+            let wt = kept.get(KeptLayout::Transpose, k * n, || {
                 let mut wt = vec![0f32; k * n];
                 crate::cpu::transpose_into(w, (n, k), &mut wt);
                 Ok(wt)
@@ -318,7 +318,7 @@ mod tests {
         let w = Tensor::from_vec(values(n * k, 12), (n, k), &dev).unwrap();
         let b = Tensor::from_vec(values(n, 13), n, &dev).unwrap();
         let layer = Layer::new(w.clone(), Some(b.clone()));
-        let kept = |l: &Layer| format!("{l:?}").contains("KeptBuffer(\"computed\")");
+        let kept = |l: &Layer| format!("{l:?}").contains("KeptBuffer(\"Transpose\")");
         let diff = |a: &Tensor, e: &Tensor| {
             let d = (a - e).unwrap().abs().unwrap().flatten_all().unwrap();
             d.max(0).unwrap().to_scalar::<f32>().unwrap()
