@@ -198,17 +198,19 @@ impl Geometry {
     }
 
     /// The images of chunk `i`.
-    /// A strided layer with small outputs, computed by [`crate::direct`] from its padded input
-    /// (measured faster there than `im2col` + `planes`, `benches/NOTES.md`): one group, a
-    /// stride of 2 or more, a window larger than 1x1, at most [`DIRECT_PIXELS`] output pixels,
-    /// output channels a multiple of 16, an image or more per thread, AVX-512F.
+    /// A strided layer with small outputs: its forward pass (`out` = `o` channels of `pixels` =
+    /// `P` pixels) or its input gradient (`c` channels, from `P` output positions), computed by
+    /// [`crate::direct`] (measured faster there than `im2col` or phases + `planes`,
+    /// `benches/NOTES.md`): one group, a stride of 2 or more, a window larger than 1x1, at most
+    /// [`DIRECT_PIXELS`] output positions, `out` a multiple of 16, an image or more per thread,
+    /// AVX-512F.
     #[cfg(target_arch = "x86_64")]
-    fn direct(&self) -> bool {
+    fn direct(&self, out: usize, pixels: usize) -> bool {
         self.groups == 1
             && self.win.stride >= 2
             && self.win.kernel != (1, 1)
-            && self.p() <= DIRECT_PIXELS
-            && self.o.is_multiple_of(16)
+            && pixels <= DIRECT_PIXELS
+            && out.is_multiple_of(16)
             && self.n >= rayon::current_num_threads()
             && crate::direct::available()
     }
@@ -396,26 +398,14 @@ fn forward(
         return crate::winograd::conv(x, dims, &u, geo.o, geo.win.padding, bias, act, pool);
     }
     #[cfg(target_arch = "x86_64")]
-    if residual.is_none() && !pool && geo.direct() {
-        let shape = crate::direct::Shape {
-            n: geo.n,
-            c: geo.c,
-            h: geo.h,
-            w: geo.w,
-            o: geo.o,
-            kernel: geo.win.kernel,
-            stride: geo.win.stride,
-            padding: geo.win.padding,
-            dilation: geo.win.dilation,
-            out: (geo.oh, geo.ow),
-        };
-        let dims = (geo.o, geo.c, shape.taps());
-        let pack = || crate::direct::pack(wt, dims);
+    if residual.is_none() && !pool && geo.direct(geo.o, geo.p()) {
+        let plan = crate::direct::Plan::conv(geo.n, (geo.c, geo.h, geo.w), geo.o, &geo.win)?;
+        let pack = || plan.pack(wt);
         let packed = match transformed {
-            Some(kept) => kept.get(KeptLayout::Direct, crate::direct::packed_len(dims), pack)?,
+            Some(kept) => kept.get(KeptLayout::Direct, plan.packed_len(), pack)?,
             None => Cow::Owned(pack()?),
         };
-        return crate::direct::forward(&shape, x, &packed, bias, act);
+        return crate::direct::forward(&plan, x, &packed, bias, act);
     }
     let (p, o, ow) = (geo.p(), geo.o, geo.ow);
     // The products run on `planes`, over the weight packed once per call (or once for a
@@ -682,6 +672,18 @@ fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
         let dims = (geo.n, geo.o, geo.oh, geo.ow);
         let pad = 2 - geo.win.padding;
         return crate::winograd::conv(gy, dims, &u, geo.c, pad, None, Activation::Identity, false);
+    }
+    #[cfg(target_arch = "x86_64")]
+    let (kh, kw) = geo.win.kernel;
+    let even_phases = kh.is_multiple_of(geo.win.stride) && kw.is_multiple_of(geo.win.stride);
+    if even_phases && geo.direct(geo.c, geo.p()) {
+        // Only where every phase of the stride takes as many taps (DCGAN's 4x4 stride 2): a
+        // 3x3 stride-2 window's phases of 4, 2, 2 and 1 taps measured slower than `phases` at
+        // 4x4 and 7x7 output gradients of 512 channels (`benches/NOTES.md`).
+        let dims = (geo.c, geo.h, geo.w);
+        let plan = crate::direct::Plan::conv_input_grad(geo.n, dims, geo.o, &geo.win)?;
+        let packed = plan.pack(wt)?;
+        return crate::direct::forward(&plan, gy, &packed, None, Activation::Identity);
     }
     let (p, o, ow) = (geo.p(), geo.o, geo.ow);
     let chw = geo.c * geo.h * geo.w;

@@ -86,22 +86,24 @@ const CASES: [Case; 38] = [
 ];
 
 /// Strided layers with outputs of 64 pixels or fewer and output channels a multiple of 16, run
-/// by `direct` (register blocks of 4 pixels by up to 96 channels, over depth blocks of 64 input
-/// channels): 70 input channels (two depth blocks), 112 output channels (a block of 96 and one
-/// of 16), 32, 80 and 48, pixel counts that leave a partial block (35, 25), stride 3, a
-/// non-square kernel, dilation 2, and runs of uneven length on 2 and 3 threads.
+/// by `direct` (register blocks of 4 pixels by up to 96 channels, over depth blocks of about
+/// 1,024 steps), forward and, with input channels a multiple of 16 and kernels that the stride
+/// divides, input gradient (one pass per phase of the stride): 70 input channels (two depth
+/// blocks), 112 output channels (a block of 96 and one of 16), 32, 80 and 48, pixel counts
+/// that leave a partial block (25), stride 3 (nine phases of one tap), non-square kernels,
+/// dilation 2 (phases no tap reaches), and runs of uneven length on 2 and 3 threads.
 const SMALL_STRIDED: [Case; 5] = [
     (4, 70, 9, 8, 112, (3, 3), 2, 1, 1, 1),
-    (3, 5, 11, 10, 32, (4, 3), 3, 2, 1, 1),
-    (2, 6, 13, 9, 80, (3, 3), 2, 2, 2, 1),
+    (3, 32, 11, 10, 32, (3, 3), 3, 2, 1, 1),
+    (2, 16, 13, 9, 80, (4, 4), 2, 2, 2, 1),
     (5, 16, 8, 8, 48, (4, 4), 2, 1, 1, 1),
-    (4, 9, 9, 8, 32, (3, 2), 2, 1, 1, 1),
+    (4, 48, 10, 8, 32, (4, 2), 2, 1, 1, 1),
 ];
 
-/// `SMALL_STRIDED` forward with a bias and a ReLU6, against direct loops, on pools of 1 to 3
-/// threads; then the same layer over constant tensors, first with one image (on `planes`,
-/// which keeps its packed weight) and then with the batch (on `direct`, which must not read
-/// that buffer as its own layout); and its gradients through the backward pass.
+/// `SMALL_STRIDED` forward with a bias and a ReLU6, and input gradients, against direct loops,
+/// on pools of 1 to 3 threads; then the same layer over constant tensors, first with one image
+/// (on `planes`, which keeps its packed weight) and then with the batch (on `direct`, which must
+/// not read that buffer as its own layout); and its gradients through the backward pass.
 #[test]
 fn small_strided_outputs_match_direct_loops_on_any_thread_count() {
     use deeprecog_nn::conv::{conv2d_act, Activation};
@@ -129,6 +131,9 @@ fn small_strided_outputs_match_direct_loops_on_any_thread_count() {
             let y = pool.install(|| conv2d_act(x, wt, Some(&b), p, Activation::Relu6)).unwrap();
             let err = max_rel(&y, &want);
             assert!(err < 1e-5, "case {i} on {threads} threads: forward {err:e}");
+            let gx = pool.install(|| conv2d_input_grad(&r, wt, x.dims4().unwrap(), p)).unwrap();
+            let err = max_rel(&gx, &dx);
+            assert!(err < 1e-5, "case {i} on {threads} threads: input gradient {err:e}");
         }
         let layer = Conv2d::new(wt.detach(), Some(b.clone()), p);
         let one = layer.forward_act(&x.narrow(0, 0, 1).unwrap(), Activation::Relu6).unwrap();
@@ -511,9 +516,11 @@ fn transposed_convolution_matches_direct_loops() {
         (2, 3, 4, 8, 10, (5, 5), 3, 2, 2, 1, 1),
         (1, 4, 6, 8, 8, (1, 1), 2, 0, 1, 1, 1),
         (6, 5, 3, 8, 9, (4, 4), 2, 1, 0, 1, 1),
-        // 16 input channels from a 6x8 output: the input gradient (a stride-2 convolution to
-        // 3x4 pixels) on `direct`.
-        (2, 16, 3, 4, 6, (4, 4), 2, 1, 0, 1, 1),
+        // 16 and 32 output channels from 3x4 and 4x3 inputs: the input gradient of the
+        // convolution it is the adjoint of, phase by phase on `direct`; a non-square window
+        // with output padding, 3 images (runs of 2 and 1).
+        (2, 6, 3, 4, 16, (4, 4), 2, 1, 0, 1, 1),
+        (3, 5, 4, 3, 32, (4, 2), 2, 1, 1, 1, 1),
     ];
     for (i, &(n, c, h, w, o, (kh, kw), stride, padding, output_padding, dilation, groups)) in
         cases.iter().enumerate()
