@@ -266,6 +266,18 @@ impl Plan {
             }
             return Ok(packed);
         }
+        // An input gradient's weight with each source channel's `(o, taps)` block transposed
+        // to `(taps, o)`, so that every packed step is a contiguous run of it (read element by
+        // element, 16 values apart, the packing was a twentieth of the step's convolutions).
+        let turned = self.transposed.then(|| {
+            let mut turned = TURNED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+            turned.resize(wt.len(), 0.0);
+            let block = (o * k_all).max(1);
+            turned.par_chunks_mut(block).zip(wt.par_chunks(block)).for_each(|(dst, src)| {
+                transpose(src, (o, k_all, k_all), crate::planes::uninit(dst));
+            });
+            turned
+        });
         // One task per block of each pass: a block's values are contiguous.
         let mut regions = Vec::new();
         let mut rest = &mut packed.spare_capacity_mut()[..len];
@@ -282,14 +294,22 @@ impl Plan {
             for dc in 0..depth {
                 for &(_, t) in &pass.taps {
                     let Some(step) = steps.next() else { return };
+                    if let Some(turned) = &turned {
+                        let src = &turned[(dc * k_all + t) * o + start..][..width];
+                        for (d, &v) in step.iter_mut().zip(src) {
+                            d.write(v);
+                        }
+                        continue;
+                    }
                     for (j, d) in step.iter_mut().enumerate() {
-                        let oc = start + j;
-                        let at = if self.transposed { dc * o + oc } else { oc * depth + dc };
-                        d.write(wt[at * k_all + t]);
+                        d.write(wt[((start + j) * depth + dc) * k_all + t]);
                     }
                 }
             }
         });
+        if let Some(turned) = turned {
+            TURNED.with(|b| *b.borrow_mut() = turned);
+        }
         // SAFETY: the regions partition the first `len` slots (`len` is the sum of their
         // lengths), and each region's `depth * taps` steps of `width` values were all written
         // (`steps` yields exactly that many); `f32` needs no drop.
@@ -369,6 +389,36 @@ thread_local! {
     /// A run's padded source planes and its sums, pixel-major.
     static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// An input gradient's weight, each source channel's block transposed ([`Plan::pack`]).
+    static TURNED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `dst[c * rows + r] = src[r * stride + c]` for `r < rows`, `c < cols`: whole 16x16 blocks
+/// transposed in registers where AVX-512F runs, the edges value by value.
+fn transpose(
+    src: &[f32],
+    (rows, cols, stride): (usize, usize, usize),
+    dst: &mut [std::mem::MaybeUninit<f32>],
+) {
+    let vector = available();
+    for r0 in (0..rows).step_by(16) {
+        for c0 in (0..cols).step_by(16) {
+            if vector && r0 + 16 <= rows && c0 + 16 <= cols {
+                let (from, to) = (&src[r0 * stride + c0..], &mut dst[c0 * rows + r0..]);
+                // SAFETY: AVX-512F was detected.
+                #[allow(unsafe_code)]
+                unsafe {
+                    wide::transpose16(from, stride, to, rows)
+                };
+                continue;
+            }
+            for r in r0..(r0 + 16).min(rows) {
+                for c in c0..(c0 + 16).min(cols) {
+                    dst[c * rows + r].write(src[r * stride + c]);
+                }
+            }
+        }
+    }
 }
 
 /// `(planes, h, w)` planes into `out`, zero margins `[top, bottom, left, right]` around each.
@@ -440,14 +490,18 @@ fn run(
             }
         }
     }
+    // The bias and activation along each pixel's channels, then the planes transposed out.
     for (img, dst) in out.chunks_exact_mut(o * p).enumerate().take(images) {
-        let sums = &sums[img * p * o..(img + 1) * p * o];
-        for (oc, plane) in dst.chunks_exact_mut(p).enumerate() {
-            let shift = bias.map_or(0.0, |b| b[oc]);
-            for (px, v) in plane.iter_mut().enumerate() {
-                v.write(act.apply(sums[px * o + oc] + shift));
+        let sums = &mut sums[img * p * o..(img + 1) * p * o];
+        if bias.is_some() || act != Activation::Identity {
+            for pixel in sums.chunks_exact_mut(o) {
+                match bias {
+                    Some(b) => pixel.iter_mut().zip(b).for_each(|(v, &b)| *v = act.apply(*v + b)),
+                    None => pixel.iter_mut().for_each(|v| *v = act.apply(*v)),
+                }
             }
         }
+        transpose(sums, (p, o, o), dst);
     }
     SCRATCH.with(|b| *b.borrow_mut() = (padded, sums));
     Ok(())
