@@ -43,10 +43,17 @@ use crate::sgemm::{matmul, Mat, MatMut};
 /// covers 48 x 6 (or 6 x 48) outputs at a time, and packing costs are paid per product.
 const MIN_CHUNK_COLUMNS: usize = 256;
 
-/// Output pixels per image up to which a strided layer runs on [`crate::direct`]: DCGAN's
-/// 4x4 and 8x8 outputs, ResNet's 7x7 and 4x4 (at 224 and 128 pixels).
+/// Output pixels per image up to which a strided layer's forward pass runs on
+/// [`crate::direct`]: DCGAN's 4x4 and 8x8 outputs, ResNet's 7x7 and 4x4 (at 224 and 128
+/// pixels). At 16x16 (ResNet's layer2 at 128 pixels) it measured slower than `planes`.
 #[cfg(target_arch = "x86_64")]
 const DIRECT_PIXELS: usize = 64;
+
+/// Output-gradient positions per image up to which an input gradient whose phases take as
+/// many taps each runs on [`crate::direct`]: DCGAN's 4x4 to 16x16 (its 16x16 ones measured
+/// 4-5% faster than phases + `planes`).
+#[cfg(target_arch = "x86_64")]
+const DIRECT_GRAD_PIXELS: usize = 256;
 
 /// Values in one band's columns (256 KiB): a single image whose columns are larger is cut into
 /// bands of output rows, each band's `im2col` written and multiplied while it sits in the
@@ -197,24 +204,24 @@ impl Geometry {
             && self.n.div_ceil(threads) * self.p() >= MIN_PANEL_DEPTH
     }
 
-    /// The images of chunk `i`.
     /// A strided layer with small outputs: its forward pass (`out` = `o` channels of `pixels` =
-    /// `P` pixels) or its input gradient (`c` channels, from `P` output positions), computed by
-    /// [`crate::direct`] (measured faster there than `im2col` or phases + `planes`,
-    /// `benches/NOTES.md`): one group, a stride of 2 or more, a window larger than 1x1, at most
-    /// [`DIRECT_PIXELS`] output positions, `out` a multiple of 16, an image or more per thread,
-    /// AVX-512F.
+    /// `P` pixels, up to [`DIRECT_PIXELS`]) or its input gradient (`c` channels, from `P` =
+    /// `pixels` output positions, up to [`DIRECT_GRAD_PIXELS`]), computed by [`crate::direct`]
+    /// (measured faster there than `im2col` or phases + `planes`, `benches/NOTES.md`): one
+    /// group, a stride of 2 or more, a window larger than 1x1, `out` a multiple of 16, an image
+    /// or more per thread, AVX-512F.
     #[cfg(target_arch = "x86_64")]
-    fn direct(&self, out: usize, pixels: usize) -> bool {
+    fn direct(&self, out: usize, pixels: usize, limit: usize) -> bool {
         self.groups == 1
             && self.win.stride >= 2
             && self.win.kernel != (1, 1)
-            && pixels <= DIRECT_PIXELS
+            && pixels <= limit
             && out.is_multiple_of(16)
             && self.n >= rayon::current_num_threads()
             && crate::direct::available()
     }
 
+    /// The images of chunk `i`.
     fn images(&self, i: usize) -> std::ops::Range<usize> {
         i * self.per_chunk..((i + 1) * self.per_chunk).min(self.n)
     }
@@ -398,7 +405,7 @@ fn forward(
         return crate::winograd::conv(x, dims, &u, geo.o, geo.win.padding, bias, act, pool);
     }
     #[cfg(target_arch = "x86_64")]
-    if residual.is_none() && !pool && geo.direct(geo.o, geo.p()) {
+    if residual.is_none() && !pool && geo.direct(geo.o, geo.p(), DIRECT_PIXELS) {
         let plan = crate::direct::Plan::conv(geo.n, (geo.c, geo.h, geo.w), geo.o, &geo.win)?;
         let pack = || plan.pack(wt);
         let packed = match transformed {
@@ -674,16 +681,18 @@ fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
         return crate::winograd::conv(gy, dims, &u, geo.c, pad, None, Activation::Identity, false);
     }
     #[cfg(target_arch = "x86_64")]
-    let (kh, kw) = geo.win.kernel;
-    let even_phases = kh.is_multiple_of(geo.win.stride) && kw.is_multiple_of(geo.win.stride);
-    if even_phases && geo.direct(geo.c, geo.p()) {
-        // Only where every phase of the stride takes as many taps (DCGAN's 4x4 stride 2): a
-        // 3x3 stride-2 window's phases of 4, 2, 2 and 1 taps measured slower than `phases` at
-        // 4x4 and 7x7 output gradients of 512 channels (`benches/NOTES.md`).
-        let dims = (geo.c, geo.h, geo.w);
-        let plan = crate::direct::Plan::conv_input_grad(geo.n, dims, geo.o, &geo.win)?;
-        let packed = plan.pack(wt)?;
-        return crate::direct::forward(&plan, gy, &packed, None, Activation::Identity);
+    {
+        let (kh, kw) = geo.win.kernel;
+        let even_phases = kh.is_multiple_of(geo.win.stride) && kw.is_multiple_of(geo.win.stride);
+        if even_phases && geo.direct(geo.c, geo.p(), DIRECT_GRAD_PIXELS) {
+            // Only where every phase of the stride takes as many taps (DCGAN's 4x4 stride 2):
+            // a 3x3 stride-2 window's phases of 4, 2, 2 and 1 taps measured slower than
+            // `phases` at 4x4 and 7x7 output gradients of 512 channels (`benches/NOTES.md`).
+            let dims = (geo.c, geo.h, geo.w);
+            let plan = crate::direct::Plan::conv_input_grad(geo.n, dims, geo.o, &geo.win)?;
+            let packed = plan.pack(wt)?;
+            return crate::direct::forward(&plan, gy, &packed, None, Activation::Identity);
+        }
     }
     let (p, o, ow) = (geo.p(), geo.o, geo.ow);
     let chw = geo.c * geo.h * geo.w;

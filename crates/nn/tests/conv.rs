@@ -516,11 +516,13 @@ fn transposed_convolution_matches_direct_loops() {
         (2, 3, 4, 8, 10, (5, 5), 3, 2, 2, 1, 1),
         (1, 4, 6, 8, 8, (1, 1), 2, 0, 1, 1, 1),
         (6, 5, 3, 8, 9, (4, 4), 2, 1, 0, 1, 1),
-        // 16 and 32 output channels from 3x4 and 4x3 inputs: the input gradient of the
+        // 16 and 32 output channels from 3x4, 4x3 and 9x9 inputs: the input gradient of the
         // convolution it is the adjoint of, phase by phase on `direct`; a non-square window
         // with output padding, 3 images (runs of 2 and 1).
         (2, 6, 3, 4, 16, (4, 4), 2, 1, 0, 1, 1),
         (3, 5, 4, 3, 32, (4, 2), 2, 1, 1, 1, 1),
+        // 81 input positions (above the forward pass's 64, within the input gradient's 256).
+        (2, 8, 9, 9, 16, (4, 4), 2, 1, 0, 1, 1),
     ];
     for (i, &(n, c, h, w, o, (kh, kw), stride, padding, output_padding, dilation, groups)) in
         cases.iter().enumerate()
