@@ -18,8 +18,12 @@
 //! in registers; the output never cleared), the gradients' on `gemm`, except strided layers'
 //! input gradients, which [`crate::phases`] computes per stride phase on `planes`, and the
 //! weight gradients of strided and narrow layers, which `planes` sums over groups of images,
-//! one 48-column panel of their `im2row` at a time. The weight gradient sums over chunks in a
-//! fixed partition and order, so results do not depend on scheduling.
+//! one 48-column panel of their `im2row` at a time. Strided layers with small outputs (at most
+//! 64 pixels: DCGAN's 4x4 and 8x8, ResNet's last stage) skip the columns altogether: their
+//! forward passes, and the input gradients whose stride phases take as many taps each (up to
+//! 256 output-gradient positions), run on [`crate::direct`] from the padded input with vectors
+//! along the output channels. The weight gradient sums over chunks in a fixed partition and
+//! order, so results do not depend on scheduling.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
