@@ -673,16 +673,36 @@ pub(crate) fn pad_planes_into(
         out.copy_from_slice(x);
         return Ok(());
     }
-    for (src, dst) in x.chunks_exact((h * w).max(1)).zip(out.chunks_exact_mut((hp * wp).max(1))) {
-        dst[..pad * wp].fill(0.0);
-        dst[(pad + h) * wp..].fill(0.0);
-        for (row, line) in src.chunks_exact(w.max(1)).zip(dst[pad * wp..].chunks_exact_mut(wp)) {
-            line[..pad].fill(0.0);
-            crate::simd::copy_short(&mut line[pad..pad + w], row);
-            line[pad + w..].fill(0.0);
+    pad_planes_margins_into(x, (planes, h, w), [pad; 4], out);
+    Ok(())
+}
+
+/// `(P, H, W)` planes into `out` with zero margins `[top, bottom, left, right]` around each
+/// (`(P, H + top + bottom, W + left + right)`, every value of the first `P` planes written), on
+/// the calling thread: a transposed convolution's output gradient by stride phase takes
+/// uneven margins.
+pub(crate) fn pad_planes_margins_into(
+    x: &[f32],
+    (planes, h, w): (usize, usize, usize),
+    margins: [usize; 4],
+    out: &mut [f32],
+) {
+    let [top, bottom, left, right] = margins;
+    let wp = w + left + right;
+    let plane = (h + top + bottom) * wp;
+    for (src, dst) in
+        x.chunks_exact((h * w).max(1)).zip(out.chunks_exact_mut(plane.max(1))).take(planes)
+    {
+        crate::simd::zero_short(&mut dst[..top * wp]);
+        crate::simd::zero_short(&mut dst[(top + h) * wp..]);
+        for (row, line) in
+            src.chunks_exact(w.max(1)).zip(dst[top * wp..].chunks_exact_mut(wp.max(1)))
+        {
+            crate::simd::zero_short(&mut line[..left]);
+            crate::simd::copy_short(&mut line[left..left + w], row);
+            crate::simd::zero_short(&mut line[left + w..]);
         }
     }
-    Ok(())
 }
 
 /// `planes` `(P, H, W)` planes zero-padded by `pad` on every side (`(P, H + 2 pad, W + 2 pad)`),

@@ -421,31 +421,6 @@ fn transpose(
     }
 }
 
-/// `(planes, h, w)` planes into `out`, zero margins `[top, bottom, left, right]` around each.
-fn pad_into(
-    x: &[f32],
-    (planes, h, w): (usize, usize, usize),
-    margins: [usize; 4],
-    out: &mut [f32],
-) {
-    let [top, bottom, left, right] = margins;
-    let wp = w + left + right;
-    let plane = (h + top + bottom) * wp;
-    for (src, dst) in
-        x.chunks_exact((h * w).max(1)).zip(out.chunks_exact_mut(plane.max(1))).take(planes)
-    {
-        crate::simd::zero_short(&mut dst[..top * wp]);
-        crate::simd::zero_short(&mut dst[(top + h) * wp..]);
-        for (row, line) in
-            src.chunks_exact(w.max(1)).zip(dst[top * wp..].chunks_exact_mut(wp.max(1)))
-        {
-            crate::simd::zero_short(&mut line[..left]);
-            crate::simd::copy_short(&mut line[left..left + w], row);
-            crate::simd::zero_short(&mut line[left + w..]);
-        }
-    }
-}
-
 /// `images` images' source planes `x` (NCHW) into their NCHW block `out`, every value written.
 fn run(
     plan: &Plan,
@@ -465,7 +440,7 @@ fn run(
     for (img, dst) in
         x.chunks_exact(chw.max(1)).zip(padded.chunks_exact_mut((depth * plane).max(1)))
     {
-        pad_into(img, (depth, h, w), plan.margins, dst);
+        crate::conv::pad_planes_margins_into(img, (depth, h, w), plan.margins, dst);
     }
     for (i, pass) in plan.passes.iter().enumerate() {
         let (first, nt) = (plan.pass_start(i), pass.taps.len());

@@ -185,15 +185,12 @@ impl PhasedWeight {
             buf.resize(b * o * hp * wp, 0.0);
         }
         let padded = &mut buf[..b * o * hp * wp];
-        for (src, dst) in gy.chunks_exact(oh * ow).zip(padded.chunks_exact_mut(hp * wp)) {
-            dst[..top * wp].fill(0.0);
-            dst[(top + oh) * wp..].fill(0.0);
-            for (row, line) in src.chunks_exact(ow).zip(dst[top * wp..].chunks_exact_mut(wp)) {
-                crate::simd::zero_short(&mut line[..left]);
-                crate::simd::copy_short(&mut line[left..left + ow], row);
-                crate::simd::zero_short(&mut line[left + ow..]);
-            }
-        }
+        crate::conv::pad_planes_margins_into(
+            gy,
+            (b * o, oh, ow),
+            [top, bottom, left, right],
+            padded,
+        );
         let done = self.phase_products(padded, (b, hp, wp, top, left), dx, (cols, out), parallel);
         PADDED.with(|slot| *slot.borrow_mut() = buf);
         done
