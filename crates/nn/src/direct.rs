@@ -228,7 +228,8 @@ impl Plan {
         if len == 0 {
             return Ok(packed);
         }
-        if !self.transposed && self.passes.len() == 1 && self.passes[0].taps.len() == k_all {
+        // A convolution's plan is one pass over all of the kernel's taps, in order.
+        if !self.transposed {
             // Each block on its own task, 16 rows by 16 steps at a time transposed in registers:
             // a 512 x 4096 weight packed on one thread, all of a block's rows read in step, took
             // as long as an eighth of the product, and element by element on two a sixteenth.
@@ -268,15 +269,13 @@ impl Plan {
         }
         // An input gradient's weight with each source channel's `(o, taps)` block transposed
         // to `(taps, o)`, so that every packed step is a contiguous run of it (read element by
-        // element, 16 values apart, the packing was a twentieth of the step's convolutions).
-        let turned = self.transposed.then(|| {
-            let mut turned = TURNED.with(|b| std::mem::take(&mut *b.borrow_mut()));
-            turned.resize(wt.len(), 0.0);
-            let block = (o * k_all).max(1);
-            turned.par_chunks_mut(block).zip(wt.par_chunks(block)).for_each(|(dst, src)| {
-                transpose(src, (o, k_all, k_all), crate::planes::uninit(dst));
-            });
-            turned
+        // element, 16 values apart, this packing and the forward epilogue's loop were together
+        // 3.3% of the DCGAN step's samples, `benches/NOTES.md`).
+        let mut turned = TURNED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        turned.resize(wt.len(), 0.0);
+        let block = (o * k_all).max(1);
+        turned.par_chunks_mut(block).zip(wt.par_chunks(block)).for_each(|(dst, src)| {
+            transpose(src, (o, k_all, k_all), crate::planes::uninit(dst));
         });
         // One task per block of each pass: a block's values are contiguous.
         let mut regions = Vec::new();
@@ -294,22 +293,14 @@ impl Plan {
             for dc in 0..depth {
                 for &(_, t) in &pass.taps {
                     let Some(step) = steps.next() else { return };
-                    if let Some(turned) = &turned {
-                        let src = &turned[(dc * k_all + t) * o + start..][..width];
-                        for (d, &v) in step.iter_mut().zip(src) {
-                            d.write(v);
-                        }
-                        continue;
-                    }
-                    for (j, d) in step.iter_mut().enumerate() {
-                        d.write(wt[((start + j) * depth + dc) * k_all + t]);
+                    let src = &turned[(dc * k_all + t) * o + start..][..width];
+                    for (d, &v) in step.iter_mut().zip(src) {
+                        d.write(v);
                     }
                 }
             }
         });
-        if let Some(turned) = turned {
-            TURNED.with(|b| *b.borrow_mut() = turned);
-        }
+        TURNED.with(|b| *b.borrow_mut() = turned);
         // SAFETY: the regions partition the first `len` slots (`len` is the sum of their
         // lengths), and each region's `depth * taps` steps of `width` values were all written
         // (`steps` yields exactly that many); `f32` needs no drop.
