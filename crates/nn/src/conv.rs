@@ -1144,7 +1144,12 @@ pub(crate) fn conv2d_residual_act_kept(
     if x.device().is_cpu()
         && constant_f32
         && !depthwise
-        && crate::gemm_conv::ResidualConv::applies(x.dims(), weight.dims(), p)?
+        && crate::gemm_conv::ResidualConv::applies(
+            x.dims(),
+            weight.dims(),
+            p,
+            transformed.is_some(),
+        )?
     {
         let op = crate::gemm_conv::ResidualConv {
             params: p,

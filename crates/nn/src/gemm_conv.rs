@@ -144,8 +144,9 @@ impl Geometry {
         self.o / self.groups
     }
 
-    /// A window that [`crate::winograd`] computes (when enabled).
-    fn winograd(&self) -> bool {
+    /// A window that [`crate::winograd`] computes (when enabled), for a weight `kept`
+    /// transformed between calls (a constant layer's forward pass) or transformed per call.
+    fn winograd(&self, kept: bool) -> bool {
         let win = &self.win;
         crate::conv::winograd_enabled()
             && crate::winograd::applies(
@@ -157,6 +158,7 @@ impl Geometry {
                 self.groups,
                 win.padding,
                 self.n * self.oh.div_ceil(2) * self.ow.div_ceil(2),
+                kept,
             )
     }
 
@@ -392,10 +394,11 @@ fn forward(
     transformed: Option<&KeptBuffer>,
     residual: Option<&[f32]>,
 ) -> Result<Vec<f32>> {
-    if residual.is_some() && (pool || geo.winograd()) {
+    let winograd = geo.winograd(transformed.is_some());
+    if residual.is_some() && (pool || winograd) {
         bail!("conv2d: a residual is added only by the product's epilogue");
     }
-    if geo.winograd() {
+    if winograd {
         let transform = || crate::winograd::transform_weight(wt, geo.o, geo.c, false);
         let u = match transformed {
             Some(kept) => kept.get(
@@ -676,7 +679,7 @@ fn ungroup(
 /// `col2im` (for a single-image pointwise chunk the product writes the gradient block
 /// directly).
 fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
-    if geo.winograd() {
+    if geo.winograd(false) {
         // The input gradient of a 3x3 stride-1 convolution padded by p is the convolution of
         // the output gradient with the rotated, channel-swapped kernel, padded by 2 - p.
         let u = crate::winograd::transform_weight(wt, geo.o, geo.c, true)?;
@@ -943,10 +946,15 @@ pub(crate) struct ResidualConv {
 }
 
 impl ResidualConv {
-    /// Whether the op computes `(x, weight)`'s convolution: not a Winograd layer's (whose
-    /// output transform has no residual).
-    pub(crate) fn applies(x: &[usize], weight: &[usize], params: Conv2dParams) -> Result<bool> {
-        Ok(!Geometry::new(x, weight, params)?.winograd())
+    /// Whether the op computes `(x, weight)`'s convolution, the weight `kept` transformed
+    /// between calls or not: not a Winograd layer's (whose output transform has no residual).
+    pub(crate) fn applies(
+        x: &[usize],
+        weight: &[usize],
+        params: Conv2dParams,
+        kept: bool,
+    ) -> Result<bool> {
+        Ok(!Geometry::new(x, weight, params)?.winograd(kept))
     }
 }
 

@@ -57,10 +57,18 @@ const MIN_CHANNELS: usize = 16;
 /// 128-channel 28x28 layer at batch 1 (196 tiles) 1.2-1.4x faster.
 const MIN_TILES_PER_CHANNEL: usize = 1;
 
+/// Fewest output tiles (over the batch) for a constant layer, whose transformed weight is kept
+/// between calls: with the transform paid once, only the products' width is left to bound.
+/// `resnet_layers` with constant weights (`benches/NOTES.md`, seventeenth pass): the 512-channel
+/// 7x7 layer ran 6.0 against 8.8 ms at batch 8 (128 tiles), 1.48 against 2.26 at batch 2 (32
+/// tiles), and lost at batch 1 (16 tiles, 1.39 against 1.16); the 256-channel 14x14 layer at
+/// batch 1 (49 tiles) 0.80 against 1.68.
+const MIN_KEPT_TILES: usize = 32;
+
 /// Whether a convolution of `c` to `o` channels with this window and `tiles` 2x2 output tiles
 /// (over the batch) is computed here: a 3x3 kernel, stride and dilation 1, one group, padding
 /// at most 2 (so that the input gradient's padding `2 - padding` exists), and enough channels
-/// and tiles.
+/// and tiles (fewer for a `kept` weight, transformed once for every call).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn applies(
     c: usize,
@@ -71,6 +79,7 @@ pub(crate) fn applies(
     groups: usize,
     padding: usize,
     tiles: usize,
+    kept: bool,
 ) -> bool {
     kernel == (3, 3)
         && stride == 1
@@ -78,7 +87,7 @@ pub(crate) fn applies(
         && groups == 1
         && padding <= 2
         && c.min(o) >= MIN_CHANNELS
-        && tiles >= MIN_TILES_PER_CHANNEL * c.max(o)
+        && tiles >= if kept { MIN_KEPT_TILES } else { MIN_TILES_PER_CHANNEL * c.max(o) }
 }
 
 /// The transformed weights of `wt (O, C, 3, 3)` as 16 matrices: `(16, O, C)`, or with

@@ -753,6 +753,43 @@ fn kept_winograd_transform_matches_a_fresh_one() {
     assert_eq!(d, 0.0, "after the variable's update");
 }
 
+/// A constant layer's forward pass takes Winograd's algorithm with fewer output tiles than a
+/// trained one's (its transform is paid once): 64 channels at 7x7 (ResNet's last stage in
+/// miniature) over 2 images is 32 tiles, Winograd for the constant layer and `im2col` + GEMM
+/// for the free function and for a layer over a variable, with the same output; one image (16
+/// tiles) stays on the GEMM path for both.
+#[test]
+fn constant_layers_take_winograd_with_fewer_tiles() {
+    use candle_core::Module;
+    use deeprecog_nn::layers::Conv2d;
+    let c = 64;
+    let w = randn(&[c, c, 3, 3], "kfw", DType::F32);
+    let b = randn(&[c], "kfb", DType::F32);
+    let p = Conv2dParams { padding: 1, ..Default::default() };
+    let layout = |layer: &Conv2d| {
+        let debug = format!("{layer:?}");
+        ["Winograd", "Planes", "Direct"]
+            .into_iter()
+            .find(|l| debug.contains(&format!("KeptBuffer(\"{l}\")")))
+    };
+    for (n, expected) in [(2, "Winograd"), (1, "Planes")] {
+        let x = randn(&[n, c, 7, 7], &format!("kfx{n}"), DType::F32);
+        let reference = conv2d(&x, &w, Some(&b), p).unwrap();
+        let constant = Conv2d::new(w.clone(), Some(b.clone()), p);
+        let y = constant.forward(&x).unwrap();
+        assert_eq!(layout(&constant), Some(expected), "{n} images");
+        let d = max_diff(&y, &reference);
+        assert!(d < 2e-4 * 24.0, "{n} images: the constant layer differs by {d}");
+        if expected == "Winograd" {
+            assert!(d > 0.0, "{n} images: a transformed sum should round differently");
+        }
+        let var = Var::from_tensor(&w).unwrap();
+        let trained = Conv2d::new(var.as_tensor().clone(), Some(b.clone()), p);
+        assert_eq!(max_diff(&trained.forward(&x).unwrap(), &reference), 0.0, "{n} images");
+        assert_eq!(layout(&trained), None, "{n} images: a variable's packing is not kept");
+    }
+}
+
 /// `conv2d_act_max_pool2` over constants (the fused op: the pooling applied as each chunk or
 /// Winograd tile is written) against the convolution and then the pooling op, bit for bit: the
 /// `im2col` + GEMM path with one image banded, several chunked and grouped; the Winograd path
