@@ -206,24 +206,26 @@ fn f32_layers_and_errors() {
 }
 
 /// An input that tracks no gradient takes the maxima-only kernel: the same values as the
-/// tracked op (which also finds the indices), NaNs included, on every window shape.
+/// tracked op (which also finds the indices), NaNs included, on every window shape, on planes
+/// narrower and wider than a vector.
 #[test]
 fn untracked_inputs_get_the_same_maxima() {
-    let shape = (2, 3, 7, 8);
-    let mut x: Vec<f32> = input(shape, 5).iter().map(|&v| v as f32).collect();
-    x[10] = f32::NAN;
-    x[200] = f32::NAN;
-    for (k, s, p) in [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0), (3, 3, 0)] {
-        let plain = Tensor::from_vec(x.clone(), shape, &Device::Cpu).unwrap();
-        let var = Var::from_vec(x.clone(), shape, &Device::Cpu).unwrap();
-        assert!(!plain.track_op() && var.as_tensor().track_op());
-        let fast = max_pool2d(&plain, k, s, p).unwrap();
-        let full = max_pool2d(var.as_tensor(), k, s, p).unwrap();
-        assert_eq!(fast.dims(), full.dims());
-        let bits = |t: &Tensor| -> Vec<u32> {
-            t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
-        };
-        assert_eq!(bits(&fast), bits(&full), "k{k} s{s} p{p}");
-        assert!(fast.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().any(|v| v.is_nan()));
+    let windows = [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0), (3, 3, 0), (5, 2, 2)];
+    for (shape, seed) in [((2, 3, 7, 8), 5), ((1, 2, 9, 37), 6)] {
+        let mut x: Vec<f32> = input(shape, seed).iter().map(|&v| v as f32).collect();
+        x[10] = f32::NAN;
+        x[200] = f32::NAN;
+        for (k, s, p) in windows {
+            let plain = Tensor::from_vec(x.clone(), shape, &Device::Cpu).unwrap();
+            let var = Var::from_vec(x.clone(), shape, &Device::Cpu).unwrap();
+            assert!(!plain.track_op() && var.as_tensor().track_op());
+            let fast = max_pool2d(&plain, k, s, p).unwrap();
+            let full = max_pool2d(var.as_tensor(), k, s, p).unwrap();
+            assert_eq!(fast.dims(), full.dims());
+            let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let bits = |t: &Tensor| -> Vec<u32> { values(t).iter().map(|v| v.to_bits()).collect() };
+            assert_eq!(bits(&fast), bits(&full), "{shape:?} k{k} s{s} p{p}");
+            assert!(values(&fast).iter().any(|v| v.is_nan()), "{shape:?} k{k} s{s} p{p}");
+        }
     }
 }
