@@ -483,9 +483,11 @@ fn assemble(
 
 /// `config`'s model over constant copies of `varmap`'s variables (those of a model [`build`]
 /// or [`load`] made from the same configuration), for inference: `forward_t(x, false)` gives
-/// the same values as the model over the variables, but no operation is recorded for
-/// autograd, so each activation is freed as soon as the next layer has read it. Later changes
-/// to the variables do not reach it.
+/// the same values as the model over the variables to float rounding, but no operation is
+/// recorded for autograd, so each activation is freed as soon as the next layer has read it.
+/// Later changes to the variables do not reach it. (The rounding: a constant 3x3 layer keeps
+/// its Winograd transform between calls, so it takes Winograd's algorithm at smaller outputs
+/// than a layer over variables, which transforms its weight on every call.)
 ///
 /// # Errors
 /// [`Error::Candle`] naming a variable the architecture needs that `varmap` lacks or holds with

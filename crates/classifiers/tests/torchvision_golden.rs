@@ -347,8 +347,12 @@ fn zoo_backbones_load_torchvision_state_dicts() {
             }
             other => unreachable!("{other:?}"),
         };
+        // The same values to float rounding: the reference's constant 3x3 layers keep their
+        // Winograd transforms and take that algorithm at smaller outputs than the zoo model's
+        // variables do. A weight loaded wrongly moves the features by orders more.
         let (a, b) = (zoo_features.unwrap(), features.unwrap());
+        let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
         let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff == 0.0, "{zoo_name}: features differ by {diff}");
+        assert!(diff <= 1e-5 * scale, "{zoo_name}: features differ by {diff} (largest {scale})");
     }
 }
