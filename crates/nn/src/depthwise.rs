@@ -327,7 +327,7 @@ fn forward_plane(
                     let tap = taps[ky * k + kx];
                     let line = layout.row(padded, kx % s, oy * s + ky, kx / s);
                     for (o, &v) in out_row.iter_mut().zip(&line[..ow]) {
-                        *o += tap * v;
+                        *o = tap.mul_add(v, *o);
                     }
                 }
             }
@@ -347,16 +347,43 @@ fn taps3(out: &mut [f32], views: [[&[f32]; 3]; 3], t: &[f32; 9]) {
     let (b0, b1, b2) = (&b0[..n], &b1[..n], &b2[..n]);
     let (c0, c1, c2) = (&c0[..n], &c1[..n], &c2[..n]);
     for i in 0..n {
-        out[i] = t[0] * a0[i]
-            + t[1] * a1[i]
-            + t[2] * a2[i]
-            + t[3] * b0[i]
-            + t[4] * b1[i]
-            + t[5] * b2[i]
-            + t[6] * c0[i]
-            + t[7] * c1[i]
-            + t[8] * c2[i];
+        out[i] = chain(&[
+            (t[0], a0[i]),
+            (t[1], a1[i]),
+            (t[2], a2[i]),
+            (t[3], b0[i]),
+            (t[4], b1[i]),
+            (t[5], b2[i]),
+            (t[6], c0[i]),
+            (t[7], c1[i]),
+            (t[8], c2[i]),
+        ]);
     }
+}
+
+/// `t0 v0 + t1 v1 + ...` in that order, each term after the first a fused multiply-add (one
+/// rounding): the order and roundings [`wide`]'s vectors take, so every path gives the same
+/// bits.
+#[inline(always)]
+fn chain(terms: &[(f32, f32)]) -> f32 {
+    let Some(((t, v), rest)) = terms.split_first() else { return 0.0 };
+    rest.iter().fold(t * v, |s, &(t, v)| t.mul_add(v, s))
+}
+
+/// An output whose window starts one column left of the rows `r` (columns 0 and 1 under the
+/// centre and right taps; the left taps read padding).
+#[inline(always)]
+fn left_edge(t: &[f32; 9], [r0, r1, r2]: [&[f32]; 3]) -> f32 {
+    let terms = [(t[1], r0[0]), (t[2], r0[1]), (t[4], r1[0]), (t[5], r1[1])];
+    chain(&[terms[0], terms[1], terms[2], terms[3], (t[7], r2[0]), (t[8], r2[1])])
+}
+
+/// An output whose window ends one column right of the rows `r` (columns `e` and `e + 1`
+/// under the left and centre taps; the right taps read padding).
+#[inline(always)]
+fn right_edge(t: &[f32; 9], [r0, r1, r2]: [&[f32]; 3], e: usize) -> f32 {
+    let terms = [(t[0], r0[e]), (t[1], r0[e + 1]), (t[3], r1[e]), (t[4], r1[e + 1])];
+    chain(&[terms[0], terms[1], terms[2], terms[3], (t[6], r2[e]), (t[7], r2[e + 1])])
 }
 
 /// The three runs of `n` values of `row` starting at columns 0, 1 and 2.
@@ -376,15 +403,9 @@ fn same3_plane(src: &[f32], w: usize, zeros: &[f32], t: &[f32; 9], dst: &mut [f3
         let r0 = if oy > 0 { &src[(oy - 1) * w..oy * w] } else { &zeros[..w] };
         let r1 = &src[oy * w..(oy + 1) * w];
         let r2 = if oy + 1 < h { &src[(oy + 1) * w..(oy + 2) * w] } else { &zeros[..w] };
-        out_row[0] =
-            t[1] * r0[0] + t[2] * r0[1] + t[4] * r1[0] + t[5] * r1[1] + t[7] * r2[0] + t[8] * r2[1];
+        out_row[0] = left_edge(t, [r0, r1, r2]);
         let e = w - 2;
-        out_row[w - 1] = t[0] * r0[e]
-            + t[1] * r0[e + 1]
-            + t[3] * r1[e]
-            + t[4] * r1[e + 1]
-            + t[6] * r2[e]
-            + t[7] * r2[e + 1];
+        out_row[w - 1] = right_edge(t, [r0, r1, r2], e);
         taps3(&mut out_row[1..w - 1], [shifted(r0, e), shifted(r1, e), shifted(r2, e)], t);
     }
 }
@@ -404,16 +425,9 @@ fn same3_s2_plane(src: &[f32], w: usize, zeros: &[f32], t: &[f32; 9], dst: &mut 
     for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
         let r0 = if oy > 0 { row(2 * oy - 1) } else { &zeros[..w] };
         let (r1, r2) = (row(2 * oy), row(2 * oy + 1));
-        out_row[0] =
-            t[1] * r0[0] + t[2] * r0[1] + t[4] * r1[0] + t[5] * r1[1] + t[7] * r2[0] + t[8] * r2[1];
+        out_row[0] = left_edge(t, [r0, r1, r2]);
         if inner < ow {
-            let e = w - 2;
-            out_row[ow - 1] = t[0] * r0[e]
-                + t[1] * r0[e + 1]
-                + t[3] * r1[e]
-                + t[4] * r1[e + 1]
-                + t[6] * r2[e]
-                + t[7] * r2[e + 1];
+            out_row[ow - 1] = right_edge(t, [r0, r1, r2], w - 2);
         }
         let n = inner.saturating_sub(1);
         // Columns 1 ..= 2n + 1 of each row as its even and odd columns apart: output column
@@ -593,11 +607,11 @@ mod wide {
                 }
             }
             for r in 0..R {
-                // The nine products added left to right, in [`super::taps3`]'s order (no fused
-                // multiply-adds).
+                // The nine products added left to right, each after the first fused, as
+                // [`super::chain`] does.
                 let mut s = _mm512_mul_ps(t[0], v[r * S][0]);
                 for tap in 1..9 {
-                    s = _mm512_add_ps(s, _mm512_mul_ps(t[tap], v[r * S + tap / 3][tap % 3]));
+                    s = _mm512_fmadd_ps(t[tap], v[r * S + tap / 3][tap % 3], s);
                 }
                 let y = finished(s, finish);
                 let at = r * ow + x;
