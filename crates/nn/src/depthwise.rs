@@ -374,16 +374,28 @@ fn chain(terms: &[(f32, f32)]) -> f32 {
 /// centre and right taps; the left taps read padding).
 #[inline(always)]
 fn left_edge(t: &[f32; 9], [r0, r1, r2]: [&[f32]; 3]) -> f32 {
-    let terms = [(t[1], r0[0]), (t[2], r0[1]), (t[4], r1[0]), (t[5], r1[1])];
-    chain(&[terms[0], terms[1], terms[2], terms[3], (t[7], r2[0]), (t[8], r2[1])])
+    chain(&[
+        (t[1], r0[0]),
+        (t[2], r0[1]),
+        (t[4], r1[0]),
+        (t[5], r1[1]),
+        (t[7], r2[0]),
+        (t[8], r2[1]),
+    ])
 }
 
 /// An output whose window ends one column right of the rows `r` (columns `e` and `e + 1`
 /// under the left and centre taps; the right taps read padding).
 #[inline(always)]
 fn right_edge(t: &[f32; 9], [r0, r1, r2]: [&[f32]; 3], e: usize) -> f32 {
-    let terms = [(t[0], r0[e]), (t[1], r0[e + 1]), (t[3], r1[e]), (t[4], r1[e + 1])];
-    chain(&[terms[0], terms[1], terms[2], terms[3], (t[6], r2[e]), (t[7], r2[e + 1])])
+    chain(&[
+        (t[0], r0[e]),
+        (t[1], r0[e + 1]),
+        (t[3], r1[e]),
+        (t[4], r1[e + 1]),
+        (t[6], r2[e]),
+        (t[7], r2[e + 1]),
+    ])
 }
 
 /// The three runs of `n` values of `row` starting at columns 0, 1 and 2.
