@@ -218,8 +218,10 @@ impl Depthwise {
             && p == Padding::same(1)
             && std::arch::is_x86_feature_detected!("avx512f")
         {
-            // Whole rows of 16 lanes, the plane's border as masked loads, the bias and
-            // activation before the only store: nothing cleared, no second pass.
+            // Whole rows of 16 lanes (or a small plane's values as one run), the plane's
+            // border as masked loads, the bias and activation before the only store: nothing
+            // cleared, no second pass.
+            let plan = wide::Same3::new((h, wd), s);
             let out = crate::cpu::par_fill(len, (oh * ow).max(1), |start, dst| {
                 let plane = start / (oh * ow).max(1);
                 let ch = plane % c;
@@ -229,7 +231,7 @@ impl Depthwise {
                 // SAFETY: the CPU has AVX-512F (checked above), all these functions need.
                 #[allow(unsafe_code)]
                 unsafe {
-                    wide::same3(src, (h, wd), s, &taps, finish, dst)
+                    plan.plane(src, &taps, finish, dst)
                 }
             })?;
             return Ok((CpuStorage::F32(out), shape));
@@ -511,25 +513,130 @@ mod wide {
         }
     }
 
-    /// One `(h, w)` plane `src` through the 3x3 `taps` at `stride` 1 or 2 with padding 1 into
-    /// `dst` (`ceil(h / s) x ceil(w / s)`), every value of which it writes; returns how many.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn same3(
-        src: &[f32],
-        (h, w): (usize, usize),
+    /// Widest stride-1 plane swept as one run of values ([`flat`]) rather than row by row:
+    /// rows narrower than a vector leave lanes idle and pay a row's setup per few outputs.
+    /// Measured on MobileNetV2's layers, one thread (`benches/NOTES.md`): 960 7x7 planes took
+    /// 0.055 ms by rows, 0.037 flat; 576 14x14 planes 0.053 by rows, 0.066 flat.
+    const FLAT_MAX_WIDTH: usize = 13;
+
+    /// Vectors of [`flat`] summed side by side: independent chains of nine dependent steps.
+    const FLAT_GROUP: usize = 4;
+
+    /// How the planes of one `(h, w)` shape go through a 3x3 window with padding 1 at stride
+    /// 1 or 2: row by row ([`plane`]), or for narrow stride-1 planes as one flat run, each
+    /// vector's taps read at fixed offsets under masks computed once here.
+    pub(super) struct Same3 {
+        h: usize,
+        w: usize,
         stride: usize,
-        taps: &[f32; 9],
+        /// Per vector of 16 outputs of a flat plane, per tap, the lanes whose input lies
+        /// inside the plane (and whose output does); a multiple of [`FLAT_GROUP`] vectors,
+        /// those past the plane with no lane on.
+        flat: Option<Vec<[__mmask16; 9]>>,
+    }
+
+    impl Same3 {
+        /// The plan for `(h, w)` input planes at `stride` (1, or 2 for anything larger).
+        pub(super) fn new((h, w): (usize, usize), stride: usize) -> Same3 {
+            let flat = (stride == 1 && w <= FLAT_MAX_WIDTH).then(|| {
+                let len = h * w;
+                (0..len.div_ceil(16).next_multiple_of(FLAT_GROUP))
+                    .map(|v| {
+                        std::array::from_fn(|tap| {
+                            let mut mask: __mmask16 = 0;
+                            for lane in 0..16 {
+                                let j = 16 * v + lane;
+                                let (y, x) = (j / w.max(1), j % w.max(1));
+                                let inside = |at: usize, d: usize, n: usize| {
+                                    (at + d).checked_sub(1).is_some_and(|i| i < n)
+                                };
+                                if j < len && inside(y, tap / 3, h) && inside(x, tap % 3, w) {
+                                    mask |= 1 << lane;
+                                }
+                            }
+                            mask
+                        })
+                    })
+                    .collect()
+            });
+            Same3 { h, w, stride, flat }
+        }
+
+        /// One plane `src` through the 3x3 `taps` into `dst` (`ceil(h / s) x ceil(w / s)`),
+        /// every value of which it writes; returns how many.
+        #[target_feature(enable = "avx512f")]
+        pub(super) fn plane(
+            &self,
+            src: &[f32],
+            taps: &[f32; 9],
+            finish: Option<(f32, Activation)>,
+            dst: &mut [MaybeUninit<f32>],
+        ) -> usize {
+            let mut t = [_mm512_setzero_ps(); 9];
+            for i in 0..9 {
+                t[i] = _mm512_set1_ps(taps[i]);
+            }
+            let (h, w) = (self.h, self.w);
+            match (&self.flat, self.stride) {
+                (Some(masks), _) => flat(&src[..h * w], w, masks, &t, finish, dst),
+                (None, 1) => plane::<1>(src, (h, w), &t, finish, dst),
+                (None, _) => plane::<2>(src, (h, w), &t, finish, dst),
+            }
+        }
+    }
+
+    /// A stride-1 plane `src` (rows of `w`) as one run of `src.len()` values, 16 outputs per
+    /// vector, [`FLAT_GROUP`] vectors at a time: tap `(ky, kx)` of output `j` reads
+    /// `src[j + (ky - 1) w + kx - 1]`, a contiguous load whose lanes outside the plane (rows
+    /// above and below, the neighbouring row's values at the edge columns) `masks` switch
+    /// off, so that they read zero, the padding. The nine products are added in [`plane`]'s
+    /// order with the same zeros, so the values are the same.
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn flat(
+        src: &[f32],
+        w: usize,
+        masks: &[[__mmask16; 9]],
+        t: &[__m512; 9],
         finish: Option<(f32, Activation)>,
         dst: &mut [MaybeUninit<f32>],
     ) -> usize {
-        let mut t = [_mm512_setzero_ps(); 9];
-        for i in 0..9 {
-            t[i] = _mm512_set1_ps(taps[i]);
+        let len = src.len();
+        let out = dst[..len].as_mut_ptr().cast::<f32>();
+        let w = w as isize;
+        for (group, m) in masks.chunks_exact(FLAT_GROUP).enumerate() {
+            let first = group * FLAT_GROUP;
+            let at = |g: usize, tap: usize| {
+                16 * (first + g) as isize + (tap / 3) as isize * w - w + (tap % 3) as isize - 1
+            };
+            let mut s = [_mm512_setzero_ps(); FLAT_GROUP];
+            for g in 0..FLAT_GROUP {
+                s[g] = _mm512_mul_ps(t[0], load(Some(src), at(g, 0), m[g][0]));
+            }
+            for tap in 1..9 {
+                for g in 0..FLAT_GROUP {
+                    let x = load(Some(src), at(g, tap), m[g][tap]);
+                    s[g] = _mm512_fmadd_ps(t[tap], x, s[g]);
+                }
+            }
+            for g in 0..FLAT_GROUP {
+                let v = first + g;
+                let y = finished(s[g], finish);
+                // SAFETY: the enabled lanes are `dst[16 v..min(16 v + 16, len)]` (none for a
+                // vector past the plane), inside `dst[..len]`; masked-off lanes are not
+                // accessed, so the pointer may lie past it.
+                #[allow(unsafe_code)]
+                unsafe {
+                    _mm512_mask_storeu_ps(
+                        out.wrapping_add(16 * v),
+                        lanes(len.saturating_sub(16 * v)),
+                        y,
+                    )
+                };
+            }
         }
-        match stride {
-            1 => plane::<1>(src, (h, w), &t, finish, dst),
-            _ => plane::<2>(src, (h, w), &t, finish, dst),
-        }
+        len
     }
 
     /// [`same3`] at stride `S`, two output rows at a time: two independent chains of sums
@@ -995,6 +1102,8 @@ mod tests {
             (4, 1),
             (2, 2),
             (7, 7),
+            (14, 14),
+            (2, 9),
             (5, 15),
             (6, 16),
             (3, 17),
@@ -1024,10 +1133,8 @@ mod tests {
                     // SAFETY: AVX-512F is present (checked above).
                     #[allow(unsafe_code)]
                     let written = unsafe {
-                        wide::same3(
+                        wide::Same3::new((h, w), stride).plane(
                             &src,
-                            (h, w),
-                            stride,
                             &taps,
                             finish,
                             crate::planes::uninit(&mut got),
