@@ -639,8 +639,10 @@ mod wide {
         len
     }
 
-    /// [`same3`] at stride `S`, two output rows at a time: two independent chains of sums
-    /// (each is nine dependent steps) and the input rows they share loaded once.
+    /// [`Same3::plane`]'s rows at stride `S`, four output rows at a time at stride 1 and two at
+    /// stride 2: independent chains of sums (each is nine dependent steps) and the input rows
+    /// they share loaded once. Two rows at a time left the stride-1 sums waiting on each
+    /// step's latency (`benches/NOTES.md`: 144 56x56 planes 0.169 -> 0.146 ms, one thread).
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn plane<const S: usize>(
@@ -653,6 +655,12 @@ mod wide {
         let (oh, ow) = (h.div_ceil(S), w.div_ceil(S));
         let dst = &mut dst[..oh * ow];
         let mut oy = 0;
+        if S == 1 {
+            while oy + 4 <= oh {
+                band::<S, 4>(src, (h, w), oy, t, finish, &mut dst[oy * ow..(oy + 4) * ow]);
+                oy += 4;
+            }
+        }
         while oy + 2 <= oh {
             band::<S, 2>(src, (h, w), oy, t, finish, &mut dst[oy * ow..(oy + 2) * ow]);
             oy += 2;
@@ -680,8 +688,8 @@ mod wide {
         let ow = w.div_ceil(S);
         // Input rows `top..top + inputs`, those outside the plane as `None` (zeros).
         let (top, inputs) = ((oy * S) as isize - 1, (R - 1) * S + 3);
-        let mut rows: [Option<&[f32]>; 5] = [None; 5];
-        for i in 0..5 {
+        let mut rows: [Option<&[f32]>; 6] = [None; 6];
+        for i in 0..6 {
             let y = top + i as isize;
             if i < inputs && (0..h as isize).contains(&y) {
                 rows[i] = Some(&src[y as usize * w..(y as usize + 1) * w]);
@@ -691,15 +699,15 @@ mod wide {
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
         // Each input row's previous odd columns, whose last is the left tap of the next first.
-        let mut carry = [_mm512_setzero_ps(); 5];
+        let mut carry = [_mm512_setzero_ps(); 6];
         let mut x = 0;
         while x < ow {
             // Per input row, the left, centre and right taps' inputs of 16 output columns.
-            let mut v = [[_mm512_setzero_ps(); 3]; 5];
+            let mut v = [[_mm512_setzero_ps(); 3]; 6];
             if S == 1 {
                 let at = x as isize;
                 let masks = [inside(at - 1, w), inside(at, w), inside(at + 1, w)];
-                for i in 0..5 {
+                for i in 0..6 {
                     if i < inputs {
                         for kx in 0..3 {
                             v[i][kx] = load(rows[i], at + kx as isize - 1, masks[kx]);
@@ -709,7 +717,7 @@ mod wide {
             } else {
                 let at = 2 * x as isize;
                 let masks = [inside(at, w), inside(at + 16, w)];
-                for i in 0..5 {
+                for i in 0..6 {
                     if i < inputs {
                         let (lo, hi) =
                             (load(rows[i], at, masks[0]), load(rows[i], at + 16, masks[1]));
@@ -725,14 +733,20 @@ mod wide {
                     }
                 }
             }
+            // Each row's nine products added left to right, each after the first fused, as
+            // [`super::chain`] does; the rows' sums step by step side by side, independent
+            // chains that keep the multiply-add units busy through each step's latency.
+            let mut sums = [_mm512_setzero_ps(); R];
             for r in 0..R {
-                // The nine products added left to right, each after the first fused, as
-                // [`super::chain`] does.
-                let mut s = _mm512_mul_ps(t[0], v[r * S][0]);
-                for tap in 1..9 {
-                    s = _mm512_fmadd_ps(t[tap], v[r * S + tap / 3][tap % 3], s);
+                sums[r] = _mm512_mul_ps(t[0], v[r * S][0]);
+            }
+            for tap in 1..9 {
+                for r in 0..R {
+                    sums[r] = _mm512_fmadd_ps(t[tap], v[r * S + tap / 3][tap % 3], sums[r]);
                 }
-                let y = finished(s, finish);
+            }
+            for r in 0..R {
+                let y = finished(sums[r], finish);
                 let at = r * ow + x;
                 // SAFETY: the enabled lanes are `out[at..at + min(16, ow - x)]`, inside row `r`
                 // of `out` (`R` rows of `ow`).
