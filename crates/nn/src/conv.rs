@@ -22,8 +22,9 @@
 //! per-thread buffers and products written straight into NCHW, with the bias and an
 //! [`Activation`] applied as each output block is written ([`conv2d_act`]). A 3x3 stride-1
 //! convolution with at least 16 channels in and out computes its forward pass and input
-//! gradient by Winograd's F(2x2, 3x3) instead where it has at least as many 2x2 output tiles as channels
-//! (2.25x fewer multiplications; [`set_winograd`] turns it off). The custom ops have no CUDA
+//! gradient by Winograd's F(2x2, 3x3) instead where it has at least 64 2x2 output tiles over
+//! the batch, or as many as channels when that is fewer (32 for a constant layer, whose
+//! transformed weight is kept; 2.25x fewer multiplications; [`set_winograd`] turns it off). The custom ops have no CUDA
 //! kernel yet (candle reports "no cuda implementation"); [`conv2d`] falls back to candle's own
 //! convolution on other devices.
 //!

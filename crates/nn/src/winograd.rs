@@ -19,6 +19,7 @@
 //! stays at the direct sums' level: the convolution tests hold both paths to 1e-5 of the
 //! largest output against f64 loops.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use candle_core::{bail, Result};
@@ -48,14 +49,14 @@ const COL_ALIGN: usize = 16;
 /// runs at memory speed, where `im2col` multiplies over `9 C`.
 const MIN_CHANNELS: usize = 16;
 
-/// Fewest output tiles per channel (of the larger side): the transformed weights (`16 O C`
-/// values, 1.8x the kernel's) are computed on every call of a trained layer and read once per
-/// block, and few
-/// tiles leave the products thin. Measured with the `conv_algorithms` example
-/// (`benches/NOTES.md`): ResNet's 256-channel 14x14 layer at batch 8 (392 tiles) ran at the
-/// GEMM path's speed, its 512-channel 7x7 layer at batch 8 (128 tiles) at half of it, and its
-/// 128-channel 28x28 layer at batch 1 (196 tiles) 1.2-1.4x faster.
-const MIN_TILES_PER_CHANNEL: usize = 1;
+/// Fewest output tiles (over the batch) for a layer that transforms its weight on every call
+/// (a trained one), or as many as its larger channel count when that is fewer. The transform
+/// writes `16 O C` values and the products save `20 O C` multiply-adds per tile, so the
+/// break-even tile count does not grow with the channels. `conv_algorithms` (`benches/NOTES.md`,
+/// eighteenth pass), ResNet's 512-channel 3x3 layer trained at 128 tiles: 30.1-30.7 ms against
+/// GEMM's 33.7-35.0 at 7x7 batch 8, 35.9-36.2 against 42.6-43.5 at 4x4 batch 32; at 32 tiles
+/// (batch 2) it lost, 4.27 against 3.71 ms for the forward pass.
+const MIN_TRAINED_TILES: usize = 64;
 
 /// Fewest output tiles (over the batch) for a constant layer, whose transformed weight is kept
 /// between calls: with the transform paid once, only the products' width is left to bound.
@@ -87,45 +88,59 @@ pub(crate) fn applies(
         && groups == 1
         && padding <= 2
         && c.min(o) >= MIN_CHANNELS
-        && tiles >= if kept { MIN_KEPT_TILES } else { MIN_TILES_PER_CHANNEL * c.max(o) }
+        && tiles >= if kept { MIN_KEPT_TILES } else { MIN_TRAINED_TILES.min(c.max(o)) }
 }
 
 /// The transformed weights of `wt (O, C, 3, 3)` as 16 matrices: `(16, O, C)`, or with
 /// `adjoint` those of the input gradient's convolution (the kernel rotated by 180 degrees,
 /// channels swapped): `(16, C, O)`; each matrix packed as [`crate::planes::pack`] lays it out
 /// ([`transformed_len`] values in all). `U = G g G^T`, `G = [[1, 0, 0], [1/2, 1/2, 1/2],
-/// [1/2, -1/2, 1/2], [0, 0, 1]]`, computed for each matrix row's kernels side by side, blocks of
-/// rows in parallel, each row written straight into its place in the 16 matrices.
+/// [1/2, -1/2, 1/2], [0, 0, 1]]`. Written straight into the packed layout, one register block of
+/// matrix rows per task (the blocks in parallel), the block's rows side by side as the lanes of
+/// one vector per column: each column's 16 results are 16 contiguous runs of the block's rows.
+/// Transforming into row-major matrices, packing each and concatenating them took three passes
+/// over 16 MB and three fresh buffers per call for 512 x 512 channels.
 pub(crate) fn transform_weight(wt: &[f32], o: usize, c: usize, adjoint: bool) -> Result<Vec<f32>> {
     if wt.len() != o * c * 9 {
         bail!("winograd: {} weight values for {o}x{c}x3x3", wt.len());
     }
     let (rows, cols) = if adjoint { (c, o) } else { (o, c) };
-    if rows * cols == 0 {
+    let len = transformed_len(rows, cols);
+    if len == 0 {
         return Ok(Vec::new());
     }
-    let mut u = vec![0f32; POS * rows * cols];
-    // Each task's rows of the 16 matrices: task t holds rows `t * per..` of every matrix.
-    let per = rows.div_ceil(4 * rayon::current_num_threads().max(1)).max(1);
-    let tasks = rows.div_ceil(per);
-    let mut parts: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(POS)).collect();
-    for matrix in u.chunks_exact_mut(rows * cols) {
-        for (part, block) in parts.iter_mut().zip(matrix.chunks_mut(per * cols)) {
-            part.push(block);
+    let block = crate::planes::block_rows();
+    if block > BLOCK_LANES {
+        bail!("winograd: register blocks of {block} rows, more than {BLOCK_LANES}");
+    }
+    let per_matrix = len / POS;
+    let mut u = Vec::with_capacity(len);
+    // Task `b` holds block `b`'s `block * cols` values of each of the 16 matrices.
+    let blocks = per_matrix / (block * cols);
+    let mut parts: Vec<Vec<&mut [MaybeUninit<f32>]>> =
+        (0..blocks).map(|_| Vec::with_capacity(POS)).collect();
+    for matrix in u.spare_capacity_mut()[..len].chunks_exact_mut(per_matrix) {
+        for (part, values) in parts.iter_mut().zip(matrix.chunks_exact_mut(block * cols)) {
+            part.push(values);
         }
     }
-    parts.par_iter_mut().enumerate().for_each(|(t, part)| {
-        for r in 0..part.first().map_or(0, |b| b.len() / cols) {
-            transform_row(wt, c, t * per + r, adjoint, part, r * cols);
-        }
+    parts.par_iter_mut().enumerate().for_each(|(b, part)| {
+        let live = block.min(rows - b * block);
+        transform_block(wt, c, (b * block, live, block), adjoint, part);
     });
-    // Each matrix in the layout the products read it in ([`crate::planes::pack`]).
-    let packed: Vec<Vec<f32>> = u
-        .par_chunks_exact(rows * cols)
-        .map(|matrix| crate::planes::pack(matrix, (rows, cols)))
-        .collect();
-    Ok(packed.concat())
+    // SAFETY: the tasks' slices partition the first `len` slots (16 matrices of `blocks`
+    // blocks of `block * cols` values, `per_matrix = blocks * block * cols`), and
+    // `transform_block` writes every value of its slices (`block` lanes of each of `cols`
+    // columns, zeros past the live rows); `f32` needs no drop and the capacity is `len`.
+    #[allow(unsafe_code)]
+    unsafe {
+        u.set_len(len);
+    }
+    Ok(u)
 }
+
+/// Most rows of a register block [`transform_block`] takes (its vectors' lanes).
+const BLOCK_LANES: usize = 8;
 
 /// Values of [`transform_weight`]'s result for `rows x cols` matrices.
 pub(crate) fn transformed_len(rows: usize, cols: usize) -> usize {
@@ -135,20 +150,25 @@ pub(crate) fn transformed_len(rows: usize, cols: usize) -> usize {
     POS * crate::planes::packed_len(rows, cols)
 }
 
-/// Row `r` of the 16 transformed matrices, written at `at` in each of `dst`'s 16 slices: the
-/// kernels of output channel `r` (or with `adjoint` of input channel `r`, rotated), eight at a
-/// time.
+/// The register block of matrix rows `first..first + live` (of `block` rows; the rest are
+/// zeros), written into its slice of each of the 16 packed matrices (`dst`, `block * cols`
+/// values each: column after column, the block's rows side by side): row `r` holds the
+/// kernels of output channel `r` (or with `adjoint` of input channel `r`, rotated).
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-fn transform_row(wt: &[f32], c: usize, r: usize, adjoint: bool, dst: &mut [&mut [f32]], at: usize) {
-    const LANES: usize = 8;
-    let cols = if adjoint { wt.len() / (9 * c) } else { c };
-    let mut col = 0;
-    while col < cols {
-        let n = LANES.min(cols - col);
-        // Tap t of kernel col + l in g[t][l].
+fn transform_block(
+    wt: &[f32],
+    c: usize,
+    (first, live, block): (usize, usize, usize),
+    adjoint: bool,
+    dst: &mut [&mut [MaybeUninit<f32>]],
+) {
+    const LANES: usize = BLOCK_LANES;
+    let cols = dst.first().map_or(0, |m| m.len() / block.max(1));
+    for col in 0..cols {
+        // Tap t of row first + l's kernel in g[t][l].
         let mut g = [[0f32; LANES]; 9];
-        for l in 0..n {
-            let (oc, ic) = if adjoint { (col + l, r) } else { (r, col + l) };
+        for l in 0..live.min(LANES) {
+            let (oc, ic) = if adjoint { (col, first + l) } else { (first + l, col) };
             let k = &wt[(oc * c + ic) * 9..(oc * c + ic) * 9 + 9];
             for (t, taps) in g.iter_mut().enumerate() {
                 taps[l] = if adjoint { k[8 - t] } else { k[t] };
@@ -175,11 +195,12 @@ fn transform_row(wt: &[f32], c: usize, r: usize, adjoint: bool, dst: &mut [&mut 
                 out[3][l] = e;
             }
             for (j, values) in out.iter().enumerate() {
-                let start = at + col;
-                dst[i * 4 + j][start..start + n].copy_from_slice(&values[..n]);
+                let run = &mut dst[i * 4 + j][col * block..(col + 1) * block];
+                for (d, &v) in run.iter_mut().zip(values) {
+                    d.write(v);
+                }
             }
         }
-        col += LANES;
     }
 }
 
@@ -514,5 +535,83 @@ fn interleave(dst: &mut [f32], a: &[f32], b: &[f32]) {
     }
     if dst.len() % 2 == 1 {
         dst[2 * pairs] = a[pairs];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `G g G^T` of every kernel in f64 by its definition, as 16 row-major `rows x cols`
+    /// matrices, each then packed by `planes::pack`: what [`transform_weight`] writes straight
+    /// into the packed layout, over block edges (rows past a register block) and both
+    /// directions.
+    #[test]
+    fn transformed_weights_are_the_packed_products_g_g_gt() {
+        let g = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+        for (o, c) in [(1, 1), (5, 3), (8, 16), (17, 9), (24, 7)] {
+            let wt: Vec<f32> =
+                (0..o * c * 9).map(|i| ((i * 37 % 41) as f32 - 20.0) / 8.0).collect();
+            for adjoint in [false, true] {
+                let (rows, cols) = if adjoint { (c, o) } else { (o, c) };
+                let mut matrices = vec![vec![0f32; rows * cols]; POS];
+                for r in 0..rows {
+                    for col in 0..cols {
+                        let (oc, ic) = if adjoint { (col, r) } else { (r, col) };
+                        let k = &wt[(oc * c + ic) * 9..(oc * c + ic) * 9 + 9];
+                        let tap = |y: usize, x: usize| {
+                            f64::from(if adjoint { k[8 - (3 * y + x)] } else { k[3 * y + x] })
+                        };
+                        for i in 0..4 {
+                            for j in 0..4 {
+                                let mut v = 0f64;
+                                for y in 0..3 {
+                                    for x in 0..3 {
+                                        v += g[i][y] * tap(y, x) * g[j][x];
+                                    }
+                                }
+                                matrices[i * 4 + j][r * cols + col] = v as f32;
+                            }
+                        }
+                    }
+                }
+                let want: Vec<f32> =
+                    matrices.iter().flat_map(|m| crate::planes::pack(m, (rows, cols))).collect();
+                let got = transform_weight(&wt, o, c, adjoint).unwrap();
+                assert_eq!(got.len(), transformed_len(rows, cols));
+                assert_eq!(got.len(), want.len());
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
+                        "{o}x{c} {adjoint} at {i}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+        assert!(transform_weight(&[0.0; 8], 1, 1, false).is_err());
+    }
+}
+#[cfg(test)]
+mod scratch_timing {
+    #[test]
+    fn time_transform() {
+        for (o, c) in [(512usize, 512usize), (256, 256), (128, 128)] {
+            let wt: Vec<f32> = (0..o * c * 9).map(|i| (i % 13) as f32).collect();
+            let mut best = f64::MAX;
+            for _ in 0..20 {
+                let t = std::time::Instant::now();
+                let u = super::transform_weight(&wt, o, c, false).unwrap();
+                std::hint::black_box(&u);
+                best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let mut besta = f64::MAX;
+            for _ in 0..20 {
+                let t = std::time::Instant::now();
+                let u = super::transform_weight(&wt, o, c, true).unwrap();
+                std::hint::black_box(&u);
+                besta = besta.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            println!("TIMING {o}x{c}: {best:.3} ms, adjoint {besta:.3} ms");
+        }
     }
 }
