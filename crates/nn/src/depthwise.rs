@@ -458,8 +458,9 @@ fn same3_s2_plane(src: &[f32], w: usize, zeros: &[f32], t: &[f32; 9], dst: &mut 
 /// steps of 16 columns, the plane's border read as masked loads (lanes outside the plane load
 /// zero, the padding's value), the nine products summed in [`taps3`]'s order, so that the
 /// results are those of [`same3_plane`] and [`same3_s2_plane`] followed by
-/// [`crate::simd::bias_act`]. Rows of 7 or 14 columns, where those loops ran scalar, are one
-/// masked step.
+/// [`crate::simd::bias_act`]. Rows of 14 columns, where those loops ran scalar, are one masked
+/// step; stride-1 planes up to 13 columns wide (MobileNetV2's 7x7) are swept as one flat run of
+/// vectors instead.
 #[cfg(target_arch = "x86_64")]
 mod wide {
     use std::arch::x86_64::*;
