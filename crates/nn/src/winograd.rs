@@ -591,27 +591,3 @@ mod tests {
         assert!(transform_weight(&[0.0; 8], 1, 1, false).is_err());
     }
 }
-#[cfg(test)]
-mod scratch_timing {
-    #[test]
-    fn time_transform() {
-        for (o, c) in [(512usize, 512usize), (256, 256), (128, 128)] {
-            let wt: Vec<f32> = (0..o * c * 9).map(|i| (i % 13) as f32).collect();
-            let mut best = f64::MAX;
-            for _ in 0..20 {
-                let t = std::time::Instant::now();
-                let u = super::transform_weight(&wt, o, c, false).unwrap();
-                std::hint::black_box(&u);
-                best = best.min(t.elapsed().as_secs_f64() * 1e3);
-            }
-            let mut besta = f64::MAX;
-            for _ in 0..20 {
-                let t = std::time::Instant::now();
-                let u = super::transform_weight(&wt, o, c, true).unwrap();
-                std::hint::black_box(&u);
-                besta = besta.min(t.elapsed().as_secs_f64() * 1e3);
-            }
-            println!("TIMING {o}x{c}: {best:.3} ms, adjoint {besta:.3} ms");
-        }
-    }
-}
