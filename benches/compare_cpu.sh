@@ -2,9 +2,11 @@
 # The CPU-kernel comparison: deeprecog (`examples/throughput`) against PyTorch CPU (training
 # steps) and onnxruntime (inference) on the same networks, batch sizes and cores, back to back,
 # one row at a time. Prints each row's images/s and ratio and writes
-# benches/results/cpu-<cpu>-f<family>m<model>-<date>.json:
+# benches/results/cpu-<cpu>-f<family>m<model>-<date>.json (-<date>-b.json, -c, ... when that
+# day's file exists):
 #   {"cpu": "...", "cpu_family": f, "cpu_model": m, "simd": "avx512" | "avx2", "cores": n,
 #    "date": "YYYY-MM-DD", "torch": "...", "onnxruntime": "...", "rounds": r,
+#    "infer_rounds": i,
 #    "rows": [{"workload", "batch", "mode", "anchor", "ours", "anchor_images_s", "ratio",
 #              "ours_runs", "anchor_runs"}]}   (ours, anchor_images_s: medians of the runs)
 # The anchors run in a scratch venv under target/ (torch, torchvision, onnx, onnxruntime);
@@ -12,11 +14,17 @@
 # times as many per inference row. ROUNDS (default 3) alternating runs of ours and the anchor
 # per row, the median of each kept: the anchors' own rate drifts by up to a third between
 # runs minutes apart on a shared 2-core machine, and alternating spreads that drift over both.
+# INFER_ROUNDS (default three times ROUNDS) for the inference rows, whose runs take a second or two: the
+# machine switches for tens of seconds at a time between two speeds (MobileNetV2 b1 at about
+# 250 or about 150 images/s, whichever binary runs), and with three rounds one side could draw
+# the slow state twice and the other the fast one (the 2026-12-05-e run: ours 146 / 142 / 218,
+# onnxruntime 149 / 252 / 245).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=target/bench-venv-torch
 ITERS=${ITERS:-5}
 ROUNDS=${ROUNDS:-3}
+INFER_ROUNDS=${INFER_ROUNDS:-$((ROUNDS * 3))}
 [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
 "$VENV/bin/python" -c 'import torch, torchvision, onnx, onnxruntime' 2>/dev/null ||
     "$VENV/bin/pip" install --quiet torch torchvision onnx onnxruntime numpy
@@ -48,17 +56,27 @@ MODEL=$(sed -n 's/^model[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 SIMD=$(grep -m 1 -q ' avx512f' /proc/cpuinfo && echo avx512 || echo avx2)
 DATE=$(date +%F)
 OUT=benches/results/cpu-$(echo "$CPU" | tr -cs 'A-Za-z0-9' '-' | sed 's/-$//')-f${FAMILY}m${MODEL}-$DATE.json
+# A later run on the same day gets the next letter rather than replacing the day's first.
+FIRST=$OUT
+for suffix in b c d e f g h i j k l m n o p q r s t u v w x y z; do
+    [[ -e $OUT ]] || break
+    OUT=${FIRST%.json}-$suffix.json
+done
 JSON_ROWS=()
 for row in "${ROWS[@]}"; do
     IFS='|' read -r label ours_args anchor_args anchor_env <<<"$row"
     read -r workload batch mode <<<"$label"
     # Inference iterations last milliseconds: ten times as many keep the median steady.
     iters=$ITERS
-    [[ $mode == infer ]] && iters=$((ITERS * 10))
+    rounds=$ROUNDS
+    if [[ $mode == infer ]]; then
+        iters=$((ITERS * 10))
+        rounds=$INFER_ROUNDS
+    fi
     read -r a_work a_batch engine <<<"$anchor_args"
     OURS_RATES=()
     ANCHOR_RATES=()
-    for _ in $(seq "$ROUNDS"); do
+    for _ in $(seq "$rounds"); do
         # shellcheck disable=SC2086
         OURS_RATES+=("$(rate "$OURS" $ours_args --iters "$iters")")
         # shellcheck disable=SC2086
@@ -75,8 +93,8 @@ VERSIONS=$("$VENV/bin/python" -c 'import torch, onnxruntime; print(torch.__versi
 read -r TORCH ORT <<<"$VERSIONS"
 mkdir -p benches/results
 {
-    printf '{"cpu": "%s", "cpu_family": %s, "cpu_model": %s, "simd": "%s", "cores": %s, "date": "%s", "torch": "%s", "onnxruntime": "%s", "rounds": %s, "rows": [\n' \
-        "$CPU" "$FAMILY" "$MODEL" "$SIMD" "$(nproc)" "$DATE" "$TORCH" "$ORT" "$ROUNDS"
+    printf '{"cpu": "%s", "cpu_family": %s, "cpu_model": %s, "simd": "%s", "cores": %s, "date": "%s", "torch": "%s", "onnxruntime": "%s", "rounds": %s, "infer_rounds": %s, "rows": [\n' \
+        "$CPU" "$FAMILY" "$MODEL" "$SIMD" "$(nproc)" "$DATE" "$TORCH" "$ORT" "$ROUNDS" "$INFER_ROUNDS"
     for i in "${!JSON_ROWS[@]}"; do
         sep=$([[ $i -lt $((${#JSON_ROWS[@]} - 1)) ]] && echo "," || true)
         printf '  %s%s\n' "${JSON_ROWS[$i]}" "$sep"
