@@ -14,11 +14,11 @@
 # times as many per inference row. ROUNDS (default 3) alternating runs of ours and the anchor
 # per row, the median of each kept: the anchors' own rate drifts by up to a third between
 # runs minutes apart on a shared 2-core machine, and alternating spreads that drift over both.
-# INFER_ROUNDS (default three times ROUNDS) for the inference rows, whose runs take a second or two: the
-# machine switches for tens of seconds at a time between two speeds (MobileNetV2 b1 at about
-# 250 or about 150 images/s, whichever binary runs), and with three rounds one side could draw
-# the slow state twice and the other the fast one (the 2026-12-05-e run: ours 146 / 142 / 218,
-# onnxruntime 149 / 252 / 245).
+# INFER_ROUNDS (default three times ROUNDS) for the inference rows, whose runs take a second
+# or two: the machine switches between two speeds from one run to the next (MobileNetV2 b1 at
+# about 250 or about 150 images/s, whichever binary runs), and with three rounds one side
+# could draw the slow state twice and the other the fast one (the 2026-12-05-e run: ours
+# 146 / 142 / 218, onnxruntime 149 / 252 / 245).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=target/bench-venv-torch
