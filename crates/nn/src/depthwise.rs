@@ -539,6 +539,10 @@ mod wide {
     impl Same3 {
         /// The plan for `(h, w)` input planes at `stride` (1, or 2 for anything larger).
         pub(super) fn new((h, w): (usize, usize), stride: usize) -> Same3 {
+            // Whether tap offset `d` (0..3, the window's first row or column at -1) from
+            // position `at` lands inside an axis of `n` positions.
+            let tap_within =
+                |at: usize, d: usize, n: usize| (at + d).checked_sub(1).is_some_and(|i| i < n);
             let flat = (stride == 1 && w <= FLAT_MAX_WIDTH).then(|| {
                 let len = h * w;
                 (0..len.div_ceil(16).next_multiple_of(FLAT_GROUP))
@@ -548,10 +552,8 @@ mod wide {
                             for lane in 0..16 {
                                 let j = 16 * v + lane;
                                 let (y, x) = (j / w.max(1), j % w.max(1));
-                                let inside = |at: usize, d: usize, n: usize| {
-                                    (at + d).checked_sub(1).is_some_and(|i| i < n)
-                                };
-                                if j < len && inside(y, tap / 3, h) && inside(x, tap % 3, w) {
+                                if j < len && tap_within(y, tap / 3, h) && tap_within(x, tap % 3, w)
+                                {
                                     mask |= 1 << lane;
                                 }
                             }
