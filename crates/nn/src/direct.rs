@@ -313,6 +313,23 @@ impl Plan {
 }
 
 /// Whether this CPU runs the kernel (AVX-512F).
+/// `dst[i * ds + j] = src[j * ss + i]` for `i, j < 16`, in registers; `None` (nothing
+/// written) without AVX-512F.
+///
+/// # Panics
+/// If `src` or `dst` is shorter than 15 strides and 16 values.
+pub(crate) fn transpose16(src: &[f32], ss: usize, dst: &mut [f32], ds: usize) -> Option<()> {
+    if !available() {
+        return None;
+    }
+    // SAFETY: AVX-512F was detected above.
+    #[allow(unsafe_code)]
+    unsafe {
+        wide::transpose16(src, ss, crate::planes::uninit(dst), ds)
+    };
+    Some(())
+}
+
 pub(crate) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
 }

@@ -162,6 +162,19 @@ impl Geometry {
             )
     }
 
+    /// A window that [`crate::stride2_winograd`] computes (when Winograd is enabled): 4x4,
+    /// stride 2.
+    fn stride2_winograd(&self) -> bool {
+        crate::conv::winograd_enabled()
+            && std::env::var("NOS2W").is_err()
+            && crate::stride2_winograd::applies(
+                (self.n, self.c, self.h, self.w),
+                (self.o, self.oh, self.ow),
+                &self.win,
+                self.groups,
+            )
+    }
+
     /// The input, weight and output shapes, as cuDNN takes them.
     #[cfg(feature = "cudnn")]
     fn cudnn_shapes(&self) -> crate::cuda::conv::Shapes {
@@ -410,6 +423,10 @@ fn forward(
         };
         let dims = (geo.n, geo.c, geo.h, geo.w);
         return crate::winograd::conv(x, dims, &u, geo.o, geo.win.padding, bias, act, pool);
+    }
+    if residual.is_none() && !pool && geo.stride2_winograd() {
+        let dims = (geo.n, geo.c, geo.h, geo.w);
+        return crate::stride2_winograd::conv(x, dims, wt, geo.o, geo.win.padding, bias, act);
     }
     #[cfg(target_arch = "x86_64")]
     if residual.is_none() && !pool && geo.direct(geo.o, geo.p(), DIRECT_PIXELS) {
@@ -679,6 +696,11 @@ fn ungroup(
 /// `col2im` (for a single-image pointwise chunk the product writes the gradient block
 /// directly).
 fn input_grad(geo: &Geometry, gy: &[f32], wt: &[f32]) -> Result<Vec<f32>> {
+    if geo.stride2_winograd() {
+        let dims = (geo.n, geo.c, geo.h, geo.w);
+        let out = (geo.o, geo.oh, geo.ow);
+        return crate::stride2_winograd::input_grad(gy, dims, wt, out, geo.win.padding);
+    }
     if geo.winograd(false) {
         // The input gradient of a 3x3 stride-1 convolution padded by p is the convolution of
         // the output gradient with the rotated, channel-swapped kernel, padded by 2 - p.

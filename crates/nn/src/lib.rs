@@ -42,6 +42,7 @@ pub mod preprocess;
 pub mod schedule;
 mod sgemm;
 mod simd;
+mod stride2_winograd;
 mod winograd;
 
 /// Errors of the nn crate.
