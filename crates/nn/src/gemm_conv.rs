@@ -166,7 +166,6 @@ impl Geometry {
     /// stride 2.
     fn stride2_winograd(&self) -> bool {
         crate::conv::winograd_enabled()
-            && std::env::var("NOS2W").is_err()
             && crate::stride2_winograd::applies(
                 (self.n, self.c, self.h, self.w),
                 (self.o, self.oh, self.ow),
@@ -810,6 +809,13 @@ fn each_run(runs: usize, run: impl Fn(usize) -> Result<Vec<f32>> + Sync) -> Resu
 /// The weight gradient: `sum over chunks (and bands) of dY_chunk cols_chunk^T`, the chunks split
 /// into one fixed contiguous run per thread, each run summed in order, the runs added in order.
 fn weight_grad(geo: &Geometry, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
+    if geo.stride2_winograd()
+        && crate::stride2_winograd::weight_grad_applies(geo.n, (geo.oh, geo.ow))
+    {
+        let dims = (geo.n, geo.c, geo.h, geo.w);
+        let out = (geo.o, geo.oh, geo.ow);
+        return crate::stride2_winograd::weight_grad(x, dims, gy, out, geo.win.padding);
+    }
     if geo.panel_weight_grad() {
         return weight_grad_panels(geo, x, gy);
     }

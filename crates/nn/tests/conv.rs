@@ -21,7 +21,7 @@ fn randn(shape: &[usize], name: &str, dtype: DType) -> Tensor {
 /// (n, c, h, w, o, (kh, kw), stride, padding, dilation, groups)
 type Case = (usize, usize, usize, usize, usize, (usize, usize), usize, usize, usize, usize);
 
-const CASES: [Case; 40] = [
+const CASES: [Case; 41] = [
     (2, 3, 7, 9, 4, (3, 3), 1, 1, 1, 1),
     // One image through a 1x1 layer: the product writes the output directly.
     (1, 5, 6, 7, 4, (1, 1), 1, 0, 1, 1),
@@ -60,9 +60,11 @@ const CASES: [Case; 40] = [
     (1, 16, 24, 23, 130, (3, 3), 1, 1, 1, 1),
     // 4x4 stride-2 layers of 16 or more channels and 64 or more 2x2 output tiles: F(2x2, 2x2)
     // over the stride's phases, 17 images per thread on two (one 16 x 16 register transpose
-    // and a tail), and an odd output height with padding 2.
+    // and a tail), an odd output height with padding 2, and 64 tiles an image over 4 images a
+    // task, enough for the weight gradient too.
     (34, 16, 8, 8, 16, (4, 4), 2, 1, 1, 1),
     (4, 17, 17, 15, 18, (4, 4), 2, 2, 1, 1),
+    (8, 16, 32, 32, 16, (4, 4), 2, 1, 1, 1),
     // One image through a 1x1 layer of 24 channels (three register blocks of rows, uneven
     // over two threads): split by columns instead, 196 columns (a 4-column tail).
     (1, 12, 14, 14, 24, (1, 1), 1, 0, 1, 1),
