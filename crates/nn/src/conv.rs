@@ -24,7 +24,12 @@
 //! convolution with at least 16 channels in and out computes its forward pass and input
 //! gradient by Winograd's F(2x2, 3x3) instead where it has at least 64 2x2 output tiles over
 //! the batch, or as many as channels when that is fewer (32 for a constant layer, whose
-//! transformed weight is kept; 2.25x fewer multiplications; [`set_winograd`] turns it off). The custom ops have no CUDA
+//! transformed weight is kept; 2.25x fewer multiplications; [`set_winograd`] turns it off).
+//! A 4x4 stride-2 convolution with 16 or more channels each way and at least 64 2x2 output
+//! tiles (DCGAN's discriminator, and as input gradients its generator) splits into four 2x2
+//! stride-1 convolutions by the parity of its taps and runs them by F(2x2, 2x2) (1.78x fewer
+//! multiplications), forward, input gradient and, with 256 or more tiles per thread, weight
+//! gradient. The custom ops have no CUDA
 //! kernel yet (candle reports "no cuda implementation"); [`conv2d`] falls back to candle's own
 //! convolution on other devices.
 //!
@@ -55,10 +60,13 @@ pub use crate::cuda::conv::{allow_tf32, autocast_bf16, set_allow_tf32, set_autoc
 
 static WINOGRAD: AtomicBool = AtomicBool::new(true);
 
-/// Whether 3x3 stride-1 f32 CPU convolutions (16 or more channels in and out) use Winograd's
-/// F(2x2, 3x3) for their forward pass and input gradient (the default) or `im2col` + GEMM like
-/// every other shape, process-wide. For comparing the two, and for bit-for-bit agreement
-/// with a run made before Winograd was the default.
+/// Whether f32 CPU convolutions use Winograd's minimal filtering where it applies (the
+/// default): 3x3 stride-1 layers (16 or more channels in and out) F(2x2, 3x3) for their
+/// forward pass and input gradient, 4x4 stride-2 layers (DCGAN's) F(2x2, 2x2) over the
+/// stride's phases for their forward pass, input gradient and, with enough tiles, weight
+/// gradient; or the direct and `im2col` + GEMM kernels like every other shape, process-wide.
+/// For comparing the two, and for bit-for-bit agreement with a run made before Winograd was
+/// the default.
 pub fn set_winograd(enabled: bool) {
     WINOGRAD.store(enabled, Ordering::Relaxed);
 }
