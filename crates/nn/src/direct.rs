@@ -312,7 +312,6 @@ impl Plan {
     }
 }
 
-/// Whether this CPU runs the kernel (AVX-512F).
 /// `dst[i * ds + j] = src[j * ss + i]` for `i, j < 16`, in registers; `None` (nothing
 /// written) without AVX-512F.
 ///
@@ -330,6 +329,7 @@ pub(crate) fn transpose16(src: &[f32], ss: usize, dst: &mut [f32], ds: usize) ->
     Some(())
 }
 
+/// Whether this CPU runs the kernel (AVX-512F).
 pub(crate) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
 }

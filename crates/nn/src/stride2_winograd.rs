@@ -609,9 +609,13 @@ const MIN_GRAD_TASK_TILES: usize = 256;
 /// Whether [`weight_grad`] takes a layer that [`applies`] with `n` images of `(oh, ow)`
 /// outputs: enough tiles per task.
 pub(crate) fn weight_grad_applies(n: usize, (oh, ow): (usize, usize)) -> bool {
+    grad_images_per_task(n) * oh.div_ceil(2) * ow.div_ceil(2) >= MIN_GRAD_TASK_TILES
+}
+
+/// Images per task of [`weight_grad`]: [`LANES`], at most an even share of `n` per thread.
+fn grad_images_per_task(n: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    let per_task = LANES.clamp(1, n.div_ceil(threads).max(1));
-    per_task * oh.div_ceil(2) * ow.div_ceil(2) >= MIN_GRAD_TASK_TILES
+    LANES.clamp(1, n.div_ceil(threads).max(1))
 }
 
 /// That convolution's weight gradient: from `x (n, c, h, w)` and `gy (n, o, oh, ow)` to
@@ -620,8 +624,8 @@ pub(crate) fn weight_grad_applies(n: usize, (oh, ow): (usize, usize)) -> bool {
 /// 2 tj + j + b)`, a 2x2 correlation of a 3x3 input tile with a 2x2 one: F(2x2, 2x2) again, with
 /// the output gradient's tile as the filter. Each task (a group of images) sums
 /// `M_xi = E_xi V_xi^T` over its tiles (`E = G e G^T` of the output gradient's tiles,
-/// `V = B^T d B` of the input's) on `gemm`; the tasks' sums are added in task order and
-/// `A^T M A` gives the gradient.
+/// `V = B^T d B` of the input's) on `planes` (on `gemm` where `O` is not a multiple of 16);
+/// the tasks' sums are added in task order and `A^T M A` gives the gradient.
 pub(crate) fn weight_grad(
     x: &[f32],
     (n, c, h, w): (usize, usize, usize, usize),
@@ -639,13 +643,12 @@ pub(crate) fn weight_grad(
     let sources = phase_sources(c, pad);
     let k = 4 * c;
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
-    let threads = rayon::current_num_threads().max(1);
-    let per_task = LANES.clamp(1, n.div_ceil(threads).max(1));
+    let per_task = grad_images_per_task(n);
     let (x_image, gy_image) = (c * h * w, o * oh * ow);
     let tasks: Vec<usize> = (0..n).step_by(per_task).collect();
     // The tasks' sums come from this thread's spares and go back to them: taken on the
-    // workers, they never returned there, and each call paid for 19 MB of fresh pages at
-    // DCGAN's 512-channel layer (39 against 19 ms in a training step).
+    // workers, they would be returned to this thread, never to the worker that takes a fresh
+    // one (19 MB at DCGAN's 512-channel layer) on its next call.
     let mut sums: Vec<Vec<f32>> = tasks.iter().map(|_| spare_buffer(POS * o * k)).collect();
     let done: Vec<Result<()>> = tasks
         .par_iter()
